@@ -1,0 +1,20 @@
+"""Anonymizing backends behind one interface, selectable by name.
+
+>>> from fiftyone_faceanon.anonymizers import create_backend, available_backends
+>>> sorted(available_backends())  # doctest: +SKIP
+['blur', 'ksame', 'mask', 'noise', 'pixelate']
+"""
+
+from . import classical, ksame  # noqa: F401  (registers the backends)
+from .base import Anonymizer, BackendUnavailable, available_backends, create_backend, register
+
+DEFAULT_BACKEND = "ksame"
+
+__all__ = [
+    "Anonymizer",
+    "BackendUnavailable",
+    "DEFAULT_BACKEND",
+    "available_backends",
+    "create_backend",
+    "register",
+]

@@ -1,0 +1,176 @@
+"""Anonymizing files and folders: the tree mirrored, sidecars, resume, errors that never stop a run.
+
+For each input image ``REL`` (its path relative to the input folder, or its name for a file
+argument) the run writes ``OUTDIR/REL`` (same format, no metadata) and ``OUTDIR/REL.json`` (the
+sidecar), both atomically, the sidecar last. A rerun skips every image whose sidecar records the
+same input hash and settings, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from . import __version__
+from .images import IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, LoadedImage, atomic_write, encode_image, load_image
+from .pipeline import Pipeline, Settings
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input file and the output path it mirrors to."""
+
+    src: Path
+    rel: str
+
+
+@dataclass
+class Outcome:
+    """What happened to one job: ``status`` is ``ok``, ``no_face``, ``skipped`` or ``error``."""
+
+    rel: str
+    status: str
+    faces: int = 0
+    message: str = ""
+    timings: dict = field(default_factory=dict)
+
+
+class UsageError(Exception):
+    """Inputs and output that must not be combined (e.g. OUTDIR inside an input tree)."""
+
+
+def collect_jobs(inputs: list[Path], outdir: Path, allow_inside: bool = False) -> list[Job]:
+    """Mirror plan for files and folders: a folder's images keep their relative paths, a file
+    argument keeps its name. Refuses an ``outdir`` inside an input folder unless
+    ``allow_inside`` (then that folder's outputs are not read back as inputs)."""
+    out = outdir.resolve()
+    jobs: list[Job] = []
+    for inp in inputs:
+        root = inp.resolve()
+        if inp.is_dir():
+            if (out == root or root in out.parents) and not allow_inside:
+                raise UsageError(
+                    f"{outdir}: output folder is inside the input folder {inp}; "
+                    "pass --allow-inside to write there anyway"
+                )
+            for path in sorted(inp.rglob("*")):
+                if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+                    if out in path.resolve().parents:
+                        continue
+                    jobs.append(Job(path, path.relative_to(inp).as_posix()))
+        else:
+            jobs.append(Job(inp, inp.name))
+    seen: set[str] = set()
+    for job in jobs:
+        if job.rel in seen:
+            raise UsageError(f"{job.src}: two inputs map to the same output {job.rel}")
+        seen.add(job.rel)
+    return jobs
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Worker:
+    """Runs jobs with one :class:`Pipeline`; picklable by settings, for process pools."""
+
+    def __init__(self, settings: Settings, outdir: Path, overwrite: bool, max_pixels: int):
+        self.settings, self.outdir = settings, outdir
+        self.overwrite, self.max_pixels = overwrite, max_pixels
+        self._pipeline: Pipeline | None = None
+
+    @property
+    def pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            self._pipeline = Pipeline(self.settings)
+        return self._pipeline
+
+    def __call__(self, job: Job) -> Outcome:
+        try:
+            return self.run(job)
+        except ImageError as e:
+            return Outcome(job.rel, "error", message=str(e))
+        except Exception as e:  # one bad file must not stop the run
+            return Outcome(job.rel, "error", message=f"{job.src}: {type(e).__name__}: {e}")
+
+    def run(self, job: Job) -> Outcome:
+        dst = self.outdir / job.rel
+        sidecar = dst.with_name(dst.name + ".json")
+        if dst.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ImageError(job.src, f"unsupported extension {dst.suffix!r}")
+        if dst.resolve() == job.src.resolve():
+            raise ImageError(job.src, "output would overwrite the input")
+        digest = file_sha256(job.src)
+        settings = self.settings.as_dict()
+        if not self.overwrite and sidecar.is_file() and dst.is_file():
+            done = json.loads(sidecar.read_text())
+            if done.get("input_sha256") == digest and done.get("settings") == settings:
+                return Outcome(job.rel, "skipped", faces=len(done.get("faces", [])))
+        loaded = load_image(job.src, self.max_pixels)
+        result = self.pipeline.anonymize(loaded.rgb, key=job.rel)
+        data = encode_image(LoadedImage(result.image, loaded.alpha, loaded.gray), dst.suffix)
+        atomic_write(dst, data)
+        record = {
+            "input": job.rel,
+            "input_sha256": digest,
+            "status": "ok" if result.faces else "no_face",
+            "faces": [f.as_dict() for f in result.faces],
+            "backend": self.settings.backend,
+            "settings": settings,
+            "version": __version__,
+        }
+        atomic_write(sidecar, (json.dumps(record, indent=1) + "\n").encode())
+        return Outcome(job.rel, record["status"], len(result.faces), timings=result.timings)
+
+
+def _init_worker(worker: Worker) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    global _WORKER
+    _WORKER = worker
+
+
+def _run_in_worker(job: Job) -> Outcome:
+    return _WORKER(job)
+
+
+def anonymize_files(
+    inputs: list[Path],
+    outdir: Path,
+    settings: Settings = Settings(),
+    workers: int = 1,
+    overwrite: bool = False,
+    allow_inside: bool = False,
+    max_pixels: int = MAX_PIXELS,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Anonymize every image under ``inputs`` into ``outdir``; one :class:`Outcome` per image.
+
+    ``workers > 1`` runs that many processes, each loading the models once. ``on_outcome`` is
+    called as each image finishes (the CLI's progress bar).
+    """
+    jobs = collect_jobs(inputs, outdir, allow_inside)
+    worker = Worker(settings, outdir, overwrite, max_pixels)
+    outcomes = []
+    for outcome in _map(worker, jobs, workers):
+        outcomes.append(outcome)
+        if on_outcome:
+            on_outcome(outcome)
+    return outcomes
+
+
+def _map(worker: Worker, jobs: list[Job], workers: int) -> Iterator[Outcome]:
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(worker, jobs)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn" if os.name != "posix" else "forkserver")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(worker,)) as pool:
+        yield from pool.imap(_run_in_worker, jobs, chunksize=4)

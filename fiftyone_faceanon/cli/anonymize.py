@@ -1,0 +1,127 @@
+"""``faceanon anonymize``, ``faceanon demo`` and ``faceanon backends``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from ..anonymizers import DEFAULT_BACKEND, available_backends
+from ..images import MAX_PIXELS
+from ..photometric import PYRAMID_LEVELS, PhotometricSettings
+from ..pipeline import Settings
+from . import main
+
+
+def settings_options(f):
+    """The options that build a :class:`Settings`, shared by every command that anonymizes."""
+    options = [
+        click.option("--backend", default=DEFAULT_BACKEND, show_default=True,
+                     type=click.Choice(sorted(available_backends())), help="Anonymizing backend."),
+        click.option("--seed", default=0, show_default=True, help="Same seed, same output."),
+        click.option("--relight/--no-relight", default=True, show_default=True,
+                     help="Retinex relighting with the original's shading."),
+        click.option("--pyramid/--no-pyramid", default=True, show_default=True,
+                     help="Laplacian-pyramid refinement of the relit face."),
+        click.option("--color-transfer/--no-color-transfer", default=True, show_default=True,
+                     help="Cb/Cr statistics transfer from the original face."),
+        click.option("--levels", default=PYRAMID_LEVELS, show_default=True,
+                     help="Laplacian pyramid depth."),
+        click.option("--detector", default="mtcnn", show_default=True,
+                     type=click.Choice(["mtcnn", "dlib"])),
+        click.option("--threshold", default=0.9, show_default=True,
+                     help="Minimum MTCNN face probability."),
+        click.option("--device", default="auto", show_default=True,
+                     help="auto, cpu, cuda or cuda:N."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def build_settings(backend, seed, relight, pyramid, color_transfer, levels, detector, threshold,
+                   device) -> Settings:
+    return Settings(
+        backend=backend, seed=seed, detector=detector, threshold=threshold, device=device,
+        photometric=PhotometricSettings(relight, pyramid, color_transfer, levels=levels),
+    )
+
+
+def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers: int,
+                  overwrite: bool, allow_inside: bool, max_pixels: int) -> int:
+    """Run with a progress bar, print one line per failure, return the exit code."""
+    from ..batch import UsageError, anonymize_files
+
+    counts = {"ok": 0, "no_face": 0, "skipped": 0, "error": 0}
+    bar = tqdm(desc="anonymize", unit="img", file=sys.stderr, dynamic_ncols=True)
+
+    def on_outcome(outcome):
+        counts[outcome.status] += 1
+        if outcome.status == "error":
+            tqdm.write(f"error: {outcome.message}", file=sys.stderr)
+        bar.update(1)
+        bar.set_postfix(counts, refresh=False)
+
+    try:
+        from ..batch import collect_jobs
+
+        bar.total = len(collect_jobs(inputs, outdir, allow_inside))
+        anonymize_files(inputs, outdir, settings, workers, overwrite, allow_inside, max_pixels,
+                        on_outcome)
+    except UsageError as e:
+        bar.close()
+        raise click.UsageError(str(e)) from None
+    bar.close()
+    click.echo(
+        f"{counts['ok']} anonymized, {counts['no_face']} without a face, "
+        f"{counts['skipped']} already done, {counts['error']} failed -> {outdir}",
+        err=True,
+    )
+    return 1 if counts["error"] else 0
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--outdir", required=True, type=click.Path(path_type=Path),
+              help="Output folder; the input tree is mirrored into it.")
+@settings_options
+@click.option("--workers", default=1, show_default=True, help="Processes.")
+@click.option("--overwrite", is_flag=True, help="Redo images that are already done.")
+@click.option("--allow-inside", is_flag=True, help="Allow OUTDIR inside an input folder.")
+@click.option("--max-pixels", default=MAX_PIXELS, show_default=True,
+              help="Refuse images larger than this (decompression bombs).")
+def anonymize(inputs, outdir, workers, overwrite, allow_inside, max_pixels, **kw):
+    """Anonymize the faces of image files and folders into OUTDIR.
+
+    Writes each image (no metadata of the original) and a JSON sidecar beside it. A rerun
+    skips what is done. Exit code 1 when any image failed.
+    """
+    settings = build_settings(**kw)
+    sys.exit(run_anonymize(list(inputs), outdir, settings, workers, overwrite, allow_inside,
+                           max_pixels))
+
+
+@main.command()
+@click.option("-o", "--outdir", default=Path("out/demo"), show_default=True,
+              type=click.Path(path_type=Path))
+@settings_options
+def demo(outdir, **kw):
+    """Anonymize the bundled demo photos (scikit-image's astronaut and cameraman, matplotlib's
+    Grace Hopper: public domain) from OUTDIR/input into OUTDIR/anonymized."""
+    from ..demo import write_demo_inputs
+
+    src = write_demo_inputs(outdir / "input")
+    code = run_anonymize([src], outdir / "anonymized", build_settings(**kw), 1, False, False,
+                         MAX_PIXELS)
+    click.echo(f"originals: {src}\nanonymized: {outdir / 'anonymized'}")
+    sys.exit(code)
+
+
+@main.command()
+def backends():
+    """List the anonymizing backends."""
+    for name, description in sorted(available_backends().items()):
+        mark = "*" if name == DEFAULT_BACKEND else " "
+        click.echo(f"{mark} {name:10s} {description}")

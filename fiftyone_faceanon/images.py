@@ -1,0 +1,152 @@
+"""Reading any image safely into RGB, and writing outputs atomically with no metadata.
+
+Every failure is an :class:`ImageError` whose message is one line naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Extensions read from folders and written back.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+#: Default refusal limit against decompression bombs (width x height).
+MAX_PIXELS = 64_000_000
+JPEG_QUALITY = 95
+
+
+class ImageError(Exception):
+    """An input that cannot be read; ``str(e)`` is ``"<path>: <reason>"``."""
+
+    def __init__(self, path: os.PathLike | str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+@dataclass
+class LoadedImage:
+    """An image as the pipeline sees it.
+
+    ``rgb`` (H, W, 3) uint8 after EXIF orientation; ``alpha`` (H, W) uint8 or None; ``gray``
+    when the source had no colour (the output is written as grayscale again).
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None = None
+    gray: bool = False
+
+
+def load_image(path: os.PathLike | str, max_pixels: int = MAX_PIXELS) -> LoadedImage:
+    """Decode ``path`` into a :class:`LoadedImage`.
+
+    Handles grayscale, palette, RGBA/LA, CMYK and 16-bit sources; refuses zero-byte, truncated,
+    non-image and over-``max_pixels`` files with an :class:`ImageError`.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError(path, "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageError(path, f"{w}x{h} exceeds the pixel limit of {max_pixels:,}")
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return _to_rgb(im)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageError(path, f"refused as a decompression bomb ({e})") from None
+    except UnidentifiedImageError:
+        raise ImageError(path, "not a readable image (unknown or corrupt format)") from None
+    except FileNotFoundError:
+        raise ImageError(path, "no such file") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(path, f"corrupt or truncated image ({e})") from None
+
+
+def _to_rgb(im: Image.Image) -> LoadedImage:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(im, dtype=np.float64) / 257.0
+        g = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return LoadedImage(np.repeat(g[..., None], 3, axis=2), gray=True)
+    if mode == "F":
+        g = np.clip(np.rint(np.asarray(im, np.float64)), 0, 255).astype(np.uint8)
+        return LoadedImage(np.repeat(g[..., None], 3, axis=2), gray=True)
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    gray = im.mode in ("1", "L", "LA")
+    alpha = np.asarray(im.getchannel("A")) if im.mode in ("RGBA", "LA") else None
+    rgb = np.asarray(im.convert("RGB"))
+    return LoadedImage(np.ascontiguousarray(rgb), alpha, gray)
+
+
+def encode_image(image: LoadedImage, suffix: str) -> bytes:
+    """Encode a :class:`LoadedImage` for a file ending in ``suffix``, with no metadata at all:
+    a fresh image from the pixel array, so no EXIF, XMP, IPTC, ICC profile or thumbnail of the
+    source can travel."""
+    import io
+
+    suffix = suffix.lower()
+    if image.gray:
+        arr = image.rgb[..., 0] if _is_gray(image.rgb) else _luma(image.rgb)
+        im = Image.fromarray(arr, "L")
+        if image.alpha is not None:
+            im = Image.merge("LA", (im, Image.fromarray(image.alpha, "L")))
+    else:
+        im = Image.fromarray(image.rgb, "RGB")
+        if image.alpha is not None:
+            im = Image.merge("RGBA", (*im.split(), Image.fromarray(image.alpha, "L")))
+    if suffix in (".jpg", ".jpeg") and im.mode in ("RGBA", "LA"):
+        im = im.convert(im.mode[:-1])
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None:
+        raise ValueError(f"cannot write images ending in {suffix!r}")
+    buf = io.BytesIO()
+    kwargs = {"quality": JPEG_QUALITY} if fmt in ("JPEG", "WEBP") else {}
+    im.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def _is_gray(rgb: np.ndarray) -> bool:
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(rgb, "RGB").convert("L"))
+
+
+def atomic_write(path: os.PathLike | str, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so
+    ``path`` either keeps its old content or holds all of the new. ``mode`` defaults to
+    0o666 less the process umask, as for any new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
