@@ -1,0 +1,1 @@
+"""Metrics suite (paper Table I): how well an anonymization worked, per face and per dataset."""
