@@ -1,0 +1,222 @@
+"""The FiftyOne API: anonymize, evaluate, flag and release the samples of a FiftyOne view.
+
+The operators of the ``@faceanon/faceanon`` plugin (``operators/``) are thin wrappers over these
+functions; notebooks and scripts call them directly.
+
+Layout on each sample (one image per sample; the dataset stays flat):
+
+- ``filepath``: the original, never written to.
+- ``anonymized_filepath``: the anonymized copy in the output folder, listed in
+  ``dataset.app_config.media_fields`` so the App's media selector shows it beside the original.
+  An alternate media field was chosen over a grouped dataset so that every existing view, label
+  field and saved query of the user's dataset keeps working unchanged.
+- ``faces``: ``fo.Detections``, one ``face`` per detection (relative ``[x, y, w, h]`` box,
+  detector score as ``confidence``); :func:`evaluate_samples` puts each face's metrics on it.
+- ``face_landmarks``: ``fo.Keypoints``, one per face, the 68 iBUG points in relative ``[x, y]``.
+- ``anonymization_key``: hash of the original's bytes and the settings; a rerun with the same key
+  and an existing output skips the sample, so an interrupted run resumes.
+- ``anonymization_error`` + tag ``faceanon_error``: why a sample could not be processed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import fiftyone as fo
+
+from .anonymizers import DEFAULT_BACKEND
+from .batch import file_sha256
+from .faces import Face
+from .images import IMAGE_EXTENSIONS, ImageError, LoadedImage, atomic_write, encode_image, load_image
+from .photometric import PhotometricSettings
+from .pipeline import Pipeline, Settings
+
+MEDIA_FIELD = "anonymized_filepath"
+FACES_FIELD = "faces"
+LANDMARKS_FIELD = "face_landmarks"
+KEY_FIELD = "anonymization_key"
+ERROR_FIELD = "anonymization_error"
+ERROR_TAG = "faceanon_error"
+#: Fields that only make sense next to the originals; never copied into a release.
+BOOKKEEPING_FIELDS = (MEDIA_FIELD, KEY_FIELD, ERROR_FIELD)
+
+Progress = Callable[[int, int], None]
+
+
+def default_output_dir(dataset: fo.Dataset) -> str:
+    """``<fo.config.default_dataset_dir>/faceanon/<dataset name>``."""
+    return str(Path(fo.config.default_dataset_dir) / "faceanon" / dataset.name)
+
+
+@lru_cache(maxsize=2)
+def _pipeline(settings: Settings) -> Pipeline:
+    return Pipeline(settings)
+
+
+def _throttled(progress: Progress | None, total: int, every: float = 0.5) -> Callable[[int], None]:
+    """``tick(done)`` calls ``progress(done, total)`` at most every ``every`` seconds and at the
+    end."""
+    last = [0.0]
+
+    def tick(done: int) -> None:
+        now = time.monotonic()
+        if progress is not None and (done == total or now - last[0] >= every):
+            last[0] = now
+            progress(done, total)
+
+    return tick
+
+
+def face_labels(faces: list[Face], width: int, height: int) -> tuple[fo.Detections, fo.Keypoints]:
+    """Faces found in a ``width`` x ``height`` image -> ``(Detections, Keypoints)`` in relative
+    coordinates: box ``[x0/W, y0/H, (x1-x0)/W, (y1-y0)/H]``, landmarks (68, 2) ``/ [W, H]``."""
+    detections, keypoints = [], []
+    for i, f in enumerate(faces):
+        x0, y0, x1, y1 = (float(v) for v in f.box)
+        detections.append(fo.Detection(
+            label="face", bounding_box=[x0 / width, y0 / height, (x1 - x0) / width,
+                                        (y1 - y0) / height],
+            confidence=float(f.score), index=i))
+        points = [[float(x) / width, float(y) / height] for x, y in f.landmarks]
+        keypoints.append(fo.Keypoint(label="face", points=points, index=i))
+    return fo.Detections(detections=detections), fo.Keypoints(keypoints=keypoints)
+
+
+def anonymize_samples(
+    view: fo.core.collections.SampleCollection,
+    output_dir: str | Path,
+    backend: str = DEFAULT_BACKEND,
+    seed: int = 0,
+    relight: bool = True,
+    pyramid: bool = True,
+    color_transfer: bool = True,
+    detector: str = "mtcnn",
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict:
+    """Anonymize each sample's image into ``output_dir/<sample id><ext>`` (never over the
+    original) and store ``anonymized_filepath``, ``faces`` and ``face_landmarks`` on it.
+
+    Samples whose ``anonymization_key`` (original's SHA-256 + settings) matches and whose output
+    exists are skipped unless ``overwrite``. An unreadable image gets ``anonymization_error`` and
+    the ``faceanon_error`` tag, and the run goes on. ``progress(done, total)`` is called as samples
+    finish. Returns ``{"ok", "no_face", "skipped", "error": counts, "errors": [one line each]}``.
+    """
+    settings = Settings(backend=backend, seed=seed, detector=detector, device=device,
+                        photometric=PhotometricSettings(relight, pyramid, color_transfer))
+    settings_json = json.dumps(settings.as_dict(), sort_keys=True)
+    out = Path(output_dir).expanduser().resolve()
+    dataset = view._dataset
+    if MEDIA_FIELD not in dataset.app_config.media_fields:
+        dataset.app_config.media_fields = [*dataset.app_config.media_fields, MEDIA_FIELD]
+        dataset.save()
+    for name in (MEDIA_FIELD, KEY_FIELD, ERROR_FIELD):
+        if not dataset.has_sample_field(name):
+            dataset.add_sample_field(name, fo.StringField)
+    pipeline = _pipeline(settings)
+    summary = {"ok": 0, "no_face": 0, "skipped": 0, "error": 0, "errors": []}
+    total = len(view)
+    tick = _throttled(progress, total)
+    for done, sample in enumerate(view.iter_samples(autosave=True), 1):
+        src = Path(sample.filepath)
+        suffix = src.suffix.lower() if src.suffix.lower() in IMAGE_EXTENSIONS else ".png"
+        dst = out / f"{sample.id}{suffix}"
+        try:
+            if dst == src.resolve():
+                raise ImageError(src, "output would overwrite the input")
+            key = hashlib.sha256(f"{file_sha256(src)}\n{settings_json}".encode()).hexdigest()
+            if (not overwrite and sample[KEY_FIELD] == key and sample[MEDIA_FIELD] == str(dst)
+                    and dst.is_file()):
+                summary["skipped"] += 1
+                tick(done)
+                continue
+            loaded = load_image(src)
+            result = pipeline.anonymize(loaded.rgb, key=src.name)
+            atomic_write(dst, encode_image(LoadedImage(result.image, loaded.alpha, loaded.gray),
+                                           suffix))
+            height, width = loaded.rgb.shape[:2]
+            sample[FACES_FIELD], sample[LANDMARKS_FIELD] = face_labels(result.faces, width, height)
+            sample[MEDIA_FIELD], sample[KEY_FIELD], sample[ERROR_FIELD] = str(dst), key, None
+            if ERROR_TAG in sample.tags:
+                sample.tags.remove(ERROR_TAG)
+            summary["ok" if result.faces else "no_face"] += 1
+        except FileNotFoundError:
+            _fail(sample, summary, f"{src}: no such file")
+        except ImageError as e:
+            _fail(sample, summary, str(e))
+        except Exception as e:  # one bad sample must not stop the run
+            _fail(sample, summary, f"{src}: {type(e).__name__}: {e}")
+        tick(done)
+    return summary
+
+
+def _fail(sample: fo.Sample, summary: dict, message: str) -> None:
+    sample[ERROR_FIELD] = message
+    if ERROR_TAG not in sample.tags:
+        sample.tags.append(ERROR_TAG)
+    summary["error"] += 1
+    summary["errors"].append(message)
+
+
+def _release_fields(dataset: fo.Dataset) -> list[str]:
+    """The sample fields a release keeps: labels and scalar metrics; not the bookkeeping, not
+    strings (paths), not vectors or arrays (embeddings)."""
+    keep = []
+    for name, field in dataset.get_field_schema().items():
+        if name in ("id", "filepath", "tags", "metadata", "created_at", "last_modified_at",
+                    *BOOKKEEPING_FIELDS):
+            continue
+        if isinstance(field, fo.EmbeddedDocumentField) and issubclass(field.document_type,
+                                                                      fo.Label):
+            keep.append(name)
+        elif isinstance(field, (fo.FloatField, fo.IntField, fo.BooleanField)):
+            keep.append(name)
+    return keep
+
+
+def export_anonymized_release(
+    view: fo.core.collections.SampleCollection,
+    name: str,
+    export_dir: str | Path | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> fo.Dataset:
+    """A new dataset ``name`` whose samples are the anonymized images of ``view`` (samples not
+    anonymized yet are left out) with every label field, scalar metric field and tag copied.
+
+    Nothing points back to the originals: no original path, no string or vector field
+    (embeddings), no bookkeeping, no runs. With ``export_dir`` the release is also written there
+    as a ``fo.types.FiftyOneDataset`` (media copied). Returns the new dataset.
+    """
+    if fo.dataset_exists(name):
+        if not overwrite:
+            raise ValueError(f"{name}: a dataset of that name exists; pass overwrite=True")
+        fo.delete_dataset(name)
+    done = view.exists(MEDIA_FIELD).exists(ERROR_FIELD, False)
+    fields = _release_fields(view._dataset)
+    release = fo.Dataset(name, persistent=True)
+    for field_name in fields:
+        field = view._dataset.get_field(field_name)
+        kwargs = {"embedded_doc_type": field.document_type} if isinstance(
+            field, fo.EmbeddedDocumentField) else {}
+        release.add_sample_field(field_name, type(field), **kwargs)
+    total = len(done)
+    tick = _throttled(progress, total)
+    samples = []
+    for i, values in enumerate(zip(*done.values([MEDIA_FIELD, "tags", *fields])), 1):
+        sample = fo.Sample(filepath=values[0], tags=list(values[1]))
+        for field_name, value in zip(fields, values[2:]):
+            sample[field_name] = value.copy() if isinstance(value, fo.Label) else value
+        samples.append(sample)
+        tick(i)
+    release.add_samples(samples, progress=False)
+    if export_dir is not None:
+        release.export(str(export_dir), dataset_type=fo.types.FiftyOneDataset, export_media=True,
+                       overwrite=overwrite, progress=False)
+    return release
