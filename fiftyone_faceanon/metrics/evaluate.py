@@ -1,0 +1,313 @@
+"""Running the whole suite: per face, per image pair, per folder.
+
+For each face of the original (from the anonymizer's sidecar, or detected), the anonymized image
+is compared with the original over the ORIGINAL face's place:
+
+- ``detected``: MTCNN finds a box in the anonymized image overlapping the original's box
+  (:mod:`.detection`);
+- ``reid_<judge>``: cosine of the judge's embeddings of the original and anonymized image, both
+  cropped with the original ``Face``; ``reid_rate_<judge>``: 1 when it is at or above the judge's
+  accuracy-optimal LFW threshold (:mod:`.identity`);
+- ``landmark_nme_68`` / ``landmark_nme_51``: the original's landmarks against dlib's landmarks on
+  the anonymized image, found in the matched MTCNN box (the original box when none matched)
+  (:mod:`.geometry`);
+- ``emotion_match`` / ``emotion_l1``: the emotion model on both (:mod:`.emotion`);
+- lighting and colour metrics on the two crops taken with the original face's crop transform at
+  ``crop_size`` (:mod:`.lighting`, :mod:`.colour`);
+- per dataset, ``fid_facenet`` / ``kid_facenet`` between the FaceNet-CASIA embeddings of the
+  original and anonymized faces (:mod:`.realism`).
+
+Models load once per :class:`Evaluator`; MTCNN runs batched over the images of a batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .. import faces as F
+from ..images import IMAGE_EXTENSIONS, ImageError, load_image
+from .colour import colour_metrics, skin_mask
+from .detection import MIN_IOU, match_boxes
+from .geometry import landmark_nme_51, landmark_nme_68
+from .lighting import lighting_metrics
+from .pairing import CROP_SIZE, faces_from_sidecar
+from .realism import frechet_distance, inception_features, inception_fid_unavailable, kernel_distance
+from .summary import group_label, summarize
+
+#: The judge whose embeddings give ``fid_facenet`` and ``kid_facenet``.
+REALISM_JUDGE = "facenet_casia"
+
+
+@dataclass
+class PairResult:
+    """One image pair: ``faces`` per-face metric records (JSON-ready), the original ``Face``s,
+    and for the dataset metrics the realism judge's (F, D) embeddings of the original and
+    anonymized faces (and their uint8 crops when the Inception FID can run)."""
+
+    faces: list[dict]
+    originals: list[F.Face]
+    embeddings: tuple[np.ndarray, np.ndarray] | None = None
+    crops: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+
+
+class Evaluator:
+    """Holds the detector settings, the identity judges and the emotion model for a run.
+
+    ``unavailable`` maps every metric that cannot run here to the reason; ``timings`` adds up the
+    seconds spent per metric group (for the benchmark).
+    """
+
+    def __init__(
+        self,
+        judges: tuple[str, ...] | None = None,
+        device: str = "auto",
+        threshold: float = 0.9,
+        min_iou: float = MIN_IOU,
+        crop_size: int = CROP_SIZE,
+        min_face_size: int = 20,
+    ):
+        from .emotion import load_emotion_model
+        from .identity import judge_thresholds, load_judges
+
+        self.device, self.threshold, self.min_iou = device, threshold, min_iou
+        self.crop_size, self.min_face_size = crop_size, min_face_size
+        self.judges, missing = load_judges(judges, device)
+        self.unavailable: dict[str, str] = {}
+        for name, reason in missing.items():
+            self.unavailable[f"reid_{name}"] = self.unavailable[f"reid_rate_{name}"] = reason
+        if REALISM_JUDGE not in self.judges:
+            reason = f"the {REALISM_JUDGE} judge is unavailable"
+            self.unavailable["fid_facenet"] = self.unavailable["kid_facenet"] = reason
+        calibrated = judge_thresholds()
+        self.thresholds = {n: calibrated[n]["accuracy"] for n in self.judges if n in calibrated}
+        for name in self.judges:
+            if name not in self.thresholds:
+                self.unavailable[f"reid_rate_{name}"] = (
+                    f"no calibrated threshold for {name} in models/manifest.json "
+                    "(run scripts/calibrate_judges.py)")
+        try:
+            self.emotion = load_emotion_model()
+        except (RuntimeError, OSError, ImportError) as e:
+            self.emotion = None
+            self.unavailable["emotion_match"] = self.unavailable["emotion_l1"] = str(e)
+        reason = inception_fid_unavailable()
+        if reason:
+            self.unavailable["fid_inception"] = reason
+        self.timings: dict[str, float] = defaultdict(float)
+
+    def evaluate_pair(
+        self, orig: np.ndarray, anon: np.ndarray, faces: list[F.Face] | None = None
+    ) -> PairResult:
+        """Metrics of every face of ``orig`` (RGB (H, W, 3) uint8) against ``anon`` (same size).
+        ``faces``: the original's faces (e.g. from a sidecar); detected when None."""
+        return self.evaluate_batch([(orig, anon, faces)])[0]
+
+    def evaluate_batch(
+        self, pairs: list[tuple[np.ndarray, np.ndarray, list[F.Face] | None]]
+    ) -> list[PairResult]:
+        """:meth:`evaluate_pair` over several pairs, MTCNN batched over the images."""
+        t0 = time.perf_counter()
+        todo = [i for i, (_, _, f) in enumerate(pairs) if f is None]
+        found = F.find_faces_batch([pairs[i][0] for i in todo], self.crop_size, "mtcnn",
+                                   self.threshold, self.min_face_size, self.device)
+        originals = [f for _, _, f in pairs]
+        for i, f in zip(todo, found):
+            originals[i] = f
+        detections = F.detect_boxes([a for _, a, _ in pairs], "mtcnn", self.threshold,
+                                    self.min_face_size, self.device)
+        self.timings["detection"] += time.perf_counter() - t0
+        return [self._evaluate(o, a, fs, det)
+                for (o, a, _), fs, det in zip(pairs, originals, detections)]
+
+    def _evaluate(self, orig, anon, faces, detection) -> PairResult:
+        if orig.shape != anon.shape:
+            raise ValueError(f"original {orig.shape} and anonymized {anon.shape} differ in size")
+        records = [{"face": i, "box": [round(float(v), 2) for v in f.box]}
+                   for i, f in enumerate(faces)]
+        result = PairResult(records, faces)
+        if not faces:
+            return result
+        tick = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal tick
+            now = time.perf_counter()
+            self.timings[name] += now - tick
+            tick = now
+
+        boxes, scores = detection
+        for rec, face, j in zip(records, faces, match_boxes([f.box for f in faces], boxes,
+                                                            self.min_iou)):
+            rec["detected"] = float(j is not None)
+            rec["detection_score"] = None if j is None else round(float(scores[j]), 5)
+            lms = F.landmarks_68(anon, face.box if j is None else boxes[j])
+            rec["landmark_nme_68"] = landmark_nme_68(face.landmarks, lms)
+            rec["landmark_nme_51"] = landmark_nme_51(face.landmarks, lms)
+        lap("landmarks")
+        for name, judge in self.judges.items():
+            e_o, e_a = judge.embed(orig, faces), judge.embed(anon, faces)
+            cos = np.sum(e_o.astype(np.float64) * e_a, axis=1)  # unit rows: the cosine
+            for rec, c in zip(records, cos):
+                rec[f"reid_{name}"] = float(c)
+                if name in self.thresholds:
+                    rec[f"reid_rate_{name}"] = float(c >= self.thresholds[name])
+            if name == REALISM_JUDGE:
+                result.embeddings = (e_o, e_a)
+            lap(f"reid_{name}")
+        if self.emotion is not None:
+            from .emotion import EMOTIONS
+
+            p_o, p_a = self.emotion.predict(orig, faces), self.emotion.predict(anon, faces)
+            for rec, po, pa in zip(records, p_o, p_a):
+                rec["emotion_orig"], rec["emotion_anon"] = EMOTIONS[po.argmax()], EMOTIONS[pa.argmax()]
+                rec["emotion_match"] = float(po.argmax() == pa.argmax())
+                rec["emotion_l1"] = float(np.abs(po - pa).sum())
+            lap("emotion")
+        crops_o, crops_a = [], []
+        for rec, face in zip(records, faces):
+            crop = F.crop_transform(face.landmarks, self.crop_size)
+            c_o, c_a = F.crop_face(orig, crop), F.crop_face(anon, crop)
+            crops_o.append(c_o)
+            crops_a.append(c_a)
+            lm = crop.to_crop(face.landmarks)
+            o, a = c_o.astype(np.float32) / 255.0, c_a.astype(np.float32) / 255.0
+            rec.update(lighting_metrics(o, a, F.face_region(lm, self.crop_size)))
+            lap("lighting")
+            rec.update(colour_metrics(o, a, skin_mask(lm, self.crop_size)))
+            lap("colour")
+        if "fid_inception" not in self.unavailable:
+            result.crops = (crops_o, crops_a)
+        return result
+
+    def dataset_metrics(self, results: list[PairResult]) -> dict[str, dict]:
+        """``fid_facenet``, ``kid_facenet`` (and ``fid_inception`` when it can run) over the
+        faces of ``results``, as ``{metric: {"mean", "std", "n"}}``; needs two faces or more."""
+        t0 = time.perf_counter()
+        out: dict[str, dict] = {}
+        emb = [r.embeddings for r in results if r.embeddings is not None and len(r.embeddings[0])]
+        if emb:
+            x = np.concatenate([e[0] for e in emb])
+            y = np.concatenate([e[1] for e in emb])
+            if len(x) >= 2:
+                out["fid_facenet"] = {"mean": frechet_distance(x, y), "std": None, "n": len(x)}
+                kid, kid_std = kernel_distance(x, y)
+                out["kid_facenet"] = {"mean": kid, "std": kid_std, "n": len(x)}
+        crops = [r.crops for r in results if r.crops is not None and r.crops[0]]
+        if crops:
+            device = F.resolve_device(self.device)
+            x = inception_features([c for pair in crops for c in pair[0]], device)
+            y = inception_features([c for pair in crops for c in pair[1]], device)
+            if len(x) >= 2:
+                out["fid_inception"] = {"mean": frechet_distance(x, y), "std": None, "n": len(x)}
+        self.timings["realism"] += time.perf_counter() - t0
+        return out
+
+
+@lru_cache(maxsize=1)
+def default_evaluator() -> Evaluator:
+    """An :class:`Evaluator` with the default settings, created once per process."""
+    return Evaluator()
+
+
+def evaluate_pair(
+    orig: np.ndarray,
+    anon: np.ndarray,
+    faces: list[F.Face] | None = None,
+    evaluator: Evaluator | None = None,
+) -> tuple[list[dict], dict[str, str]]:
+    """Per-face metric records of an (original, anonymized) pair of RGB (H, W, 3) uint8 images,
+    and the metrics that could not run ``{metric: reason}``. ``faces``: the original's faces;
+    detected when None."""
+    ev = evaluator or default_evaluator()
+    return ev.evaluate_pair(orig, anon, faces).faces, dict(ev.unavailable)
+
+
+def image_files(folder: Path) -> dict[str, Path]:
+    """``{relative posix path: path}`` of every image under ``folder``."""
+    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()}
+
+
+def evaluate_dirs(
+    orig_dir: Path,
+    anon_dir: Path,
+    groups: str | None = None,
+    evaluator: Evaluator | None = None,
+    batch: int = 8,
+    on_pair: Callable[[str, str | None], None] | None = None,
+) -> dict:
+    """The report of ``faceanon evaluate``: every image of ``anon_dir`` against the image at the
+    same relative path in ``orig_dir``.
+
+    Returns ``{"summary": {metric: {"mean", "std", "n"}}, "groups": {label: summary}`` (when
+    ``groups``, a regex whose first group labels a file's relative path), ``"pairs": [{"file",
+    "faces_from", "faces": [per-face records]}], "unavailable": {metric: reason}, "errors":
+    [one line per unpaired or unreadable file]}``. ``on_pair(rel, error)`` is called once per
+    file (error None when it was evaluated).
+    """
+    ev = evaluator or default_evaluator()
+    orig_dir, anon_dir = Path(orig_dir), Path(anon_dir)
+    originals, anonymized = image_files(orig_dir), image_files(anon_dir)
+    errors: list[str] = []
+
+    def fail(rel: str, message: str) -> None:
+        errors.append(message)
+        if on_pair:
+            on_pair(rel, message)
+
+    for rel in sorted(set(originals) - set(anonymized)):
+        fail(rel, f"{originals[rel]}: no anonymized image at {anon_dir / rel}")
+    for rel in sorted(set(anonymized) - set(originals)):
+        fail(rel, f"{anonymized[rel]}: no original image at {orig_dir / rel}")
+    paired = sorted(set(originals) & set(anonymized))
+    pairs: list[dict] = []
+    results: dict[str, PairResult] = {}
+    for start in range(0, len(paired), batch):
+        loaded = []
+        for rel in paired[start:start + batch]:
+            try:
+                orig = load_image(originals[rel]).rgb
+                anon = load_image(anonymized[rel]).rgb
+                if orig.shape != anon.shape:
+                    raise ImageError(anonymized[rel], f"size {anon.shape[1]}x{anon.shape[0]} differs "
+                                     f"from the original's {orig.shape[1]}x{orig.shape[0]}")
+                faces = faces_from_sidecar(anonymized[rel], ev.crop_size)
+            except (ImageError, ValueError) as e:
+                fail(rel, str(e))
+                continue
+            loaded.append((rel, orig, anon, faces))
+        for (rel, _, _, faces), res in zip(
+            loaded, ev.evaluate_batch([(o, a, f) for _, o, a, f in loaded])
+        ):
+            results[rel] = res
+            pairs.append({"file": rel, "faces_from": "detection" if faces is None else "sidecar",
+                          "faces": res.faces})
+            if on_pair:
+                on_pair(rel, None)
+    report = {
+        "orig": str(orig_dir),
+        "anon": str(anon_dir),
+        "summary": {**summarize([f for p in pairs for f in p["faces"]]),
+                    **ev.dataset_metrics(list(results.values()))},
+        "pairs": pairs,
+        "unavailable": dict(ev.unavailable),
+        "errors": errors,
+    }
+    if groups:
+        labels: dict[str, list[str]] = {}
+        for p in pairs:
+            labels.setdefault(group_label(p["file"], groups) or "(no match)", []).append(p["file"])
+        report["groups"] = {
+            label: {**summarize([f for rel in rels for f in results[rel].faces]),
+                    **ev.dataset_metrics([results[rel] for rel in rels])}
+            for label, rels in sorted(labels.items())
+        }
+    return report
+
