@@ -30,7 +30,7 @@ from typing import Callable
 import fiftyone as fo
 
 from .anonymizers import DEFAULT_BACKEND
-from .batch import file_sha256
+from .weights import sha256_file
 from .faces import Face
 from .images import IMAGE_EXTENSIONS, ImageError, LoadedImage, atomic_write, encode_image, load_image
 from .photometric import PhotometricSettings
@@ -130,7 +130,7 @@ def anonymize_samples(
         try:
             if dst == src.resolve():
                 raise ImageError(src, "output would overwrite the input")
-            key = hashlib.sha256(f"{file_sha256(src)}\n{settings_json}".encode()).hexdigest()
+            key = hashlib.sha256(f"{sha256_file(src)}\n{settings_json}".encode()).hexdigest()
             if (not overwrite and sample[KEY_FIELD] == key and sample[MEDIA_FIELD] == str(dst)
                     and dst.is_file()):
                 summary["skipped"] += 1
@@ -220,3 +220,187 @@ def export_anonymized_release(
         release.export(str(export_dir), dataset_type=fo.types.FiftyOneDataset, export_media=True,
                        overwrite=overwrite, progress=False)
     return release
+
+
+#: The per-sample metric fields :func:`evaluate_samples` writes (the worst face's value).
+METRIC_FIELDS = ("detected", "reid_facenet_casia", "reid_dlib", "landmark_nme_68",
+                 "landmark_nme_51", "emotion_match", "si_mse", "si_l2", "delta_l", "delta_c",
+                 "delta_e2000")
+#: Which calibrated threshold of a judge :func:`flag_reidentifiable` applies.
+OPERATING_POINTS = ("far_1e-3", "accuracy")
+
+
+class AnonymizationMetricsConfig(fo.core.runs.RunConfig):
+    """The run :func:`evaluate_samples` registers; ``fields`` are the sample fields and detection
+    attributes it wrote, removed with it by ``dataset.delete_run(key)``."""
+
+    def __init__(self, fields=None, judges=None, device="auto", **kwargs):
+        kwargs.setdefault("method", "faceanon_metrics")
+        super().__init__(fields=list(fields or []), judges=judges, device=device, **kwargs)
+
+
+class AnonymizationMetrics(fo.core.runs.Run):
+    """Run class of :class:`AnonymizationMetricsConfig` (found by FiftyOne from its name)."""
+
+    def get_fields(self, samples, key):
+        return list(self.config.fields)
+
+    def cleanup(self, samples, key):
+        dataset = samples._root_dataset
+        for path in self.config.fields:
+            if dataset.has_field(path):
+                dataset.delete_sample_field(path)
+
+
+@lru_cache(maxsize=2)
+def _evaluator(judges: tuple[str, ...] | None, device: str):
+    from .metrics import Evaluator
+
+    return Evaluator(judges, device)
+
+
+def _faces_of(sample: fo.Sample, width: int, height: int, crop_size: int) -> list[Face]:
+    """The original's faces as :func:`anonymize_samples` stored them, back in pixels."""
+    from .metrics.pairing import faces_from_records
+
+    records = []
+    for det, kp in zip(sample[FACES_FIELD].detections, sample[LANDMARKS_FIELD].keypoints):
+        x, y, w, h = det.bounding_box
+        records.append({"box": [x * width, y * height, (x + w) * width, (y + h) * height],
+                        "score": det.confidence,
+                        "landmarks": [[px * width, py * height] for px, py in kp.points]})
+    return faces_from_records(records, crop_size)
+
+
+def evaluate_samples(
+    view: fo.core.collections.SampleCollection,
+    run_key: str = "faceanon_metrics",
+    judges: list[str] | None = None,
+    device: str = "auto",
+    batch: int = 8,
+    overwrite: bool = True,
+    progress: Progress | None = None,
+) -> dict:
+    """Compare each anonymized sample of ``view`` with its original over the faces
+    :func:`anonymize_samples` found (:class:`fiftyone_faceanon.metrics.Evaluator`).
+
+    Every face's metrics go on its detection in ``faces``; each sample gets the
+    :data:`METRIC_FIELDS`, set by its worst face (``metrics.worst_face``; None without a face).
+    The dataset summary (``metrics.summarize`` mean/std/n per metric, plus ``fid_facenet`` and
+    ``kid_facenet``) is saved as the run ``run_key``: ``dataset.list_runs()``,
+    ``dataset.load_run_results(run_key).summary``, ``dataset.delete_run(run_key)`` (which also
+    removes the fields). Returns ``{"evaluated", "errors": [one line each], "summary"}``.
+    """
+    from .metrics import PER_FACE, summarize, worst_face
+
+    dataset = view._dataset
+    ev = _evaluator(tuple(judges) if judges else None, device)
+    attrs = [n for n in PER_FACE if n not in ev.unavailable]
+    fields = [*METRIC_FIELDS, *(f"{FACES_FIELD}.detections.{n}" for n in attrs)]
+    config = AnonymizationMetricsConfig(fields=fields, judges=judges, device=device)
+    dataset.register_run(run_key, config, overwrite=overwrite)
+    for name in METRIC_FIELDS:
+        if not dataset.has_sample_field(name):
+            dataset.add_sample_field(name, fo.FloatField)
+    todo = view.exists(MEDIA_FIELD).exists(ERROR_FIELD, False)
+    total, done, errors, records, results = len(todo), 0, [], [], []
+    tick = _throttled(progress, total)
+    samples = iter(todo.iter_samples(autosave=True))
+    while chunk := [s for _, s in zip(range(batch), samples)]:
+        loaded = []
+        for sample in chunk:
+            try:
+                orig = load_image(sample.filepath).rgb
+                anon = load_image(sample[MEDIA_FIELD]).rgb
+                h, w = orig.shape[:2]
+                loaded.append((sample, orig, anon, _faces_of(sample, w, h, ev.crop_size)))
+            except ImageError as e:
+                errors.append(str(e))
+        for (sample, *_), res in zip(loaded, ev.evaluate_batch([p[1:] for p in loaded])):
+            for det, rec in zip(sample[FACES_FIELD].detections, res.faces):
+                for name in attrs:
+                    det[name] = rec.get(name)
+            worst = worst_face(res.faces)
+            for name in METRIC_FIELDS:
+                sample[name] = worst.get(name)
+            records += res.faces
+            results.append(res)
+        done += len(chunk)
+        tick(done)
+    summary = {**summarize(records), **ev.dataset_metrics(results)}
+    results_doc = dataset.init_run_results(run_key, summary=summary, errors=errors,
+                                           unavailable=dict(ev.unavailable), samples=total)
+    dataset.save_run_results(run_key, results_doc, overwrite=True)
+    return {"evaluated": len(results), "errors": errors, "summary": summary}
+
+
+def flag_reidentifiable(
+    view: fo.core.collections.SampleCollection,
+    operating_point: str = "far_1e-3",
+    thresholds: dict[str, float] | None = None,
+    tag: str = "reidentifiable",
+    progress: Progress | None = None,
+) -> dict:
+    """Tag every sample of ``view`` whose ``reid_<judge>`` (its worst face's cosine between the
+    original and anonymized embeddings, from :func:`evaluate_samples`) is at or above the judge's
+    threshold: the pre-commit gate's rule ``s_j >= t_j`` for any judge ``j``. ``thresholds``
+    ``{judge: t}`` override the calibrated ``operating_point`` ones
+    (``metrics.identity.judge_thresholds()``). Earlier ``tag``s in the view are replaced.
+    Returns ``{"flagged": samples tagged, "<judge>": samples at or above its threshold}``."""
+    from .metrics.identity import judge_thresholds
+
+    if operating_point not in OPERATING_POINTS:
+        raise ValueError(f"operating point {operating_point!r}: choose one of {OPERATING_POINTS}")
+    calibrated = {j: t[operating_point] for j, t in judge_thresholds().items()
+                  if operating_point in t}
+    limits = {**calibrated, **(thresholds or {})}
+    limits = {j: t for j, t in limits.items() if view._dataset.has_sample_field(f"reid_{j}")}
+    if not limits:
+        raise ValueError(f"{view._dataset.name}: no judge with both a reid_<judge> field "
+                         "(run evaluate_samples) and a threshold (calibrate or pass thresholds)")
+    view.untag_samples(tag)
+    counts = {}
+    flagged = set()
+    for judge, t in sorted(limits.items()):
+        ids = view.match(fo.ViewField(f"reid_{judge}") >= t).values("id")
+        counts[judge] = len(ids)
+        flagged.update(ids)
+    view.select(list(flagged)).tag_samples(tag)
+    if progress is not None:
+        progress(len(view), len(view))
+    return {"flagged": len(flagged), **counts}
+
+
+PLUGIN_NAME = "@faceanon/faceanon"
+
+
+def plugin_source() -> Path:
+    """The installed plugin folder (``operators/`` in a checkout, ``fiftyone_faceanon/plugin`` in
+    a wheel), found without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fiftyone_faceanon.plugin")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("fiftyone_faceanon.plugin is not installed; reinstall the package")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def install_plugin(plugins_dir: str | Path | None = None, copy: bool = False) -> Path:
+    """Make the plugin visible to FiftyOne: link (or ``copy``) :func:`plugin_source` to
+    ``<plugins_dir>/faceanon`` (default ``fo.config.plugins_dir``), replacing an earlier install.
+    Returns the installed path."""
+    import shutil
+
+    root = Path(plugins_dir or fo.config.plugins_dir).expanduser()
+    dst = root / "faceanon"
+    root.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or dst.is_file():
+        dst.unlink()
+    elif dst.is_dir():
+        shutil.rmtree(dst)
+    src = plugin_source()
+    if copy:
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        dst.symlink_to(src, target_is_directory=True)
+    return dst

@@ -1,0 +1,190 @@
+"""The ``@faceanon/faceanon`` plugin through real fiftyone: its own MongoDB and plugins folder,
+real fixture photos, each operator run immediately and delegated."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+# fiftyone reads these at import: a private database and plugins folder for this module
+_TMP = Path(tempfile.mkdtemp(prefix="faceanon-fo-"))
+if "fiftyone" not in sys.modules:
+    os.environ["FIFTYONE_DATABASE_DIR"] = str(_TMP / "db")
+os.environ["FIFTYONE_PLUGINS_DIR"] = str(_TMP / "plugins")
+os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
+os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
+
+import fiftyone as fo  # noqa: E402
+import fiftyone.operators as foo  # noqa: E402
+from fiftyone import ViewField as F  # noqa: E402
+from fiftyone.operators.delegated import DelegatedOperationService  # noqa: E402
+
+from fiftyone_faceanon import fiftyone_api as api  # noqa: E402
+
+fo.config.plugins_dir = str(_TMP / "plugins")
+PREFIX = "@faceanon/faceanon/"
+OPERATORS = ("anonymize_faces", "compute_anonymization_metrics", "flag_reidentifiable_faces",
+             "export_anonymized_release")
+PHOTOS = ("faceapi/happy.jpg", "faceapi/sad.jpg", "faceapi/white.png")  # white.png: no face
+
+
+def sha(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def plugin():
+    api.install_plugin(_TMP / "plugins")
+    return _TMP / "plugins" / "faceanon"
+
+
+def make_dataset(fixtures_dir: Path, tag: str) -> fo.Dataset:
+    bad = _TMP / f"{tag}-corrupt.jpg"
+    bad.write_bytes(b"\xff\xd8 this is not a jpeg")
+    ds = fo.Dataset(f"faceanon-test-{tag}-{uuid.uuid4().hex[:6]}")
+    ds.add_samples([fo.Sample(filepath=str(fixtures_dir / p)) for p in PHOTOS]
+                   + [fo.Sample(filepath=str(bad))])
+    return ds
+
+
+def run(uri: str, ds: fo.Dataset, params: dict, delegated: bool):
+    """Run an operator immediately, or queue it and let the delegated service run it."""
+    result = foo.execute_operator(PREFIX + uri, ctx={"dataset": ds, "view": ds.view(),
+                                                     "params": params},
+                                  request_delegation=delegated)
+    if not delegated:
+        assert result.error is None, result.error
+        return result.result
+    service = DelegatedOperationService()
+    assert result.delegated
+    service.execute_queued_operations(dataset_name=ds.name)
+    doc = service.get(result.result["id"])
+    assert doc.run_state == "completed", (doc.run_state, doc.status)
+    ds.reload()
+    return doc.result.result
+
+
+def test_plugin_is_listed(plugin):
+    for name in OPERATORS:
+        assert foo.operator_exists(PREFIX + name), name
+    env = {**os.environ, "FIFTYONE_PLUGINS_DIR": str(_TMP / "plugins")}
+    out = subprocess.run([str(Path(sys.executable).parent / "fiftyone"), "operators", "list"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    listed = out.stdout + out.stderr
+    for name in OPERATORS:
+        assert PREFIX + name in listed, listed
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["immediate", "delegated"])
+def anonymized(request, plugin, fixtures_dir):
+    """A dataset anonymized through the operator, with what the test needs to check it."""
+    delegated = request.param
+    ds = make_dataset(fixtures_dir, "deleg" if delegated else "immed")
+    before = {p: sha(fixtures_dir / p) for p in PHOTOS}
+    out = _TMP / f"out-{ds.name}"
+    summary = run("anonymize_faces", ds, {"output_dir": str(out), "backend": "blur"}, delegated)
+    yield {"ds": ds, "out": out, "summary": summary, "before": before, "delegated": delegated}
+    ds.delete()
+
+
+def test_anonymize_fields_and_errors(anonymized, fixtures_dir):
+    ds, out, summary = anonymized["ds"], anonymized["out"], anonymized["summary"]
+    assert (summary["ok"], summary["no_face"], summary["skipped"], summary["error"]) == (2, 1, 0, 1)
+    assert "corrupt.jpg: " in summary["errors"]
+    assert api.MEDIA_FIELD in ds.app_config.media_fields
+    for p in PHOTOS:
+        s = ds.one(F("filepath") == str(fixtures_dir / p))
+        dst = Path(s[api.MEDIA_FIELD])
+        assert dst.parent == out.resolve() and dst.is_file()
+        assert s[api.ERROR_FIELD] is None and api.ERROR_TAG not in s.tags
+        n = 0 if p.endswith("white.png") else 1
+        assert len(s.faces.detections) == n and len(s.face_landmarks.keypoints) == n
+        for det, kp in zip(s.faces.detections, s.face_landmarks.keypoints):
+            x, y, w, h = det.bounding_box
+            assert 0 <= x < x + w <= 1 and 0 <= y < y + h <= 1 and det.confidence > 0.9
+            assert len(kp.points) == 68
+            assert all(x - 0.1 <= px <= x + w + 0.1 and y - 0.1 <= py <= y + h + 0.1
+                       for px, py in kp.points)
+        assert sha(dst) != sha(s.filepath)
+    bad = ds.one(F("filepath").ends_with("corrupt.jpg"))
+    assert "not a readable image" in bad[api.ERROR_FIELD] or "corrupt" in bad[api.ERROR_FIELD]
+    assert api.ERROR_TAG in bad.tags and bad[api.MEDIA_FIELD] is None
+
+
+def test_rerun_does_no_work_twice(anonymized, fixtures_dir):
+    ds, out = anonymized["ds"], anonymized["out"]
+    stamps = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = api.anonymize_samples(ds, out, backend="blur")
+    assert (again["ok"], again["no_face"], again["skipped"], again["error"]) == (0, 0, 3, 1)
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    assert {p: sha(fixtures_dir / p) for p in PHOTOS} == anonymized["before"]
+
+
+def test_release_has_labels_and_no_original_path(anonymized, fixtures_dir):
+    ds, delegated = anonymized["ds"], anonymized["delegated"]
+    name = f"{ds.name}-release"
+    result = run("export_anonymized_release", ds, {"name": name}, delegated)
+    assert result == {"name": name, "samples": 3}
+    release = fo.load_dataset(name)
+    try:
+        originals = {str(fixtures_dir / p) for p in PHOTOS} | set(ds.values("filepath"))
+        text = str([s.to_dict() for s in release])
+        assert not any(o in text or Path(o).name in text for o in originals)
+        assert not any(f in release.get_field_schema() for f in api.BOOKKEEPING_FIELDS)
+        assert sorted(release.values("filepath")) == sorted(ds.exists(api.MEDIA_FIELD)
+                                                             .values(api.MEDIA_FIELD))
+        assert release.count("faces.detections") == ds.count("faces.detections") == 2
+        assert release.count("face_landmarks.keypoints") == 2
+    finally:
+        release.delete()
+
+
+def test_metrics_run_fields_and_flags(anonymized):
+    ds, delegated = anonymized["ds"], anonymized["delegated"]
+    result = run("compute_anonymization_metrics", ds, {"run_key": "anon_metrics"}, delegated)
+    assert result["evaluated"] == 3 and result["errors"] == []
+    assert "anon_metrics" in ds.list_runs()
+    summary = ds.load_run_results("anon_metrics").summary
+    assert summary["reid_facenet_casia"]["n"] == 2 and summary["detected"]["n"] == 2
+    no_face = ds.one(F("filepath").ends_with("white.png"))
+    assert all(no_face[name] is None for name in api.METRIC_FIELDS)
+    for s in ds.match(F("faces.detections").length() > 0):
+        for name in api.METRIC_FIELDS:
+            assert isinstance(s[name], float), name
+        assert -1 <= s.reid_facenet_casia <= 1 and s.detected in (0.0, 1.0)
+        det = s.faces.detections[0]
+        assert det["reid_facenet_casia"] == s.reid_facenet_casia  # one face: it is the worst
+        assert det["delta_e2000"] == s.delta_e2000 >= 0
+    # flag: the judge's threshold at the highest similarity tags exactly those samples
+    top = max(ds.values("reid_facenet_casia"), key=lambda v: -2 if v is None else v)
+    counts = run("flag_reidentifiable_faces", ds,
+                 {"thresholds": {"facenet_casia": top}, "tag": "reid"}, delegated)
+    expected = len(ds.match(F("reid_facenet_casia") >= top))
+    assert counts["facenet_casia"] == expected >= 1
+    assert ds.count_sample_tags().get("reid") == counts["flagged"] >= expected
+    # the run goes with its fields
+    ds.delete_run("anon_metrics")
+    assert "anon_metrics" not in ds.list_runs()
+    assert not ds.has_field("reid_facenet_casia")
+    assert not ds.has_field("faces.detections.reid_facenet_casia")
+
+
+def test_form_validation(plugin, fixtures_dir, tmp_path):
+    ds = make_dataset(fixtures_dir, "form")
+    try:
+        a_file = tmp_path / "file"
+        a_file.write_text("x")
+        result = foo.execute_operator(PREFIX + "anonymize_faces", ctx={
+            "dataset": ds, "view": ds.view(), "params": {"output_dir": str(a_file)}})
+        assert result.error is not None and "Validation" in str(result.error)
+    except foo.executor.ExecutionError as e:
+        assert "is a file" in str(e) or "Validation" in str(e)
+    finally:
+        ds.delete()
