@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 
 from . import __version__
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, LoadedImage, atomic_write, encode_image, load_image
+from .gate import DetectSettings, Embedder
 from .pipeline import Pipeline, Settings
 
 
@@ -37,6 +38,8 @@ class Outcome:
     faces: int = 0
     message: str = ""
     timings: dict = field(default_factory=dict)
+    #: with a gallery: ``{"sha256", "embeddings": {judge: (F, D)}}`` of the original's faces
+    identity: dict = field(default_factory=dict)
 
 
 class UsageError(Exception):
@@ -79,10 +82,13 @@ def file_sha256(path: Path) -> str:
 class Worker:
     """Runs jobs with one :class:`Pipeline`; picklable by settings, for process pools."""
 
-    def __init__(self, settings: Settings, outdir: Path, overwrite: bool, max_pixels: int):
+    def __init__(self, settings: Settings, outdir: Path, overwrite: bool, max_pixels: int,
+                 gallery: bool = False):
         self.settings, self.outdir = settings, outdir
         self.overwrite, self.max_pixels = overwrite, max_pixels
         self._pipeline: Pipeline | None = None
+        self.embedder = (Embedder(settings=DetectSettings(device=settings.device)) if gallery
+                         else None)
 
     @property
     def pipeline(self) -> Pipeline:
@@ -125,7 +131,14 @@ class Worker:
             "version": __version__,
         }
         atomic_write(sidecar, (json.dumps(record, indent=1) + "\n").encode())
-        return Outcome(job.rel, record["status"], len(result.faces), timings=result.timings)
+        identity = {}
+        if self.embedder is not None and result.faces:
+            embeddings, failed = self.embedder.embed_faces(loaded.rgb, result.faces)
+            if failed:
+                raise ImageError(job.src, f"gallery: judge(s) failed: {failed}")
+            identity = {"sha256": digest, "embeddings": embeddings}
+        return Outcome(job.rel, record["status"], len(result.faces), timings=result.timings,
+                       identity=identity)
 
 
 def _init_worker(worker: Worker) -> None:
@@ -149,14 +162,16 @@ def anonymize_files(
     allow_inside: bool = False,
     max_pixels: int = MAX_PIXELS,
     on_outcome: Callable[[Outcome], None] | None = None,
+    gallery: bool = False,
 ) -> list[Outcome]:
     """Anonymize every image under ``inputs`` into ``outdir``; one :class:`Outcome` per image.
 
     ``workers > 1`` runs that many processes, each loading the models once. ``on_outcome`` is
-    called as each image finishes (the CLI's progress bar).
+    called as each image finishes (the CLI's progress bar). With ``gallery`` each outcome's
+    ``identity`` holds every judge's embeddings of the original faces (:mod:`.gate`).
     """
     jobs = collect_jobs(inputs, outdir, allow_inside)
-    worker = Worker(settings, outdir, overwrite, max_pixels)
+    worker = Worker(settings, outdir, overwrite, max_pixels, gallery)
     outcomes = []
     for outcome in _map(worker, jobs, workers):
         outcomes.append(outcome)

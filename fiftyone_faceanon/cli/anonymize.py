@@ -50,9 +50,17 @@ def build_settings(backend, seed, relight, pyramid, color_transfer, levels, dete
 
 
 def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers: int,
-                  overwrite: bool, allow_inside: bool, max_pixels: int) -> int:
-    """Run with a progress bar, print one line per failure, return the exit code."""
+                  overwrite: bool, allow_inside: bool, max_pixels: int,
+                  gallery: Path | None = None) -> int:
+    """Run with a progress bar, print one line per failure, return the exit code. With
+    ``gallery``, every original face processed is added to that identity gallery."""
     from ..batch import UsageError, anonymize_files
+    from ..gate import GateError, load_gallery, save_gallery
+
+    try:
+        gal = load_gallery(gallery) if gallery else None
+    except GateError as e:
+        raise click.UsageError(str(e)) from None
 
     counts = {"ok": 0, "no_face": 0, "skipped": 0, "error": 0}
     bar = tqdm(desc="anonymize", unit="img", file=sys.stderr, dynamic_ncols=True)
@@ -61,6 +69,8 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
         counts[outcome.status] += 1
         if outcome.status == "error":
             tqdm.write(f"error: {outcome.message}", file=sys.stderr)
+        if gal is not None and outcome.identity:
+            gal.add(outcome.identity["sha256"], outcome.identity["embeddings"])
         bar.update(1)
         bar.set_postfix(counts, refresh=False)
 
@@ -69,11 +79,13 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
 
         bar.total = len(collect_jobs(inputs, outdir, allow_inside))
         anonymize_files(inputs, outdir, settings, workers, overwrite, allow_inside, max_pixels,
-                        on_outcome)
+                        on_outcome, gallery=gal is not None)
     except UsageError as e:
         bar.close()
         raise click.UsageError(str(e)) from None
     bar.close()
+    if gal is not None:
+        save_gallery(gal, gallery)
     click.echo(
         f"{counts['ok']} anonymized, {counts['no_face']} without a face, "
         f"{counts['skipped']} already done, {counts['error']} failed -> {outdir}",
@@ -92,7 +104,9 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
 @click.option("--allow-inside", is_flag=True, help="Allow OUTDIR inside an input folder.")
 @click.option("--max-pixels", default=MAX_PIXELS, show_default=True,
               help="Refuse images larger than this (decompression bombs).")
-def anonymize(inputs, outdir, workers, overwrite, allow_inside, max_pixels, **kw):
+@click.option("--gallery", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also add every original face to this identity gallery (faceanon gate).")
+def anonymize(inputs, outdir, workers, overwrite, allow_inside, max_pixels, gallery, **kw):
     """Anonymize the faces of image files and folders into OUTDIR.
 
     Writes each image (no metadata of the original) and a JSON sidecar beside it. A rerun
@@ -100,7 +114,7 @@ def anonymize(inputs, outdir, workers, overwrite, allow_inside, max_pixels, **kw
     """
     settings = build_settings(**kw)
     sys.exit(run_anonymize(list(inputs), outdir, settings, workers, overwrite, allow_inside,
-                           max_pixels))
+                           max_pixels, gallery))
 
 
 @main.command()
