@@ -55,7 +55,9 @@ def collect_jobs(inputs: list[Path], outdir: Path, allow_inside: bool = False) -
     for inp in inputs:
         root = inp.resolve()
         if inp.is_dir():
-            if (out == root or root in out.parents) and not allow_inside:
+            if out == root:
+                raise UsageError(f"{outdir}: output folder is the input folder {inp}")
+            if root in out.parents and not allow_inside:
                 raise UsageError(
                     f"{outdir}: output folder is inside the input folder {inp}; "
                     "pass --allow-inside to write there anyway"
