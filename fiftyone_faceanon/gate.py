@@ -359,6 +359,8 @@ def resolve_thresholds(judges: Iterable[str], defaults: dict[str, dict[str, floa
     [DEFAULT_THRESHOLD]`` (from ``judge_thresholds()``). An unknown judge in an override, a value
     outside [-1, 1] or a judge with no threshold at all is a :class:`GateError`."""
     judges = sorted(judges)
+    if not isinstance(config, dict):
+        raise GateError("[tool.faceanon.gate] thresholds must be a table {judge = value}")
     for origin, values in (("[tool.faceanon.gate] thresholds", config), ("--threshold", cli)):
         for name, value in values.items():
             if name not in judges:
