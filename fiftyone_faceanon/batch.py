@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -119,10 +120,14 @@ class Worker:
             done = json.loads(sidecar.read_text())
             if done.get("input_sha256") == digest and done.get("settings") == settings:
                 return Outcome(job.rel, "skipped", faces=len(done.get("faces", [])))
+        t0 = time.perf_counter()
         loaded = load_image(job.src, self.max_pixels)
+        t1 = time.perf_counter()
         result = self.pipeline.anonymize(loaded.rgb, key=job.rel)
+        t2 = time.perf_counter()
         data = encode_image(LoadedImage(result.image, loaded.alpha, loaded.gray), dst.suffix)
         atomic_write(dst, data)
+        timings = {"decode": t1 - t0, **result.timings, "encode": time.perf_counter() - t2}
         record = {
             "input": job.rel,
             "input_sha256": digest,
@@ -139,7 +144,7 @@ class Worker:
             if failed:
                 raise ImageError(job.src, f"gallery: judge(s) failed: {failed}")
             identity = {"sha256": digest, "embeddings": embeddings}
-        return Outcome(job.rel, record["status"], len(result.faces), timings=result.timings,
+        return Outcome(job.rel, record["status"], len(result.faces), timings=timings,
                        identity=identity)
 
 
