@@ -6,6 +6,7 @@
 """
 
 from . import classical, ksame  # noqa: F401  (registers the backends)
+from . import dp68  # noqa: F401,E402  (registers dp68; raises BackendUnavailable only when created)
 from .base import Anonymizer, BackendUnavailable, available_backends, create_backend, register
 
 DEFAULT_BACKEND = "ksame"

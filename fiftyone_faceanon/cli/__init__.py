@@ -14,3 +14,4 @@ def main() -> None:
 from . import anonymize  # noqa: E402,F401  (registers the subcommands on main)
 from . import gate  # noqa: E402,F401
 from . import plugin  # noqa: E402,F401
+from . import gan  # noqa: E402,F401

@@ -1,0 +1,391 @@
+"""``faceanon train``: the dp68 training loop, resumable, single GPU, multi-GPU (torchrun) or CPU.
+
+Needs only torch, numpy and OpenCV (with the shards of :mod:`.data` already prepared), so it runs
+on a stock PyTorch machine::
+
+    python -m fiftyone_faceanon.gan.train --shards .data/dp68_128 --run runs/base --preset base \\
+        --minutes 20                                   # one GPU; rerun to continue
+    torchrun --nproc_per_node=8 -m fiftyone_faceanon.gan.train --shards ... --run ... --preset base
+
+Losses (non-saturating GAN with lazy R1, Mescheder et al. 2018), with ``y = G(x, m, l, z)``::
+
+    L_D = softplus(D(y)) + softplus(-D(x)) + r1_every * gamma / 2 * |grad_x D(x)|^2  (R1 lazily)
+    L_G = softplus(-D(y)) + l1 * |y - x|_m + div / (|y1 - y2|_m / |z1 - z2|)   (mode seeking)
+
+where ``|.|_m`` is the mean absolute difference inside the face region. The generator's weights
+are tracked by an exponential moving average (``ema``); that copy is sampled and exported.
+
+Every batch, flip and noise vector is a function of ``(seed, rank, step)`` alone, so a run
+resumed from a checkpoint continues exactly as if it had not stopped. With ``WORLD_SIZE > 1``
+(torchrun) each rank draws its own batches and the gradients are averaged across ranks with
+``all_reduce`` before every optimiser step (data parallel; done by hand, as StyleGAN2-ADA does,
+because R1's double backward does not go through ``DistributedDataParallel``). On CUDA the forward
+passes run in bfloat16 autocast (R1 in float32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..images import atomic_write
+from .nets import Discriminator, Generator, NetConfig, parameter_count
+from .shards import conditioning, load_faces
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of a run; ``batch`` is per rank."""
+
+    net: NetConfig = field(default_factory=NetConfig)
+    batch: int = 16
+    lr_g: float = 0.002
+    lr_d: float = 0.002
+    r1_gamma: float = 1.0
+    r1_every: int = 4
+    l1: float = 0.0
+    div: float = 0.0
+    ema: float = 0.999
+    steps: int = 100_000
+    holdout: int = 8
+    log_every: int = 50
+    sample_every: int = 1000
+    checkpoint_every: int = 1000
+    seed: int = 0
+    amp: bool = True
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return cls(**{**d, "net": NetConfig(**d["net"])})
+
+
+PRESETS = {
+    # CPU smoke test: a few steps on a handful of faces.
+    "tiny": TrainConfig(NetConfig(64, 8, 32, 16), batch=4, ema=0.9, holdout=2, log_every=1,
+                        sample_every=2, checkpoint_every=2, l1=1.0, div=0.1),
+    # What fits a shared CPU in under an hour: 64 px, about 0.4 M generator parameters.
+    "cpu": TrainConfig(NetConfig(64, 16, 64, 64), batch=8, ema=0.99, log_every=25,
+                       sample_every=250, checkpoint_every=250, l1=1.0, div=0.1),
+    # The GPU configuration: 128 px, about 8 M generator parameters (16 MiB in fp16).
+    "base": TrainConfig(NetConfig(128, 64, 256, 128), batch=64, ema=0.999, r1_gamma=1.0,
+                        l1=0.0, div=0.05, steps=100_000, sample_every=2000,
+                        checkpoint_every=2000, log_every=100),
+}
+
+
+def batch_rng(cfg: TrainConfig, rank: int, step: int) -> np.random.Generator:
+    """The generator that draws step ``step``'s batch on ``rank``."""
+    return np.random.default_rng([cfg.seed, rank, step])
+
+
+def masked_l1(a: torch.Tensor, b: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Mean |a - b| over the pixels where the (N, 1, S, S) mask ``m`` is 1."""
+    return ((a - b).abs() * m).sum() / (m.sum() * a.shape[1] + 1e-8)
+
+
+def all_reduce_grads(params, world: int) -> None:
+    """Average the gradients of ``params`` over the ranks (no-op on one process)."""
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
+class Trainer:
+    """G, D, the EMA copy of G and their optimisers; :meth:`step` runs one iteration."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, rank: int = 0, world: int = 1):
+        self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
+        torch.manual_seed(cfg.seed)
+        self.G = Generator(cfg.net).to(device)
+        self.D = Discriminator(cfg.net).to(device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        r1_ratio = cfg.r1_every / (cfg.r1_every + 1)  # lazy-regularisation correction
+        self.opt_g = torch.optim.Adam(self.G.parameters(), cfg.lr_g, betas=(0.0, 0.99))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), cfg.lr_d * r1_ratio,
+                                      betas=(0.0, 0.99**r1_ratio))
+        self.step_count = 0
+        self.train_seconds = 0.0
+
+    def autocast(self):
+        return torch.autocast("cuda", torch.bfloat16,
+                              enabled=self.cfg.amp and self.device.type == "cuda")
+
+    def noise(self, step: int, n: int, stream: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(hash((self.cfg.seed, self.rank, step, stream)) % 2**63)
+        return torch.randn(n, self.cfg.net.z_dim, generator=g).to(self.device)
+
+    def tensors(self, arrays) -> list[torch.Tensor]:
+        return [torch.from_numpy(a).to(self.device, non_blocking=True) for a in arrays]
+
+    def step(self, crops: np.ndarray, landmarks: np.ndarray) -> dict:
+        """One D step (+ R1 every ``r1_every``), one G step and the EMA update, on the batch that
+        ``batch_rng`` draws from ``crops`` (N, S, S, 3) and ``landmarks`` (N, 68, 2)."""
+        cfg, t = self.cfg, self.step_count
+        rng = batch_rng(cfg, self.rank, t)
+        idx = rng.integers(len(crops), size=cfg.batch)
+        x, m, l = self.tensors(conditioning(crops[idx], landmarks[idx], rng.random(cfg.batch) < 0.5))
+        z = self.noise(t, cfg.batch, 0)
+        logs = {}
+
+        with self.autocast():
+            with torch.no_grad():
+                fake = self.G(x, m, l, z)
+            loss_d = F.softplus(self.D(fake, m, l)).mean() + F.softplus(-self.D(x, m, l)).mean()
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        all_reduce_grads(self.D.parameters(), self.world)
+        self.opt_d.step()
+        logs["loss_d"] = loss_d.item()
+
+        if t % cfg.r1_every == 0:
+            xr = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.D(xr, m, l).sum(), xr, create_graph=True)
+            r1 = grad.square().sum([1, 2, 3]).mean()
+            self.opt_d.zero_grad(set_to_none=True)
+            (r1 * cfg.r1_gamma / 2 * cfg.r1_every).backward()
+            all_reduce_grads(self.D.parameters(), self.world)
+            self.opt_d.step()
+            logs["r1"] = r1.item()
+
+        with self.autocast():
+            fake = self.G(x, m, l, z)
+            adv = F.softplus(-self.D(fake, m, l)).mean()
+            loss_g = adv
+            logs["adv"] = adv.item()
+            if cfg.l1:
+                l1 = masked_l1(fake, x, m)
+                loss_g = loss_g + cfg.l1 * l1
+                logs["l1"] = l1.item()
+            if cfg.div:
+                h = max(cfg.batch // 2, 1)
+                z2 = self.noise(t, h, 1)
+                fake2 = self.G(x[:h], m[:h], l[:h], z2)
+                ratio = masked_l1(fake[:h], fake2, m[:h]) / (z[:h] - z2).abs().mean()
+                loss_g = loss_g + cfg.div / (ratio + 1e-5)
+                logs["diversity"] = ratio.item()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        all_reduce_grads(self.G.parameters(), self.world)
+        self.opt_g.step()
+        logs["loss_g"] = loss_g.item()
+
+        beta = min(cfg.ema, (1 + t) / (10 + t))
+        with torch.no_grad():
+            for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                pe.lerp_(p, 1 - beta)
+        self.step_count += 1
+        return logs
+
+    def state(self) -> dict:
+        return {
+            "config": self.cfg.as_dict(),
+            "step": self.step_count,
+            "train_seconds": self.train_seconds,
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "hardware": hardware(self.device, self.world),
+        }
+
+    def load(self, state: dict) -> None:
+        for name in ("G", "D", "G_ema", "opt_g", "opt_d"):
+            getattr(self, name).load_state_dict(state[name])
+        self.step_count = state["step"]
+        self.train_seconds = state["train_seconds"]
+
+
+def hardware(device: torch.device, world: int) -> str:
+    """E.g. ``"1 x NVIDIA H100 80GB HBM3"`` or ``"CPU, 1 thread"``."""
+    if device.type == "cuda":
+        return f"{world} x {torch.cuda.get_device_name(device)}"
+    return f"CPU, {torch.get_num_threads()} thread(s) x {world} process(es)"
+
+
+def save_checkpoint(trainer: Trainer, path: Path) -> None:
+    """Write the trainer's full state to ``path`` atomically."""
+    buf = io.BytesIO()
+    torch.save(trainer.state(), buf)
+    atomic_write(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def sample_grid(G: Generator, crops: np.ndarray, landmarks: np.ndarray, device: torch.device,
+                seeds: tuple[int, ...] = (0, 1, 2)) -> np.ndarray:
+    """An RGB uint8 grid: one column per face; rows: original, the masked input with the
+    landmark image drawn on it, then G's output for each noise seed."""
+    x, m, l = (torch.from_numpy(a).to(device) for a in conditioning(crops, landmarks))
+    lines = l.amax(1, keepdim=True)
+    rows = [x, x * (1 - m) * (1 - lines) + lines]
+    with torch.no_grad():
+        for s in seeds:
+            z = torch.randn(len(x), G.cfg.z_dim, generator=torch.Generator().manual_seed(s))
+            rows.append(G(x, m, l, z.to(device)))
+    grid = torch.cat([torch.cat(list(r.clamp(-1, 1)), 2) for r in rows], 1)
+    return ((grid.permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
+
+
+def train(shards: Path, run: Path, preset: str = "base", steps: int | None = None,
+          minutes: float | None = None, resolution: int | None = None, batch: int | None = None,
+          limit: int | None = None, device: str = "auto", threads: int | None = None,
+          on_log=lambda record: None) -> dict:
+    """Train (or continue) the run in ``run`` on the faces in ``shards`` until ``steps`` are done
+    or ``minutes`` have passed, whichever comes first; return the last log record.
+
+    A fresh run takes ``PRESETS[preset]`` (``resolution`` and ``batch`` override it); a run with
+    a ``checkpoint.pt`` continues from it with its own config (``steps`` may raise the target).
+    Writes ``checkpoint.pt``, ``log.jsonl`` and ``samples/step-NNNNNNN.png`` into ``run``.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if threads:
+        torch.set_num_threads(threads)
+    if world > 1:
+        import torch.distributed as dist
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dev = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    else:
+        dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
+                           if device == "auto" else device)
+    run = Path(run)
+    ckpt = run / CHECKPOINT
+    state = load_checkpoint(ckpt, dev) if ckpt.is_file() else None
+    if state is not None:
+        cfg = TrainConfig.from_dict(state["config"])
+    else:
+        cfg = PRESETS[preset]
+        cfg = replace(cfg, net=replace(cfg.net, resolution=resolution or cfg.net.resolution),
+                      batch=batch or cfg.batch)
+    if steps is not None:
+        cfg = replace(cfg, steps=steps)
+    trainer = Trainer(cfg, dev, rank, world)
+    if state is not None:
+        trainer.load(state)
+    crops, landmarks = load_faces(shards, cfg.net.resolution, limit)
+    held_crops, held_lms = crops[-cfg.holdout:], landmarks[-cfg.holdout:]
+    crops, landmarks = crops[:-cfg.holdout], landmarks[:-cfg.holdout]
+    if rank == 0:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps(
+            {**cfg.as_dict(), "faces": len(crops), "held_out": cfg.holdout,
+             "g_parameters": parameter_count(trainer.G),
+             "d_parameters": parameter_count(trainer.D)}, indent=2))
+    deadline = time.monotonic() + 60 * minutes if minutes else float("inf")
+    sums: dict[str, float] = {}
+    last: dict = {}
+    tick = time.monotonic()
+    while trainer.step_count < cfg.steps and time.monotonic() < deadline:
+        for k, v in trainer.step(crops, landmarks).items():
+            sums[k] = sums.get(k, 0.0) + v
+        t = trainer.step_count
+        now = time.monotonic()
+        trainer.train_seconds += now - tick
+        tick = now
+        if rank == 0 and t % cfg.log_every == 0:
+            last = {"step": t, "train_seconds": round(trainer.train_seconds, 1),
+                    **{k: v / cfg.log_every for k, v in sums.items()}}
+            with open(run / "log.jsonl", "a") as f:
+                f.write(json.dumps(last) + "\n")
+            on_log(last)
+            sums = {}
+        if rank == 0 and t % cfg.sample_every == 0:
+            write_samples(trainer, held_crops, held_lms, run / f"samples/step-{t:07d}.png")
+        if rank == 0 and t % cfg.checkpoint_every == 0:
+            save_checkpoint(trainer, ckpt)
+    if rank == 0:
+        save_checkpoint(trainer, ckpt)
+        write_samples(trainer, held_crops, held_lms, run / f"samples/step-{trainer.step_count:07d}.png")
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return {"step": trainer.step_count, "train_seconds": trainer.train_seconds, **last}
+
+
+def write_samples(trainer: Trainer, crops: np.ndarray, landmarks: np.ndarray, path: Path) -> None:
+    grid = sample_grid(trainer.G_ema, crops, landmarks, trainer.device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))[1].tobytes())
+
+
+def export(checkpoint: Path, folder: Path) -> tuple[Path, dict]:
+    """Write the EMA generator of ``checkpoint`` in float16 to ``folder/dp68_<S>.pt``
+    (``{"config": NetConfig dict, "state": state dict, "step": int}``); return its path and its
+    metadata for the manifest."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    cfg = TrainConfig.from_dict(state["config"])
+    weights = {k: v.half() for k, v in state["G_ema"].items()}
+    buf = io.BytesIO()
+    torch.save({"config": cfg.net.as_dict(), "state": weights, "step": state["step"]}, buf)
+    out = Path(folder) / f"dp68_{cfg.net.resolution}.pt"
+    atomic_write(out, buf.getvalue())
+    return out, {
+        "resolution": cfg.net.resolution,
+        "parameters": sum(v.numel() for v in weights.values()),
+        "training_steps": state["step"],
+        "training_batch": cfg.batch,
+        "training_seconds": round(state["train_seconds"]),
+        "hardware": state["hardware"],
+        "net": cfg.net.as_dict(),
+    }
+
+
+def load_generator(path: Path, device: torch.device) -> Generator:
+    """The exported generator at ``path`` as a float32 module in eval mode on ``device``."""
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    G = Generator(NetConfig(**data["config"]))
+    G.load_state_dict({k: v.float() for k, v in data["state"].items()})
+    return G.eval().requires_grad_(False).to(device)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m fiftyone_faceanon.gan.train`` (and torchrun): the same options as
+    ``faceanon train`` without needing click or the detector stack."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shards", type=Path, required=True)
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="base")
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--minutes", type=float)
+    ap.add_argument("--resolution", type=int)
+    ap.add_argument("--batch", type=int)
+    ap.add_argument("--limit", type=int)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int)
+    a = ap.parse_args(argv)
+    result = train(a.shards, a.run, a.preset, a.steps, a.minutes, a.resolution, a.batch, a.limit,
+                   a.device, a.threads, on_log=lambda r: print(json.dumps(r), flush=True))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""dp68: data preparation, training (few steps on CPU), checkpoint round trip, the backend."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fiftyone_faceanon.anonymizers import create_backend
+from fiftyone_faceanon.gan.data import prepare
+from fiftyone_faceanon.gan.nets import Discriminator, Generator, NetConfig
+from fiftyone_faceanon.gan.shards import (
+    LANDMARK_CHANNELS,
+    conditioning,
+    flip_landmarks,
+    landmark_image,
+    load_faces,
+    read_index,
+)
+from fiftyone_faceanon.gan.train import (
+    CHECKPOINT,
+    PRESETS,
+    Trainer,
+    export,
+    load_checkpoint,
+    train,
+)
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def shards(fixtures_dir, tmp_path_factory):
+    """Shards prepared by the real prepare-data code from 8 fixture photos and a broken file."""
+    tmp = tmp_path_factory.mktemp("gan")
+    broken = tmp / "broken.jpg"
+    broken.write_bytes(b"")
+    files = sorted((fixtures_dir / "ffhq10").glob("*.png"))[:6] + sorted(
+        (fixtures_dir / "dlib_johns/John_Salley").glob("*.jpg"))[:2] + [broken]
+    events = []
+    index = prepare(files, fixtures_dir, tmp / "shards", SIZE, shard_size=4, device="cpu",
+                    split="test fixtures", on_file=lambda *e: events.append(e))
+    return tmp / "shards", index, events
+
+
+def test_prepare_data_writes_shards(shards):
+    folder, index, events = shards
+    assert index == read_index(folder)
+    assert index["photos"] == 9 and index["faces"] >= 7 and index["dropped"]["error"] == 1
+    assert index["faces"] + sum(index["dropped"].values()) == 9
+    assert [s["faces"] for s in index["shards"]][0] == 4
+    error = [e for e in events if e[1] == "error"]
+    assert len(error) == 1 and "broken.jpg: empty file" in error[0][2] and "\n" not in error[0][2]
+    crops, lms = load_faces(folder)
+    assert crops.shape == (index["faces"], SIZE, SIZE, 3) and crops.dtype == np.uint8
+    assert lms.shape == (index["faces"], 68, 2)
+    # the face sits inside the context crop (context 2x the landmarks' extent)
+    assert lms.min() > 0 and lms.max() < SIZE
+    # resizing on load scales the landmarks with the pixels
+    big, big_lms = load_faces(folder, size=128, limit=2)
+    assert big.shape == (2, 128, 128, 3)
+    np.testing.assert_allclose(big_lms, (lms[:2] + 0.5) * 2 - 0.5, rtol=1e-6)
+
+
+def test_conditioning_and_flip(shards):
+    crops, lms = load_faces(shards[0], limit=2)
+    x, m, l = conditioning(crops, lms, np.array([False, True]))
+    assert x.shape == (2, 3, SIZE, SIZE) and m.shape == (2, 1, SIZE, SIZE)
+    assert l.shape == (2, LANDMARK_CHANNELS, SIZE, SIZE)
+    assert -1 <= x.min() and x.max() <= 1 and set(np.unique(m)) == {0.0, 1.0}
+    # flipping twice is the identity; a flipped face's landmark image is the mirror image with
+    # left and right parts swapped
+    np.testing.assert_allclose(flip_landmarks(flip_landmarks(lms[1], SIZE), SIZE), lms[1], atol=1e-4)
+    np.testing.assert_allclose(x[1], crops[1][:, ::-1].transpose(2, 0, 1) / 127.5 - 1)
+    plain = landmark_image(lms[1], SIZE) / 255.0
+    swapped = plain[[0, 2, 1, 3, 4, 6, 5, 7, 8]][:, :, ::-1]
+    assert np.abs(l[1] - swapped).mean() < 0.02
+
+
+def test_nets_shapes():
+    cfg = NetConfig(64, 8, 32, 16)
+    G, D = Generator(cfg), Discriminator(cfg)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    m = torch.zeros(2, 1, 64, 64)
+    m[:, :, 16:48, 16:48] = 1
+    y = G(x, m, torch.rand(2, LANDMARK_CHANNELS, 64, 64), torch.randn(2, 16))
+    assert y.shape == x.shape and D(y, m, torch.rand(2, 9, 64, 64)).shape == (2,)
+    # outside the face region the context is returned unchanged
+    assert torch.equal(y[m.expand_as(y) == 0], x[m.expand_as(x) == 0])
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(states_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(states_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    return a == b
+
+
+def test_train_resume_export_backend(shards, tmp_path):
+    torch.set_num_threads(1)
+    folder = shards[0]
+    # 4 steps in one go
+    out = train(folder, tmp_path / "a", "tiny", steps=4, device="cpu")
+    assert out["step"] == 4
+    log = [json.loads(line) for line in (tmp_path / "a/log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    for record in log:
+        for key in ("loss_d", "loss_g", "adv", "l1", "diversity"):
+            assert np.isfinite(record[key]), (key, record)
+    assert "r1" in log[0] and np.isfinite(log[0]["r1"])
+    assert (tmp_path / "a/samples/step-0000004.png").is_file()
+    # 2 steps, stop, resume to 4: the same state as the uninterrupted run
+    train(folder, tmp_path / "b", "tiny", steps=2, device="cpu")
+    train(folder, tmp_path / "b", "tiny", steps=4, device="cpu")
+    a = load_checkpoint(tmp_path / "a" / CHECKPOINT, torch.device("cpu"))
+    b = load_checkpoint(tmp_path / "b" / CHECKPOINT, torch.device("cpu"))
+    for key in ("G", "D", "G_ema", "opt_g", "opt_d", "step", "config"):
+        assert states_equal(a[key], b[key]), key
+    # a checkpoint loads back into a trainer bit for bit
+    trainer = Trainer(PRESETS["tiny"], torch.device("cpu"))
+    trainer.load(a)
+    again = trainer.state()
+    for key in ("G", "D", "G_ema", "opt_g", "opt_d", "step"):
+        assert states_equal(a[key], again[key]), key
+
+    path, meta = export(tmp_path / "a" / CHECKPOINT, tmp_path)
+    assert path.name == "dp68_64.pt" and meta["training_steps"] == 4 and meta["resolution"] == 64
+    backend = create_backend("dp68", weights=path, device="cpu")
+    assert backend.photometric and backend.crop_size == 64
+    crops, lms = load_faces(folder, limit=3)
+    regions = conditioning(crops, lms)[1][:, 0]
+
+    def run(seeds):
+        return backend.anonymize(crops, lms, regions, [np.random.default_rng(s) for s in seeds])
+
+    first = run([0, 1, 2])
+    assert first.shape == (3, SIZE, SIZE, 3) and first.dtype == np.uint8
+    assert np.array_equal(first, run([0, 1, 2]))
+    other = run([5, 6, 7])
+    inside = regions.astype(bool)
+    for i in range(3):
+        assert np.abs(first[i][inside[i]].astype(int) - other[i][inside[i]]).mean() > 0.5
+        # the context outside the face comes back (up to rounding)
+        assert np.abs(first[i][~inside[i]].astype(int) - crops[i][~inside[i]]).max() <= 1
+    # a 128 px crop is resized to the generator's 64 px and back
+    big, big_lms = load_faces(folder, size=128, limit=1)
+    assert backend.anonymize(big, big_lms, None, [np.random.default_rng(0)]).shape == (1, 128, 128, 3)
