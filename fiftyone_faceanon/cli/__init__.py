@@ -15,3 +15,4 @@ from . import anonymize  # noqa: E402,F401  (registers the subcommands on main)
 from . import gate  # noqa: E402,F401
 from . import plugin  # noqa: E402,F401
 from . import gan  # noqa: E402,F401
+from . import evaluate  # noqa: E402,F401
