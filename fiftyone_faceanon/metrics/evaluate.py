@@ -73,7 +73,6 @@ class Evaluator:
         crop_size: int = CROP_SIZE,
         min_face_size: int = 20,
     ):
-        from .emotion import load_emotion_model
         from .identity import judge_thresholds, load_judges
 
         self.device, self.threshold, self.min_iou = device, threshold, min_iou
@@ -93,6 +92,8 @@ class Evaluator:
                     f"no calibrated threshold for {name} in models/manifest.json "
                     "(run scripts/calibrate_judges.py)")
         try:
+            from .emotion import load_emotion_model
+
             self.emotion = load_emotion_model()
         except (RuntimeError, OSError, ImportError) as e:
             self.emotion = None
