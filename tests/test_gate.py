@@ -1,0 +1,300 @@
+"""The pre-commit privacy gate on real photos, real judges, real git and real pre-commit.
+
+One module-scoped world: a private gallery (outside any repository) built from one photo of a
+person, a dataset repository with a ``repo: local`` hook installed by ``pre-commit install``, and
+HOME / XDG_CACHE_HOME / PRE_COMMIT_HOME in temporary folders. The first in-process gate run
+fills the embedding cache, so the hook runs that ``git commit`` starts load no model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import ROOT, need_shared
+from fiftyone_faceanon import gate as G
+from fiftyone_faceanon.cli import main
+
+FACEANON = Path(sys.executable).parent / "faceanon"
+PRE_COMMIT = Path(sys.executable).parent / "pre-commit"
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=check)
+
+
+def configured_thresholds(judges) -> dict[str, float]:
+    """The thresholds the gate will use (calibrated in models/manifest.json, or
+    ``[tool.faceanon.gate.thresholds]`` of the pyproject.toml in the working folder); skip
+    (fail under CI) while there are none."""
+    from fiftyone_faceanon.metrics.identity import judge_thresholds
+
+    try:
+        return G.resolve_thresholds(judges, judge_thresholds(),
+                                    G.read_config().get("thresholds", {}), {})
+    except G.GateError as e:
+        if os.environ.get("CI"):
+            pytest.fail(str(e))
+        pytest.skip(f"{e} (run scripts/calibrate_judges.py)")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    johns = need_shared("fixtures/dlib_johns/John_Salley")
+    no_face = need_shared("fixtures/dlib_faces/dogs.jpg")
+    tmp = tmp_path_factory.mktemp("gate")
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("HOME", "XDG_CACHE_HOME", "PRE_COMMIT_HOME"):
+            (tmp / var).mkdir()
+            mp.setenv(var, str(tmp / var))
+        mp.delenv("FACEANON_GALLERY", raising=False)
+        photos = sorted(johns.glob("*.jpg"))
+        gallery = tmp / "private" / "gallery.npz"
+        added = run_cli("gallery", "add", photos[0], "--gallery", gallery)
+        assert added.exit_code == 0, added.output
+        thresholds = configured_thresholds(G.load_gallery(gallery).embeddings)
+
+        # the files to commit: another photo of the same person, its anonymized version (default
+        # backend), a photo without a face, a truncated JPEG
+        files = tmp / "files"
+        files.mkdir()
+        shutil.copy(photos[1], files / "salley.jpg")
+        shutil.copy(no_face, files / "dogs.jpg")
+        (files / "corrupt.jpg").write_bytes(photos[2].read_bytes()[:600])
+        anon = run_cli("anonymize", files / "salley.jpg", "-o", tmp / "anon")
+        assert anon.exit_code == 0, anon.output
+        shutil.copy(tmp / "anon" / "salley.jpg", files / "salley_anonymized.jpg")
+
+        # one in-process run: the reports, and a warm cache for the hook
+        report = run_cli("gate", *sorted(files.iterdir()), "--gallery", gallery,
+                         "--json", tmp / "report.json", "--sarif", tmp / "report.sarif")
+
+        repo = tmp / "dataset"
+        repo.mkdir()
+        git(repo, "init", "-q", "-b", "main")
+        git(repo, "config", "user.email", "t@example.org")
+        git(repo, "config", "user.name", "t")
+        # the dataset repository states the thresholds it was tested with in its pyproject.toml
+        (repo / "pyproject.toml").write_text("[tool.faceanon.gate.thresholds]\n" + "".join(
+            f"{judge} = {value!r}\n" for judge, value in thresholds.items()))
+        (repo / ".pre-commit-config.yaml").write_text(
+            "repos:\n- repo: local\n  hooks:\n  - id: faceanon-gate\n    name: faceanon gate\n"
+            f"    entry: {FACEANON} gate --gallery {gallery}\n"
+            "    language: system\n    types: [image]\n    require_serial: true\n"
+        )
+        git(repo, "add", ".pre-commit-config.yaml", "pyproject.toml")
+        subprocess.run([PRE_COMMIT, "install"], cwd=repo, check=True, capture_output=True)
+        git(repo, "commit", "-q", "-m", "config")
+        yield {"tmp": tmp, "gallery": gallery, "files": files, "repo": repo, "report": report}
+
+
+def commit(world, name: str) -> subprocess.CompletedProcess:
+    repo = world["repo"]
+    shutil.copy(world["files"] / name, repo / name)
+    git(repo, "add", name)
+    result = git(repo, "commit", "-m", f"add {name}", check=False)
+    if result.returncode:
+        git(repo, "rm", "-q", "--cached", name)
+    return result
+
+
+def test_commit_of_a_gallery_person_fails_and_names_the_file(world):
+    result = commit(world, "salley.jpg")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert "salley.jpg" in out and "BLOCK" in out
+
+
+def test_commit_of_the_anonymized_photo_passes(world):
+    result = commit(world, "salley_anonymized.jpg")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_commit_of_a_photo_without_a_face_passes(world):
+    result = commit(world, "dogs.jpg")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_commit_of_a_corrupt_image_fails_closed(world):
+    result = commit(world, "corrupt.jpg")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert "corrupt.jpg" in out and "UNVERIFIABLE" in out
+
+
+def test_allow_unverifiable_lets_the_corrupt_image_pass(world):
+    result = run_cli("gate", world["files"] / "corrupt.jpg", "--gallery", world["gallery"],
+                     "--allow-unverifiable")
+    assert result.exit_code == 0, result.output
+    assert "allowed" in result.output
+
+
+def test_hook_manifest_validates():
+    result = subprocess.run([PRE_COMMIT, "validate-manifest", ROOT / ".pre-commit-hooks.yaml"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = subprocess.run([PRE_COMMIT, "validate-config",
+                             ROOT / "hooks" / "example-pre-commit-config.yaml"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_json_report_round_trips_and_matches_the_verdicts(world):
+    assert world["report"].exit_code == 1
+    data = json.loads((world["tmp"] / "report.json").read_text())
+    assert json.loads(json.dumps(data)) == data
+    by_name = {Path(f["file"]).name: f for f in data["files"]}
+    assert set(by_name) == {"salley.jpg", "salley_anonymized.jpg", "dogs.jpg", "corrupt.jpg"}
+    verdicts = {n: {r["verdict"] for r in f["rows"]} for n, f in by_name.items()}
+    assert "block" in verdicts["salley.jpg"]
+    assert verdicts["dogs.jpg"] == {"pass"} and by_name["dogs.jpg"]["faces"] == []
+    assert verdicts["corrupt.jpg"] == {"unverifiable"} and by_name["corrupt.jpg"]["error"]
+    assert verdicts["salley_anonymized.jpg"] == {"pass"}
+    for row in by_name["salley.jpg"]["rows"]:
+        assert row["threshold"] == data["thresholds"][row["judge"]]
+        assert (row["similarity"] >= row["threshold"]) == (row["verdict"] == "block")
+
+
+def test_sarif_has_the_2_1_0_structure(world):
+    sarif = json.loads((world["tmp"] / "report.sarif").read_text())
+    assert sarif["version"] == "2.1.0" and "sarif-2.1.0" in sarif["$schema"]
+    (run,) = sarif["runs"]
+    driver = run["tool"]["driver"]
+    assert driver["name"] and driver["rules"]
+    rule_ids = [r["id"] for r in driver["rules"]]
+    files = {}
+    for result in run["results"]:
+        assert result["level"] in ("none", "note", "warning", "error")
+        assert result["message"]["text"]
+        assert rule_ids[result["ruleIndex"]] == result["ruleId"]
+        (loc,) = result["locations"]
+        uri = loc["physicalLocation"]["artifactLocation"]["uri"]
+        region = loc["physicalLocation"]["region"]
+        assert isinstance(region["startLine"], int) and region["startLine"] >= 1
+        fp = result["partialFingerprints"]["faceanonFace/v1"]
+        assert len(fp) == 32
+        files[Path(uri).name] = (result, region, fp)
+    # one result per blocking face: the photo of the gallery's person and the corrupt file
+    assert set(files) == {"salley.jpg", "corrupt.jpg"}
+    result, region, fp = files["salley.jpg"]
+    x0, y0, x1, y1 = region["properties"]["box"]
+    assert 0 <= x0 < x1 and y0 < y1 and x1 <= 150 + 20
+    (rect,) = result["attachments"][0]["rectangles"]
+    assert (rect["left"], rect["top"], rect["right"], rect["bottom"]) == (x0, y0, x1, y1)
+    assert files["corrupt.jpg"][0]["ruleId"] == "unverifiable-face"
+    # stable: the same content and face give the same fingerprint on another run
+    again = run_cli("gate", world["files"] / "salley.jpg", "--gallery", world["gallery"],
+                    "--sarif", world["tmp"] / "again.sarif")
+    assert again.exit_code == 1
+    (result2,) = json.loads((world["tmp"] / "again.sarif").read_text())["runs"][0]["results"]
+    assert result2["partialFingerprints"]["faceanonFace/v1"] == fp
+
+
+def test_gallery_is_private_and_refused_inside_a_repository(world):
+    assert stat.S_IMODE(world["gallery"].stat().st_mode) == 0o600
+    data = world["gallery"].read_bytes()
+    assert b"salley" not in data.lower() and b"John" not in data  # no path, no name
+    inside = world["repo"] / "gallery.npz"
+    photo = world["files"] / "salley.jpg"
+    added = run_cli("gallery", "add", photo, "--gallery", inside)
+    assert added.exit_code == 2 and "git work tree" in added.output
+    assert not inside.exists()
+    gated = run_cli("gate", photo, "--gallery", inside)
+    assert gated.exit_code == 2 and "git work tree" in gated.output
+
+
+def test_a_warm_run_loads_no_model(world):
+    from fiftyone_faceanon.metrics.identity import cache_dir
+
+    gallery = G.load_gallery(world["gallery"])
+    embedder = G.Embedder(sorted(gallery.embeddings), cache=cache_dir())
+    files = sorted(world["files"].glob("salley*.jpg"))
+    embedded = embedder.embed_files(files)
+    assert embedder._judges is None  # every file came from the cache
+    assert all(len(e.boxes) == 1 and set(e.embeddings) == set(gallery.embeddings)
+               for e in embedded)
+    cached = list((cache_dir() / "gate").rglob("*.npz"))
+    assert cached and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in cached)
+
+
+def test_light_import_path():
+    code = ("import sys, fiftyone_faceanon.cli.gate, fiftyone_faceanon.gate; "
+            "print(sorted(m for m in ('fiftyone', 'torch', 'dlib', 'facenet_pytorch') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_baseline_silences_a_reviewed_face_but_not_a_new_one(tmp_path, world):
+    knn = need_shared("fixtures/face_recognition/examples/knn_examples")
+    pair = knn / "test" / "obama_and_biden.jpg"
+    gallery, baseline = tmp_path / "g.npz", tmp_path / "baseline.json"
+    assert run_cli("gallery", "add", knn / "train" / "obama", "--gallery", gallery).exit_code == 0
+
+    first = run_cli("gate", pair, "--gallery", gallery, "--json", tmp_path / "1.json")
+    assert first.exit_code == 1
+    rows = [r for f in json.loads((tmp_path / "1.json").read_text())["files"] for r in f["rows"]]
+    obama_faces = {r["face"] for r in rows if r["verdict"] == "block"}
+    assert len(obama_faces) == 1
+
+    reviewed = run_cli("gate", pair, "--gallery", gallery, "--baseline", baseline,
+                       "--update-baseline")
+    assert reviewed.exit_code == 0, reviewed.output
+    findings = json.loads(baseline.read_text())["findings"]
+    assert {f["face"] for f in findings} == obama_faces
+    assert run_cli("gate", pair, "--gallery", gallery, "--baseline", baseline).exit_code == 0
+
+    # now Biden is in the gallery too: his face in the same file is a new finding
+    assert run_cli("gallery", "add", knn / "train" / "biden", "--gallery", gallery).exit_code == 0
+    third = run_cli("gate", pair, "--gallery", gallery, "--baseline", baseline,
+                    "--json", tmp_path / "3.json")
+    assert third.exit_code == 1, third.output
+    rows = [r for f in json.loads((tmp_path / "3.json").read_text())["files"] for r in f["rows"]]
+    blocked = {r["face"] for r in rows if r["verdict"] == "block"}
+    assert blocked and not blocked & obama_faces
+    assert {r["face"] for r in rows if r["verdict"] == "baselined"} == obama_faces
+
+
+def test_thresholds_command_line_over_pyproject_over_calibration(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text(
+        "[tool.faceanon.gate.thresholds]\ndlib = 0.8\nfacenet_casia = 0.4\n")
+    monkeypatch.chdir(tmp_path)
+    config = G.read_config()
+    calibrated = {"dlib": {"far_1e-3": 0.95}, "facenet_casia": {"far_1e-3": 0.6},
+                  "facenet_vggface2": {"far_1e-3": 0.7}}
+    resolved = G.resolve_thresholds(["dlib", "facenet_casia", "facenet_vggface2"], calibrated,
+                                    config["thresholds"],
+                                    G.parse_threshold_overrides(["dlib=0.9"]))
+    assert resolved == {"dlib": 0.9, "facenet_casia": 0.4, "facenet_vggface2": 0.7}
+    with pytest.raises(G.GateError, match="unknown judge"):
+        G.resolve_thresholds(["dlib"], calibrated, {}, {"arcface": 0.5})
+    with pytest.raises(G.GateError, match=r"\[-1, 1\]"):
+        G.resolve_thresholds(["dlib"], calibrated, {"dlib": 3}, {})
+    with pytest.raises(G.GateError, match="no calibrated"):
+        G.resolve_thresholds(["dlib"], {}, {}, {})
+    with pytest.raises(G.GateError, match="JUDGE=VALUE"):
+        G.parse_threshold_overrides(["dlib"])
+
+
+def test_configuration_errors_exit_2(world, tmp_path):
+    photo = world["files"] / "dogs.jpg"
+    bad = run_cli("gate", photo, "--gallery", world["gallery"], "--threshold", "nobody=0.5")
+    assert bad.exit_code == 2 and "unknown judge" in bad.output
+    missing = run_cli("gate", photo, "--gallery", tmp_path / "none.npz")
+    assert missing.exit_code == 2 and "empty or missing gallery" in missing.output
+    (tmp_path / "b.json").write_text("{not json")
+    broken = run_cli("gate", photo, "--gallery", world["gallery"], "--baseline",
+                     tmp_path / "b.json")
+    assert broken.exit_code == 2 and "baseline" in broken.output
