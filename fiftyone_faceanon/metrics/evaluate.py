@@ -94,7 +94,7 @@ class Evaluator:
         try:
             from .emotion import load_emotion_model
 
-            self.emotion = load_emotion_model()
+            self.emotion = load_emotion_model(device)
         except (RuntimeError, OSError, ImportError) as e:
             self.emotion = None
             self.unavailable["emotion_match"] = self.unavailable["emotion_l1"] = str(e)
