@@ -1,0 +1,85 @@
+"""Throughput of ``faceanon anonymize`` on LFW images, per stage and end to end, and peak memory.
+
+    python benchmarks/bench_anonymize.py --n 500 --backend ksame [--workers 1]
+
+Uses the first N images of LFW ``peopleDevTest.txt`` (250x250, one face each) from
+``../shared/data``, linked into a temporary folder, and runs the same code as the CLI
+(``batch.anonymize_files``) with every post-processing step on. Prints a Markdown table for
+docs/benchmarks.md. Model loading is timed separately from the per-image work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from fiftyone_faceanon.batch import anonymize_files
+from fiftyone_faceanon.pipeline import Pipeline, Settings
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared/data"
+STAGES = ("decode", "detect", "landmarks", "backend", "postprocess", "encode")
+
+
+def lfw_test_images(n: int) -> list[Path]:
+    lines = (DATA / "lfw/peopleDevTest.txt").read_text().splitlines()[1:]
+    paths = []
+    for line in lines:
+        name, count = line.split()
+        for i in range(1, int(count) + 1):
+            paths.append(DATA / f"lfw/images_deepfunneled/{name}/{name}_{i:04d}.jpg")
+    return paths[:n]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--backend", default="ksame")
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args()
+
+    settings = Settings(backend=args.backend, device="cpu")
+    t0 = time.perf_counter()
+    Pipeline(settings).anonymize(np.zeros((64, 64, 3), np.uint8))  # loads the models
+    load_s = time.perf_counter() - t0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in"
+        src.mkdir()
+        for p in lfw_test_images(args.n):
+            (src / p.name).symlink_to(p)
+        stages: dict[str, list[float]] = defaultdict(list)
+        faces = errors = 0
+        t0 = time.perf_counter()
+        outcomes = anonymize_files([src], Path(tmp) / "out", settings, workers=args.workers)
+        wall = time.perf_counter() - t0
+        for o in outcomes:
+            faces += o.faces
+            errors += o.status == "error"
+            for k, v in o.timings.items():
+                stages[k].append(v)
+
+    n = len(outcomes)
+    peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    print(f"machine: {platform.processor() or platform.machine()}, "
+          f"{__import__('os').cpu_count()} cores, {platform.python_version()}")
+    print(f"images: {n} ({faces} faces, {errors} errors), backend {args.backend}, "
+          f"workers {args.workers}, model loading {load_s:.1f} s\n")
+    print("| stage | ms / image | images/s |\n| --- | --- | --- |")
+    for k in STAGES:
+        if stages[k]:
+            ms = 1000 * float(np.mean(stages[k]))
+            print(f"| {k} | {ms:.1f} | {1000 / ms:.0f} |")
+    print(f"| **end to end** (wall) | {1000 * wall / n:.1f} | **{n / wall:.1f}** |")
+    print(f"\npeak memory (max RSS, this process + workers): {peak_mib:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
