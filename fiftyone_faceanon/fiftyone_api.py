@@ -272,6 +272,33 @@ def _faces_of(sample: fo.Sample, width: int, height: int, crop_size: int) -> lis
     return faces_from_records(records, crop_size)
 
 
+def _evaluate_chunk(ev, chunk: list[fo.Sample], attrs: list[str], saver, errors: list[str],
+                    records: list[dict], results: list) -> None:
+    """Evaluate a few samples in one batch; write each face's metrics on its detection and the
+    worst face's on the sample, and save it through ``saver``."""
+    from .metrics import worst_face
+
+    loaded = []
+    for sample in chunk:
+        try:
+            orig = load_image(sample.filepath).rgb
+            anon = load_image(sample[MEDIA_FIELD]).rgb
+            h, w = orig.shape[:2]
+            loaded.append((sample, orig, anon, _faces_of(sample, w, h, ev.crop_size)))
+        except ImageError as e:
+            errors.append(str(e))
+    for (sample, *_), res in zip(loaded, ev.evaluate_batch([p[1:] for p in loaded])):
+        for det, rec in zip(sample[FACES_FIELD].detections, res.faces):
+            for name in attrs:
+                det[name] = rec.get(name)
+        worst = worst_face(res.faces)
+        for name in METRIC_FIELDS:
+            sample[name] = worst.get(name)
+        saver.save(sample)
+        records += res.faces
+        results.append(res)
+
+
 def evaluate_samples(
     view: fo.core.collections.SampleCollection,
     run_key: str = "faceanon_metrics",
@@ -291,7 +318,7 @@ def evaluate_samples(
     ``dataset.load_run_results(run_key).summary``, ``dataset.delete_run(run_key)`` (which also
     removes the fields). Returns ``{"evaluated", "errors": [one line each], "summary"}``.
     """
-    from .metrics import PER_FACE, summarize, worst_face
+    from .metrics import PER_FACE, summarize
 
     dataset = view._dataset
     ev = _evaluator(tuple(judges) if judges else None, device)
@@ -305,31 +332,15 @@ def evaluate_samples(
     todo = view.exists(MEDIA_FIELD).exists(ERROR_FIELD, False)
     total, done, errors, records, results = len(todo), 0, [], [], []
     tick = _throttled(progress, total)
-    samples = iter(todo.iter_samples(autosave=True))
-    while chunk := [s for _, s in zip(range(batch), samples)]:
-        loaded = []
-        for sample in chunk:
-            try:
-                orig = load_image(sample.filepath).rgb
-                anon = load_image(sample[MEDIA_FIELD]).rgb
-                h, w = orig.shape[:2]
-                loaded.append((sample, orig, anon, _faces_of(sample, w, h, ev.crop_size)))
-            except ImageError as e:
-                errors.append(str(e))
-        for (sample, *_), res in zip(loaded, ev.evaluate_batch([p[1:] for p in loaded])):
-            for det, rec in zip(sample[FACES_FIELD].detections, res.faces):
-                for name in attrs:
-                    det[name] = rec.get(name)
-            worst = worst_face(res.faces)
-            for name in METRIC_FIELDS:
-                sample[name] = worst.get(name)
-            records += res.faces
-            results.append(res)
-        done += len(chunk)
-        tick(done)
+    samples = iter(todo)
+    with todo.save_context() as saver:
+        while chunk := [s for _, s in zip(range(batch), samples)]:
+            done += len(chunk)
+            _evaluate_chunk(ev, chunk, attrs, saver, errors, records, results)
+            tick(done)
     summary = {**summarize(records), **ev.dataset_metrics(results)}
     results_doc = dataset.init_run_results(run_key, summary=summary, errors=errors,
-                                           unavailable=dict(ev.unavailable), samples=total)
+                                           unavailable=dict(ev.unavailable), evaluated=len(results))
     dataset.save_run_results(run_key, results_doc, overwrite=True)
     return {"evaluated": len(results), "errors": errors, "summary": summary}
 

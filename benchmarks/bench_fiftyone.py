@@ -1,0 +1,136 @@
+"""Samples per second of the FiftyOne operators against the same work through the ``faceanon`` CLI.
+
+    python benchmarks/bench_fiftyone.py --n 500 [--backend ksame] [--metrics-n 500]
+
+Takes the first N images of LFW's evaluation split (``../shared/data/lfw``, linked into a
+temporary folder, never copied into the repository) and times, each in a fresh process so model
+loading counts on both sides:
+
+- ``faceanon anonymize IN -o OUT`` against ``anonymize_faces`` run through
+  ``fiftyone.operators.execute_operator`` on a dataset of the same files;
+- ``faceanon evaluate IN OUT`` against ``compute_anonymization_metrics`` on that dataset.
+
+The FiftyOne process also imports fiftyone and builds the dataset; that is reported apart
+("setup"), and the overhead is (operator wall / CLI wall - 1). Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LFW = ROOT.parent / "shared" / "data" / "lfw"
+BIN = Path(sys.executable).parent
+
+
+def link_inputs(n: int, folder: Path) -> Path:
+    """Symlink the first ``n`` images of LFW's DevTest people into ``folder/NAME/FILE``."""
+    people = [line.split()[0] for line in (LFW / "peopleDevTest.txt").read_text().splitlines()[1:]]
+    count = 0
+    for name in people:
+        for src in sorted((LFW / "images_deepfunneled" / name).glob("*.jpg")):
+            dst = folder / name / src.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src)
+            count += 1
+            if count == n:
+                return folder
+    return folder
+
+
+def timed(cmd: list[str], env: dict) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if out.returncode not in (0, 1):
+        raise RuntimeError(f"{cmd}: exit {out.returncode}\n{out.stderr[-3000:]}")
+    return wall, out.stdout
+
+
+def worker(stage: str, inputs: Path, outdir: Path, backend: str, n: int) -> None:
+    """Runs in the child: one operator on the dataset of ``inputs``; prints its timings."""
+    t0 = time.perf_counter()
+    import fiftyone as fo
+    import fiftyone.operators as foo
+
+    from fiftyone_faceanon.fiftyone_api import install_plugin
+
+    install_plugin()
+    name = "bench-faceanon"
+    if stage == "anonymize":
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
+        ds = fo.Dataset.from_dir(dataset_dir=str(inputs), dataset_type=fo.types.ImageDirectory,
+                                 name=name, persistent=True)
+        uri, params = "anonymize_faces", {"output_dir": str(outdir), "backend": backend}
+        view = ds.view()
+    else:
+        ds = fo.load_dataset(name)
+        uri, params = "compute_anonymization_metrics", {"run_key": "bench"}
+        view = ds.limit(n)
+    t1 = time.perf_counter()
+    result = foo.execute_operator(f"@faceanon/faceanon/{uri}",
+                                  ctx={"dataset": ds, "view": view, "params": params})
+    t2 = time.perf_counter()
+    if result.error:
+        raise SystemExit(result.error)
+    print(json.dumps({"setup": t1 - t0, "operator": t2 - t1, "samples": len(view)}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=500, help="samples to anonymize")
+    ap.add_argument("--metrics-n", type=int, default=None, help="samples to evaluate (default n)")
+    ap.add_argument("--backend", default="ksame")
+    ap.add_argument("--worker", choices=["anonymize", "metrics"], help=argparse.SUPPRESS)
+    ap.add_argument("paths", nargs="*", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.worker, args.paths[0], args.paths[1], args.backend,
+               args.n if args.metrics_n is None else args.metrics_n)
+        return
+    m = args.n if args.metrics_n is None else args.metrics_n
+    tmp = Path(tempfile.mkdtemp(prefix="bench-fo-"))
+    env = {**os.environ, "FIFTYONE_DATABASE_DIR": str(tmp / "db"),
+           "FIFTYONE_PLUGINS_DIR": str(tmp / "plugins"), "FIFTYONE_DO_NOT_TRACK": "true",
+           "FIFTYONE_DATABASE_VALIDATION": "false", "FIFTYONE_SHOW_PROGRESS_BARS": "false"}
+    inputs = link_inputs(args.n, tmp / "in")
+    me = [sys.executable, __file__, "--backend", args.backend, "--n", str(args.n),
+          "--metrics-n", str(m)]
+    rows = []
+    cli, _ = timed([str(BIN / "faceanon"), "anonymize", str(inputs), "-o", str(tmp / "cli"),
+                    "--backend", args.backend], env)
+    fo_wall, out = timed([*me, "--worker", "anonymize", str(inputs), str(tmp / "fo")], env)
+    fo_t = json.loads(out.strip().splitlines()[-1])
+    rows.append(("anonymize_faces", args.n, cli, fo_wall, fo_t))
+    if m:
+        sub = tmp / "in_m"  # the first m images, for the CLI's folder-to-folder evaluation
+        for rel in sorted(p.relative_to(inputs) for p in inputs.rglob("*.jpg"))[:m]:
+            for base, dst in ((inputs, sub / "orig"), (tmp / "cli", sub / "anon")):
+                (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+                (dst / rel).symlink_to((base / rel).resolve())
+                if base != inputs:
+                    (dst / f"{rel}.json").symlink_to((base / f"{rel}.json").resolve())
+        cli, _ = timed([str(BIN / "faceanon"), "evaluate", str(sub / "orig"), str(sub / "anon"),
+                        "--out", str(tmp / "eval.json")], env)
+        fo_wall, out = timed([*me, "--worker", "metrics", str(inputs), str(tmp / "fo")], env)
+        fo_t = json.loads(out.strip().splitlines()[-1])
+        rows.append(("compute_anonymization_metrics", m, cli, fo_wall, fo_t))
+    print(f"backend {args.backend}, LFW DevTest 250x250, {os.cpu_count()} CPU(s)\n")
+    print("| work | samples | CLI s (samples/s) | FiftyOne process s (samples/s) | "
+          "of which setup s | operator s | overhead (process / CLI - 1) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, n, cli, wall, t in rows:
+        print(f"| {name} | {n} | {cli:.1f} ({n / cli:.2f}) | {wall:.1f} ({n / wall:.2f}) | "
+              f"{t['setup']:.1f} | {t['operator']:.1f} | {100 * (wall / cli - 1):+.1f}% |")
+
+
+if __name__ == "__main__":
+    main()
