@@ -21,6 +21,7 @@ from fiftyone_faceanon.gan.shards import (
 )
 from fiftyone_faceanon.gan.train import (
     CHECKPOINT,
+    PORTABLE,
     PRESETS,
     Trainer,
     export,
@@ -128,6 +129,11 @@ def test_train_resume_export_backend(shards, tmp_path):
     for key in ("G", "D", "G_ema", "opt_g", "opt_d", "step"):
         assert states_equal(a[key], again[key]), key
 
+    # the portable state (bfloat16 EMA G + D) alone continues a run on another machine
+    (tmp_path / "c").mkdir()
+    (tmp_path / "a" / PORTABLE).rename(tmp_path / "c" / PORTABLE)
+    assert train(folder, tmp_path / "c", "tiny", steps=5, device="cpu")["step"] == 5
+
     path, meta = export(tmp_path / "a" / CHECKPOINT, tmp_path)
     assert path.name == "dp68_64.pt" and meta["training_steps"] == 4 and meta["resolution"] == 64
     backend = create_backend("dp68", weights=path, device="cpu")
@@ -150,3 +156,16 @@ def test_train_resume_export_backend(shards, tmp_path):
     # a 128 px crop is resized to the generator's 64 px and back
     big, big_lms = load_faces(folder, size=128, limit=1)
     assert backend.anonymize(big, big_lms, None, [np.random.default_rng(0)]).shape == (1, 128, 128, 3)
+
+
+def test_training_path_needs_only_torch_numpy_opencv():
+    """The GPU machine has a stock PyTorch install: the training modules must not pull in the
+    detector stack, FiftyOne or Pillow."""
+    import subprocess
+    import sys
+
+    code = ("import sys, fiftyone_faceanon.gan.train; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'dlib', 'fiftyone', 'facenet_pytorch', 'PIL', 'click', 'scipy', 'colour'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

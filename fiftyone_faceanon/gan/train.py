@@ -3,9 +3,9 @@
 Needs only torch, numpy and OpenCV (with the shards of :mod:`.data` already prepared), so it runs
 on a stock PyTorch machine::
 
-    python -m fiftyone_faceanon.gan.train --shards .data/dp68_128 --run runs/base --preset base \\
+    python -m fiftyone_faceanon.gan.train --shards .data/dp68_128 --run-dir runs/base --preset base \\
         --minutes 20                                   # one GPU; rerun to continue
-    torchrun --nproc_per_node=8 -m fiftyone_faceanon.gan.train --shards ... --run ... --preset base
+    torchrun --nproc_per_node=8 -m fiftyone_faceanon.gan.train --shards ... --run-dir ... --preset base
 
 Losses (non-saturating GAN with lazy R1, Mescheder et al. 2018), with ``y = G(x, m, l, z)``::
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import io
 import json
 import os
 import time
@@ -39,11 +38,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..images import atomic_write
 from .nets import Discriminator, Generator, NetConfig, parameter_count
 from .shards import conditioning, load_faces
 
 CHECKPOINT = "checkpoint.pt"
+#: The EMA generator and D in bfloat16, no optimiser state: small enough (15 MiB for ``base``) to
+#: come back from a GPU machine and travel to the next one with the shards.
+PORTABLE = "portable.pt"
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,8 @@ PRESETS = {
     # What fits a shared CPU in under an hour: 64 px, about 0.4 M generator parameters.
     "cpu": TrainConfig(NetConfig(64, 16, 64, 64), batch=8, ema=0.99, log_every=25,
                        sample_every=250, checkpoint_every=250, l1=1.0, div=0.1),
-    # The GPU configuration: 128 px, about 8 M generator parameters (16 MiB in fp16).
-    "base": TrainConfig(NetConfig(128, 64, 256, 128), batch=64, ema=0.999, r1_gamma=1.0,
+    # The GPU configuration: 128 px, 5.2 M generator parameters (10 MiB in fp16).
+    "base": TrainConfig(NetConfig(128, 64, 192, 128), batch=64, ema=0.999, r1_gamma=1.0,
                         l1=0.0, div=0.05, steps=100_000, sample_every=2000,
                         checkpoint_every=2000, log_every=100),
 }
@@ -216,6 +217,23 @@ class Trainer:
         self.step_count = state["step"]
         self.train_seconds = state["train_seconds"]
 
+    def portable(self) -> dict:
+        """The state of :data:`PORTABLE`: EMA G and D in bfloat16, no optimiser state."""
+        half = lambda net: {k: v.bfloat16() for k, v in net.state_dict().items()}  # noqa: E731
+        return {"config": self.cfg.as_dict(), "step": self.step_count,
+                "train_seconds": self.train_seconds, "hardware": hardware(self.device, self.world),
+                "G_ema": half(self.G_ema), "D": half(self.D)}
+
+    def load_portable(self, state: dict) -> None:
+        """Continue from a :data:`PORTABLE` state: G and its EMA both start from the EMA
+        weights, the optimisers start afresh (with beta1 = 0 Adam forgets in ~100 steps)."""
+        ema = {k: v.float() for k, v in state["G_ema"].items()}
+        self.G.load_state_dict(ema)
+        self.G_ema.load_state_dict(ema)
+        self.D.load_state_dict({k: v.float() for k, v in state["D"].items()})
+        self.step_count = state["step"]
+        self.train_seconds = state["train_seconds"]
+
 
 def hardware(device: torch.device, world: int) -> str:
     """E.g. ``"1 x NVIDIA H100 80GB HBM3"`` or ``"CPU, 1 thread"``."""
@@ -224,11 +242,20 @@ def hardware(device: torch.device, world: int) -> str:
     return f"CPU, {torch.get_num_threads()} thread(s) x {world} process(es)"
 
 
-def save_checkpoint(trainer: Trainer, path: Path) -> None:
-    """Write the trainer's full state to ``path`` atomically."""
-    buf = io.BytesIO()
-    torch.save(trainer.state(), buf)
-    atomic_write(path, buf.getvalue())
+def save_atomic(obj, path: Path) -> None:
+    """``torch.save`` through a temporary file and a rename, so an interrupted run never leaves
+    a half-written checkpoint. (Not ``images.atomic_write``: that module imports Pillow, which a
+    stock PyTorch machine may lack.)"""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(trainer: Trainer, run: Path) -> None:
+    """Write the trainer's full state to ``run/checkpoint.pt`` and its portable state to
+    ``run/portable.pt``, atomically."""
+    save_atomic(trainer.state(), run / CHECKPOINT)
+    save_atomic(trainer.portable(), run / PORTABLE)
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict:
@@ -258,8 +285,10 @@ def train(shards: Path, run: Path, preset: str = "base", steps: int | None = Non
     or ``minutes`` have passed, whichever comes first; return the last log record.
 
     A fresh run takes ``PRESETS[preset]`` (``resolution`` and ``batch`` override it); a run with
-    a ``checkpoint.pt`` continues from it with its own config (``steps`` may raise the target).
-    Writes ``checkpoint.pt``, ``log.jsonl`` and ``samples/step-NNNNNNN.png`` into ``run``.
+    a ``checkpoint.pt`` continues from it exactly, one with only a ``portable.pt`` (brought from
+    another machine) from its weights; either way with its own config (``steps`` may raise the
+    target). Writes ``checkpoint.pt``, ``portable.pt``, ``log.jsonl`` and
+    ``samples/step-NNNNNNN.png`` into ``run``.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -277,8 +306,8 @@ def train(shards: Path, run: Path, preset: str = "base", steps: int | None = Non
         dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                            if device == "auto" else device)
     run = Path(run)
-    ckpt = run / CHECKPOINT
-    state = load_checkpoint(ckpt, dev) if ckpt.is_file() else None
+    found = [p for p in (run / CHECKPOINT, run / PORTABLE) if p.is_file()]
+    state = load_checkpoint(found[0], dev) if found else None
     if state is not None:
         cfg = TrainConfig.from_dict(state["config"])
     else:
@@ -289,7 +318,7 @@ def train(shards: Path, run: Path, preset: str = "base", steps: int | None = Non
         cfg = replace(cfg, steps=steps)
     trainer = Trainer(cfg, dev, rank, world)
     if state is not None:
-        trainer.load(state)
+        (trainer.load if "opt_g" in state else trainer.load_portable)(state)
     crops, landmarks = load_faces(shards, cfg.net.resolution, limit)
     held_crops, held_lms = crops[-cfg.holdout:], landmarks[-cfg.holdout:]
     crops, landmarks = crops[:-cfg.holdout], landmarks[:-cfg.holdout]
@@ -320,9 +349,9 @@ def train(shards: Path, run: Path, preset: str = "base", steps: int | None = Non
         if rank == 0 and t % cfg.sample_every == 0:
             write_samples(trainer, held_crops, held_lms, run / f"samples/step-{t:07d}.png")
         if rank == 0 and t % cfg.checkpoint_every == 0:
-            save_checkpoint(trainer, ckpt)
+            save_checkpoint(trainer, run)
     if rank == 0:
-        save_checkpoint(trainer, ckpt)
+        save_checkpoint(trainer, run)
         write_samples(trainer, held_crops, held_lms, run / f"samples/step-{trainer.step_count:07d}.png")
     if world > 1:
         import torch.distributed as dist
@@ -334,20 +363,18 @@ def train(shards: Path, run: Path, preset: str = "base", steps: int | None = Non
 def write_samples(trainer: Trainer, crops: np.ndarray, landmarks: np.ndarray, path: Path) -> None:
     grid = sample_grid(trainer.G_ema, crops, landmarks, trainer.device)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))[1].tobytes())
+    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
 
 def export(checkpoint: Path, folder: Path) -> tuple[Path, dict]:
-    """Write the EMA generator of ``checkpoint`` in float16 to ``folder/dp68_<S>.pt``
+    """Write the EMA generator of ``checkpoint`` (full or portable) in float16 to ``folder/dp68_<S>.pt``
     (``{"config": NetConfig dict, "state": state dict, "step": int}``); return its path and its
     metadata for the manifest."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg = TrainConfig.from_dict(state["config"])
     weights = {k: v.half() for k, v in state["G_ema"].items()}
-    buf = io.BytesIO()
-    torch.save({"config": cfg.net.as_dict(), "state": weights, "step": state["step"]}, buf)
     out = Path(folder) / f"dp68_{cfg.net.resolution}.pt"
-    atomic_write(out, buf.getvalue())
+    save_atomic({"config": cfg.net.as_dict(), "state": weights, "step": state["step"]}, out)
     return out, {
         "resolution": cfg.net.resolution,
         "parameters": sum(v.numel() for v in weights.values()),
@@ -372,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
     ``faceanon train`` without needing click or the detector stack."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shards", type=Path, required=True)
-    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--run-dir", type=Path, required=True)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="base")
     ap.add_argument("--steps", type=int)
     ap.add_argument("--minutes", type=float)
@@ -382,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int)
     a = ap.parse_args(argv)
-    result = train(a.shards, a.run, a.preset, a.steps, a.minutes, a.resolution, a.batch, a.limit,
+    result = train(a.shards, a.run_dir, a.preset, a.steps, a.minutes, a.resolution, a.batch, a.limit,
                    a.device, a.threads, on_log=lambda r: print(json.dumps(r), flush=True))
     print(json.dumps(result))
 
