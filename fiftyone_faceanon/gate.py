@@ -559,7 +559,7 @@ def to_sarif(report: Report) -> dict:
         what = "; ".join(
             f"{r.judge} similarity {r.similarity:.3f} >= {r.threshold:.3f}" if r.verdict == "block"
             else (r.reason or "unverifiable") for r in rows)
-        uri = Path(name).as_posix()
+        uri = Path(name).as_uri() if Path(name).is_absolute() else Path(name).as_posix()
         region: dict = {"startLine": 1}
         result: dict = {
             "ruleId": rule, "ruleIndex": rule_ids.index(rule), "level": "error",
