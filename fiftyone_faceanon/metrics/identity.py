@@ -68,7 +68,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _l2_normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32).reshape(len(x), -1)
+    """(F, D) rows scaled to unit length, float32."""
+    x = np.asarray(x, np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 

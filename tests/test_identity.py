@@ -1,0 +1,160 @@
+"""Identity judges: the CASIA conversion against OpenCV 5's run of the same graph, the cache,
+self-similarity, same vs different people, LFW verification on a slice of pairs.txt, and the
+VGGFace2 judge reported unavailable without its file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import need_shared, read_rgb
+from fiftyone_faceanon.demo import demo_images
+from fiftyone_faceanon.faces import face_from_box, find_faces
+from fiftyone_faceanon.metrics.identity import (
+    JUDGES, best_threshold, casia_state_dict, cosine, facenet_crops, judge_thresholds, lfw_pairs,
+    load_judges, verification_accuracy)
+
+REFERENCE = Path(__file__).parent / "data" / "casia_reference.npz"
+CALIBRATED = ("facenet_casia", "dlib")
+#: Accuracy on the LFW slice below at the calibrated threshold; measured 1.00 for both judges.
+LFW_SLICE_FLOOR = 0.95
+
+
+@pytest.fixture(scope="module")
+def judges():
+    available, unavailable = load_judges(CALIBRATED)
+    assert set(available) == set(CALIBRATED), unavailable
+    return available
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+
+
+def test_casia_conversion_matches_opencv_reference(judges):
+    """Embeddings of the converted torch model vs OpenCV 5's cv2.dnn run of graph_final.pb
+    (scripts/make_casia_reference.py), on the same crops and end to end from the images."""
+    ref = np.load(REFERENCE)
+    judge = judges["facenet_casia"]
+    sims = cosine(judge.embed_crops(ref["crops"]), ref["embeddings"])
+    assert sims.min() > 0.9999, sims
+    images = demo_images()
+    for name, box, crop, expected in zip(ref["names"], ref["boxes"], ref["crops"], ref["embeddings"]):
+        image = _rgb(images[str(name)])
+        face = face_from_box(image, box, 1.0)
+        np.testing.assert_array_equal(facenet_crops(image, [face])[0], crop)
+        assert cosine(judge.embed(image, [face])[0], expected) > 0.9999
+
+
+def test_casia_cache_is_verified_and_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = casia_state_dict()
+    cached = tmp_path / "fiftyone_faceanon" / "facenet_casia_20180408-102900.pt"
+    assert cached.is_file() and cached.with_suffix(".json").is_file()
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    cached.write_bytes(bytes(data))
+    again = casia_state_dict()  # checksum mismatch: converted again
+    assert again.keys() == first.keys()
+    for key in first:
+        assert np.array_equal(again[key].numpy(), first[key].numpy()), key
+    assert casia_state_dict()["last_linear.weight"].shape == (512, 1792)
+
+
+def test_same_image_has_similarity_one(judges, astronaut):
+    faces = find_faces(astronaut)
+    assert len(faces) == 1
+    for judge in judges.values():
+        e1, e2 = judge.embed(astronaut, faces), judge.embed(astronaut.copy(), faces)
+        assert e1.shape == (1, judge.dim) and e1.dtype == np.float32
+        assert np.linalg.norm(e1, axis=1) == pytest.approx(1.0, abs=1e-5)
+        assert cosine(e1, e2)[0] == pytest.approx(1.0, abs=1e-6)
+        assert judge.embed(astronaut, []).shape == (0, judge.dim)
+
+
+def test_same_person_more_similar_than_different_people(judges, fixtures_dir):
+    """dlib's five Johns, 3 photos each: every person is closer to themselves than to others."""
+    folders = sorted(p for p in (fixtures_dir / "dlib_johns").iterdir() if p.is_dir())
+    assert len(folders) == 5
+    embeddings = {name: [] for name in judges}
+    people = []
+    for folder in folders:
+        for path in sorted(folder.glob("*.jpg"))[:3]:
+            image = read_rgb(path)
+            faces = find_faces(image)
+            assert faces, path
+            face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+            for name, judge in judges.items():
+                embeddings[name].append(judge.embed(image, [face])[0])
+            people.append(folder.name)
+    people = np.array(people)
+    same = people[:, None] == people[None, :]
+    off_diagonal = ~np.eye(len(people), dtype=bool)
+    for name, e in embeddings.items():
+        sim = cosine(np.array(e)[:, None], np.array(e)[None, :])
+        for person in np.unique(people):
+            rows = people == person
+            within = sim[rows][(same & off_diagonal)[rows]].mean()
+            between = sim[rows][~same[rows]].mean()
+            assert within > between + 0.1, (name, person, within, between)
+
+
+def test_lfw_verification_on_a_slice_of_pairs_txt(judges):
+    """The first 15 matched and 15 mismatched pairs of fold 1, decided at each judge's
+    calibrated accuracy threshold from models/manifest.json."""
+    lfw = need_shared("lfw")
+    fold = lfw_pairs(lfw / "pairs.txt")[0]
+    pairs = fold[:15] + fold[300:315]
+    thresholds = judge_thresholds()
+    cache: dict[str, dict[str, np.ndarray]] = {name: {} for name in judges}
+    for path in sorted({p for pair in pairs for p in pair[:2]}):
+        image = read_rgb(lfw / "images_deepfunneled" / path)
+        faces = find_faces(image, min_face_size=60)
+        assert faces, path
+        centre = np.array([image.shape[1], image.shape[0]]) / 2
+        face = min(faces, key=lambda f: np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre))
+        for name, judge in judges.items():
+            cache[name][path] = judge.embed(image, [face])[0]
+    same = np.array([p[2] for p in pairs])
+    for name in judges:
+        sim = cosine(np.array([cache[name][a] for a, _, _ in pairs]),
+                     np.array([cache[name][b] for _, b, _ in pairs]))
+        accuracy = verification_accuracy(sim, same, thresholds[name]["accuracy"])
+        assert accuracy >= LFW_SLICE_FLOOR, (name, accuracy)
+
+
+def test_judge_thresholds_from_manifest():
+    thresholds = judge_thresholds()
+    for name in CALIBRATED:
+        t = thresholds[name]
+        assert set(t) == {"accuracy", "far_1e-3"}
+        assert 0.0 < t["accuracy"] <= t["far_1e-3"] < 1.0
+
+
+def test_vggface2_unavailable_without_its_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("FACEANON_VGGFACE2_WEIGHTS", str(tmp_path / "absent.pt"))
+    available, unavailable = load_judges(["facenet_vggface2"])
+    assert available == {}
+    reason = unavailable["facenet_vggface2"]
+    assert "20180402-114759-vggface2.pt not found" in reason and "never downloaded" in reason
+    assert str(tmp_path / "absent.pt") in reason
+
+
+def test_unknown_judge_is_refused():
+    with pytest.raises(ValueError, match="unknown judge"):
+        load_judges(["arcface"])
+    assert JUDGES == ("facenet_casia", "dlib", "facenet_vggface2")
+
+
+def test_lfw_protocol_helpers():
+    folds = lfw_pairs(need_shared("lfw") / "pairs.txt")
+    assert len(folds) == 10 and all(len(f) == 600 for f in folds)
+    assert all(p[2] for p in folds[0][:300]) and not any(p[2] for p in folds[0][300:])
+    assert folds[0][0][:2] == ("Abel_Pacheco/Abel_Pacheco_0001.jpg", "Abel_Pacheco/Abel_Pacheco_0004.jpg")
+    sim = np.array([0.9, 0.8, 0.3, 0.2, 0.55])
+    same = np.array([True, True, False, False, False])
+    t = best_threshold(sim, same)
+    assert 0.55 < t < 0.8 and verification_accuracy(sim, same, t) == 1.0
