@@ -1,0 +1,41 @@
+"""``faceanon benchmark DATA``: every backend anonymizes DATA and is scored (paper Tables II-VI)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import main
+
+
+@main.command()
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--backends", default="dp68,ksame,blur,pixelate,mask,noise", show_default=True,
+              help="Comma-separated backends; unknown or unavailable ones are listed as skipped.")
+@click.option("--ablation", metavar="BACKEND",
+              help="Table VI for this backend: photometric steps switched on in turn.")
+@click.option("--limit", type=click.IntRange(1), help="Only the first N images (sorted paths).")
+@click.option("--groups", metavar="REGEX",
+              help=r"Tables per group: the regex's first group in each relative path "
+                   r"(UTKFace race: '^\d+_\d_(\d)_').")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: OUT/<backend>/, tables (Markdown, CSV, JSON), PNGs.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def benchmark(data, backends, ablation, limit, groups, out, device):
+    """Anonymize DATA with each backend into OUT/<backend>/ (resumable), evaluate each with the
+    metrics suite and write OUT/tables.md, OUT/table_*.csv, OUT/results.json, OUT/radar.png and
+    OUT/contact_sheet.png. Exit code 1 when any file failed."""
+    from ..benchmark import run_benchmark
+
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    results = run_benchmark(data, out, names, ablation, limit, groups, device, progress=True)
+    for name, reason in results["skipped"].items():
+        click.echo(f"skipped {name}: {reason}", err=True)
+    for label, errors in results["errors"].items():
+        for message in errors:
+            click.echo(f"error ({label}): {message}", err=True)
+    click.echo((out / "tables.md").read_text())
+    click.echo(f"-> {out}", err=True)
+    sys.exit(1 if results["errors"] else 0)
