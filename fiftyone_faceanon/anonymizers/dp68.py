@@ -3,8 +3,10 @@
 The generator (:mod:`fiftyone_faceanon.gan.nets`) sees each crop with its face region blanked,
 the landmarks rasterised as a landmark image, and a noise vector drawn from the face's
 ``numpy.random.Generator``; it paints a new face into the region. Its EMA weights ship as
-``models/dp68_<S>.pt`` (float16; the highest resolution listed is used), checked against the manifest's sha256. Crops whose size differs
-from the generator's resolution are resized to it and back.
+``models/dp68_<S>.pt`` (float16; the highest resolution listed is used), checked against the
+manifest's sha256. Crops whose size differs from the generator's resolution are resized to it and
+back; the face region is recomputed from the landmarks at that size with the same
+``faces.face_region`` the pipeline used for ``regions``.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class DP68(Anonymizer):
                        for a in conditioning(crops[part], landmarks[part]))
             with torch.no_grad():
                 y = self.G(x, m, l, torch.from_numpy(z[part]).to(self.device))
-            out.append(((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+            y = ((y.clamp(-1, 1) + 1) * 127.5).round().byte()
+            out.append(y.permute(0, 2, 3, 1).cpu().numpy())
         out = np.concatenate(out)
         if s != r:
             out = np.stack([cv2.resize(o, (s, s), interpolation=cv2.INTER_CUBIC) for o in out])

@@ -114,7 +114,8 @@ def prepare(
             except ImageError as e:
                 counts["error"] += 1
                 on_file(path, "error", str(e))
-        for path, image, found in zip(chunk, images, F.find_faces_batch(images, size, device=device)):
+        found_faces = F.find_faces_batch(images, size, device=device)
+        for path, image, found in zip(chunk, images, found_faces):
             if not found:
                 status = "no_face"
             else:

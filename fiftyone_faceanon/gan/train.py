@@ -3,16 +3,19 @@
 Needs only torch, numpy and OpenCV (with the shards of :mod:`.data` already prepared), so it runs
 on a stock PyTorch machine::
 
-    python -m fiftyone_faceanon.gan.train --shards .data/dp68_128 --run-dir runs/base --preset base \\
-        --minutes 20                                   # one GPU; rerun to continue
-    torchrun --nproc_per_node=8 -m fiftyone_faceanon.gan.train --shards ... --run-dir ... --preset base
+    python -m fiftyone_faceanon.gan.train --shards .data/dp68_128 --run-dir runs/base \\
+        --preset base --minutes 20                     # one GPU; rerun to continue
+    torchrun --nproc_per_node=8 -m fiftyone_faceanon.gan.train --shards ... --run-dir ... \\
+        --preset base
 
 Losses (non-saturating GAN with lazy R1, Mescheder et al. 2018), with ``y = G(x, m, l, z)``::
 
     L_D = softplus(D(y)) + softplus(-D(x)) + r1_every * gamma / 2 * |grad_x D(x)|^2  (R1 lazily)
-    L_G = softplus(-D(y)) + l1 * |y - x|_m + div / (|y1 - y2|_m / |z1 - z2|)   (mode seeking)
+    L_G = softplus(-D(y)) + l1 * |y - x|_m - div * min(|y1 - y2|_m / |z1 - z2|, 1)
 
-where ``|.|_m`` is the mean absolute difference inside the face region. The generator's weights
+where ``|.|_m`` is the mean absolute difference inside the face region and the last term is the
+diversity-sensitive loss (Yang et al. 2019, capped at 1; the uncapped ``1 / ratio`` of MSGAN blew
+up here once G ignored the noise). The generator's weights
 are tracked by an exponential moving average (``ema``); that copy is sampled and exported.
 
 Every batch, flip and noise vector is a function of ``(seed, rank, step)`` alone, so a run
@@ -81,8 +84,8 @@ PRESETS = {
     "tiny": TrainConfig(NetConfig(64, 8, 32, 16), batch=4, ema=0.9, holdout=2, log_every=1,
                         sample_every=2, checkpoint_every=2, l1=1.0, div=0.1),
     # What fits a shared CPU in under an hour: 64 px, about 0.4 M generator parameters.
-    "cpu": TrainConfig(NetConfig(64, 16, 64, 64), batch=8, ema=0.99, log_every=25,
-                       sample_every=250, checkpoint_every=250, l1=1.0, div=0.1),
+    "cpu": TrainConfig(NetConfig(64, 16, 64, 64), batch=8, lr_g=0.001, lr_d=0.001, ema=0.99,
+                       log_every=25, sample_every=250, checkpoint_every=250, l1=1.0, div=0.1),
     # The GPU configuration: 128 px, 5.2 M generator parameters (10 MiB in fp16).
     "base": TrainConfig(NetConfig(128, 64, 192, 128), batch=64, ema=0.999, r1_gamma=1.0,
                         l1=0.0, div=0.05, steps=100_000, sample_every=2000,
@@ -145,7 +148,8 @@ class Trainer:
         cfg, t = self.cfg, self.step_count
         rng = batch_rng(cfg, self.rank, t)
         idx = rng.integers(len(crops), size=cfg.batch)
-        x, m, l = self.tensors(conditioning(crops[idx], landmarks[idx], rng.random(cfg.batch) < 0.5))
+        flips = rng.random(cfg.batch) < 0.5
+        x, m, l = self.tensors(conditioning(crops[idx], landmarks[idx], flips))
         z = self.noise(t, cfg.batch, 0)
         logs = {}
 
@@ -183,7 +187,7 @@ class Trainer:
                 z2 = self.noise(t, h, 1)
                 fake2 = self.G(x[:h], m[:h], l[:h], z2)
                 ratio = masked_l1(fake[:h], fake2, m[:h]) / (z[:h] - z2).abs().mean()
-                loss_g = loss_g + cfg.div / (ratio + 1e-5)
+                loss_g = loss_g - cfg.div * ratio.clamp(max=1.0)
                 logs["diversity"] = ratio.item()
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -352,7 +356,8 @@ def train(shards: Path, run: Path, preset: str = "base", steps: int | None = Non
             save_checkpoint(trainer, run)
     if rank == 0:
         save_checkpoint(trainer, run)
-        write_samples(trainer, held_crops, held_lms, run / f"samples/step-{trainer.step_count:07d}.png")
+        write_samples(trainer, held_crops, held_lms,
+                      run / f"samples/step-{trainer.step_count:07d}.png")
     if world > 1:
         import torch.distributed as dist
 
@@ -367,7 +372,8 @@ def write_samples(trainer: Trainer, crops: np.ndarray, landmarks: np.ndarray, pa
 
 
 def export(checkpoint: Path, folder: Path) -> tuple[Path, dict]:
-    """Write the EMA generator of ``checkpoint`` (full or portable) in float16 to ``folder/dp68_<S>.pt``
+    """Write the EMA generator of ``checkpoint`` (full or portable) in float16 to
+    ``folder/dp68_<S>.pt``
     (``{"config": NetConfig dict, "state": state dict, "step": int}``); return its path and its
     metadata for the manifest."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -409,8 +415,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int)
     a = ap.parse_args(argv)
-    result = train(a.shards, a.run_dir, a.preset, a.steps, a.minutes, a.resolution, a.batch, a.limit,
-                   a.device, a.threads, on_log=lambda r: print(json.dumps(r), flush=True))
+    result = train(a.shards, a.run_dir, a.preset, a.steps, a.minutes, a.resolution, a.batch,
+                   a.limit, a.device, a.threads, on_log=lambda r: print(json.dumps(r), flush=True))
     print(json.dumps(result))
 
 
