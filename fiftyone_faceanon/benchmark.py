@@ -16,15 +16,21 @@ Tables (rows: backends; cells: the metrics suite's ``{"mean", "std", "n"}`` over
 - VI (``ablation=BACKEND``): that backend with the photometric steps switched on in turn
   (landmarks only / + relighting / + Laplacian pyramid / + colour transfer), paper Table VI's
   columns;
-- timings: seconds per image per pipeline stage (``Outcome.timings``: decode, detect,
-  landmarks, backend, postprocess, encode) and the process's peak resident memory.
+- timings: wall seconds per image per pipeline stage (``Outcome.timings``: decode, detect,
+  landmarks, backend, postprocess, encode; kept in ``OUT/timings.json`` so a resumed run still
+  has them), the CPU seconds per image of anonymizing and per pair of evaluating (this call's
+  work only: wall time on a shared machine overstates the cost), and the process's peak
+  resident memory so far.
 
 Radar (paper Fig. 5): five axes in [0, 1], higher is better, each a fixed function of the
 summary (no min-max over the backends, so a backend's score does not depend on the others and
 runs can be compared). With ``c(d, r) = r / (r + d)`` (1 at d = 0, 0.5 at d = r, decreasing):
 
 - image quality = ``c(fid_facenet, 0.5)``;
-- privacy = mean over judges of ``1 - clip(reid_<judge>, 0, 1)``;
+- privacy = mean over judges of ``1 - clip(reid_<judge>, 0, 1)`` and, where the judge has a
+  calibrated threshold, ``1 - reid_rate_<judge>`` (the share of faces it does not
+  re-identify; the cosines alone are not comparable across judges: dlib's sit near 0.9 even
+  for a masked face);
 - geometry = mean of ``c(landmark_nme_68, 0.05)``, ``c(landmark_nme_51, 0.05)``,
   ``emotion_match``;
 - lighting = mean of ``c(si_mse, 0.05)``, ``c(si_l2, 0.02)``;
@@ -84,6 +90,7 @@ class Run:
     times: dict = field(default_factory=dict)  # {rel: {stage: seconds}}
     errors: list[str] = field(default_factory=list)
     peak_rss_mib: float = 0.0
+    cpu: dict = field(default_factory=dict)  # cpu_anonymize / cpu_evaluate per image, this call
 
 
 def judges_in(summaries: list[dict]) -> list[str]:
@@ -112,7 +119,10 @@ def table_columns(judges: list[str]) -> dict[str, list[Column]]:
                ("emotion match % ↑", "emotion_match", "pct"), ("Si-MSE ↓", "si_mse", "pm"),
                ("ΔE2000 ↓", "delta_e2000", "pm")],
         "timings": [*[(f"{s} s", f"time_{s}", "mean") for s in STAGES],
-                    ("total s", "time_per_image", "pm"), ("peak RSS MiB", "peak_rss_mib", "mean")],
+                    ("total s", "time_per_image", "pm"),
+                    ("anonymize CPU s/img", "cpu_anonymize", "mean"),
+                    ("evaluate CPU s/pair", "cpu_evaluate", "mean"),
+                    ("peak RSS MiB", "peak_rss_mib", "mean")],
     }
 
 
@@ -200,8 +210,9 @@ def radar_scores(summary: dict[str, dict]) -> dict[str, float]:
     judges = judges_in([summary])
     parts = {
         "image quality": [close("fid_facenet")],
-        "privacy": [None if mean(f"reid_{j}") is None
-                    else 1.0 - min(max(mean(f"reid_{j}"), 0.0), 1.0) for j in judges],
+        "privacy": [v for j in judges for v in (
+            None if mean(f"reid_{j}") is None else 1.0 - min(max(mean(f"reid_{j}"), 0.0), 1.0),
+            None if mean(f"reid_rate_{j}") is None else 1.0 - mean(f"reid_rate_{j}"))],
         "geometry": [close("landmark_nme_68"), close("landmark_nme_51"), mean("emotion_match")],
         "lighting": [close("si_mse"), close("si_l2")],
         "colour": [close("delta_e2000")],
@@ -240,14 +251,14 @@ def plot_radar(scores: dict[str, dict[str, float]], path: Path, title: str = "")
 
 
 def contact_sheet(originals: Path, runs: dict[str, Path], path: Path, count: int = 4,
-                  tile: int = 128) -> list[str]:
+                  tile: int = 128, context: float = 1.4) -> list[str]:
     """A PNG grid: per row one of the first ``count`` images with a face (from the first run's
     sidecars), the original then each run's output, all cropped with the original face's crop
-    transform (``faces.crop_face``) at ``tile`` px; a header row names the columns. Returns the
-    relative paths shown."""
+    transform (``faces.crop_transform`` at ``context`` face sizes, ``faces.crop_face``) at
+    ``tile`` px; a header row names the columns. Returns the relative paths shown."""
     import cv2
 
-    from .faces import crop_face
+    from .faces import crop_face, crop_transform
     from .metrics.evaluate import image_files
     from .metrics.pairing import faces_from_sidecar
 
@@ -259,7 +270,7 @@ def contact_sheet(originals: Path, runs: dict[str, Path], path: Path, count: int
         except ValueError:
             continue
         if faces and (originals / rel).is_file():
-            shown.append((rel, faces[0].crop))
+            shown.append((rel, crop_transform(faces[0].landmarks, tile, context)))
         if len(shown) == count:
             break
     cols = {"original": originals, **runs}
@@ -328,7 +339,7 @@ def run_one(run: Run, originals: Path, out: Path, evaluator, groups: str | None,
     if run.outdir in reports:
         done = reports[run.outdir]
         run.report, run.times, run.errors = done.report, done.times, done.errors
-        run.peak_rss_mib = done.peak_rss_mib
+        run.peak_rss_mib, run.cpu = done.peak_rss_mib, done.cpu
         return run
     cache_path = out / "timings.json"
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
@@ -345,9 +356,13 @@ def run_one(run: Run, originals: Path, out: Path, evaluator, groups: str | None,
                 tqdm.write(f"error: {outcome.message}")
         elif outcome.timings:
             run.times[outcome.rel] = outcome.timings
+            done.append(outcome.rel)
         bar.update(1)
 
+    done: list[str] = []
+    c0 = time.process_time()
     anonymize_files([originals], run.outdir, run.settings, on_outcome=on_outcome)
+    c1 = time.process_time()
     bar.close()
     cache[key] = run.times
     atomic_write(cache_path, (json.dumps(cache, indent=0) + "\n").encode())
@@ -357,10 +372,17 @@ def run_one(run: Run, originals: Path, out: Path, evaluator, groups: str | None,
         run.report = evaluate_dirs(originals, run.outdir, groups, evaluator,
                                    on_pair=lambda rel, err: bar.update(1))
     bar.close()
+    run.cpu = {"cpu_anonymize": per_item(c1 - c0, len(done)),
+               "cpu_evaluate": per_item(time.process_time() - c1, len(run.report["pairs"]))}
     run.errors += [e for e in run.report["errors"] if e not in run.errors]
     run.peak_rss_mib = peak_rss_mib()
     reports[run.outdir] = run
     return run
+
+
+def per_item(seconds: float, n: int) -> dict:
+    """``{"mean": seconds / n, "std": None, "n": n}`` (mean None when n is 0)."""
+    return {"mean": seconds / n if n else None, "std": None, "n": n}
 
 
 @contextmanager
@@ -380,7 +402,7 @@ def single_torch_thread():
 def run_stats(run: Run, rels: list[str] | None = None, summary: dict | None = None) -> dict:
     """A table row: the evaluation summary plus the timing pseudo-metrics and peak memory."""
     summary = run.report["summary"] if summary is None else summary
-    return {**summary, **time_summary(run.times, rels),
+    return {**summary, **time_summary(run.times, rels), **run.cpu,
             "peak_rss_mib": {"mean": run.peak_rss_mib, "std": None, "n": 1}}
 
 
@@ -494,6 +516,7 @@ def run_benchmark(
         "errors": {r.label: r.errors for r in [*runs.values(), *abl_runs.values()] if r.errors},
         "unavailable": dict(evaluator.unavailable) if evaluator else {},
         "evaluation_seconds": dict(evaluator.timings) if evaluator else {},
+        "evaluation_cpu_seconds": dict(evaluator.cpu_timings) if evaluator else {},
         "tables": tables, "radar": radar, "radar_refs": RADAR_REFS, "contact_sheet": shown,
         "files": files,
     }

@@ -157,7 +157,8 @@ def summary_of(**means) -> dict:
     return {k: {"mean": v, "std": 0.0, "n": 10} for k, v in means.items()}
 
 
-BASE = dict(fid_facenet=1.2, reid_dlib=0.85, reid_facenet_casia=0.4, landmark_nme_68=0.08,
+BASE = dict(fid_facenet=1.2, reid_dlib=0.85, reid_facenet_casia=0.4, reid_rate_dlib=0.7,
+            reid_rate_facenet_casia=0.3, landmark_nme_68=0.08,
             landmark_nme_51=0.09, emotion_match=0.6, si_mse=0.03, si_l2=0.04, delta_e2000=7.0)
 HIGHER_IS_BETTER = {"emotion_match"}
 
@@ -166,6 +167,7 @@ def test_radar_better_everywhere_draws_outside():
     rng = np.random.default_rng(0)
     for _ in range(200):
         worse = {k: v * rng.uniform(0.5, 1.5) for k, v in BASE.items()}
+        worse.update({k: min(v, 1.0) for k, v in worse.items() if k.startswith("reid_rate_")})
         worse["emotion_match"] = rng.uniform(0.0, 0.9)
         better = {}
         for k, v in worse.items():
@@ -179,6 +181,7 @@ def test_radar_better_everywhere_draws_outside():
 def test_radar_each_axis_moves_with_its_own_metrics_only():
     base = radar_scores(summary_of(**BASE))
     for metric, axis in [("fid_facenet", "image quality"), ("reid_dlib", "privacy"),
+                         ("reid_rate_facenet_casia", "privacy"),
                          ("landmark_nme_51", "geometry"), ("si_l2", "lighting"),
                          ("delta_e2000", "colour")]:
         moved = radar_scores(summary_of(**{**BASE, metric: BASE[metric] / 2}))
@@ -188,6 +191,7 @@ def test_radar_each_axis_moves_with_its_own_metrics_only():
 
 def test_radar_extremes_and_missing_metrics():
     ideal = radar_scores(summary_of(fid_facenet=0.0, reid_dlib=0.0, reid_facenet_casia=-0.2,
+                                    reid_rate_dlib=0.0,
                                     landmark_nme_68=0.0, landmark_nme_51=0.0, emotion_match=1.0,
                                     si_mse=0.0, si_l2=0.0, delta_e2000=0.0))
     assert all(v == 1.0 for v in ideal.values())
