@@ -24,6 +24,18 @@ REQUIRED = ["detected", "reid_facenet_casia", "reid_dlib", "reid_rate_facenet_ca
             "si_l2", "delta_l", "delta_c", "delta_e2000", "fid_facenet"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One intra-op thread: on a shared CPU, spin-waiting OpenMP threads cost more than they
+    save (docs/benchmarks.md); restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def ffhq_crop(fixtures_dir, name: str) -> tuple[np.ndarray, np.ndarray]:
     """An FFHQ fixture's 128 px face crop (float [0, 1]) and its hand landmarks in the crop."""
     image = read_rgb(fixtures_dir / "ffhq10" / f"{name}.png")
@@ -196,7 +208,7 @@ def test_evaluate_cli_end_to_end(tmp_path, fixtures_dir):
 
     orig, anon = tmp_path / "orig", tmp_path / "anon"
     (orig / "people").mkdir(parents=True)
-    for name in ("happy.jpg", "sad.jpg", "neutral.jpg"):
+    for name in ("happy.jpg", "sad.jpg"):
         (orig / "people" / name).write_bytes((fixtures_dir / "faceapi" / name).read_bytes())
     runner = CliRunner()
     done = runner.invoke(main, ["anonymize", str(orig), "-o", str(anon), "--backend", "blur"])
@@ -213,15 +225,14 @@ def test_evaluate_cli_end_to_end(tmp_path, fixtures_dir):
     errors = "\n".join(report["errors"])
     assert "broken.jpg" in errors and "lonely.png" in errors and len(report["errors"]) == 2
     assert "broken.jpg" in result.output and "lonely.png" in result.output
-    assert [p["file"] for p in report["pairs"]] == [f"people/{n}" for n in
-                                                    ("happy.jpg", "neutral.jpg", "sad.jpg")]
+    assert [p["file"] for p in report["pairs"]] == ["people/happy.jpg", "people/sad.jpg"]
     assert all(p["faces_from"] == "sidecar" and len(p["faces"]) == 1 for p in report["pairs"])
     for name in REQUIRED:
         assert name in report["summary"] or name in report["unavailable"], name
     for name in ("detected", "reid_facenet_casia", "reid_dlib", "landmark_nme_68", "si_mse",
                  "delta_e2000", "fid_facenet"):
         s = report["summary"][name]
-        assert s["n"] == 3 and math.isfinite(s["mean"]), name
+        assert s["n"] == 2 and math.isfinite(s["mean"]), name
     # a blurred face is not the original: identity similarity drops, colour moves
     assert report["summary"]["reid_facenet_casia"]["mean"] < 0.99
     assert report["summary"]["delta_e2000"]["mean"] > 0

@@ -60,15 +60,23 @@ def skin_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
     return (mask > 0) & (holes == 0)
 
 
-def colour_metrics(orig: np.ndarray, anon: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+def colour_metrics(
+    orig: np.ndarray,
+    anon: np.ndarray,
+    mask: np.ndarray,
+    shade_orig: np.ndarray | None = None,
+    shade_anon: np.ndarray | None = None,
+) -> dict[str, float]:
     """``{"delta_l", "delta_c", "delta_e2000", "mse_l", "mse_ab"}`` between the albedos of two
     (S, S, 3) float crops in [0, 1] over the (S, S) skin ``mask`` (formulas in the module
-    docstring); NaN for an empty mask."""
+    docstring); their (S, S) shadings are computed here unless given. NaN for an empty mask."""
     sel = np.asarray(mask) > 0
     if not sel.any():
         return dict.fromkeys(("delta_l", "delta_c", "delta_e2000", "mse_l", "mse_ab"), float("nan"))
-    lab_o = srgb_to_lab(albedo(orig, shading(orig))[sel])
-    lab_a = srgb_to_lab(albedo(anon, shading(anon))[sel])
+    s_o = shading(orig) if shade_orig is None else shade_orig
+    s_a = shading(anon) if shade_anon is None else shade_anon
+    lab_o = srgb_to_lab(albedo(orig, s_o)[sel])
+    lab_a = srgb_to_lab(albedo(anon, s_a)[sel])
     d = lab_o - lab_a
     chroma_o = np.hypot(lab_o[:, 1], lab_o[:, 2])
     chroma_a = np.hypot(lab_a[:, 1], lab_a[:, 2])

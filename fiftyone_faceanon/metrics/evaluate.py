@@ -33,6 +33,7 @@ import numpy as np
 
 from .. import faces as F
 from ..images import IMAGE_EXTENSIONS, ImageError, load_image
+from ..photometric import shading
 from .colour import colour_metrics, skin_mask
 from .detection import MIN_IOU, match_boxes
 from .geometry import landmark_nme_51, landmark_nme_68
@@ -185,9 +186,10 @@ class Evaluator:
             crops_a.append(c_a)
             lm = crop.to_crop(face.landmarks)
             o, a = c_o.astype(np.float32) / 255.0, c_a.astype(np.float32) / 255.0
-            rec.update(lighting_metrics(o, a, F.face_region(lm, self.crop_size)))
+            s_o, s_a = shading(o), shading(a)
+            rec.update(lighting_metrics(o, a, F.face_region(lm, self.crop_size), s_o, s_a))
             lap("lighting")
-            rec.update(colour_metrics(o, a, skin_mask(lm, self.crop_size)))
+            rec.update(colour_metrics(o, a, skin_mask(lm, self.crop_size), s_o, s_a))
             lap("colour")
         if "fid_inception" not in self.unavailable:
             result.crops = (crops_o, crops_a)

@@ -57,10 +57,15 @@ def si_l2(shade_orig: np.ndarray, shade_anon: np.ndarray, mask: np.ndarray) -> f
     return float(np.sqrt(_scale_invariant_sse(shade_orig[sel], shade_anon[sel]) / n))
 
 
-def lighting_metrics(orig: np.ndarray, anon: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+def lighting_metrics(
+    orig: np.ndarray,
+    anon: np.ndarray,
+    mask: np.ndarray,
+    shade_orig: np.ndarray | None = None,
+    shade_anon: np.ndarray | None = None,
+) -> dict[str, float]:
     """``{"si_mse", "si_l2"}`` for two (S, S, 3) float crops in [0, 1] and an (S, S) face mask;
-    Si-L2 on their Retinex shadings ``S = B(gray(I))`` (eq. 1)."""
-    return {
-        "si_mse": si_mse(orig, anon, mask),
-        "si_l2": si_l2(shading(orig), shading(anon), mask),
-    }
+    Si-L2 on their Retinex shadings ``S = B(gray(I))`` (eq. 1), computed here unless given."""
+    s_o = shading(orig) if shade_orig is None else shade_orig
+    s_a = shading(anon) if shade_anon is None else shade_anon
+    return {"si_mse": si_mse(orig, anon, mask), "si_l2": si_l2(s_o, s_a, mask)}
