@@ -50,9 +50,10 @@ def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
 
 def kernel_distance(
     x: np.ndarray, y: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
-) -> tuple[float, float]:
+) -> tuple[float, float | None]:
     """KID between (N, D) and (M, D) samples: mean and standard deviation over ``subsets`` random
-    subsets of ``min(subset_size, N, M)`` rows each, of the unbiased MMD^2
+    subsets of ``min(subset_size, N, M)`` rows each (one subset, std None, when that is all of
+    both sets), of the unbiased MMD^2
 
         MMD^2 = sum_{i!=j} k(x_i, x_j) / (m(m-1)) + sum_{i!=j} k(y_i, y_j) / (m(m-1))
                 - 2 sum_{i,j} k(x_i, y_j) / m^2,      k(x, y) = (x.y / D + 1)^3.
@@ -73,7 +74,7 @@ def kernel_distance(
             (kxx.sum() - np.trace(kxx)) / off + (kyy.sum() - np.trace(kyy)) / off
             - 2 * kxy.mean()
         )
-    return float(np.mean(values)), float(np.std(values))
+    return float(np.mean(values)), (float(np.std(values)) if len(values) > 1 else None)
 
 
 def inception_weights() -> Path | None:
