@@ -16,7 +16,8 @@ from fiftyone_faceanon.metrics.colour import colour_metrics, delta_e2000, skin_m
 from fiftyone_faceanon.metrics.detection import box_iou, match_boxes
 from fiftyone_faceanon.metrics.geometry import inter_ocular, landmark_nme_51, landmark_nme_68
 from fiftyone_faceanon.metrics.lighting import lighting_metrics, si_l2, si_mse
-from fiftyone_faceanon.metrics.realism import frechet_distance, frechet_distance_gaussians, kernel_distance
+from fiftyone_faceanon.metrics.realism import (frechet_distance, frechet_distance_gaussians,
+                                               kernel_distance)
 from fiftyone_faceanon.photometric import albedo, shading
 
 REQUIRED = ["detected", "reid_facenet_casia", "reid_dlib", "reid_rate_facenet_casia",

@@ -39,7 +39,8 @@ from .detection import MIN_IOU, match_boxes
 from .geometry import landmark_nme_51, landmark_nme_68
 from .lighting import lighting_metrics
 from .pairing import CROP_SIZE, faces_from_sidecar
-from .realism import frechet_distance, inception_features, inception_fid_unavailable, kernel_distance
+from .realism import (frechet_distance, inception_features, inception_fid_unavailable,
+                      kernel_distance)
 from .summary import group_label, summarize
 
 #: The judge whose embeddings give ``fid_facenet`` and ``kid_facenet``.
@@ -174,7 +175,8 @@ class Evaluator:
 
             p_o, p_a = self.emotion.predict(orig, faces), self.emotion.predict(anon, faces)
             for rec, po, pa in zip(records, p_o, p_a):
-                rec["emotion_orig"], rec["emotion_anon"] = EMOTIONS[po.argmax()], EMOTIONS[pa.argmax()]
+                rec["emotion_orig"] = EMOTIONS[po.argmax()]
+                rec["emotion_anon"] = EMOTIONS[pa.argmax()]
                 rec["emotion_match"] = float(po.argmax() == pa.argmax())
                 rec["emotion_l1"] = float(np.abs(po - pa).sum())
             lap("emotion")
@@ -285,8 +287,9 @@ def evaluate_dirs(
                 orig = load_image(originals[rel]).rgb
                 anon = load_image(anonymized[rel]).rgb
                 if orig.shape != anon.shape:
-                    raise ImageError(anonymized[rel], f"size {anon.shape[1]}x{anon.shape[0]} differs "
-                                     f"from the original's {orig.shape[1]}x{orig.shape[0]}")
+                    raise ImageError(anonymized[rel],
+                                     f"size {anon.shape[1]}x{anon.shape[0]} differs from the "
+                                     f"original's {orig.shape[1]}x{orig.shape[0]}")
                 faces = faces_from_sidecar(anonymized[rel], ev.crop_size)
             except (ImageError, ValueError) as e:
                 fail(rel, str(e))

@@ -90,9 +90,11 @@ def inception_fid_unavailable() -> str | None:
     import importlib.util
 
     if importlib.util.find_spec("pytorch_fid") is None:
-        return "pytorch-fid is not installed (pip install pytorch-fid and put its weights in the torch cache)"
+        return ("pytorch-fid is not installed (pip install pytorch-fid and put its weights in "
+                "the torch cache)")
     if inception_weights() is None:
-        return f"pytorch-fid's weights {INCEPTION_WEIGHTS} are not in the torch cache (they cannot be downloaded offline)"
+        return (f"pytorch-fid's weights {INCEPTION_WEIGHTS} are not in the torch cache (they "
+                "cannot be downloaded offline)")
     return None
 
 
