@@ -5,8 +5,8 @@ accuracy-optimal threshold chosen on 9 folds, accuracy measured on the 10th; mea
 the folds), and two cosine thresholds calibrated on ``pairsDevTrain.txt`` (disjoint people):
 the accuracy-optimal one on its 2,200 pairs, and the one at a false-accept rate of 1e-3 over
 every different-person pair of its images. Faces are found with ``find_faces`` (MTCNN with a
-60 px smallest face, the face nearest the image centre); where none is found the image is embedded from a fixed centre box of
-the deep-funneled layout and counted as a detection failure.
+60 px smallest face, the face nearest the image centre); where none is found the image is
+embedded from a fixed centre box of the deep-funneled layout and counted as a detection failure.
 
 Each distinct image is embedded once; embeddings are cached in ``.data/calibrate_judges/`` and a
 rerun resumes from them. Images are embedded in an order that covers every fold and both classes
