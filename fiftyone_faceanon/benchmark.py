@@ -297,7 +297,9 @@ def stage_inputs(data: Path, out: Path, limit: int | None = None) -> Path:
     from .metrics.evaluate import image_files
 
     staged = out / "originals"
-    files = image_files(data)
+    inside = Path(out).absolute()
+    files = {rel: p for rel, p in image_files(data).items()
+             if inside not in (Path(data) / rel).absolute().parents}  # not our own outputs
     for rel in list(files)[:limit]:
         link = staged / rel
         if not link.is_symlink() and not link.exists():

@@ -134,7 +134,7 @@ def test_cli_reports_unknown_backends_and_exits_cleanly(data, tmp_path):
 
 
 def test_ablation_switches_each_step_on_in_turn(data, evaluator, tmp_path):
-    results = run_benchmark(data, tmp_path, [], ablation="ksame", limit=2, device="cpu",
+    results = run_benchmark(data, tmp_path, [], ablation="ksame", limit=1, device="cpu",
                             evaluator=evaluator)
     table = results["tables"]["VI"]
     assert list(table["rows"]) == ["landmarks only", "+ relighting", "+ Laplacian pyramid",
@@ -147,7 +147,7 @@ def test_ablation_switches_each_step_on_in_turn(data, evaluator, tmp_path):
     for a, b in zip(images, images[1:]):
         assert np.abs(a.astype(int) - b).sum() > 0  # each step changes the output
     for stats in table["rows"].values():
-        assert stats["si_mse"]["n"] == 2 and stats["delta_e2000"]["mean"] is not None
+        assert stats["si_mse"]["n"] == 1 and stats["delta_e2000"]["mean"] is not None
 
 
 # --- radar normalisation --------------------------------------------------------------------
