@@ -104,12 +104,14 @@ def main() -> None:
     inputs = link_inputs(args.n, tmp / "in")
     me = [sys.executable, __file__, "--backend", args.backend, "--n", str(args.n),
           "--metrics-n", str(m)]
-    rows = []
+    print(f"backend {args.backend}, LFW DevTest 250x250, {os.cpu_count()} CPU(s)\n")
+    print("| work | samples | CLI s (samples/s) | FiftyOne process s (samples/s) | "
+          "of which setup s | operator s | overhead (process / CLI - 1) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |", flush=True)
     cli, _ = timed([str(BIN / "faceanon"), "anonymize", str(inputs), "-o", str(tmp / "cli"),
                     "--backend", args.backend], env)
     fo_wall, out = timed([*me, "--worker", "anonymize", str(inputs), str(tmp / "fo")], env)
-    fo_t = json.loads(out.strip().splitlines()[-1])
-    rows.append(("anonymize_faces", args.n, cli, fo_wall, fo_t))
+    row("anonymize_faces", args.n, cli, fo_wall, json.loads(out.strip().splitlines()[-1]))
     if m:
         sub = tmp / "in_m"  # the first m images, for the CLI's folder-to-folder evaluation
         for rel in sorted(p.relative_to(inputs) for p in inputs.rglob("*.jpg"))[:m]:
@@ -121,16 +123,14 @@ def main() -> None:
         cli, _ = timed([str(BIN / "faceanon"), "evaluate", str(sub / "orig"), str(sub / "anon"),
                         "--out", str(tmp / "eval.json")], env)
         fo_wall, out = timed([*me, "--worker", "metrics", str(inputs), str(tmp / "fo")], env)
-        fo_t = json.loads(out.strip().splitlines()[-1])
-        rows.append(("compute_anonymization_metrics", m, cli, fo_wall, fo_t))
-    print(f"backend {args.backend}, LFW DevTest 250x250, {os.cpu_count()} CPU(s)\n")
-    print("| work | samples | CLI s (samples/s) | FiftyOne process s (samples/s) | "
-          "of which setup s | operator s | overhead (process / CLI - 1) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for name, n, cli, wall, t in rows:
-        print(f"| {name} | {n} | {cli:.1f} ({n / cli:.2f}) | {wall:.1f} ({n / wall:.2f}) | "
-              f"{t['setup']:.1f} | {t['operator']:.1f} | {100 * (wall / cli - 1):+.1f}% |")
+        row("compute_anonymization_metrics", m, cli, fo_wall,
+            json.loads(out.strip().splitlines()[-1]))
 
+
+def row(name: str, n: int, cli: float, wall: float, t: dict) -> None:
+    print(f"| {name} | {n} | {cli:.1f} ({n / cli:.2f}) | {wall:.1f} ({n / wall:.2f}) | "
+          f"{t['setup']:.1f} | {t['operator']:.1f} | {100 * (wall / cli - 1):+.1f}% |",
+          flush=True)
 
 if __name__ == "__main__":
     main()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -70,6 +71,20 @@ def _throttled(progress: Progress | None, total: int, every: float = 0.5) -> Cal
             progress(done, total)
 
     return tick
+
+
+@contextmanager
+def _one_torch_thread():
+    """Run torch single-threaded inside, as ``batch`` does for the CLI: the per-image networks
+    gain nothing from intra-op threads and lose several times over on a busy machine."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def face_labels(faces: list[Face], width: int, height: int) -> tuple[fo.Detections, fo.Keypoints]:
@@ -123,37 +138,43 @@ def anonymize_samples(
     summary = {"ok": 0, "no_face": 0, "skipped": 0, "error": 0, "errors": []}
     total = len(view)
     tick = _throttled(progress, total)
-    for done, sample in enumerate(view.iter_samples(autosave=True), 1):
-        src = Path(sample.filepath)
-        suffix = src.suffix.lower() if src.suffix.lower() in IMAGE_EXTENSIONS else ".png"
-        dst = out / f"{sample.id}{suffix}"
-        try:
-            if dst == src.resolve():
-                raise ImageError(src, "output would overwrite the input")
-            key = hashlib.sha256(f"{sha256_file(src)}\n{settings_json}".encode()).hexdigest()
-            if (not overwrite and sample[KEY_FIELD] == key and sample[MEDIA_FIELD] == str(dst)
-                    and dst.is_file()):
-                summary["skipped"] += 1
-                tick(done)
-                continue
-            loaded = load_image(src)
-            result = pipeline.anonymize(loaded.rgb, key=src.name)
-            atomic_write(dst, encode_image(LoadedImage(result.image, loaded.alpha, loaded.gray),
-                                           suffix))
-            height, width = loaded.rgb.shape[:2]
-            sample[FACES_FIELD], sample[LANDMARKS_FIELD] = face_labels(result.faces, width, height)
-            sample[MEDIA_FIELD], sample[KEY_FIELD], sample[ERROR_FIELD] = str(dst), key, None
-            if ERROR_TAG in sample.tags:
-                sample.tags.remove(ERROR_TAG)
-            summary["ok" if result.faces else "no_face"] += 1
-        except FileNotFoundError:
-            _fail(sample, summary, f"{src}: no such file")
-        except ImageError as e:
-            _fail(sample, summary, str(e))
-        except Exception as e:  # one bad sample must not stop the run
-            _fail(sample, summary, f"{src}: {type(e).__name__}: {e}")
-        tick(done)
+    with _one_torch_thread():
+        for done, sample in enumerate(view.iter_samples(autosave=True), 1):
+            _anonymize_sample(sample, pipeline, settings_json, out, overwrite, summary)
+            tick(done)
     return summary
+
+
+def _anonymize_sample(sample: fo.Sample, pipeline: Pipeline, settings_json: str, out: Path,
+                      overwrite: bool, summary: dict) -> None:
+    """One sample of :func:`anonymize_samples`; counts what happened in ``summary``."""
+    src = Path(sample.filepath)
+    suffix = src.suffix.lower() if src.suffix.lower() in IMAGE_EXTENSIONS else ".png"
+    dst = out / f"{sample.id}{suffix}"
+    try:
+        if dst == src.resolve():
+            raise ImageError(src, "output would overwrite the input")
+        key = hashlib.sha256(f"{sha256_file(src)}\n{settings_json}".encode()).hexdigest()
+        if (not overwrite and sample[KEY_FIELD] == key and sample[MEDIA_FIELD] == str(dst)
+                and dst.is_file()):
+            summary["skipped"] += 1
+            return
+        loaded = load_image(src)
+        result = pipeline.anonymize(loaded.rgb, key=src.name)
+        atomic_write(dst, encode_image(LoadedImage(result.image, loaded.alpha, loaded.gray),
+                                       suffix))
+        height, width = loaded.rgb.shape[:2]
+        sample[FACES_FIELD], sample[LANDMARKS_FIELD] = face_labels(result.faces, width, height)
+        sample[MEDIA_FIELD], sample[KEY_FIELD], sample[ERROR_FIELD] = str(dst), key, None
+        if ERROR_TAG in sample.tags:
+            sample.tags.remove(ERROR_TAG)
+        summary["ok" if result.faces else "no_face"] += 1
+    except FileNotFoundError:
+        _fail(sample, summary, f"{src}: no such file")
+    except ImageError as e:
+        _fail(sample, summary, str(e))
+    except Exception as e:  # one bad sample must not stop the run
+        _fail(sample, summary, f"{src}: {type(e).__name__}: {e}")
 
 
 def _fail(sample: fo.Sample, summary: dict, message: str) -> None:
@@ -194,6 +215,8 @@ def export_anonymized_release(
     (embeddings), no bookkeeping, no runs. With ``export_dir`` the release is also written there
     as a ``fo.types.FiftyOneDataset`` (media copied). Returns the new dataset.
     """
+    if not view._dataset.has_sample_field(MEDIA_FIELD):
+        raise ValueError(f"{view._dataset.name}: nothing anonymized yet; run anonymize_samples")
     if fo.dataset_exists(name):
         if not overwrite:
             raise ValueError(f"{name}: a dataset of that name exists; pass overwrite=True")

@@ -176,15 +176,20 @@ def test_metrics_run_fields_and_flags(anonymized):
     assert not ds.has_field("faces.detections.reid_facenet_casia")
 
 
-def test_form_validation(plugin, fixtures_dir, tmp_path):
+def test_python_call_and_form_validation(plugin, fixtures_dir, tmp_path):
     ds = make_dataset(fixtures_dir, "form")
     try:
+        # the operator object is callable with the API function's parameters
+        op = foo.get_operator(PREFIX + "export_anonymized_release")
+        with pytest.raises(foo.executor.ExecutionError, match="nothing anonymized yet"):
+            op(ds.limit(2), name=f"{ds.name}-empty")
+        assert not fo.dataset_exists(f"{ds.name}-empty")
         a_file = tmp_path / "file"
         a_file.write_text("x")
-        result = foo.execute_operator(PREFIX + "anonymize_faces", ctx={
-            "dataset": ds, "view": ds.view(), "params": {"output_dir": str(a_file)}})
-        assert result.error is not None and "Validation" in str(result.error)
-    except foo.executor.ExecutionError as e:
-        assert "is a file" in str(e) or "Validation" in str(e)
+        with pytest.raises(foo.executor.ExecutionError) as err:
+            foo.execute_operator(PREFIX + "anonymize_faces", ctx={
+                "dataset": ds, "view": ds.view(), "params": {"output_dir": str(a_file)}})
+        assert "is a file" in str(err.value) or "Validation" in str(err.value)
+        assert not ds.has_field(api.MEDIA_FIELD)
     finally:
         ds.delete()
