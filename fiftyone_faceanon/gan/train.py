@@ -362,7 +362,7 @@ def train(shards: Path, run: Path, preset: str = "base", steps: int | None = Non
         import torch.distributed as dist
 
         dist.destroy_process_group()
-    return {"step": trainer.step_count, "train_seconds": trainer.train_seconds, **last}
+    return {**last, "step": trainer.step_count, "train_seconds": trainer.train_seconds}
 
 
 def write_samples(trainer: Trainer, crops: np.ndarray, landmarks: np.ndarray, path: Path) -> None:
