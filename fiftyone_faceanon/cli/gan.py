@@ -48,7 +48,7 @@ def prepare_data(data, out, size, limit, quality, device):
 @main.command()
 @click.option("--shards", required=True, type=click.Path(exists=True, file_okay=False,
               path_type=Path), help="Folder written by `faceanon prepare-data`.")
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--run-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder: checkpoint, log.jsonl, samples/. An existing run continues.")
 @click.option("--preset", default="base", show_default=True,
               type=click.Choice(["tiny", "cpu", "base"]), help="Config of a fresh run.")
