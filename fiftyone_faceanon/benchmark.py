@@ -363,7 +363,7 @@ def run_one(run: Run, originals: Path, out: Path, evaluator, groups: str | None,
 
     done: list[str] = []
     c0 = time.process_time()
-    anonymize_files([originals], run.outdir, run.settings, on_outcome=on_outcome)
+    anonymize_files([originals], run.outdir, run.settings, workers=1, on_outcome=on_outcome)
     c1 = time.process_time()
     bar.close()
     cache[key] = run.times

@@ -6,8 +6,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
+# One intra-op thread for torch, OpenBLAS and OpenCV's OpenMP in this process and every CLI it
+# starts: the per-image networks gain nothing from more on a 2-core machine and OpenMP's
+# spin-waiting threads made the suite several times slower (docs/benchmarks.md). Set before
+# numpy and torch are imported, which read it once.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"

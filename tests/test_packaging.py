@@ -68,3 +68,22 @@ def test_installed_layout_loads_verified_weights_and_refuses_corrupt_ones(wheel_
         assert "WeightsError" in bad.stderr and "does not match the manifest" in bad.stderr
     finally:
         target.write_bytes(original)
+
+
+def test_corrupt_weights_stop_the_run_with_one_error(wheel_tree, tmp_path, fixtures_dir):
+    """A backend that cannot load is reported once, before any file, not once per file."""
+    site, _ = wheel_tree
+    target = site / "fiftyone_faceanon/models/ksame_mean_face_128.npz"
+    original = target.read_bytes()
+    try:
+        target.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        argv = ["faceanon", "anonymize", str(fixtures_dir / "ffhq10"), "-o", str(tmp_path / "out"),
+                "--backend", "ksame"]
+        run = run_in(site, f"import sys; from fiftyone_faceanon.cli import main; sys.argv = {argv!r}; main()")
+    finally:
+        target.write_bytes(original)
+    assert run.returncode == 1, run.stderr
+    errors = [line for line in run.stderr.splitlines() if "rror" in line]
+    assert len(errors) == 1, run.stderr
+    assert "backend ksame" in errors[0] and "does not match the manifest" in errors[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

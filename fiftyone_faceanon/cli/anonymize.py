@@ -8,10 +8,11 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from ..anonymizers import DEFAULT_BACKEND, available_backends
+from ..anonymizers import DEFAULT_BACKEND, BackendUnavailable, available_backends
 from ..images import MAX_PIXELS
 from ..photometric import PYRAMID_LEVELS, PhotometricSettings
 from ..pipeline import Settings
+from ..weights import WeightsError
 from . import main
 
 
@@ -83,6 +84,9 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
     except UsageError as e:
         bar.close()
         raise click.UsageError(str(e)) from None
+    except (BackendUnavailable, WeightsError) as e:
+        bar.close()
+        raise click.ClickException(f"backend {settings.backend}: {e}") from None
     bar.close()
     if gal is not None:
         save_gallery(gal, gallery)
@@ -99,7 +103,8 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
 @click.option("-o", "--outdir", required=True, type=click.Path(path_type=Path),
               help="Output folder; the input tree is mirrored into it.")
 @settings_options
-@click.option("--workers", default=1, show_default=True, help="Processes.")
+@click.option("--workers", default=0, show_default=True,
+              help="Processes; 0: one per CPU core when there are enough images.")
 @click.option("--overwrite", is_flag=True, help="Redo images that are already done.")
 @click.option("--allow-inside", is_flag=True, help="Allow OUTDIR inside an input folder.")
 @click.option("--max-pixels", default=MAX_PIXELS, show_default=True,
