@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from . import __version__
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, LoadedImage, atomic_write, encode_image, load_image
 from .gate import DetectSettings, Embedder
+from .parallel import imap
 from .pipeline import Pipeline, Settings
 
 
@@ -148,18 +148,6 @@ class Worker:
                        identity=identity)
 
 
-def _init_worker(worker: Worker) -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    global _WORKER
-    _WORKER = worker
-
-
-def _run_in_worker(job: Job) -> Outcome:
-    return _WORKER(job)
-
-
 def anonymize_files(
     inputs: list[Path],
     outdir: Path,
@@ -174,43 +162,15 @@ def anonymize_files(
     """Anonymize every image under ``inputs`` into ``outdir``; one :class:`Outcome` per image.
 
     ``workers > 1`` runs that many processes, each loading the models once; ``0`` picks
-    :func:`auto_workers`. ``on_outcome`` is
+    :func:`.parallel.auto_workers`. ``on_outcome`` is
     called as each image finishes (the CLI's progress bar). With ``gallery`` each outcome's
     ``identity`` holds every judge's embeddings of the original faces (:mod:`.gate`).
     """
     jobs = collect_jobs(inputs, outdir, allow_inside)
     worker = Worker(settings, outdir, overwrite, max_pixels, gallery)
     outcomes = []
-    for outcome in _map(worker, jobs, workers or auto_workers(len(jobs))):
+    for outcome in imap(worker, jobs, workers, chunksize=4):
         outcomes.append(outcome)
         if on_outcome:
             on_outcome(outcome)
     return outcomes
-
-
-def auto_workers(jobs: int, per_worker: int = 32) -> int:
-    """One process per CPU core, but only where each gets at least ``per_worker`` images: a
-    process loads the models in about 3 s, the time of some 30 images (500 LFW images with
-    ``ksame``: 11 images/s with one process, 19 with two on 2 cores; docs/benchmarks.md)."""
-    return max(1, min(os.cpu_count() or 1, jobs // per_worker))
-
-
-def _map(worker: Worker, jobs: list[Job], workers: int) -> Iterator[Outcome]:
-    """Run the jobs with one torch thread per process: the per-image networks are too small
-    to gain from intra-op threads (MTCNN on a 250 px image: 0.13 s with 1 thread, several
-    seconds with 2 on a busy 2-core machine), so parallelism comes from ``workers``."""
-    if workers <= 1 or len(jobs) <= 1:
-        import torch
-
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield from map(worker, jobs)
-        finally:
-            torch.set_num_threads(previous)
-        return
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn" if os.name != "posix" else "forkserver")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(worker,)) as pool:
-        yield from pool.imap(_run_in_worker, jobs, chunksize=4)

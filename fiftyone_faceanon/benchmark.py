@@ -49,7 +49,6 @@ import os
 import platform
 import resource
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -370,9 +369,8 @@ def run_one(run: Run, originals: Path, out: Path, evaluator, groups: str | None,
     atomic_write(cache_path, (json.dumps(cache, indent=0) + "\n").encode())
     bar = tqdm(total=total, desc=f"evaluate {run.label}", unit="pair", disable=not progress,
                dynamic_ncols=True)
-    with single_torch_thread():
-        run.report = evaluate_dirs(originals, run.outdir, groups, evaluator,
-                                   on_pair=lambda rel, err: bar.update(1))
+    run.report = evaluate_dirs(originals, run.outdir, groups, evaluator, workers=1,
+                               on_pair=lambda rel, err: bar.update(1))
     bar.close()
     run.cpu = {"cpu_anonymize": per_item(c1 - c0, len(done)),
                "cpu_evaluate": per_item(time.process_time() - c1, len(run.report["pairs"]))}
@@ -385,20 +383,6 @@ def run_one(run: Run, originals: Path, out: Path, evaluator, groups: str | None,
 def per_item(seconds: float, n: int) -> dict:
     """``{"mean": seconds / n, "std": None, "n": n}`` (mean None when n is 0)."""
     return {"mean": seconds / n if n else None, "std": None, "n": n}
-
-
-@contextmanager
-def single_torch_thread():
-    """Evaluate with one torch thread, as ``batch`` anonymizes: on a busy 2-core machine the
-    FaceNet judge took 10 s per pair with torch's default threads and 0.5 s with one."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def run_stats(run: Run, rels: list[str] | None = None, summary: dict | None = None) -> dict:

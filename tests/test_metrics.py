@@ -240,3 +240,34 @@ def test_evaluate_cli_end_to_end(tmp_path, fixtures_dir):
     assert report["summary"]["fid_facenet"]["mean"] > 0
     assert set(report["groups"]) == {"people"}
     assert "delta_e2000" in result.output  # the table
+
+
+def test_workers_give_the_same_report(tmp_path, fixtures_dir, evaluator):
+    """Two processes (each with its own models, batches of 2 pairs) and one give one report."""
+    from fiftyone_faceanon.batch import anonymize_files
+    from fiftyone_faceanon.metrics import evaluate_dirs
+
+    orig, anon = tmp_path / "orig", tmp_path / "anon"
+    orig.mkdir()
+    for name in ("happy.jpg", "sad.jpg", "angry.jpg", "surprised.jpg"):
+        (orig / name).write_bytes((fixtures_dir / "faceapi" / name).read_bytes())
+    (orig / "broken.jpg").write_bytes(b"not a jpeg at all")
+    anonymize_files([orig], anon, workers=1)
+    (anon / "broken.jpg").write_bytes(b"not a jpeg at all")
+    one = evaluate_dirs(orig, anon, evaluator=evaluator, batch=2, workers=1)
+    cpu_one = sum(evaluator.cpu_timings.values())
+    two = evaluate_dirs(orig, anon, evaluator=evaluator, batch=2, workers=2)
+    assert [p["file"] for p in two["pairs"]] == [p["file"] for p in one["pairs"]]
+    assert len(two["pairs"]) == 4 and len(two["errors"]) == len(one["errors"]) == 1
+    for p1, p2 in zip(one["pairs"], two["pairs"]):
+        for f1, f2 in zip(p1["faces"], p2["faces"]):
+            assert f1.keys() == f2.keys()
+            for key, value in f1.items():
+                if isinstance(value, float):
+                    assert f2[key] == pytest.approx(value, abs=1e-5), key
+                else:
+                    assert f2[key] == value, key
+    assert two["summary"]["fid_facenet"]["mean"] == pytest.approx(
+        one["summary"]["fid_facenet"]["mean"], abs=1e-5)
+    # the workers' CPU time is added to the caller's evaluator
+    assert sum(evaluator.cpu_timings.values()) > cpu_one

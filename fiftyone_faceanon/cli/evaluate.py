@@ -33,7 +33,9 @@ def format_table(summary: dict) -> str:
 @click.option("--threshold", default=0.9, show_default=True,
               help="MTCNN probability for detection on both images.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def evaluate(orig, anon, out, groups, threshold, device):
+@click.option("--workers", default=0, show_default=True,
+              help="Processes; 0: one per CPU core when there are enough pairs.")
+def evaluate(orig, anon, out, groups, threshold, device, workers):
     """Score the anonymized images in ANON against the originals in ORIG (same relative paths).
 
     Faces come from each anonymized image's sidecar (ANON/REL.json) when present, else from
@@ -51,7 +53,7 @@ def evaluate(orig, anon, out, groups, threshold, device):
             tqdm.write(f"error: {error}", file=sys.stderr)
         bar.update(1)
 
-    report = evaluate_dirs(orig, anon, groups, evaluator, on_pair=on_pair)
+    report = evaluate_dirs(orig, anon, groups, evaluator, on_pair=on_pair, workers=workers)
     bar.close()
     if out:
         atomic_write(out, (json.dumps(report, indent=1) + "\n").encode())

@@ -77,6 +77,7 @@ class Evaluator:
     ):
         from .identity import judge_thresholds, load_judges
 
+        self._args = (judges, device, threshold, min_iou, crop_size, min_face_size)
         self.device, self.threshold, self.min_iou = device, threshold, min_iou
         self.crop_size, self.min_face_size = crop_size, min_face_size
         self.judges, missing = load_judges(judges, device)
@@ -105,6 +106,10 @@ class Evaluator:
             self.unavailable["fid_inception"] = reason
         self.timings: dict[str, float] = defaultdict(float)
         self.cpu_timings: dict[str, float] = defaultdict(float)
+
+    def __reduce__(self):
+        """Pickled by its arguments: a pool process loads its own models."""
+        return Evaluator, self._args
 
     def _clock(self, name: str, since: tuple[float, float]) -> tuple[float, float]:
         """Add the time since ``since`` (wall, cpu) to metric group ``name``; return now."""
@@ -246,6 +251,42 @@ def image_files(folder: Path) -> dict[str, Path]:
             if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()}
 
 
+@dataclass
+class _Batch:
+    """Evaluates a batch of (relative path, original path, anonymized path) in a process that
+    may be a pool's; returns per file ``(rel, faces_from, PairResult | None, error | None)`` and
+    the seconds (wall, CPU) spent per metric group, leaving the evaluator's own counters as they
+    were (the caller adds the seconds, whichever process spent them)."""
+
+    evaluator: Evaluator
+
+    def __call__(self, files: list[tuple[str, Path, Path]]):
+        ev = self.evaluator
+        before = dict(ev.timings), dict(ev.cpu_timings)
+        out, loaded = [], []
+        for rel, orig_path, anon_path in files:
+            try:
+                orig, anon = load_image(orig_path).rgb, load_image(anon_path).rgb
+                if orig.shape != anon.shape:
+                    raise ImageError(anon_path,
+                                     f"size {anon.shape[1]}x{anon.shape[0]} differs from the "
+                                     f"original's {orig.shape[1]}x{orig.shape[0]}")
+                faces = faces_from_sidecar(anon_path, ev.crop_size)
+            except (ImageError, ValueError) as e:
+                out.append((rel, None, None, str(e)))
+                continue
+            loaded.append((rel, orig, anon, faces))
+        results = ev.evaluate_batch([(o, a, f) for _, o, a, f in loaded])
+        for (rel, _, _, faces), res in zip(loaded, results):
+            out.append((rel, "detection" if faces is None else "sidecar", res, None))
+        spent = ({k: v - before[0].get(k, 0.0) for k, v in ev.timings.items()},
+                 {k: v - before[1].get(k, 0.0) for k, v in ev.cpu_timings.items()})
+        for counters, previous in zip((ev.timings, ev.cpu_timings), before):
+            counters.clear()
+            counters.update(previous)
+        return out, spent
+
+
 def evaluate_dirs(
     orig_dir: Path,
     anon_dir: Path,
@@ -253,6 +294,7 @@ def evaluate_dirs(
     evaluator: Evaluator | None = None,
     batch: int = 8,
     on_pair: Callable[[str, str | None], None] | None = None,
+    workers: int = 1,
 ) -> dict:
     """The report of ``faceanon evaluate``: every image of ``anon_dir`` against the image at the
     same relative path in ``orig_dir``.
@@ -261,8 +303,13 @@ def evaluate_dirs(
     ``groups``, a regex whose first group labels a file's relative path), ``"pairs": [{"file",
     "faces_from", "faces": [per-face records]}], "unavailable": {metric: reason}, "errors":
     [one line per unpaired or unreadable file]}``. ``on_pair(rel, error)`` is called once per
-    file (error None when it was evaluated).
+    file (error None when it was evaluated). ``workers > 1`` evaluates batches of ``batch``
+    pairs in that many processes (``0``: one per core for a large enough folder), each with
+    the evaluator's settings; the report is the same, and ``evaluator``'s timings add up the
+    time spent in every process.
     """
+    from ..parallel import imap
+
     ev = evaluator or default_evaluator()
     orig_dir, anon_dir = Path(orig_dir), Path(anon_dir)
     originals, anonymized = image_files(orig_dir), image_files(anon_dir)
@@ -277,30 +324,21 @@ def evaluate_dirs(
         fail(rel, f"{originals[rel]}: no anonymized image at {anon_dir / rel}")
     for rel in sorted(set(anonymized) - set(originals)):
         fail(rel, f"{anonymized[rel]}: no original image at {orig_dir / rel}")
-    paired = sorted(set(originals) & set(anonymized))
+    paired = [(rel, originals[rel], anonymized[rel])
+              for rel in sorted(set(originals) & set(anonymized))]
+    batches = [paired[start:start + batch] for start in range(0, len(paired), batch)]
     pairs: list[dict] = []
     results: dict[str, PairResult] = {}
-    for start in range(0, len(paired), batch):
-        loaded = []
-        for rel in paired[start:start + batch]:
-            try:
-                orig = load_image(originals[rel]).rgb
-                anon = load_image(anonymized[rel]).rgb
-                if orig.shape != anon.shape:
-                    raise ImageError(anonymized[rel],
-                                     f"size {anon.shape[1]}x{anon.shape[0]} differs from the "
-                                     f"original's {orig.shape[1]}x{orig.shape[0]}")
-                faces = faces_from_sidecar(anonymized[rel], ev.crop_size)
-            except (ImageError, ValueError) as e:
-                fail(rel, str(e))
+    for done, (wall, cpu) in imap(_Batch(ev), batches, workers):
+        for name in wall:
+            ev.timings[name] += wall[name]
+            ev.cpu_timings[name] += cpu[name]
+        for rel, faces_from, res, error in done:
+            if error:
+                fail(rel, error)
                 continue
-            loaded.append((rel, orig, anon, faces))
-        for (rel, _, _, faces), res in zip(
-            loaded, ev.evaluate_batch([(o, a, f) for _, o, a, f in loaded])
-        ):
             results[rel] = res
-            pairs.append({"file": rel, "faces_from": "detection" if faces is None else "sidecar",
-                          "faces": res.faces})
+            pairs.append({"file": rel, "faces_from": faces_from, "faces": res.faces})
             if on_pair:
                 on_pair(rel, None)
     report = {
