@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import need_shared, read_rgb
-from fiftyone_faceanon.benchmark import RADAR_AXES, radar_scores, run_benchmark, single_torch_thread
+from fiftyone_faceanon.benchmark import RADAR_AXES, radar_scores, run_benchmark
 from fiftyone_faceanon.cli import main
 
 GROUPS = r"^(John_\w+)/"
@@ -87,8 +87,7 @@ def test_tables_equal_the_metrics_suite_summary(bench, evaluator):
     from fiftyone_faceanon.metrics import evaluate_dirs
 
     out, results = bench
-    with single_torch_thread():
-        report = evaluate_dirs(out / "originals", out / "blur", GROUPS, evaluator)
+    report = evaluate_dirs(out / "originals", out / "blur", GROUPS, evaluator)
     expected = {"all": report["summary"], **report["groups"]}
     assert set(expected) == {"all", "John_Salley", "John_Savage"}
     compared = 0
