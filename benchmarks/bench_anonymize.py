@@ -1,6 +1,6 @@
 """Throughput of ``faceanon anonymize`` on LFW images, per stage and end to end, and peak memory.
 
-    python benchmarks/bench_anonymize.py --n 500 --backend ksame [--workers 1]
+    python benchmarks/bench_anonymize.py --n 500 --backend ksame [--workers 0]
 
 Uses the first N images of LFW ``peopleDevTest.txt`` (250x250, one face each) from
 ``../shared/data``, linked into a temporary folder, and runs the same code as the CLI
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import resource
 import tempfile
 import time
 from collections import defaultdict
@@ -22,6 +21,7 @@ import numpy as np
 
 from fiftyone_faceanon.batch import anonymize_files
 from fiftyone_faceanon.pipeline import Pipeline, Settings
+from memory import TreeMemory
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared/data"
 STAGES = ("decode", "detect", "landmarks", "backend", "postprocess", "encode")
@@ -41,7 +41,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--backend", default="ksame")
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=0,
+                    help="processes (0: faceanon anonymize's default, one per core)")
     args = ap.parse_args()
 
     settings = Settings(backend=args.backend, device="cpu")
@@ -57,7 +58,8 @@ def main() -> None:
         stages: dict[str, list[float]] = defaultdict(list)
         faces = errors = 0
         t0 = time.perf_counter()
-        outcomes = anonymize_files([src], Path(tmp) / "out", settings, workers=args.workers)
+        with TreeMemory() as memory:
+            outcomes = anonymize_files([src], Path(tmp) / "out", settings, workers=args.workers)
         wall = time.perf_counter() - t0
         for o in outcomes:
             faces += o.faces
@@ -66,8 +68,7 @@ def main() -> None:
                 stages[k].append(v)
 
     n = len(outcomes)
-    peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    peak_mib = memory.peak_mib
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{__import__('os').cpu_count()} cores, {platform.python_version()}")
     print(f"images: {n} ({faces} faces, {errors} errors), backend {args.backend}, "
@@ -78,7 +79,7 @@ def main() -> None:
             ms = 1000 * float(np.mean(stages[k]))
             print(f"| {k} | {ms:.1f} | {1000 / ms:.0f} |")
     print(f"| **end to end** (wall) | {1000 * wall / n:.1f} | **{n / wall:.1f}** |")
-    print(f"\npeak memory (max RSS, this process + workers): {peak_mib:.0f} MiB")
+    print(f"\npeak memory (resident, this process and its workers together): {peak_mib:.0f} MiB")
 
 
 if __name__ == "__main__":

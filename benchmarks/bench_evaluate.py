@@ -22,11 +22,10 @@ import os
 import platform
 import resource
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
+from memory import TreeMemory
 
 ROOT = Path(__file__).resolve().parent.parent
 LFW = ROOT.parent / "shared" / "data" / "lfw"
@@ -34,34 +33,6 @@ LFW = ROOT.parent / "shared" / "data" / "lfw"
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class TreeMemory(threading.Thread):
-    """Samples the resident memory of this process and all its descendants (the pool's
-    workers); ``peak_mib`` is the largest total seen."""
-
-    def __init__(self, every: float = 0.2):
-        super().__init__(daemon=True)
-        self.every, self.peak_mib, self.done = every, 0.0, threading.Event()
-
-    def run(self) -> None:
-        me = psutil.Process()
-        while not self.done.wait(self.every):
-            total = 0
-            for proc in [me, *me.children(recursive=True)]:
-                try:
-                    total += proc.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
-            self.peak_mib = max(self.peak_mib, total / 2**20)
-
-    def __enter__(self) -> "TreeMemory":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.done.set()
-        self.join()
 
 
 def lfw_dev_test(n: int) -> list[Path]:
