@@ -13,7 +13,8 @@ Judges (each crops and aligns from the image and the :class:`~fiftyone_faceanon.
   ``FACENET_MARGIN`` = 32 px of the 160 px output (the box grows by 32/128 of its size), INTER_AREA
   resize to 160 x 160 RGB, then per-image standardisation ``(x - mean) / max(std, 1/sqrt(N))``.
 - ``dlib``: dlib's ResNet ``face_recognition_model_v1``, 128-D, on the 150 px face chip that
-  ``dlib.get_face_chip`` (padding 0.25) aligns from the 68 landmarks.
+  ``dlib.get_face_chip`` (padding 0.25) aligns from the 68 landmarks; the network runs as a torch
+  module with the weights read from dlib's ``.dat`` file (:mod:`.dlib_resnet`).
 - ``facenet_vggface2``: facenet-pytorch's VGGFace2 InceptionResnetV1, 512-D, only where the user
   has ``20180402-114759-vggface2.pt`` (torch hub cache or ``$FACEANON_VGGFACE2_WEIGHTS``); same
   crop, facenet-pytorch's fixed standardisation ``(x - 127.5) / 128``.
@@ -295,22 +296,34 @@ def vggface2_weights() -> Path:
 
 
 class DlibJudge(Judge):
-    """dlib's ResNet face descriptor on 150 px chips aligned from the 68 landmarks; 128-D."""
+    """dlib's ResNet face descriptor on 150 px chips aligned from the 68 landmarks; 128-D. The
+    network runs as a torch module read from dlib's own ``.dat`` file (:mod:`.dlib_resnet`,
+    tested equal to dlib's ``compute_face_descriptor``)."""
 
     name = "dlib"
     dim = 128
 
-    def __init__(self):
-        import dlib
+    def __init__(self, device: str):
+        from .dlib_resnet import MODEL_FILE, load_dlib_resnet
 
-        path = face_model_path("dlib_face_recognition_resnet_model_v1.dat")
-        self.model = dlib.face_recognition_model_v1(str(path))
+        self.device = device
+        self.model = load_dlib_resnet(face_model_path(MODEL_FILE)).to(device)
 
     def embed(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
-        if not faces:
-            return np.zeros((0, self.dim), np.float32)
-        chips = dlib_chips(image, faces)
-        return _l2_normalise(np.array(self.model.compute_face_descriptor(chips)))
+        return self.embed_chips(dlib_chips(image, faces))
+
+    def embed_chips(self, chips: list[np.ndarray]) -> np.ndarray:
+        """F (150, 150, 3) uint8 RGB chips -> (F, 128) unit embeddings, in batches of ``BATCH``."""
+        import torch
+
+        from .dlib_resnet import chips_tensor
+
+        out = [np.zeros((0, self.dim), np.float32)]
+        with torch.inference_mode():
+            for i in range(0, len(chips), BATCH):
+                x = chips_tensor(chips[i : i + BATCH]).to(self.device)
+                out.append(self.model(x).float().cpu().numpy())
+        return _l2_normalise(np.concatenate(out))
 
 
 def dlib_chips(image: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
@@ -336,7 +349,7 @@ def _load_judge(name: str, device: str) -> Judge:
     if name == "facenet_casia":
         return FaceNetJudge(name, casia_state_dict(), per_image_standardisation, device)
     if name == "dlib":
-        return DlibJudge()
+        return DlibJudge(device)
     import torch
 
     state = torch.load(vggface2_weights(), map_location="cpu", weights_only=True)
