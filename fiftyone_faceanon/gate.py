@@ -231,17 +231,31 @@ class Embedder:
     def embed_faces(self, image: np.ndarray, faces: list) -> tuple[dict[str, np.ndarray],
                                                                      dict[str, str]]:
         """``({judge: (F, D)}, {judge: reason})`` for the given faces of an RGB image."""
-        out, failed = {}, {}
+        return self.embed_many([(image, faces)])[0]
+
+    def embed_many(self, items: list[tuple[np.ndarray, list]]
+                   ) -> list[tuple[dict[str, np.ndarray], dict[str, str]]]:
+        """:meth:`embed_faces` of each (image, faces), each judge run once over all the faces.
+        A judge that fails on the batch is retried image by image, so its failure makes only
+        that image's faces unverifiable, never the run fail."""
+        out: list[tuple[dict, dict]] = [({}, {}) for _ in items]
         for name in self.wanted():
             judge = self.judges.get(name)
             if judge is None:
-                failed[name] = self.unavailable.get(name, "judge not available")
+                for _, failed in out:
+                    failed[name] = self.unavailable.get(name, "judge not available")
                 continue
             try:
-                out[name] = np.asarray(judge.embed(image, faces), np.float32).reshape(len(faces), -1)
-            except Exception as e:  # a judge failing makes the face unverifiable, not the run fail
-                failed[name] = f"{type(e).__name__}: {e}"
-        return out, failed
+                rows = judge.embed_many(items)
+            except Exception:
+                rows = [None] * len(items)
+            for (embedded, failed), (image, faces), row in zip(out, items, rows):
+                try:
+                    row = judge.embed(image, faces) if row is None else row
+                    embedded[name] = np.asarray(row, np.float32).reshape(len(faces), -1)
+                except Exception as e:
+                    failed[name] = f"{type(e).__name__}: {e}"
+        return out
 
     def embed_files(self, paths: list[Path],
                     on_file: Callable[[Embedded], None] | None = None) -> list[Embedded]:
@@ -279,11 +293,15 @@ class Embedder:
         s = self.settings
         found = find_faces_batch(images, detector=s.detector, threshold=s.threshold,
                                  min_face_size=s.min_face_size, device=s.device) if images else []
-        for item, image, faces in zip(readable, images, found):
-            faces = sorted(faces, key=lambda f: (float(f.box[0]), float(f.box[1])))
+        found = [sorted(faces, key=lambda f: (float(f.box[0]), float(f.box[1])))
+                 for faces in found]
+        with_faces = [i for i, faces in enumerate(found) if faces]
+        embedded = dict(zip(with_faces,
+                            self.embed_many([(images[i], found[i]) for i in with_faces])))
+        for i, (item, faces) in enumerate(zip(readable, found)):
             item.boxes = np.array([f.box for f in faces], float).reshape(-1, 4)
-            item.embeddings, item.failed = self.embed_faces(image, faces) if faces else (
-                {j: np.zeros((0, 0), np.float32) for j in self.wanted()}, {})
+            item.embeddings, item.failed = embedded.get(
+                i, ({j: np.zeros((0, 0), np.float32) for j in self.wanted()}, {}))
             self._to_cache(item)
         return items
 

@@ -128,7 +128,11 @@ class Evaluator:
     def evaluate_batch(
         self, pairs: list[tuple[np.ndarray, np.ndarray, list[F.Face] | None]]
     ) -> list[PairResult]:
-        """:meth:`evaluate_pair` over several pairs, MTCNN batched over the images."""
+        """:meth:`evaluate_pair` over several pairs, MTCNN and each identity judge batched over
+        the images."""
+        for orig, anon, _ in pairs:
+            if orig.shape != anon.shape:
+                raise ValueError(f"original {orig.shape} and anonymized {anon.shape} differ in size")
         t0 = (time.perf_counter(), time.process_time())
         todo = [i for i, (_, _, f) in enumerate(pairs) if f is None]
         found = F.find_faces_batch([pairs[i][0] for i in todo], self.crop_size, "mtcnn",
@@ -138,13 +142,18 @@ class Evaluator:
             originals[i] = f
         detections = F.detect_boxes([a for _, a, _ in pairs], "mtcnn", self.threshold,
                                     self.min_face_size, self.device)
-        self._clock("detection", t0)
-        return [self._evaluate(o, a, fs, det)
-                for (o, a, _), fs, det in zip(pairs, originals, detections)]
+        t0 = self._clock("detection", t0)
+        embeddings: list[dict[str, tuple[np.ndarray, np.ndarray]]] = [{} for _ in pairs]
+        for name, judge in self.judges.items():
+            rows = judge.embed_many([(o, fs) for (o, _, _), fs in zip(pairs, originals)]
+                                    + [(a, fs) for (_, a, _), fs in zip(pairs, originals)])
+            for i, e in enumerate(embeddings):
+                e[name] = (rows[i], rows[len(pairs) + i])
+            t0 = self._clock(f"reid_{name}", t0)
+        return [self._evaluate(o, a, fs, det, e)
+                for (o, a, _), fs, det, e in zip(pairs, originals, detections, embeddings)]
 
-    def _evaluate(self, orig, anon, faces, detection) -> PairResult:
-        if orig.shape != anon.shape:
-            raise ValueError(f"original {orig.shape} and anonymized {anon.shape} differ in size")
+    def _evaluate(self, orig, anon, faces, detection, embeddings) -> PairResult:
         records = [{"face": i, "box": [round(float(v), 2) for v in f.box]}
                    for i, f in enumerate(faces)]
         result = PairResult(records, faces)
@@ -165,8 +174,7 @@ class Evaluator:
             rec["landmark_nme_68"] = landmark_nme_68(face.landmarks, lms)
             rec["landmark_nme_51"] = landmark_nme_51(face.landmarks, lms)
         lap("landmarks")
-        for name, judge in self.judges.items():
-            e_o, e_a = judge.embed(orig, faces), judge.embed(anon, faces)
+        for name, (e_o, e_a) in embeddings.items():
             cos = np.sum(e_o.astype(np.float64) * e_a, axis=1)  # unit rows: the cosine
             for rec, c in zip(records, cos):
                 rec[f"reid_{name}"] = float(c)
@@ -174,7 +182,6 @@ class Evaluator:
                     rec[f"reid_rate_{name}"] = float(c >= self.thresholds[name])
             if name == REALISM_JUDGE:
                 result.embeddings = (e_o, e_a)
-            lap(f"reid_{name}")
         if self.emotion is not None:
             from .emotion import EMOTIONS
 

@@ -50,13 +50,31 @@ CASIA_CACHE = "facenet_casia_20180408-102900.pt"
 
 
 class Judge:
-    """A face recognizer: ``embed(image (H, W, 3) uint8, faces) -> (F, D)`` float32, unit rows."""
+    """A face recognizer: ``embed(image (H, W, 3) uint8, faces) -> (F, D)`` float32, unit rows.
+
+    A judge crops (and aligns) each face itself (``crops``) and embeds the crops
+    (``embed_crops``); ``embed_many`` does the second step once for the faces of many images,
+    which is what makes batching pay on the CPU (FaceNet: 77 ms per face alone, 46 in 16s)."""
 
     name: str = ""
     dim: int = 0
 
-    def embed(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+    def crops(self, image: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
+        """One (S, S, 3) uint8 network input per face."""
         raise NotImplementedError
+
+    def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
+        """F crops -> (F, D) float32 unit rows."""
+        raise NotImplementedError
+
+    def embed(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        return self.embed_crops(self.crops(image, faces))
+
+    def embed_many(self, items: list[tuple[np.ndarray, list[Face]]]) -> list[np.ndarray]:
+        """:meth:`embed` of each (image, faces), with the network run over all their faces."""
+        crops = [self.crops(image, faces) for image, faces in items]
+        rows = self.embed_crops([c for image_crops in crops for c in image_crops])
+        return np.split(rows, np.cumsum([len(c) for c in crops])[:-1])
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -123,17 +141,17 @@ class FaceNetJudge(Judge):
         self.model.load_state_dict(state_dict)
         self.model.to(device)
 
-    def embed(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
-        return self.embed_crops(facenet_crops(image, faces))
+    def crops(self, image: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
+        return list(facenet_crops(image, faces))
 
-    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
-        """(F, 160, 160, 3) uint8 crops -> (F, 512) unit embeddings, in batches of ``BATCH``."""
+    def embed_crops(self, crops: list[np.ndarray] | np.ndarray) -> np.ndarray:
+        """F (160, 160, 3) uint8 crops -> (F, 512) unit embeddings, in batches of ``BATCH``."""
         import torch
 
         out = [np.zeros((0, self.dim), np.float32)]
         with torch.inference_mode():
             for i in range(0, len(crops), BATCH):
-                x = self.standardise(crops[i : i + BATCH]).to(self.device)
+                x = self.standardise(np.stack(crops[i : i + BATCH])).to(self.device)
                 out.append(self.model(x).float().cpu().numpy())
         return _l2_normalise(np.concatenate(out))
 
@@ -309,10 +327,10 @@ class DlibJudge(Judge):
         self.device = device
         self.model = load_dlib_resnet(face_model_path(MODEL_FILE)).to(device)
 
-    def embed(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
-        return self.embed_chips(dlib_chips(image, faces))
+    def crops(self, image: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
+        return dlib_chips(image, faces)
 
-    def embed_chips(self, chips: list[np.ndarray]) -> np.ndarray:
+    def embed_crops(self, chips: list[np.ndarray]) -> np.ndarray:
         """F (150, 150, 3) uint8 RGB chips -> (F, 128) unit embeddings, in batches of ``BATCH``."""
         import torch
 
