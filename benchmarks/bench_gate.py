@@ -90,7 +90,7 @@ def main() -> None:
         assert summary_warm == summary_cold, (summary_cold, summary_warm)
     print(f"exit code {result.returncode}; {summary_warm}")
     print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores\n")
-    print("| run | images | gallery faces | wall s | target |")
+    print("| run | images | gallery images | wall s | target |")
     print("| --- | --- | --- | --- | --- |")
     print(f"| cold cache | {len(staged)} | {args.gallery_size} | {cold:.1f} | <= 20 s |")
     print(f"| warm cache | {len(staged)} | {args.gallery_size} | {warm:.1f} | <= 2 s |")

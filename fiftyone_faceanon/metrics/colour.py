@@ -19,7 +19,6 @@ exactly the skin-tone differences being measured.
 
 from __future__ import annotations
 
-import colour
 import cv2
 import numpy as np
 
@@ -34,11 +33,15 @@ OUTER_LIPS = slice(MOUTH.start, MOUTH.start + 12)  # points 48-59
 
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """(..., 3) sRGB in [0, 1] (values above 1 allowed) -> (..., 3) CIE L*a*b*, D65."""
+    import colour  # imported here: 1.1 s, and `faceanon gate` needs none of it
+
     return colour.XYZ_to_Lab(colour.sRGB_to_XYZ(np.asarray(rgb, np.float64)))
 
 
 def delta_e2000(lab_orig: np.ndarray, lab_anon: np.ndarray) -> np.ndarray:
     """Per-pixel CIEDE2000 between two (..., 3) L*a*b* arrays -> (...)."""
+    import colour
+
     return colour.delta_E(lab_orig, lab_anon, method="CIE 2000")
 
 
