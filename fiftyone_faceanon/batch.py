@@ -38,6 +38,7 @@ class Outcome:
     status: str
     faces: int = 0
     message: str = ""
+    #: wall seconds per stage, and ``cpu``: the CPU seconds of this process on the image
     timings: dict = field(default_factory=dict)
     #: with a gallery: ``{"sha256", "embeddings": {judge: (F, D)}}`` of the original's faces
     identity: dict = field(default_factory=dict)
@@ -120,14 +121,15 @@ class Worker:
             done = json.loads(sidecar.read_text())
             if done.get("input_sha256") == digest and done.get("settings") == settings:
                 return Outcome(job.rel, "skipped", faces=len(done.get("faces", [])))
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         loaded = load_image(job.src, self.max_pixels)
         t1 = time.perf_counter()
         result = self.pipeline.anonymize(loaded.rgb, key=job.rel)
         t2 = time.perf_counter()
         data = encode_image(LoadedImage(result.image, loaded.alpha, loaded.gray), dst.suffix)
         atomic_write(dst, data)
-        timings = {"decode": t1 - t0, **result.timings, "encode": time.perf_counter() - t2}
+        timings = {"decode": t1 - t0, **result.timings, "encode": time.perf_counter() - t2,
+                   "cpu": time.process_time() - cpu0}
         record = {
             "input": job.rel,
             "input_sha256": digest,

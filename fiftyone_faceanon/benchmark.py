@@ -19,8 +19,8 @@ Tables (rows: backends; cells: the metrics suite's ``{"mean", "std", "n"}`` over
 - timings: wall seconds per image per pipeline stage (``Outcome.timings``: decode, detect,
   landmarks, backend, postprocess, encode; kept in ``OUT/timings.json`` so a resumed run still
   has them), the CPU seconds per image of anonymizing and per pair of evaluating (this call's
-  work only: wall time on a shared machine overstates the cost), and the process's peak
-  resident memory so far.
+  work only, summed over the worker processes: wall time on a shared machine overstates the
+  cost), and the main process's peak resident memory so far (workers not included).
 
 Radar (paper Fig. 5): five axes in [0, 1], higher is better, each a fixed function of the
 summary (no min-max over the backends, so a backend's score does not depend on the others and
@@ -121,7 +121,7 @@ def table_columns(judges: list[str]) -> dict[str, list[Column]]:
                     ("total s", "time_per_image", "pm"),
                     ("anonymize CPU s/img", "cpu_anonymize", "mean"),
                     ("evaluate CPU s/pair", "cpu_evaluate", "mean"),
-                    ("peak RSS MiB", "peak_rss_mib", "mean")],
+                    ("peak RSS MiB (main process)", "peak_rss_mib", "mean")],
     }
 
 
@@ -327,10 +327,11 @@ def peak_rss_mib() -> float:
 
 
 def run_one(run: Run, originals: Path, out: Path, evaluator, groups: str | None,
-            progress: bool, reports: dict[Path, Run]) -> Run:
+            progress: bool, reports: dict[Path, Run], workers: int = 1) -> Run:
     """Anonymize ``originals`` into ``run.outdir`` (resuming), keep each image's stage timings
-    in ``out/timings.json`` (so a resumed run still reports them) and evaluate the pairs. A
-    folder already evaluated in this call (``reports``) is not evaluated twice."""
+    in ``out/timings.json`` (so a resumed run still reports them) and evaluate the pairs, both
+    in ``workers`` processes (CPU seconds are added up over them). A folder already evaluated
+    in this call (``reports``) is not evaluated twice."""
     from tqdm import tqdm
 
     from .batch import anonymize_files
@@ -361,19 +362,19 @@ def run_one(run: Run, originals: Path, out: Path, evaluator, groups: str | None,
         bar.update(1)
 
     done: list[str] = []
-    c0 = time.process_time()
-    anonymize_files([originals], run.outdir, run.settings, workers=1, on_outcome=on_outcome)
-    c1 = time.process_time()
+    anonymize_files([originals], run.outdir, run.settings, workers=workers, on_outcome=on_outcome)
     bar.close()
     cache[key] = run.times
     atomic_write(cache_path, (json.dumps(cache, indent=0) + "\n").encode())
     bar = tqdm(total=total, desc=f"evaluate {run.label}", unit="pair", disable=not progress,
                dynamic_ncols=True)
-    run.report = evaluate_dirs(originals, run.outdir, groups, evaluator, workers=1,
+    cpu0 = sum(evaluator.cpu_timings.values())
+    run.report = evaluate_dirs(originals, run.outdir, groups, evaluator, workers=workers,
                                on_pair=lambda rel, err: bar.update(1))
     bar.close()
-    run.cpu = {"cpu_anonymize": per_item(c1 - c0, len(done)),
-               "cpu_evaluate": per_item(time.process_time() - c1, len(run.report["pairs"]))}
+    run.cpu = {"cpu_anonymize": per_item(sum(run.times[r]["cpu"] for r in done), len(done)),
+               "cpu_evaluate": per_item(sum(evaluator.cpu_timings.values()) - cpu0,
+                                        len(run.report["pairs"]))}
     run.errors += [e for e in run.report["errors"] if e not in run.errors]
     run.peak_rss_mib = peak_rss_mib()
     reports[run.outdir] = run
@@ -420,13 +421,15 @@ def run_benchmark(
     evaluator=None,
     progress: bool = False,
     sheet_count: int = 4,
+    workers: int = 1,
 ) -> dict:
     """Anonymize ``data`` with each backend into ``out/<backend>/``, evaluate, and write
     ``out/results.json``, ``out/tables.md``, ``out/table_<II..VI|timings>.csv``,
     ``out/radar.png`` and ``out/contact_sheet.png``. Returns the JSON results: ``skipped``
     ``{backend: reason}``, ``tables`` ``{name: {"columns", "rows", "groups"}}`` (rows
     ``{label: {metric: {"mean", "std", "n"}}}``), ``radar``, ``errors``, ``unavailable``,
-    ``machine``, ``files``."""
+    ``machine``, ``files``. ``workers``: processes for anonymizing and evaluating (0: one per
+    core for a large enough folder); wall times per stage are per process, CPU seconds summed."""
     from .faces import resolve_device
     from .metrics import Evaluator
 
@@ -440,7 +443,7 @@ def run_benchmark(
         evaluator = Evaluator(device=device)
     reports: dict[Path, Run] = {}
     runs = {b: run_one(Run(b, out / b, Settings(backend=b, device=device)), originals, out,
-                       evaluator, groups, progress, reports)
+                       evaluator, groups, progress, reports, workers)
             for b in backends if b not in skipped}
     abl_runs: dict[str, Run] = {}
     if ablation and ablation not in skipped:
@@ -449,7 +452,7 @@ def run_benchmark(
             full = photometric == Settings().photometric
             folder = out / ablation if full else out / "ablation" / ablation / _slug(variant)
             abl_runs[variant] = run_one(Run(variant, folder, settings), originals, out,
-                                        evaluator, None, progress, reports)
+                                        evaluator, None, progress, reports, workers)
 
     judges = judges_in([r.report["summary"] for r in [*runs.values(), *abl_runs.values()]])
     columns = table_columns(judges)
@@ -496,7 +499,7 @@ def run_benchmark(
         "limit": limit, "groups": groups, "device": resolve_device(device),
         "date": started.isoformat(timespec="seconds"),
         "seconds": round(time.time() - started.timestamp(), 1),
-        "machine": machine(), "images": n_images,
+        "machine": machine(), "images": n_images, "workers": workers,
         "faces": {b: sum(len(p["faces"]) for p in r.report["pairs"]) for b, r in runs.items()},
         "skipped": skipped,
         "errors": {r.label: r.errors for r in [*runs.values(), *abl_runs.values()] if r.errors},

@@ -23,14 +23,18 @@ from . import main
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder: OUT/<backend>/, tables (Markdown, CSV, JSON), PNGs.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def benchmark(data, backends, ablation, limit, groups, out, device):
+@click.option("--workers", default=0, show_default=True,
+              help="Processes for anonymizing and evaluating; 0: one per CPU core when there "
+                   "are enough images.")
+def benchmark(data, backends, ablation, limit, groups, out, device, workers):
     """Anonymize DATA with each backend into OUT/<backend>/ (resumable), evaluate each with the
     metrics suite and write OUT/tables.md, OUT/table_*.csv, OUT/results.json, OUT/radar.png and
     OUT/contact_sheet.png. Exit code 1 when any file failed."""
     from ..benchmark import run_benchmark
 
     names = [b.strip() for b in backends.split(",") if b.strip()]
-    results = run_benchmark(data, out, names, ablation, limit, groups, device, progress=True)
+    results = run_benchmark(data, out, names, ablation, limit, groups, device, progress=True,
+                            workers=workers)
     for name, reason in results["skipped"].items():
         click.echo(f"skipped {name}: {reason}", err=True)
     for label, errors in results["errors"].items():
