@@ -13,17 +13,19 @@ Layout on each sample (one image per sample; the dataset stays flat):
 - ``faces``: ``fo.Detections``, one ``face`` per detection (relative ``[x, y, w, h]`` box,
   detector score as ``confidence``); :func:`evaluate_samples` puts each face's metrics on it.
 - ``face_landmarks``: ``fo.Keypoints``, one per face, the 68 iBUG points in relative ``[x, y]``.
-- ``anonymization_key``: hash of the original's bytes and the settings; a rerun with the same key
-  and an existing output skips the sample, so an interrupted run resumes.
 - ``anonymization_error`` + tag ``faceanon_error``: why a sample could not be processed.
+
+The work is the core's: :func:`anonymize_samples` runs :class:`fiftyone_faceanon.batch.Worker`
+jobs (sidecar ``<output_dir>/<sample id><ext>.json`` beside each output, which is also what makes
+a rerun skip unchanged samples) and :func:`evaluate_samples` runs
+:func:`fiftyone_faceanon.metrics.evaluate_files`, both through
+:func:`fiftyone_faceanon.parallel.imap` (``workers``: processes, ``0`` one per core for a large
+enough view, as in the CLI). This module only turns samples into jobs and results into fields.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -31,20 +33,20 @@ from typing import Callable
 import fiftyone as fo
 
 from .anonymizers import DEFAULT_BACKEND
-from .weights import sha256_file
+from .batch import Job, Worker
 from .faces import Face
-from .images import IMAGE_EXTENSIONS, ImageError, LoadedImage, atomic_write, encode_image, load_image
+from .images import IMAGE_EXTENSIONS, MAX_PIXELS, image_size
+from .parallel import imap
 from .photometric import PhotometricSettings
-from .pipeline import Pipeline, Settings
+from .pipeline import Settings
 
 MEDIA_FIELD = "anonymized_filepath"
 FACES_FIELD = "faces"
 LANDMARKS_FIELD = "face_landmarks"
-KEY_FIELD = "anonymization_key"
 ERROR_FIELD = "anonymization_error"
 ERROR_TAG = "faceanon_error"
 #: Fields that only make sense next to the originals; never copied into a release.
-BOOKKEEPING_FIELDS = (MEDIA_FIELD, KEY_FIELD, ERROR_FIELD)
+BOOKKEEPING_FIELDS = (MEDIA_FIELD, ERROR_FIELD)
 
 Progress = Callable[[int, int], None]
 
@@ -52,11 +54,6 @@ Progress = Callable[[int, int], None]
 def default_output_dir(dataset: fo.Dataset) -> str:
     """``<fo.config.default_dataset_dir>/faceanon/<dataset name>``."""
     return str(Path(fo.config.default_dataset_dir) / "faceanon" / dataset.name)
-
-
-@lru_cache(maxsize=2)
-def _pipeline(settings: Settings) -> Pipeline:
-    return Pipeline(settings)
 
 
 def _throttled(progress: Progress | None, total: int, every: float = 0.5) -> Callable[[int], None]:
@@ -71,20 +68,6 @@ def _throttled(progress: Progress | None, total: int, every: float = 0.5) -> Cal
             progress(done, total)
 
     return tick
-
-
-@contextmanager
-def _one_torch_thread():
-    """Run torch single-threaded inside, as ``batch`` does for the CLI: the per-image networks
-    gain nothing from intra-op threads and lose several times over on a busy machine."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def face_labels(faces: list[Face], width: int, height: int) -> tuple[fo.Detections, fo.Keypoints]:
@@ -113,76 +96,74 @@ def anonymize_samples(
     detector: str = "mtcnn",
     device: str = "auto",
     overwrite: bool = False,
+    workers: int = 0,
     progress: Progress | None = None,
 ) -> dict:
     """Anonymize each sample's image into ``output_dir/<sample id><ext>`` (never over the
     original) and store ``anonymized_filepath``, ``faces`` and ``face_landmarks`` on it.
 
-    Samples whose ``anonymization_key`` (original's SHA-256 + settings) matches and whose output
-    exists are skipped unless ``overwrite``. An unreadable image gets ``anonymization_error`` and
-    the ``faceanon_error`` tag, and the run goes on. ``progress(done, total)`` is called as samples
-    finish. Returns ``{"ok", "no_face", "skipped", "error": counts, "errors": [one line each]}``.
+    One :class:`fiftyone_faceanon.batch.Job` per sample, run by a
+    :class:`~fiftyone_faceanon.batch.Worker` as ``faceanon anonymize`` runs files: the output's
+    sidecar ``<output>.json`` records the faces, the original's SHA-256 and the settings, and a
+    rerun skips every sample whose sidecar matches (its fields are set again from the sidecar)
+    unless ``overwrite``. ``workers``: processes, ``0`` one per core when each gets 32 samples
+    or more. An unreadable image gets ``anonymization_error`` and the ``faceanon_error`` tag, and
+    the run goes on. ``progress(done, total)`` is called as samples finish. Returns ``{"ok",
+    "no_face", "skipped", "error": counts, "errors": [one line each]}``.
     """
+    from .metrics.pairing import faces_from_sidecar
+
     settings = Settings(backend=backend, seed=seed, detector=detector, device=device,
                         photometric=PhotometricSettings(relight, pyramid, color_transfer))
-    settings_json = json.dumps(settings.as_dict(), sort_keys=True)
     out = Path(output_dir).expanduser().resolve()
     dataset = view._dataset
     if MEDIA_FIELD not in dataset.app_config.media_fields:
         dataset.app_config.media_fields = [*dataset.app_config.media_fields, MEDIA_FIELD]
         dataset.save()
-    for name in (MEDIA_FIELD, KEY_FIELD, ERROR_FIELD):
+    for name in (MEDIA_FIELD, ERROR_FIELD):
         if not dataset.has_sample_field(name):
             dataset.add_sample_field(name, fo.StringField)
-    pipeline = _pipeline(settings)
+    ids, paths = view.values(["id", "filepath"])
+    jobs = [Job(Path(path), f"{sample_id}{_output_suffix(path)}")
+            for sample_id, path in zip(ids, paths)]
+    worker = Worker(settings, out, overwrite, MAX_PIXELS)
     summary = {"ok": 0, "no_face": 0, "skipped": 0, "error": 0, "errors": []}
-    total = len(view)
-    tick = _throttled(progress, total)
-    with _one_torch_thread():
-        for done, sample in enumerate(view.iter_samples(autosave=True), 1):
-            _anonymize_sample(sample, pipeline, settings_json, out, overwrite, summary)
+    tick = _throttled(progress, len(jobs))
+    outcomes = imap(worker, jobs, workers, chunksize=4)
+    with view.save_context() as saver:
+        for done, (outcome, sample) in enumerate(zip(outcomes, _samples(view, ids)), 1):
+            summary[outcome.status] += 1
+            if outcome.status == "error":
+                sample[ERROR_FIELD] = outcome.message
+                if ERROR_TAG not in sample.tags:
+                    sample.tags.append(ERROR_TAG)
+                summary["errors"].append(outcome.message)
+            else:
+                dst = out / outcome.rel
+                sample[FACES_FIELD], sample[LANDMARKS_FIELD] = face_labels(
+                    faces_from_sidecar(dst) or [], *image_size(dst))
+                sample[MEDIA_FIELD], sample[ERROR_FIELD] = str(dst), None
+                if ERROR_TAG in sample.tags:
+                    sample.tags.remove(ERROR_TAG)
+            saver.save(sample)
             tick(done)
     return summary
 
 
-def _anonymize_sample(sample: fo.Sample, pipeline: Pipeline, settings_json: str, out: Path,
-                      overwrite: bool, summary: dict) -> None:
-    """One sample of :func:`anonymize_samples`; counts what happened in ``summary``."""
-    src = Path(sample.filepath)
-    suffix = src.suffix.lower() if src.suffix.lower() in IMAGE_EXTENSIONS else ".png"
-    dst = out / f"{sample.id}{suffix}"
-    try:
-        if dst == src.resolve():
-            raise ImageError(src, "output would overwrite the input")
-        key = hashlib.sha256(f"{sha256_file(src)}\n{settings_json}".encode()).hexdigest()
-        if (not overwrite and sample[KEY_FIELD] == key and sample[MEDIA_FIELD] == str(dst)
-                and dst.is_file()):
-            summary["skipped"] += 1
-            return
-        loaded = load_image(src)
-        result = pipeline.anonymize(loaded.rgb, key=src.name)
-        atomic_write(dst, encode_image(LoadedImage(result.image, loaded.alpha, loaded.gray),
-                                       suffix))
-        height, width = loaded.rgb.shape[:2]
-        sample[FACES_FIELD], sample[LANDMARKS_FIELD] = face_labels(result.faces, width, height)
-        sample[MEDIA_FIELD], sample[KEY_FIELD], sample[ERROR_FIELD] = str(dst), key, None
-        if ERROR_TAG in sample.tags:
-            sample.tags.remove(ERROR_TAG)
-        summary["ok" if result.faces else "no_face"] += 1
-    except FileNotFoundError:
-        _fail(sample, summary, f"{src}: no such file")
-    except ImageError as e:
-        _fail(sample, summary, str(e))
-    except Exception as e:  # one bad sample must not stop the run
-        _fail(sample, summary, f"{src}: {type(e).__name__}: {e}")
+def _samples(view: fo.core.collections.SampleCollection, ids: list[str]):
+    """``view``'s samples, checked to come in the order of ``ids`` (those the jobs were made
+    from)."""
+    for sample_id, sample in zip(ids, view.iter_samples()):
+        if sample.id != sample_id:
+            raise RuntimeError(f"{view._dataset.name}: the view changed during the run; "
+                               "run it again")
+        yield sample
 
 
-def _fail(sample: fo.Sample, summary: dict, message: str) -> None:
-    sample[ERROR_FIELD] = message
-    if ERROR_TAG not in sample.tags:
-        sample.tags.append(ERROR_TAG)
-    summary["error"] += 1
-    summary["errors"].append(message)
+def _output_suffix(path: str) -> str:
+    """The original's extension when the core can write it, else ``.png``."""
+    suffix = Path(path).suffix.lower()
+    return suffix if suffix in IMAGE_EXTENSIONS else ".png"
 
 
 def _release_fields(dataset: fo.Dataset) -> list[str]:
@@ -282,46 +263,6 @@ def _evaluator(judges: tuple[str, ...] | None, device: str):
     return Evaluator(judges, device)
 
 
-def _faces_of(sample: fo.Sample, width: int, height: int, crop_size: int) -> list[Face]:
-    """The original's faces as :func:`anonymize_samples` stored them, back in pixels."""
-    from .metrics.pairing import faces_from_records
-
-    records = []
-    for det, kp in zip(sample[FACES_FIELD].detections, sample[LANDMARKS_FIELD].keypoints):
-        x, y, w, h = det.bounding_box
-        records.append({"box": [x * width, y * height, (x + w) * width, (y + h) * height],
-                        "score": det.confidence,
-                        "landmarks": [[px * width, py * height] for px, py in kp.points]})
-    return faces_from_records(records, crop_size)
-
-
-def _evaluate_chunk(ev, chunk: list[fo.Sample], attrs: list[str], saver, errors: list[str],
-                    records: list[dict], results: list) -> None:
-    """Evaluate a few samples in one batch; write each face's metrics on its detection and the
-    worst face's on the sample, and save it through ``saver``."""
-    from .metrics import worst_face
-
-    loaded = []
-    for sample in chunk:
-        try:
-            orig = load_image(sample.filepath).rgb
-            anon = load_image(sample[MEDIA_FIELD]).rgb
-            h, w = orig.shape[:2]
-            loaded.append((sample, orig, anon, _faces_of(sample, w, h, ev.crop_size)))
-        except ImageError as e:
-            errors.append(str(e))
-    for (sample, *_), res in zip(loaded, ev.evaluate_batch([p[1:] for p in loaded])):
-        for det, rec in zip(sample[FACES_FIELD].detections, res.faces):
-            for name in attrs:
-                det[name] = rec.get(name)
-        worst = worst_face(res.faces)
-        for name in METRIC_FIELDS:
-            sample[name] = worst.get(name)
-        saver.save(sample)
-        records += res.faces
-        results.append(res)
-
-
 def evaluate_samples(
     view: fo.core.collections.SampleCollection,
     run_key: str = "faceanon_metrics",
@@ -329,10 +270,14 @@ def evaluate_samples(
     device: str = "auto",
     batch: int = 8,
     overwrite: bool = True,
+    workers: int = 0,
     progress: Progress | None = None,
 ) -> dict:
     """Compare each anonymized sample of ``view`` with its original over the faces
-    :func:`anonymize_samples` found (:class:`fiftyone_faceanon.metrics.Evaluator`).
+    :func:`anonymize_samples` found (read from the output's sidecar), with the core's
+    :func:`fiftyone_faceanon.metrics.evaluate_files` as ``faceanon evaluate`` runs it: batches
+    of ``batch`` pairs, ``workers`` processes (``0``: one per core when each gets 32 batches or
+    more).
 
     Every face's metrics go on its detection in ``faces``; each sample gets the
     :data:`METRIC_FIELDS`, set by its worst face (``metrics.worst_face``; None without a face).
@@ -341,7 +286,7 @@ def evaluate_samples(
     ``dataset.load_run_results(run_key).summary``, ``dataset.delete_run(run_key)`` (which also
     removes the fields). Returns ``{"evaluated", "errors": [one line each], "summary"}``.
     """
-    from .metrics import PER_FACE, summarize
+    from .metrics import PER_FACE, evaluate_files, summarize, worst_face
 
     dataset = view._dataset
     ev = _evaluator(tuple(judges) if judges else None, device)
@@ -353,13 +298,26 @@ def evaluate_samples(
         if not dataset.has_sample_field(name):
             dataset.add_sample_field(name, fo.FloatField)
     todo = view.exists(MEDIA_FIELD).exists(ERROR_FIELD, False)
-    total, done, errors, records, results = len(todo), 0, [], [], []
-    tick = _throttled(progress, total)
-    samples = iter(todo)
+    ids, originals, anonymized = todo.values(["id", "filepath", MEDIA_FIELD])
+    files = [(i, Path(o), Path(a)) for i, o, a in zip(ids, originals, anonymized)]
+    errors, records, results = [], [], []
+    tick = _throttled(progress, len(files))
+    evaluated = evaluate_files(files, ev, batch, workers)
     with todo.save_context() as saver:
-        while chunk := [s for _, s in zip(range(batch), samples)]:
-            done += len(chunk)
-            _evaluate_chunk(ev, chunk, attrs, saver, errors, records, results)
+        pairs = zip(evaluated, _samples(todo, ids))
+        for done, ((_, _, res, error), sample) in enumerate(pairs, 1):
+            if error:
+                errors.append(error)
+            else:
+                for det, rec in zip(sample[FACES_FIELD].detections, res.faces):
+                    for name in attrs:
+                        det[name] = rec.get(name)
+                worst = worst_face(res.faces)
+                for name in METRIC_FIELDS:
+                    sample[name] = worst.get(name)
+                saver.save(sample)
+                records += res.faces
+                results.append(res)
             tick(done)
     summary = {**summarize(records), **ev.dataset_metrics(results)}
     results_doc = dataset.init_run_results(run_key, summary=summary, errors=errors,

@@ -73,6 +73,13 @@ def load_image(path: os.PathLike | str, max_pixels: int = MAX_PIXELS) -> LoadedI
         raise ImageError(path, f"corrupt or truncated image ({e})") from None
 
 
+def image_size(path: os.PathLike | str) -> tuple[int, int]:
+    """``(width, height)`` from the file's header, without decoding (no EXIF orientation: meant
+    for the metadata-free files :func:`encode_image` writes)."""
+    with Image.open(path) as im:
+        return im.size
+
+
 def _to_rgb(im: Image.Image) -> LoadedImage:
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):

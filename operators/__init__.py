@@ -5,7 +5,7 @@ immediately or delegated (the form defaults to delegated above ``LARGE_VIEW`` sa
 called from Python with the same parameters as its API function::
 
     op = foo.get_operator("@faceanon/faceanon/anonymize_faces")
-    op(dataset, output_dir="/tmp/anon", backend="blur", delegate=False)
+    op(dataset, output_dir="/tmp/anon", backend="blur", workers=2, delegate=False)
 """
 
 from __future__ import annotations
@@ -26,6 +26,12 @@ LARGE_VIEW = 50
 
 def _default(fn, name: str):
     return inspect.signature(fn).parameters[name].default
+
+
+def _workers_input(inputs: types.Object, fn, unit: str) -> None:
+    inputs.int("workers", min=0, default=_default(fn, "workers"), label="Worker processes",
+               description="Processes, each loading its own models; 0: one per CPU core when "
+                           f"each gets 32 {unit} or more (as the faceanon CLI), else one")
 
 
 class _FaceanonOperator(foo.Operator):
@@ -106,6 +112,7 @@ class AnonymizeFaces(_FaceanonOperator):
                    description="Anonymized images are written here, never over the originals")
         inputs.bool("overwrite", default=False, label="Overwrite",
                     description="Redo samples that are already anonymized with these settings")
+        _workers_input(inputs, fn, "samples")
         return self.form(ctx, inputs, "Anonymize faces")
 
     def execute(self, ctx):
@@ -135,6 +142,7 @@ class ComputeAnonymizationMetrics(_FaceanonOperator):
                    description="The dataset-level summary is saved as a run under this key")
         inputs.str("device", default=_default(fn, "device"), label="Device")
         inputs.bool("overwrite", default=_default(fn, "overwrite"), label="Overwrite run")
+        _workers_input(inputs, fn, "batches of 8 samples")
         return self.form(ctx, inputs, "Compute anonymization metrics")
 
     def execute(self, ctx):

@@ -193,3 +193,37 @@ def test_python_call_and_form_validation(plugin, fixtures_dir, tmp_path):
         assert not ds.has_field(api.MEDIA_FIELD)
     finally:
         ds.delete()
+
+
+def test_workers_give_the_same_output_and_fields(plugin, fixtures_dir, tmp_path):
+    """anonymize_samples in two processes and in one: the same output and sidecar bytes, the
+    same fields, errors and summary."""
+    ds = make_dataset(fixtures_dir, "workers")
+    ds.add_samples([fo.Sample(filepath=str(fixtures_dir / "faceapi" / p))
+                    for p in ("bbt1.jpg", "sad.jpg")])
+
+    def snapshot(out: Path) -> dict:
+        ds.reload()
+        found = {}
+        for s in ds:
+            dst = s[api.MEDIA_FIELD]
+            files = None if dst is None else (Path(dst).relative_to(out.resolve()).as_posix(),
+                                              sha(dst), sha(dst + ".json"))
+            faces = [(d.bounding_box, d.confidence, d.index) for d in s.faces.detections] \
+                if s.faces else None
+            points = [k.points for k in s.face_landmarks.keypoints] if s.face_landmarks else None
+            found[s.id] = (files, faces, points, s[api.ERROR_FIELD], sorted(s.tags))
+        return found
+
+    try:
+        summaries, snapshots = [], []
+        for workers in (1, 2):
+            out = tmp_path / f"w{workers}"
+            summaries.append(api.anonymize_samples(ds, out, seed=3, workers=workers))
+            snapshots.append(snapshot(out))
+        assert summaries[0] == summaries[1]
+        assert (summaries[0]["ok"], summaries[0]["no_face"], summaries[0]["error"]) == (3, 1, 1)
+        assert snapshots[0] == snapshots[1]
+        assert sum(len(f[1] or []) for f in snapshots[0].values()) >= 4  # bbt1: several faces
+    finally:
+        ds.delete()

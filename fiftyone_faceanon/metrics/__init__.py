@@ -9,6 +9,9 @@ Public API (formulas and reference checks in ``docs/metrics.md``):
   ``{metric: reason}``.
 - :func:`evaluate_pair` — the same with a process-wide default evaluator -> ``(records,
   unavailable)``.
+- :func:`evaluate_files` — ``(rel, original path, anonymized path)`` triples, in batches and
+  optionally in a pool of processes -> ``(rel, faces_from, PairResult | None, error | None)``
+  each (what :func:`evaluate_dirs` and ``fiftyone_api.evaluate_samples`` run on).
 - :func:`evaluate_dirs` — two folders paired by relative path -> the ``faceanon evaluate`` report.
 - :func:`summarize` / :func:`worst_face` — ``{metric: {"mean", "std", "n"}}`` over face records;
   a sample's worst value per metric.
@@ -22,10 +25,12 @@ Metric names: ``detected``, ``reid_facenet_casia``, ``reid_dlib``, ``reid_rate_f
 their weights are present.
 """
 
-from .evaluate import Evaluator, PairResult, default_evaluator, evaluate_dirs, evaluate_pair
+from .evaluate import (Evaluator, PairResult, default_evaluator, evaluate_dirs, evaluate_files,
+                       evaluate_pair)
 from .summary import PER_DATASET, PER_FACE, summarize, worst_face
 
 __all__ = [
-    "Evaluator", "PairResult", "default_evaluator", "evaluate_dirs", "evaluate_pair",
+    "Evaluator", "PairResult", "default_evaluator", "evaluate_dirs", "evaluate_files",
+    "evaluate_pair",
     "PER_DATASET", "PER_FACE", "summarize", "worst_face",
 ]

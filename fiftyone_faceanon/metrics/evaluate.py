@@ -27,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -261,16 +261,17 @@ def image_files(folder: Path) -> dict[str, Path]:
 @dataclass
 class _Batch:
     """Evaluates a batch of (relative path, original path, anonymized path) in a process that
-    may be a pool's; returns per file ``(rel, faces_from, PairResult | None, error | None)`` and
-    the seconds (wall, CPU) spent per metric group, leaving the evaluator's own counters as they
-    were (the caller adds the seconds, whichever process spent them)."""
+    may be a pool's; returns per file, in order, ``(rel, faces_from, PairResult | None,
+    error | None)`` and the seconds (wall, CPU) spent per metric group, leaving the evaluator's
+    own counters as they were (the caller adds the seconds, whichever process spent them)."""
 
     evaluator: Evaluator
 
     def __call__(self, files: list[tuple[str, Path, Path]]):
         ev = self.evaluator
         before = dict(ev.timings), dict(ev.cpu_timings)
-        out, loaded = [], []
+        out: list[tuple | None] = []
+        loaded = []
         for rel, orig_path, anon_path in files:
             try:
                 orig, anon = load_image(orig_path).rgb, load_image(anon_path).rgb
@@ -282,16 +283,45 @@ class _Batch:
             except (ImageError, ValueError) as e:
                 out.append((rel, None, None, str(e)))
                 continue
-            loaded.append((rel, orig, anon, faces))
+            loaded.append((len(out), orig, anon, faces))
+            out.append(None)
         results = ev.evaluate_batch([(o, a, f) for _, o, a, f in loaded])
-        for (rel, _, _, faces), res in zip(loaded, results):
-            out.append((rel, "detection" if faces is None else "sidecar", res, None))
+        for (i, _, _, faces), res in zip(loaded, results):
+            out[i] = (files[i][0], "detection" if faces is None else "sidecar", res, None)
         spent = ({k: v - before[0].get(k, 0.0) for k, v in ev.timings.items()},
                  {k: v - before[1].get(k, 0.0) for k, v in ev.cpu_timings.items()})
         for counters, previous in zip((ev.timings, ev.cpu_timings), before):
             counters.clear()
             counters.update(previous)
         return out, spent
+
+
+def evaluate_files(
+    files: list[tuple[str, Path, Path]],
+    evaluator: Evaluator | None = None,
+    batch: int = 8,
+    workers: int = 1,
+) -> Iterator[tuple[str, str | None, PairResult | None, str | None]]:
+    """``(rel, faces_from, PairResult | None, error | None)`` for each ``(rel, original path,
+    anonymized path)`` of ``files``, in their order, as the batches finish.
+
+    The original's faces come from the anonymized image's sidecar (``faces_from`` is
+    ``"sidecar"``), else from detection (``"detection"``); an unreadable file, a sidecar that
+    cannot be read or two sizes that differ give ``error`` (one line) and no result. Pairs are
+    evaluated in batches of ``batch``; ``workers > 1`` runs the batches in that many processes
+    (``0``: ``parallel.auto_workers`` over the batches), each loading its own models with
+    the evaluator's settings. The seconds spent in every process are added to ``evaluator``'s
+    ``timings`` and ``cpu_timings``.
+    """
+    from ..parallel import imap
+
+    ev = evaluator or default_evaluator()
+    batches = [files[start:start + batch] for start in range(0, len(files), batch)]
+    for done, (wall, cpu) in imap(_Batch(ev), batches, workers):
+        for name in wall:
+            ev.timings[name] += wall[name]
+            ev.cpu_timings[name] += cpu[name]
+        yield from done
 
 
 def evaluate_dirs(
@@ -315,8 +345,6 @@ def evaluate_dirs(
     the evaluator's settings; the report is the same, and ``evaluator``'s timings add up the
     time spent in every process.
     """
-    from ..parallel import imap
-
     ev = evaluator or default_evaluator()
     orig_dir, anon_dir = Path(orig_dir), Path(anon_dir)
     originals, anonymized = image_files(orig_dir), image_files(anon_dir)
@@ -333,21 +361,16 @@ def evaluate_dirs(
         fail(rel, f"{anonymized[rel]}: no original image at {orig_dir / rel}")
     paired = [(rel, originals[rel], anonymized[rel])
               for rel in sorted(set(originals) & set(anonymized))]
-    batches = [paired[start:start + batch] for start in range(0, len(paired), batch)]
     pairs: list[dict] = []
     results: dict[str, PairResult] = {}
-    for done, (wall, cpu) in imap(_Batch(ev), batches, workers):
-        for name in wall:
-            ev.timings[name] += wall[name]
-            ev.cpu_timings[name] += cpu[name]
-        for rel, faces_from, res, error in done:
-            if error:
-                fail(rel, error)
-                continue
-            results[rel] = res
-            pairs.append({"file": rel, "faces_from": faces_from, "faces": res.faces})
-            if on_pair:
-                on_pair(rel, None)
+    for rel, faces_from, res, error in evaluate_files(paired, ev, batch, workers):
+        if error:
+            fail(rel, error)
+            continue
+        results[rel] = res
+        pairs.append({"file": rel, "faces_from": faces_from, "faces": res.faces})
+        if on_pair:
+            on_pair(rel, None)
     report = {
         "orig": str(orig_dir),
         "anon": str(anon_dir),
