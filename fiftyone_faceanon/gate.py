@@ -38,9 +38,13 @@ from . import __version__
 from .images import IMAGE_EXTENSIONS, ImageError, atomic_write, load_image
 from .weights import sha256_file
 
-GALLERY_VERSION = 1
+#: Galleries and cached embeddings are only comparable with embeddings of the same judges:
+#: both versions go up whenever a judge's embeddings change (2: FaceNet-CASIA's input is the
+#: fixed standardisation it was trained with), so an old gallery is refused with its version
+#: and old cache entries are never read.
+GALLERY_VERSION = 2
 BASELINE_VERSION = 1
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 #: The threshold kind used when none is configured (``judge_thresholds()[judge][...]``).
 DEFAULT_THRESHOLD = "far_1e-3"
 #: Images detected and embedded together.
@@ -148,7 +152,8 @@ def load_gallery(path: os.PathLike | str) -> Gallery:
         with np.load(path, allow_pickle=False) as z:
             if int(z["version"]) != GALLERY_VERSION:
                 raise GateError(f"{path}: gallery version {int(z['version'])}, expected "
-                                f"{GALLERY_VERSION}")
+                                f"{GALLERY_VERSION}: its embeddings come from other judges; "
+                                "rebuild it with `faceanon gallery add`")
             judges = sorted({k.split(".")[0] for k in z.files if k != "version"})
             return Gallery(
                 {j: z[f"{j}.embeddings"].astype(np.float32) for j in judges},

@@ -3,7 +3,8 @@
 Stage 1 (project venv): detect the face in each public-domain demo image (skimage astronaut and
 camera, matplotlib grace_hopper), cut its 160 x 160 crop with the judge's own ``facenet_crops``.
 Stage 2 (a separate, clean venv with only numpy and ``opencv-python-headless==5.0.0.93``, which
-can read the frozen graph; OpenCV 4 cannot): per-image standardisation in numpy and
+can read the frozen graph; OpenCV 4 cannot): the model's fixed standardisation
+``(x - 127.5) / 128`` in numpy and
 ``cv2.dnn.readNetFromTensorflow(graph_final.pb)`` forward to the ``embeddings`` node.
 Writes ``tests/data/casia_reference.npz``: image names, face boxes (the crop definition:
 ``facenet_crops`` with margin 32 on these boxes), the crops, and the OpenCV embeddings.
@@ -33,8 +34,7 @@ def opencv_stage(crops_npz: str, graph: str, out_npz: str) -> None:
     net = cv2.dnn.readNetFromTensorflow(graph)
     embeddings = []
     for crop in crops:
-        std = max(crop.std(), 1.0 / np.sqrt(crop.size))
-        x = ((crop - crop.mean()) / std).astype(np.float32)
+        x = ((crop - 127.5) / 128.0).astype(np.float32)
         net.setInput(x.transpose(2, 0, 1)[None])
         embeddings.append(net.forward("embeddings").reshape(-1))
     np.savez(out_npz, embeddings=np.array(embeddings, np.float32), opencv=cv2.__version__)

