@@ -38,6 +38,16 @@ class _FaceanonOperator(foo.Operator):
     """Shared wiring: execution options, the Python call, and the API call with progress."""
 
     api_function = None
+    #: ``name``, ``label``, ``description`` and ``icon`` of the operator's config.
+    config_fields: dict = {}
+
+    @property
+    def config(self):
+        return foo.OperatorConfig(**self.config_fields, dynamic=True,
+                                  allow_delegated_execution=True)
+
+    def execute(self, ctx):
+        return self.run_api(ctx)
 
     def resolve_execution_options(self, ctx):
         return foo.executor.ExecutionOptions(
@@ -79,12 +89,10 @@ class _FaceanonOperator(foo.Operator):
 class AnonymizeFaces(_FaceanonOperator):
     api_function = staticmethod(api.anonymize_samples)
 
-    @property
-    def config(self):
-        return foo.OperatorConfig(
-            name="anonymize_faces", label="Anonymize faces",
-            description="Replace every face with a feature-preserving anonymized one",
-            dynamic=True, allow_delegated_execution=True, icon="face_retouching_off")
+    config_fields = dict(
+        name="anonymize_faces", label="Anonymize faces",
+        description="Replace every face with a feature-preserving anonymized one",
+        icon="face_retouching_off")
 
     def resolve_input(self, ctx):
         fn = api.anonymize_samples
@@ -124,13 +132,11 @@ class AnonymizeFaces(_FaceanonOperator):
 class ComputeAnonymizationMetrics(_FaceanonOperator):
     api_function = staticmethod(api.evaluate_samples)
 
-    @property
-    def config(self):
-        return foo.OperatorConfig(
-            name="compute_anonymization_metrics", label="Compute anonymization metrics",
-            description="Re-identification, landmarks, emotion, lighting and colour metrics "
-                        "as per-sample fields and a dataset run",
-            dynamic=True, allow_delegated_execution=True, icon="query_stats")
+    config_fields = dict(
+        name="compute_anonymization_metrics", label="Compute anonymization metrics",
+        description="Re-identification, landmarks, emotion, lighting and colour metrics "
+                    "as per-sample fields and a dataset run",
+        icon="query_stats")
 
     def resolve_input(self, ctx):
         fn = api.evaluate_samples
@@ -145,19 +151,14 @@ class ComputeAnonymizationMetrics(_FaceanonOperator):
         _workers_input(inputs, fn, "batches of 8 samples")
         return self.form(ctx, inputs, "Compute anonymization metrics")
 
-    def execute(self, ctx):
-        return self.run_api(ctx)
-
 
 class FlagReidentifiableFaces(_FaceanonOperator):
     api_function = staticmethod(api.flag_reidentifiable)
 
-    @property
-    def config(self):
-        return foo.OperatorConfig(
-            name="flag_reidentifiable_faces", label="Flag re-identifiable faces",
-            description="Tag samples whose faces a judge still re-identifies",
-            dynamic=True, allow_delegated_execution=True, icon="flag")
+    config_fields = dict(
+        name="flag_reidentifiable_faces", label="Flag re-identifiable faces",
+        description="Tag samples whose faces a judge still re-identifies",
+        icon="flag")
 
     def resolve_input(self, ctx):
         fn = api.flag_reidentifiable
@@ -168,19 +169,14 @@ class FlagReidentifiableFaces(_FaceanonOperator):
         inputs.str("tag", default=_default(fn, "tag"), label="Tag")
         return self.form(ctx, inputs, "Flag re-identifiable faces")
 
-    def execute(self, ctx):
-        return self.run_api(ctx)
-
 
 class ExportAnonymizedRelease(_FaceanonOperator):
     api_function = staticmethod(api.export_anonymized_release)
 
-    @property
-    def config(self):
-        return foo.OperatorConfig(
-            name="export_anonymized_release", label="Export anonymized release",
-            description="New dataset with only the anonymized media and the labels",
-            dynamic=True, allow_delegated_execution=True, icon="ios_share")
+    config_fields = dict(
+        name="export_anonymized_release", label="Export anonymized release",
+        description="New dataset with only the anonymized media and the labels",
+        icon="ios_share")
 
     def resolve_input(self, ctx):
         inputs = types.Object()

@@ -13,7 +13,7 @@ from ..images import MAX_PIXELS
 from ..photometric import PYRAMID_LEVELS, PhotometricSettings
 from ..pipeline import Settings
 from ..weights import WeightsError
-from . import main
+from . import detector_options, main
 
 
 def settings_options(f):
@@ -30,12 +30,7 @@ def settings_options(f):
                      help="Cb/Cr statistics transfer from the original face."),
         click.option("--levels", default=PYRAMID_LEVELS, show_default=True,
                      help="Laplacian pyramid depth."),
-        click.option("--detector", default="mtcnn", show_default=True,
-                     type=click.Choice(["mtcnn", "dlib"])),
-        click.option("--threshold", default=0.9, show_default=True,
-                     help="Minimum MTCNN face probability."),
-        click.option("--device", default="auto", show_default=True,
-                     help="auto, cpu, cuda or cuda:N."),
+        *detector_options("--threshold"),
     ]
     for option in reversed(options):
         f = option(f)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from . import main
+from . import detector_options, main
 
 GALLERY_HELP = "Gallery file (biometric data: kept 0600, never inside a git work tree)."
 
@@ -24,15 +24,7 @@ def _fail(message: str) -> None:
 
 def detect_options(f):
     """Detector options shared by ``gallery add`` and ``gate``."""
-    options = [
-        click.option("--detector", default="mtcnn", show_default=True,
-                     type=click.Choice(["mtcnn", "dlib"])),
-        click.option("--face-threshold", default=0.9, show_default=True,
-                     help="Minimum MTCNN face probability."),
-        click.option("--device", default="auto", show_default=True,
-                     help="auto, cpu, cuda or cuda:N."),
-    ]
-    for option in reversed(options):
+    for option in reversed(detector_options("--face-threshold")):
         f = option(f)
     return f
 
