@@ -12,8 +12,13 @@ loading counts on both sides:
 
 The FiftyOne process also imports fiftyone, starts its MongoDB and builds the dataset; that is
 reported apart ("setup"). The overhead is (FiftyOne process wall / CLI wall - 1), and without the
-setup (operator wall / CLI wall - 1). Both sides use their default ``workers``. Prints a Markdown
-table.
+setup (operator wall / CLI wall - 1).
+
+Then both operators run again delegated, the App's default for views of more than 50 samples: a
+``fiftyone delegated launch`` service is started and waits, a client process builds a second
+dataset of the same files and queues ``anonymize_faces`` and then ``compute_anonymization_metrics``
+on it, and the time from queueing to the completed state (what the user waits) is compared with
+the same CLI runs. Both sides use their default ``workers``. Prints two Markdown tables.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -90,14 +96,77 @@ def worker(stage: str, inputs: Path, outdir: Path, backend: str, n: int) -> None
                       "dataset": t1 - t_db, "operator": t2 - t1, "samples": len(view)}))
 
 
+def delegated_worker(inputs: Path, outdir: Path, backend: str, n: int) -> None:
+    """Runs in the client: queues both operators for the running service, one after the other,
+    and prints queue-to-completion and the service's own start-to-completion times."""
+    import fiftyone as fo
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    name = "bench-faceanon-delegated"
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    ds = fo.Dataset.from_dir(dataset_dir=str(inputs), dataset_type=fo.types.ImageDirectory,
+                             name=name, persistent=True)
+    service = DelegatedOperationService()
+    timings = {}
+    for uri, params, view in (
+            ("anonymize_faces", {"output_dir": str(outdir), "backend": backend}, ds.view()),
+            ("compute_anonymization_metrics", {"run_key": "bench"}, ds.limit(n))):
+        if not len(view):
+            continue
+        t0 = time.perf_counter()
+        result = foo.execute_operator(f"@faceanon/faceanon/{uri}",
+                                      ctx={"dataset": ds, "view": view, "params": params},
+                                      request_delegation=True)
+        while (doc := service.get(result.result["id"])).run_state not in ("completed", "failed"):
+            time.sleep(0.1)
+        t1 = time.perf_counter()
+        if doc.run_state == "failed":
+            raise SystemExit(f"{uri}: {doc.result.error}")
+        timings[uri] = {"waited": t1 - t0, "samples": len(view),
+                        "run": (doc.completed_at - doc.started_at).total_seconds()}
+        ds.reload()
+    print(json.dumps(timings))
+
+
+def start_service(env: dict, log: Path) -> subprocess.Popen:
+    """``fiftyone delegated launch`` writing to ``log``, returned once it says it is running."""
+    service = subprocess.Popen([str(BIN / "fiftyone"), "delegated", "launch"],
+                               env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log.open("w"),
+                               stderr=subprocess.STDOUT)
+    while "service running" not in log.read_text():
+        if service.poll() is not None:
+            raise RuntimeError(f"fiftyone delegated launch exited with {service.returncode}, "
+                               f"see {log}")
+        time.sleep(0.2)
+    return service
+
+
+def stop_service(service: subprocess.Popen) -> None:
+    """Ctrl-C, as its banner asks (again if it was caught mid-operation), then harder."""
+    for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        service.send_signal(sig)
+        try:
+            service.wait(timeout=15)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=500, help="samples to anonymize")
     ap.add_argument("--metrics-n", type=int, default=None, help="samples to evaluate (default n)")
     ap.add_argument("--backend", default="ksame")
-    ap.add_argument("--worker", choices=["anonymize", "metrics"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["anonymize", "metrics", "delegated"],
+                    help=argparse.SUPPRESS)
     ap.add_argument("paths", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker == "delegated":
+        delegated_worker(args.paths[0], args.paths[1], args.backend,
+                         args.n if args.metrics_n is None else args.metrics_n)
+        return
     if args.worker:
         worker(args.worker, args.paths[0], args.paths[1], args.backend,
                args.n if args.metrics_n is None else args.metrics_n)
@@ -116,10 +185,12 @@ def main() -> None:
           "overhead (process / CLI - 1) | "
           "without setup (operator / CLI - 1) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
-    cli, _ = timed([str(BIN / "faceanon"), "anonymize", str(inputs), "-o", str(tmp / "cli"),
-                    "--backend", args.backend], env)
+    cli = {}
+    cli["anonymize_faces"], _ = timed([str(BIN / "faceanon"), "anonymize", str(inputs), "-o",
+                                       str(tmp / "cli"), "--backend", args.backend], env)
     fo_wall, out = timed([*me, "--worker", "anonymize", str(inputs), str(tmp / "fo")], env)
-    row("anonymize_faces", args.n, cli, fo_wall, json.loads(out.strip().splitlines()[-1]))
+    row("anonymize_faces", args.n, cli["anonymize_faces"], fo_wall,
+        json.loads(out.strip().splitlines()[-1]))
     if m:
         sub = tmp / "in_m"  # the first m images, for the CLI's folder-to-folder evaluation
         for rel in sorted(p.relative_to(inputs) for p in inputs.rglob("*.jpg"))[:m]:
@@ -128,11 +199,29 @@ def main() -> None:
                 (dst / rel).symlink_to((base / rel).resolve())
                 if base != inputs:
                     (dst / f"{rel}.json").symlink_to((base / f"{rel}.json").resolve())
-        cli, _ = timed([str(BIN / "faceanon"), "evaluate", str(sub / "orig"), str(sub / "anon"),
-                        "--out", str(tmp / "eval.json")], env)
+        cli["compute_anonymization_metrics"], _ = timed(
+            [str(BIN / "faceanon"), "evaluate", str(sub / "orig"), str(sub / "anon"), "--out",
+             str(tmp / "eval.json")], env)
         fo_wall, out = timed([*me, "--worker", "metrics", str(inputs), str(tmp / "fo")], env)
-        row("compute_anonymization_metrics", m, cli, fo_wall,
+        row("compute_anonymization_metrics", m, cli["compute_anonymization_metrics"], fo_wall,
             json.loads(out.strip().splitlines()[-1]))
+
+    print("\nDelegated, to a running `fiftyone delegated launch`:\n")
+    print("| work | samples | CLI s (samples/s) | queued to completed s (samples/s) | "
+          "of which running s | overhead (queued to completed / CLI - 1) |")
+    print("| --- | --- | --- | --- | --- | --- |", flush=True)
+    service = start_service(env, tmp / "service.log")
+    try:
+        _, out = timed([*me, "--worker", "delegated", str(inputs), str(tmp / "fo_delegated")],
+                       env)
+    finally:
+        stop_service(service)
+    for name, t in json.loads(out.strip().splitlines()[-1]).items():
+        if name in cli:
+            n, waited = t["samples"], t["waited"]
+            print(f"| {name} | {n} | {cli[name]:.1f} ({n / cli[name]:.2f}) | "
+                  f"{waited:.1f} ({n / waited:.2f}) | {t['run']:.1f} | "
+                  f"{100 * (waited / cli[name] - 1):+.1f}% |", flush=True)
 
 
 def row(name: str, n: int, cli: float, wall: float, t: dict) -> None:
