@@ -62,6 +62,23 @@ def timed(cmd: list[str], env: dict) -> tuple[float, str]:
     return wall, out.stdout
 
 
+def fresh_dataset(name: str, inputs: Path):
+    """A persistent dataset ``name`` of the images under ``inputs``, replacing an older one."""
+    import fiftyone as fo
+
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    return fo.Dataset.from_dir(dataset_dir=str(inputs), dataset_type=fo.types.ImageDirectory,
+                               name=name, persistent=True)
+
+
+def operation(stage: str, ds, outdir: Path, backend: str, n: int) -> tuple[str, dict, object]:
+    """The operator, its parameters and its view for ``stage`` (anonymize or metrics)."""
+    if stage == "anonymize":
+        return "anonymize_faces", {"output_dir": str(outdir), "backend": backend}, ds.view()
+    return "compute_anonymization_metrics", {"run_key": "bench"}, ds.limit(n)
+
+
 def worker(stage: str, inputs: Path, outdir: Path, backend: str, n: int) -> None:
     """Runs in the child: one operator on the dataset of ``inputs``; prints its timings."""
     t0 = time.perf_counter()
@@ -75,17 +92,8 @@ def worker(stage: str, inputs: Path, outdir: Path, backend: str, n: int) -> None
     fo.list_datasets()  # the first database call starts MongoDB
     t_db = time.perf_counter()
     name = "bench-faceanon"
-    if stage == "anonymize":
-        if fo.dataset_exists(name):
-            fo.delete_dataset(name)
-        ds = fo.Dataset.from_dir(dataset_dir=str(inputs), dataset_type=fo.types.ImageDirectory,
-                                 name=name, persistent=True)
-        uri, params = "anonymize_faces", {"output_dir": str(outdir), "backend": backend}
-        view = ds.view()
-    else:
-        ds = fo.load_dataset(name)
-        uri, params = "compute_anonymization_metrics", {"run_key": "bench"}
-        view = ds.limit(n)
+    ds = fresh_dataset(name, inputs) if stage == "anonymize" else fo.load_dataset(name)
+    uri, params, view = operation(stage, ds, outdir, backend, n)
     t1 = time.perf_counter()
     result = foo.execute_operator(f"@faceanon/faceanon/{uri}",
                                   ctx={"dataset": ds, "view": view, "params": params})
@@ -99,20 +107,14 @@ def worker(stage: str, inputs: Path, outdir: Path, backend: str, n: int) -> None
 def delegated_worker(inputs: Path, outdir: Path, backend: str, n: int) -> None:
     """Runs in the client: queues both operators for the running service, one after the other,
     and prints queue-to-completion and the service's own start-to-completion times."""
-    import fiftyone as fo
     import fiftyone.operators as foo
     from fiftyone.operators.delegated import DelegatedOperationService
 
-    name = "bench-faceanon-delegated"
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    ds = fo.Dataset.from_dir(dataset_dir=str(inputs), dataset_type=fo.types.ImageDirectory,
-                             name=name, persistent=True)
+    ds = fresh_dataset("bench-faceanon-delegated", inputs)
     service = DelegatedOperationService()
     timings = {}
-    for uri, params, view in (
-            ("anonymize_faces", {"output_dir": str(outdir), "backend": backend}, ds.view()),
-            ("compute_anonymization_metrics", {"run_key": "bench"}, ds.limit(n))):
+    for stage in ("anonymize", "metrics"):
+        uri, params, view = operation(stage, ds, outdir, backend, n)
         if not len(view):
             continue
         t0 = time.perf_counter()
@@ -163,15 +165,13 @@ def main() -> None:
                     help=argparse.SUPPRESS)
     ap.add_argument("paths", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    m = args.n if args.metrics_n is None else args.metrics_n
     if args.worker == "delegated":
-        delegated_worker(args.paths[0], args.paths[1], args.backend,
-                         args.n if args.metrics_n is None else args.metrics_n)
+        delegated_worker(args.paths[0], args.paths[1], args.backend, m)
         return
     if args.worker:
-        worker(args.worker, args.paths[0], args.paths[1], args.backend,
-               args.n if args.metrics_n is None else args.metrics_n)
+        worker(args.worker, args.paths[0], args.paths[1], args.backend, m)
         return
-    m = args.n if args.metrics_n is None else args.metrics_n
     tmp = Path(tempfile.mkdtemp(prefix="bench-fo-"))
     env = {**os.environ, "FIFTYONE_DATABASE_DIR": str(tmp / "db"),
            "FIFTYONE_PLUGINS_DIR": str(tmp / "plugins"), "FIFTYONE_DO_NOT_TRACK": "true",
@@ -217,11 +217,10 @@ def main() -> None:
     finally:
         stop_service(service)
     for name, t in json.loads(out.strip().splitlines()[-1]).items():
-        if name in cli:
-            n, waited = t["samples"], t["waited"]
-            print(f"| {name} | {n} | {cli[name]:.1f} ({n / cli[name]:.2f}) | "
-                  f"{waited:.1f} ({n / waited:.2f}) | {t['run']:.1f} | "
-                  f"{100 * (waited / cli[name] - 1):+.1f}% |", flush=True)
+        n, waited = t["samples"], t["waited"]
+        print(f"| {name} | {n} | {cli[name]:.1f} ({n / cli[name]:.2f}) | "
+              f"{waited:.1f} ({n / waited:.2f}) | {t['run']:.1f} | "
+              f"{100 * (waited / cli[name] - 1):+.1f}% |", flush=True)
 
 
 def row(name: str, n: int, cli: float, wall: float, t: dict) -> None:
