@@ -16,6 +16,7 @@ import numpy as np
 
 from fiftyone_faceanon import faces as F
 from fiftyone_faceanon.anonymizers.ksame import MEAN_FACE, control_points, piecewise_affine_warp
+from fiftyone_faceanon.geometry import procrustes_mean
 from fiftyone_faceanon.images import load_image
 from fiftyone_faceanon.weights import models_dir, record
 from scipy.spatial import Delaunay
@@ -32,22 +33,6 @@ def training_files(data: Path, k: int) -> list[Path]:
     by_race = [[f for f in utk if f.name.split("_")[2] == str(r)] for r in range(5)]
     per = (k - len(lfw)) // 5
     return lfw + [f for group in by_race for f in group[:per]]
-
-
-def align(shapes: np.ndarray) -> np.ndarray:
-    """Generalised Procrustes: (N, 68, 2) shapes -> their mean after similarity alignment."""
-    ref = shapes[0] - shapes[0].mean(0)
-    for _ in range(5):
-        aligned = []
-        for s in shapes:
-            c = s - s.mean(0)
-            u, sig, vt = np.linalg.svd(c.T @ ref)
-            r = u @ vt
-            scale = sig.sum() / (c**2).sum()
-            aligned.append(scale * c @ r)
-        mean = np.mean(aligned, 0)
-        ref = mean / np.linalg.norm(mean) * np.linalg.norm(ref)
-    return ref
 
 
 def main() -> None:
@@ -70,7 +55,7 @@ def main() -> None:
         shapes.append(face.crop.to_crop(face.landmarks))
         used.append(path)
     shapes = np.asarray(shapes)
-    mean = align(shapes)
+    mean = procrustes_mean(shapes)
     canon = F.crop_transform(mean, args.size).to_crop(mean)
     dst = control_points(canon, args.size)
     tris = Delaunay(dst).simplices
