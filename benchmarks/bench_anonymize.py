@@ -1,6 +1,6 @@
 """Throughput of ``faceanon anonymize`` on LFW images, per stage and end to end, and peak memory.
 
-    python benchmarks/bench_anonymize.py --n 500 --backend ksame [--workers 0]
+    python benchmarks/bench_anonymize.py --n 500 [--backend donor] [--no-verify] [--workers 0]
 
 Uses the first N images of LFW ``peopleDevTest.txt`` (250x250, one face each) from
 ``../shared/data``, linked into a temporary folder, and runs the same code as the CLI
@@ -24,7 +24,7 @@ from fiftyone_faceanon.pipeline import Pipeline, Settings
 from memory import TreeMemory
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared/data"
-STAGES = ("decode", "detect", "landmarks", "backend", "postprocess", "encode")
+STAGES = ("decode", "detect", "landmarks", "backend", "postprocess", "verify", "encode")
 
 
 def lfw_test_images(n: int) -> list[Path]:
@@ -40,12 +40,14 @@ def lfw_test_images(n: int) -> list[Path]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=500)
-    ap.add_argument("--backend", default="ksame")
+    ap.add_argument("--backend", default="donor")
+    ap.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                    help="score every face with the judges (the CLI's default)")
     ap.add_argument("--workers", type=int, default=0,
                     help="processes (0: faceanon anonymize's default, one per core)")
     args = ap.parse_args()
 
-    settings = Settings(backend=args.backend, device="cpu")
+    settings = Settings(backend=args.backend, device="cpu", verify=args.verify)
     t0 = time.perf_counter()
     Pipeline(settings).anonymize(np.zeros((64, 64, 3), np.uint8))  # loads the models
     load_s = time.perf_counter() - t0
@@ -56,7 +58,7 @@ def main() -> None:
         for p in lfw_test_images(args.n):
             (src / p.name).symlink_to(p)
         stages: dict[str, list[float]] = defaultdict(list)
-        faces = errors = 0
+        faces = errors = unverified = 0
         t0 = time.perf_counter()
         with TreeMemory() as memory:
             outcomes = anonymize_files([src], Path(tmp) / "out", settings, workers=args.workers)
@@ -64,6 +66,7 @@ def main() -> None:
         for o in outcomes:
             faces += o.faces
             errors += o.status == "error"
+            unverified += o.status == "unverified"
             for k, v in o.timings.items():
                 stages[k].append(v)
 
@@ -71,8 +74,9 @@ def main() -> None:
     peak_mib = memory.peak_mib
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{__import__('os').cpu_count()} cores, {platform.python_version()}")
-    print(f"images: {n} ({faces} faces, {errors} errors), backend {args.backend}, "
-          f"workers {args.workers}, model loading {load_s:.1f} s\n")
+    print(f"images: {n} ({faces} faces, {errors} errors, {unverified} unverified), "
+          f"backend {args.backend}, "
+          f"verify {args.verify}, workers {args.workers}, model loading {load_s:.1f} s\n")
     print("| stage | ms / image | images/s |\n| --- | --- | --- |")
     for k in STAGES:
         if stages[k]:

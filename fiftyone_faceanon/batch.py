@@ -1,9 +1,18 @@
 """Anonymizing files and folders: the tree mirrored, sidecars, resume, errors that never stop a run.
 
 For each input image ``REL`` (its path relative to the input folder, or its name for a file
-argument) the run writes ``OUTDIR/REL`` (same format, no metadata) and ``OUTDIR/REL.json`` (the
-sidecar), both atomically, the sidecar last. A rerun skips every image whose sidecar records the
-same input hash and settings, so an interrupted run resumes where it stopped.
+argument) the run writes, each atomically and in this order:
+
+- ``OUTDIR/REL``: the anonymized image (same format, no metadata);
+- ``OUTDIR/REL.json``: the public sidecar, safe to release with the image: the anonymized faces'
+  boxes and 68 landmarks, donor ids, geometry strength, tries and verification status, the
+  settings and the version; nothing measured on the original;
+- ``OUTDIR.private/REL.json``: the private record, kept out of the output tree
+  (:func:`~.images.records_dir`): the original's hash, detections and landmarks and each judge's
+  final similarity. The metrics suite reads it; a release must not include it.
+
+A rerun skips every image whose private record has the same input hash and settings and whose
+output and sidecar exist, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -16,10 +25,12 @@ from pathlib import Path
 from typing import Callable
 
 from . import __version__
-from .images import IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, LoadedImage, atomic_write, encode_image, load_image
+from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, LoadedImage, atomic_write,
+                     encode_image, load_image, records_dir)
 from .gate import DetectSettings, Embedder
 from .parallel import imap
 from .pipeline import Pipeline, Settings
+from .verify import VerificationError
 
 
 @dataclass(frozen=True)
@@ -32,7 +43,8 @@ class Job:
 
 @dataclass
 class Outcome:
-    """What happened to one job: ``status`` is ``ok``, ``no_face``, ``skipped`` or ``error``."""
+    """What happened to one job: ``status`` is ``ok``, ``no_face``, ``skipped``, ``unverified``
+    (written, but a face failed verification and was handled fail-closed) or ``error``."""
 
     rel: str
     status: str
@@ -83,6 +95,15 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def unverified_message(src: Path, records: list[dict]) -> str:
+    """One line naming the file and each face that failed verification."""
+    faces = "; ".join(
+        f"face {i} {r['anonymized']['status']} after {r['anonymized']['tries']} tries ("
+        + ", ".join(f"{j} {v:.3f}" for j, v in r["similarity"].items()) + ")"
+        for i, r in enumerate(records) if r["anonymized"]["status"].startswith("fail_closed"))
+    return f"{src}: still matched by a judge: {faces}"
+
+
 class Worker:
     """Runs jobs with one :class:`Pipeline`. Built once before any job, so a backend that
     cannot run here (:class:`~.anonymizers.BackendUnavailable`) stops the run with one error
@@ -92,6 +113,7 @@ class Worker:
     def __init__(self, settings: Settings, outdir: Path, overwrite: bool, max_pixels: int,
                  gallery: bool = False):
         self.settings, self.outdir = settings, outdir
+        self.records = records_dir(outdir)
         self.overwrite, self.max_pixels, self.gallery = overwrite, max_pixels, gallery
         self.pipeline = Pipeline(settings)
         self.embedder = (Embedder(settings=DetectSettings(device=settings.device)) if gallery
@@ -111,42 +133,49 @@ class Worker:
     def run(self, job: Job) -> Outcome:
         dst = self.outdir / job.rel
         sidecar = dst.with_name(dst.name + ".json")
+        private = self.records / f"{job.rel}.json"
         if dst.suffix.lower() not in IMAGE_EXTENSIONS:
             raise ImageError(job.src, f"unsupported extension {dst.suffix!r}")
         if dst.resolve() == job.src.resolve():
             raise ImageError(job.src, "output would overwrite the input")
         digest = file_sha256(job.src)
         settings = self.settings.as_dict()
-        if not self.overwrite and sidecar.is_file() and dst.is_file():
-            done = json.loads(sidecar.read_text())
+        if not self.overwrite and private.is_file() and sidecar.is_file() and dst.is_file():
+            done = json.loads(private.read_text())
             if done.get("input_sha256") == digest and done.get("settings") == settings:
+                if done["status"] == "unverified":
+                    return Outcome(job.rel, "unverified", len(done["faces"]),
+                                   unverified_message(job.src, done["faces"]))
                 return Outcome(job.rel, "skipped", faces=len(done.get("faces", [])))
         t0, cpu0 = time.perf_counter(), time.process_time()
         loaded = load_image(job.src, self.max_pixels)
         t1 = time.perf_counter()
-        result = self.pipeline.anonymize(loaded.rgb, key=job.rel)
+        try:
+            result = self.pipeline.anonymize(loaded.rgb, key=job.rel)
+        except VerificationError as e:
+            raise ImageError(job.src, str(e)) from None
         t2 = time.perf_counter()
         data = encode_image(LoadedImage(result.image, loaded.alpha, loaded.gray), dst.suffix)
         atomic_write(dst, data)
         timings = {"decode": t1 - t0, **result.timings, "encode": time.perf_counter() - t2,
                    "cpu": time.process_time() - cpu0}
-        record = {
-            "input": job.rel,
-            "input_sha256": digest,
-            "status": "ok" if result.faces else "no_face",
-            "faces": [f.as_dict() for f in result.faces],
-            "backend": self.settings.backend,
-            "settings": settings,
-            "version": __version__,
-        }
-        atomic_write(sidecar, (json.dumps(record, indent=1) + "\n").encode())
+        status = ("unverified" if result.unverified else "ok") if result.faces else "no_face"
+        common = {"backend": self.settings.backend, "settings": settings,
+                  "version": __version__}
+        public = {"input": job.rel, "status": status,
+                  "faces": [r.public() for r in result.records], **common}
+        record = {"input": job.rel, "input_sha256": digest, "status": status,
+                  "faces": [r.private() for r in result.records], **common}
+        atomic_write(sidecar, (json.dumps(public, indent=1) + "\n").encode())
+        atomic_write(private, (json.dumps(record, indent=1) + "\n").encode(), mode=0o600)
+        message = unverified_message(job.src, record["faces"]) if result.unverified else ""
         identity = {}
         if self.embedder is not None and result.faces:
             embeddings, failed = self.embedder.embed_faces(loaded.rgb, result.faces)
             if failed:
                 raise ImageError(job.src, f"gallery: judge(s) failed: {failed}")
             identity = {"sha256": digest, "embeddings": embeddings}
-        return Outcome(job.rel, record["status"], len(result.faces), timings=timings,
+        return Outcome(job.rel, status, len(result.faces), message, timings=timings,
                        identity=identity)
 
 

@@ -49,7 +49,7 @@ import os
 import platform
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -74,7 +74,8 @@ RADAR_REFS = {"fid_facenet": 0.5, "landmark_nme_68": 0.05, "landmark_nme_51": 0.
               "si_mse": 0.05, "si_l2": 0.02, "delta_e2000": 10.0}
 RADAR_AXES = ("image quality", "privacy", "geometry", "lighting", "colour")
 
-#: Column kinds: ``pm`` mean +- std, ``mean`` mean only, ``pct`` mean as a percentage.
+#: Column kinds: ``pm`` mean +- std, ``mean`` mean only, ``pct`` mean as a percentage,
+#: ``med`` the median.
 Column = tuple[str, str, str]  # (header, metric, kind)
 
 
@@ -102,11 +103,17 @@ def judges_in(summaries: list[dict]) -> list[str]:
 def table_columns(judges: list[str]) -> dict[str, list[Column]]:
     """The column specs of Tables II-V and VI for the given judges."""
     reid = [c for j in judges for c in ((f"re-ID {j} ↓", f"reid_{j}", "pm"),
-                                        (f"re-ID rate {j} % ↓", f"reid_rate_{j}", "pct"))]
+                                        (f"re-ID rate {j} % ↓", f"reid_rate_{j}", "pct"),
+                                        (f"re-ID @FAR1e-3 {j} % ↓", f"reid_far_{j}", "pct"))]
     return {
         "II": [("FID (FaceNet) ↓", "fid_facenet", "mean"), ("detection % ↑", "detected", "pct"),
                *reid, ("pose NME ↓", "landmark_nme_68", "pm"),
+               ("sharpness (median) ↑", "sharpness", "med"),
                ("time/img s ↓", "time_per_image", "pm")],
+        "linkability": [c for j in judges for c in (
+            (f"same person {j} % ↓", f"link_same_{j}", "pct"),
+            (f"different people {j} %", f"link_diff_{j}", "pct"),
+            (f"similarity, different people {j} ↓", f"sim_diff_{j}", "pm"))],
         "III": [("NME-51 ↓", "landmark_nme_51", "pm"),
                 ("emotion match % ↑", "emotion_match", "pct")],
         "IV": [("Si-MSE ↓", "si_mse", "pm"), ("Si-L2 ↓", "si_l2", "pm")],
@@ -128,6 +135,9 @@ def table_columns(judges: list[str]) -> dict[str, list[Column]]:
 TITLES = {
     "II": "Table II: realism, detection, re-identification, pose, time",
     "III": "Table III: expression (51-point NME, emotion match)",
+    "linkability": "Linkability: anonymized faces matched to each other at the judges' FAR 1e-3 "
+                   "thresholds (same person vs different people) and the mean similarity "
+                   "between different people",
     "IV": "Table IV: lighting (scale-invariant errors)",
     "V": "Table V: skin colour (albedo L*a*b*)",
     "VI": "Table VI: ablation (photometric steps switched on in turn)",
@@ -153,6 +163,8 @@ def format_cell(stats: dict | None, kind: str) -> str:
     m, s = stats["mean"], stats.get("std")
     if kind == "pct":
         return f"{100 * m:.1f}"
+    if kind == "med":
+        return "-" if stats.get("median") is None else f"{stats['median']:.3g}"
     if kind == "pm" and s is not None:
         return f"{m:.4g} ± {s:.2g}"
     return f"{m:.4g}"
@@ -252,20 +264,20 @@ def plot_radar(scores: dict[str, dict[str, float]], path: Path, title: str = "")
 def contact_sheet(originals: Path, runs: dict[str, Path], path: Path, count: int = 4,
                   tile: int = 128, context: float = 1.4) -> list[str]:
     """A PNG grid: per row one of the first ``count`` images with a face (from the first run's
-    sidecars), the original then each run's output, all cropped with the original face's crop
+    private records), the original then each run's output, all cropped with the original face's crop
     transform (``faces.crop_transform`` at ``context`` face sizes, ``faces.crop_face``) at
     ``tile`` px; a header row names the columns. Returns the relative paths shown."""
     import cv2
 
     from .faces import crop_face, crop_transform
     from .metrics.evaluate import image_files
-    from .metrics.pairing import faces_from_sidecar
+    from .metrics.pairing import faces_from_record
 
     first = next(iter(runs.values()))
     shown: list[tuple[str, object]] = []
     for rel in image_files(first):
         try:
-            faces = faces_from_sidecar(first / rel, tile)
+            faces = faces_from_record(first / rel, rel, tile)
         except ValueError:
             continue
         if faces and (originals / rel).is_file():
@@ -307,13 +319,33 @@ def stage_inputs(data: Path, out: Path, limit: int | None = None) -> Path:
     return staged
 
 
+#: Settings a benchmark spec may set, and how its value is read.
+SPEC_OPTIONS = {"geometry": float, "verify": lambda v: v.lower() in ("1", "true", "yes", "on"),
+                "tries": int, "on_fail": str, "occluders": lambda v: v.lower() in ("1", "true")}
+
+
+def spec_settings(spec: str, device: str = "auto") -> Settings:
+    """The :class:`Settings` of a benchmark spec ``BACKEND[:key=value,...]`` (keys of
+    :data:`SPEC_OPTIONS`), e.g. ``donor:verify=1`` or ``ksame:geometry=0``. Unset options take
+    :class:`Settings`' defaults except ``verify``, off unless asked for, so that every backend is
+    measured as it renders."""
+    name, _, options = spec.partition(":")
+    values = {"verify": False}
+    for item in filter(None, options.split(",")):
+        key, _, value = item.partition("=")
+        if key not in SPEC_OPTIONS:
+            raise ValueError(f"{spec}: unknown option {key!r}; choose from {sorted(SPEC_OPTIONS)}")
+        values[key] = SPEC_OPTIONS[key](value)
+    return Settings(backend=name, device=device, **values)
+
+
 def backend_problem(name: str) -> str | None:
-    """Why backend ``name`` cannot run here (unknown, or its constructor raised
-    ``BackendUnavailable``), or None when it can."""
+    """Why backend ``name`` (a spec's backend) cannot run here (unknown, or its constructor
+    raised ``BackendUnavailable``), or None when it can."""
     from .anonymizers import BackendUnavailable, create_backend
 
     try:
-        create_backend(name)
+        create_backend(name.partition(":")[0])
     except KeyError as e:
         return str(e.args[0])
     except BackendUnavailable as e:
@@ -327,7 +359,8 @@ def peak_rss_mib() -> float:
 
 
 def run_one(run: Run, originals: Path, out: Path, evaluator, groups: str | None,
-            progress: bool, reports: dict[Path, Run], workers: int = 1) -> Run:
+            progress: bool, reports: dict[Path, Run], workers: int = 1,
+            identities: str | None = None) -> Run:
     """Anonymize ``originals`` into ``run.outdir`` (resuming), keep each image's stage timings
     in ``out/timings.json`` (so a resumed run still reports them) and evaluate the pairs, both
     in ``workers`` processes (CPU seconds are added up over them). A folder already evaluated
@@ -370,7 +403,7 @@ def run_one(run: Run, originals: Path, out: Path, evaluator, groups: str | None,
                dynamic_ncols=True)
     cpu0 = sum(evaluator.cpu_timings.values())
     run.report = evaluate_dirs(originals, run.outdir, groups, evaluator, workers=workers,
-                               on_pair=lambda rel, err: bar.update(1))
+                               on_pair=lambda rel, err: bar.update(1), identities=identities)
     bar.close()
     run.cpu = {"cpu_anonymize": per_item(sum(run.times[r]["cpu"] for r in done), len(done)),
                "cpu_evaluate": per_item(sum(evaluator.cpu_timings.values()) - cpu0,
@@ -422,6 +455,7 @@ def run_benchmark(
     progress: bool = False,
     sheet_count: int = 4,
     workers: int = 1,
+    identities: str | None = None,
 ) -> dict:
     """Anonymize ``data`` with each backend into ``out/<backend>/``, evaluate, and write
     ``out/results.json``, ``out/tables.md``, ``out/table_<II..VI|timings>.csv``,
@@ -429,7 +463,9 @@ def run_benchmark(
     ``{backend: reason}``, ``tables`` ``{name: {"columns", "rows", "groups"}}`` (rows
     ``{label: {metric: {"mean", "std", "n"}}}``), ``radar``, ``errors``, ``unavailable``,
     ``machine``, ``files``. ``workers``: processes for anonymizing and evaluating (0: one per
-    core for a large enough folder); wall times per stage are per process, CPU seconds summed."""
+    core for a large enough folder); wall times per stage are per process, CPU seconds summed.
+    ``identities``: a regex naming each file's person (LFW: ``'^([^/]+)/'``), which adds the
+    linkability table (``metrics.evaluate.linkability_summary``)."""
     from .faces import resolve_device
     from .metrics import Evaluator
 
@@ -442,15 +478,16 @@ def run_benchmark(
     if evaluator is None and set(wanted) - set(skipped):
         evaluator = Evaluator(device=device)
     reports: dict[Path, Run] = {}
-    runs = {b: run_one(Run(b, out / b, Settings(backend=b, device=device)), originals, out,
-                       evaluator, groups, progress, reports, workers)
+    runs = {b: run_one(Run(b, out / _slug(b), spec_settings(b, device)), originals, out,
+                       evaluator, groups, progress, reports, workers, identities)
             for b in backends if b not in skipped}
     abl_runs: dict[str, Run] = {}
     if ablation and ablation not in skipped:
         for variant, photometric in ABLATION.items():
-            settings = Settings(backend=ablation, device=device, photometric=photometric)
+            settings = replace(spec_settings(ablation, device), photometric=photometric)
             full = photometric == Settings().photometric
-            folder = out / ablation if full else out / "ablation" / ablation / _slug(variant)
+            folder = (out / _slug(ablation) if full
+                      else out / "ablation" / _slug(ablation) / _slug(variant))
             abl_runs[variant] = run_one(Run(variant, folder, settings), originals, out,
                                         evaluator, None, progress, reports, workers)
 
@@ -472,6 +509,9 @@ def run_benchmark(
     for name in ("II", "III", "IV", "V", "timings"):
         tables[name] = {"title": TITLES[name], "columns": columns[name], "rows": rows,
                         "groups": group_rows}
+    if identities:
+        tables["linkability"] = {"title": TITLES["linkability"], "groups": {},
+                                 "columns": columns["linkability"], "rows": rows}
     if abl_runs:
         tables["VI"] = {"title": f"{TITLES['VI']}, backend {ablation}", "columns": columns["VI"],
                         "rows": {v: run_stats(r) for v, r in abl_runs.items()}, "groups": {}}
@@ -522,7 +562,7 @@ def originals_list(originals: Path) -> list[str]:
 
 
 def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
+    return "".join(c if c.isalnum() or c == "." else "_" for c in text).strip("_").lower()
 
 
 def _json(value):

@@ -210,6 +210,17 @@ def crop_transform(landmarks: np.ndarray, size: int, context: float = 2.0) -> Cr
     return CropTransform(scale=float(scale), tx=float(tx), ty=float(ty), size=int(size))
 
 
+#: Crop side limits for backends that render each face at its own resolution (pixels).
+MIN_CROP, MAX_CROP = 128, 512
+
+
+def crop_size_for(landmarks: np.ndarray, context: float = 2.0) -> int:
+    """The face's own crop side: ``context`` times its (68, 2) landmarks' longer extent, rounded
+    to a multiple of 32 and clipped to [``MIN_CROP``, ``MAX_CROP``]."""
+    side = float((landmarks.max(0) - landmarks.min(0)).max()) * context
+    return int(np.clip(32 * round(side / 32), MIN_CROP, MAX_CROP))
+
+
 def find_faces(
     image: np.ndarray,
     crop_size: int = 128,
@@ -265,9 +276,10 @@ def forehead_points(landmarks: np.ndarray, height: float = 0.3) -> np.ndarray:
     return brows + height * up
 
 
-def face_region(landmarks: np.ndarray, size: int) -> np.ndarray:
-    """Binary (S, S) float32 mask of the face: convex hull of the 68 points and the forehead."""
-    pts = np.concatenate([landmarks, forehead_points(landmarks)])
+def face_region(landmarks: np.ndarray, size: int, forehead: float = 0.3) -> np.ndarray:
+    """Binary (S, S) float32 mask of the face: convex hull of the 68 points and the forehead
+    points at ``forehead`` (:func:`forehead_points`)."""
+    pts = np.concatenate([landmarks, forehead_points(landmarks, forehead)])
     hull = cv2.convexHull(np.round(pts * 16).astype(np.int32))
     mask = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(mask, hull, 1, lineType=cv2.LINE_8, shift=4)
@@ -316,3 +328,80 @@ def paste_faces(
         blended = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
         out[y0:y1, x0:x1] = np.where(m3 > 0, blended, roi)
     return out
+
+
+#: Occluder detection (:func:`occluder_mask`): chroma distance, in robust standard deviations
+#: of the face's own skin, above which a pixel is not skin; smallest component kept, as a share
+#: of the face region; share of the face's height, from the top, in which components may lie.
+OCCLUDER_SIGMAS = 4.0
+#: ... or darker than this share of the skin's median luma while off the skin's chroma by half
+#: as many deviations (black hair, frames, microphones lose their chroma in shadow-like ways).
+OCCLUDER_DARK = 0.5
+OCCLUDER_MIN_AREA = 0.01
+OCCLUDER_UPPER = 0.62
+
+
+def _polygon_mask(points: np.ndarray, size: int, dilate: int = 0) -> np.ndarray:
+    mask = np.zeros((size, size), np.uint8)
+    cv2.fillConvexPoly(mask, np.round(cv2.convexHull(points.astype(np.float32)) * 16).astype(
+        np.int32), 1, lineType=cv2.LINE_8, shift=4)
+    if dilate:
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1,) * 2))
+    return mask.astype(bool)
+
+
+def occluder_mask(crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Pixels of an (S, S, 3) uint8 face crop where something that is not skin crosses the face
+    (hair, a glasses frame, a microphone, a dark or coloured object), as (S, S) bool.
+
+    A pixel of the face region (:func:`face_region`) is a candidate when its (Cr, Cb) lies more
+    than ``OCCLUDER_SIGMAS`` robust standard deviations (1.4826 MAD) from the median chroma of the
+    face's own cheeks and nose, or when it is darker than ``OCCLUDER_DARK`` times their median
+    luma and half as far off in chroma, outside the eyes, brows and lips (dilated). Candidates are kept
+    only in connected components that reach the region's edge (occluders come from outside the
+    face), cover at least ``OCCLUDER_MIN_AREA`` of it, and whose centre lies in the upper
+    ``OCCLUDER_UPPER`` of the face: below that, a beard cannot be told from an object by colour,
+    so the lower face is always replaced. Skin-coloured occluders (a hand) are not detected and
+    are replaced with the face. (68, 2) landmarks in crop pixels.
+    """
+    size = crop.shape[0]
+    region = face_region(landmarks, size) > 0
+    ycc = cv2.cvtColor(crop, cv2.COLOR_RGB2YCrCb).astype(np.float32)
+    centre = landmarks[NOSE].mean(0)
+    cheeks = centre + 0.55 * (landmarks[[1, 3, 13, 15, 29, 31, 35]] - centre)
+    skin = _polygon_mask(cheeks, size)
+    if skin.sum() < 16:
+        return np.zeros((size, size), bool)
+    chroma = ycc[..., 1:]
+    med = np.median(chroma[skin], axis=0)
+    spread = np.maximum(1.4826 * np.median(np.abs(chroma[skin] - med), axis=0), 2.0)
+    dist = np.sqrt((((chroma - med) / spread) ** 2).sum(-1))
+    iod = float(np.linalg.norm(landmarks[36] - landmarks[45]))
+    features = np.zeros((size, size), bool)
+    for part in (RIGHT_EYE, LEFT_EYE, slice(17, 22), slice(22, 27), MOUTH):
+        features |= _polygon_mask(landmarks[part], size, dilate=int(0.08 * iod) + 1)
+    dark = (ycc[..., 0] < OCCLUDER_DARK * np.median(ycc[..., 0][skin])) & (
+        dist > OCCLUDER_SIGMAS / 2)
+    candidate = ((dist > OCCLUDER_SIGMAS) | dark) & region & ~features
+    candidate = cv2.morphologyEx(candidate.astype(np.uint8), cv2.MORPH_OPEN,
+                                 np.ones((3, 3), np.uint8))
+    candidate = (cv2.morphologyEx(candidate, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+                 .astype(bool) & region & ~features)
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(candidate.astype(np.uint8))
+    edge = region & ~cv2.erode(region.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    top = forehead_points(landmarks)[:, 1].min()
+    limit = top + OCCLUDER_UPPER * (landmarks[8, 1] - top)
+    keep = np.zeros(count, bool)
+    touching = np.unique(labels[edge & candidate])
+    for label in touching[touching > 0]:
+        keep[label] = (stats[label, cv2.CC_STAT_AREA] >= OCCLUDER_MIN_AREA * region.sum()
+                       and centroids[label][1] <= limit)
+    return keep[labels]
+
+
+def soften(mask: np.ndarray, width: int = 2) -> np.ndarray:
+    """A bool (S, S) mask grown by ``width`` pixels with a soft edge: (S, S) float32 that is
+    exactly 1 on ``mask`` and falls to 0 within about ``2 * width`` pixels of it."""
+    grown = cv2.dilate(mask.astype(np.uint8), np.ones((2 * width + 1,) * 2, np.uint8))
+    soft = cv2.GaussianBlur(grown.astype(np.float32), (0, 0), width)
+    return np.maximum(soft, mask.astype(np.float32))

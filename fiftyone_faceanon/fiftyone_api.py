@@ -10,14 +10,20 @@ Layout on each sample (one image per sample; the dataset stays flat):
   ``dataset.app_config.media_fields`` so the App's media selector shows it beside the original.
   An alternate media field was chosen over a grouped dataset so that every existing view, label
   field and saved query of the user's dataset keeps working unchanged.
-- ``faces``: ``fo.Detections``, one ``face`` per detection (relative ``[x, y, w, h]`` box,
-  detector score as ``confidence``); :func:`evaluate_samples` puts each face's metrics on it.
-- ``face_landmarks``: ``fo.Keypoints``, one per face, the 68 iBUG points in relative ``[x, y]``.
+- ``faces``: ``fo.Detections``, one ``face`` per detection, at the *anonymized* face's geometry
+  (relative ``[x, y, w, h]`` box, detector score as ``confidence``), with the per-face fields of
+  the sidecar: ``donor``, ``geometry``, ``tries``, ``verification`` (``verified``, ``replaced``
+  or ``fail_closed:<how>``) and ``similarity_<judge>`` (each judge's final cosine to the
+  original); :func:`evaluate_samples` puts each face's metrics on it.
+- ``face_landmarks``: ``fo.Keypoints``, one per face, the anonymized face's 68 iBUG points in
+  relative ``[x, y]``: what a release carries (the original's landmarks stay in the private
+  record, ``<output_dir>.private``).
 - ``anonymization_error`` + tag ``faceanon_error``: why a sample could not be processed.
 
 The work is the core's: :func:`anonymize_samples` runs :class:`fiftyone_faceanon.batch.Worker`
-jobs (sidecar ``<output_dir>/<sample id><ext>.json`` beside each output, which is also what makes
-a rerun skip unchanged samples) and :func:`evaluate_samples` runs
+jobs (public sidecar ``<output_dir>/<sample id><ext>.json`` beside each output, private record
+``<output_dir>.private/<sample id><ext>.json``, which is also what makes a rerun skip unchanged
+samples) and :func:`evaluate_samples` runs
 :func:`fiftyone_faceanon.metrics.evaluate_files`, both through
 :func:`fiftyone_faceanon.parallel.imap` (``workers``: processes, ``0`` one per core for a large
 enough view, as in the CLI). This module only turns samples into jobs and results into fields.
@@ -38,7 +44,7 @@ from .faces import Face
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, image_size
 from .parallel import imap
 from .photometric import PhotometricSettings
-from .pipeline import Settings
+from .pipeline import DEFAULT_GEOMETRY, Settings
 
 MEDIA_FIELD = "anonymized_filepath"
 FACES_FIELD = "faces"
@@ -70,16 +76,18 @@ def _throttled(progress: Progress | None, total: int, every: float = 0.5) -> Cal
     return tick
 
 
-def face_labels(faces: list[Face], width: int, height: int) -> tuple[fo.Detections, fo.Keypoints]:
-    """Faces found in a ``width`` x ``height`` image -> ``(Detections, Keypoints)`` in relative
-    coordinates: box ``[x0/W, y0/H, (x1-x0)/W, (y1-y0)/H]``, landmarks (68, 2) ``/ [W, H]``."""
+def face_labels(faces: list[Face], width: int, height: int, extra: list[dict] | None = None
+                ) -> tuple[fo.Detections, fo.Keypoints]:
+    """Faces in a ``width`` x ``height`` image -> ``(Detections, Keypoints)`` in relative
+    coordinates: box ``[x0/W, y0/H, (x1-x0)/W, (y1-y0)/H]``, landmarks (68, 2) ``/ [W, H]``;
+    ``extra[i]`` holds more attributes of detection ``i``."""
     detections, keypoints = [], []
     for i, f in enumerate(faces):
         x0, y0, x1, y1 = (float(v) for v in f.box)
         detections.append(fo.Detection(
             label="face", bounding_box=[x0 / width, y0 / height, (x1 - x0) / width,
                                         (y1 - y0) / height],
-            confidence=float(f.score), index=i))
+            confidence=float(f.score), index=i, **(extra[i] if extra else {})))
         points = [[float(x) / width, float(y) / height] for x, y in f.landmarks]
         keypoints.append(fo.Keypoint(label="face", points=points, index=i))
     return fo.Detections(detections=detections), fo.Keypoints(keypoints=keypoints)
@@ -98,23 +106,31 @@ def anonymize_samples(
     overwrite: bool = False,
     workers: int = 0,
     progress: Progress | None = None,
+    geometry: float = DEFAULT_GEOMETRY,
+    donors: str | Path | None = None,
+    verify: bool = True,
+    on_fail: str = "blur",
 ) -> dict:
     """Anonymize each sample's image into ``output_dir/<sample id><ext>`` (never over the
     original) and store ``anonymized_filepath``, ``faces`` and ``face_landmarks`` on it.
 
     One :class:`fiftyone_faceanon.batch.Job` per sample, run by a
-    :class:`~fiftyone_faceanon.batch.Worker` as ``faceanon anonymize`` runs files: the output's
-    sidecar ``<output>.json`` records the faces, the original's SHA-256 and the settings, and a
-    rerun skips every sample whose sidecar matches (its fields are set again from the sidecar)
-    unless ``overwrite``. ``workers``: processes, ``0`` one per core when each gets 32 samples
-    or more. An unreadable image gets ``anonymization_error`` and the ``faceanon_error`` tag, and
-    the run goes on. ``progress(done, total)`` is called as samples finish. Returns ``{"ok",
-    "no_face", "skipped", "error": counts, "errors": [one line each]}``.
+    :class:`~fiftyone_faceanon.batch.Worker` as ``faceanon anonymize`` runs files, with the same
+    options (``geometry``, ``donors``, ``verify``, ``on_fail``: see ``faceanon anonymize
+    --help``): the output's public sidecar ``<output>.json`` and private record
+    ``<output_dir>.private/<output name>.json``; a rerun skips every sample whose record matches
+    (its fields are set again from them) unless ``overwrite``. ``workers``: processes, ``0`` one
+    per core when each gets 32 samples or more. An unreadable image, or one whose face failed
+    verification with ``on_fail="error"``, gets ``anonymization_error`` and the
+    ``faceanon_error`` tag, and the run goes on; a face handled fail-closed is written, counted
+    as ``unverified`` and its line added to ``errors``. ``progress(done, total)`` is called as
+    samples finish. Returns ``{"ok", "no_face", "skipped", "unverified", "error": counts,
+    "errors": [one line each]}``.
     """
-    from .metrics.pairing import faces_from_sidecar
-
     settings = Settings(backend=backend, seed=seed, detector=detector, device=device,
-                        photometric=PhotometricSettings(relight, pyramid, color_transfer))
+                        photometric=PhotometricSettings(relight, pyramid, color_transfer),
+                        geometry=geometry, donors=str(donors) if donors else None,
+                        verify=verify, on_fail=on_fail)
     out = Path(output_dir).expanduser().resolve()
     dataset = view._dataset
     if MEDIA_FIELD not in dataset.app_config.media_fields:
@@ -127,7 +143,7 @@ def anonymize_samples(
     jobs = [Job(Path(path), f"{sample_id}{_output_suffix(path)}")
             for sample_id, path in zip(ids, paths)]
     worker = Worker(settings, out, overwrite, MAX_PIXELS)
-    summary = {"ok": 0, "no_face": 0, "skipped": 0, "error": 0, "errors": []}
+    summary = {"ok": 0, "no_face": 0, "skipped": 0, "unverified": 0, "error": 0, "errors": []}
     tick = _throttled(progress, len(jobs))
     outcomes = imap(worker, jobs, workers, chunksize=4)
     with view.save_context() as saver:
@@ -139,15 +155,35 @@ def anonymize_samples(
                     sample.tags.append(ERROR_TAG)
                 summary["errors"].append(outcome.message)
             else:
+                if outcome.status == "unverified":
+                    summary["errors"].append(outcome.message)
                 dst = out / outcome.rel
                 sample[FACES_FIELD], sample[LANDMARKS_FIELD] = face_labels(
-                    faces_from_sidecar(dst) or [], *image_size(dst))
+                    *anonymized_faces(dst, outcome.rel))
                 sample[MEDIA_FIELD], sample[ERROR_FIELD] = str(dst), None
                 if ERROR_TAG in sample.tags:
                     sample.tags.remove(ERROR_TAG)
             saver.save(sample)
             tick(done)
     return summary
+
+
+def anonymized_faces(dst: Path, rel: str) -> tuple[list[Face], int, int, list[dict]]:
+    """The anonymized faces of the output ``dst`` (``output_dir/rel``) from its public sidecar,
+    the image's width and height, and each face's sidecar fields with each judge's final
+    similarity from the private record, as :func:`face_labels` takes them."""
+    import json
+
+    from .images import record_path
+    from .metrics.pairing import faces_from_records
+
+    public = json.loads(dst.with_name(dst.name + ".json").read_text())["faces"]
+    private = json.loads(record_path(dst, rel).read_text())["faces"]
+    extra = [{"donor": p["donor"], "geometry": p["geometry"], "tries": p["tries"],
+              "verification": p["status"],
+              **{f"similarity_{j}": v for j, v in r["similarity"].items()}}
+             for p, r in zip(public, private)]
+    return faces_from_records(public), *image_size(dst), extra
 
 
 def _samples(view: fo.core.collections.SampleCollection, ids: list[str]):
@@ -274,7 +310,7 @@ def evaluate_samples(
     progress: Progress | None = None,
 ) -> dict:
     """Compare each anonymized sample of ``view`` with its original over the faces
-    :func:`anonymize_samples` found (read from the output's sidecar), with the core's
+    :func:`anonymize_samples` found (read from the output's private record), with the core's
     :func:`fiftyone_faceanon.metrics.evaluate_files` as ``faceanon evaluate`` runs it: batches
     of ``batch`` pairs, ``workers`` processes (``0``: one per core when each gets 32 batches or
     more).
@@ -299,7 +335,8 @@ def evaluate_samples(
             dataset.add_sample_field(name, fo.FloatField)
     todo = view.exists(MEDIA_FIELD).exists(ERROR_FIELD, False)
     ids, originals, anonymized = todo.values(["id", "filepath", MEDIA_FIELD])
-    files = [(i, Path(o), Path(a)) for i, o, a in zip(ids, originals, anonymized)]
+    # rel: the output's name under output_dir, which locates its private record
+    files = [(Path(a).name, Path(o), Path(a)) for o, a in zip(originals, anonymized)]
     errors, records, results = [], [], []
     tick = _throttled(progress, len(files))
     evaluated = evaluate_files(files, ev, batch, workers)

@@ -338,15 +338,16 @@ class Embedder:
 # -- thresholds and configuration --------------------------------------------------------------
 
 
-def parse_threshold_overrides(pairs: Iterable[str]) -> dict[str, float]:
-    """``["judge=value", ...]`` from the command line -> ``{judge: value}``."""
+def parse_threshold_overrides(pairs: Iterable[str], option: str = "--threshold"
+                              ) -> dict[str, float]:
+    """``["judge=value", ...]`` from the command line ``option`` -> ``{judge: value}``."""
     out = {}
     for pair in pairs:
         name, _, value = pair.partition("=")
         try:
             out[name.strip()] = float(value)
         except ValueError:
-            raise GateError(f"--threshold {pair!r}: expected JUDGE=VALUE, e.g. dlib=0.9") from None
+            raise GateError(f"{option} {pair!r}: expected JUDGE=VALUE, e.g. dlib=0.9") from None
     return out
 
 

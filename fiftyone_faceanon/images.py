@@ -134,6 +134,21 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb, "RGB").convert("L"))
 
 
+def records_dir(outdir: os.PathLike | str) -> Path:
+    """Where the private records of the outputs under ``outdir`` live: ``OUTDIR.private``
+    beside it, outside the output tree that is released (docs/architecture.md)."""
+    outdir = Path(outdir)
+    return outdir.parent / f"{outdir.name}.private"
+
+
+def record_path(anon_path: os.PathLike | str, rel: str) -> Path:
+    """The private record ``OUTDIR.private/REL.json`` of the output ``OUTDIR/REL``."""
+    root = Path(anon_path)
+    for _ in Path(rel).parts:
+        root = root.parent
+    return records_dir(root) / f"{rel}.json"
+
+
 def atomic_write(path: os.PathLike | str, data: bytes, mode: int | None = None) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so
     ``path`` either keeps its old content or holds all of the new. ``mode`` defaults to

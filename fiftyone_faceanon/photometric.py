@@ -18,7 +18,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-#: Defaults for a 128 px crop. ``sigma_space`` is in pixels of the crop.
+#: Defaults for a 128 px crop (:data:`REFERENCE_CROP`). :func:`postprocess` scales
+#: ``sigma_space`` with the crop and adds a pyramid level per doubling, so a face rendered at its
+#: own resolution gets the same relighting as at 128 px.
+REFERENCE_CROP = 128
 SIGMA_SPACE = 6.0
 SIGMA_COLOR = 0.1
 PYRAMID_LEVELS = 4
@@ -132,14 +135,19 @@ def postprocess(
     """``I_f = C(blend(I_a, relight(I_a, I_o)), I_o)`` with each step optional.
 
     With ``pyramid`` off, the relit image is used as it is; with ``relight`` off, the pyramid
-    step is skipped too (it has nothing to take the low band from).
+    step is skipped too (it has nothing to take the low band from). ``settings`` are for a
+    :data:`REFERENCE_CROP` crop: on an S px crop ``sigma_space`` is multiplied by S / 128 and
+    ``round(log2(S / 128))`` pyramid levels are added.
     uint8 or float (H, W, 3) crops and an (H, W) face mask -> uint8 (H, W, 3).
     """
     a = _unit(anon)
     o = _unit(orig)
     if settings.relight:
-        relit = relight(a, o, settings.sigma_space, settings.sigma_color)
-        a = pyramid_blend(a, relit, settings.levels) if settings.pyramid else relit
+        zoom = a.shape[0] / REFERENCE_CROP
+        sigma_space = settings.sigma_space * zoom
+        levels = max(1, settings.levels + int(round(np.log2(zoom))))
+        relit = relight(a, o, sigma_space, settings.sigma_color)
+        a = pyramid_blend(a, relit, levels) if settings.pyramid else relit
     if settings.color_transfer:
         a = color_transfer(a, o, mask)
     return np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)

@@ -108,6 +108,19 @@ class AnonymizeFaces(_FaceanonOperator):
                            ("color_transfer", "Cb/Cr statistics transfer from the original")):
             inputs.bool(name, default=_default(fn, name), label=name.replace("_", " "),
                         description=text)
+        inputs.float("geometry", min=0.0, max=1.0, default=_default(fn, "geometry"),
+                     label="Identity-neutral geometry",
+                     description="0 keeps the original's landmarks (the paper); 1 replaces their "
+                                 "identity component by the donor's")
+        inputs.str("donors", default=None, required=False, label="Donor bank",
+                   description="A bank built with `faceanon donors build`; empty: the shipped one")
+        inputs.bool("verify", default=_default(fn, "verify"), label="Verify",
+                    description="Score every replaced face with the identity judges; retry, then "
+                                "fail closed")
+        inputs.enum("on_fail", ["blur", "mask", "error"], default=_default(fn, "on_fail"),
+                    label="On failed verification",
+                    description="A face still matched after every try: blur it away, mask it, "
+                                "or write no output (error)")
         inputs.enum("detector", ["mtcnn", "dlib"], default=_default(fn, "detector"),
                     label="Face detector")
         inputs.str("device", default=_default(fn, "device"), label="Device",

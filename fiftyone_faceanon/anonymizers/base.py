@@ -18,11 +18,44 @@ class Anonymizer(abc.ABC):
 
     ``photometric``: whether the paper's relighting and colour transfer apply to this backend's
     output (they do for generated faces; they would undo a blur or a mask).
+
+    ``crop_size``: the side the pipeline crops every face to; ``None`` means each face at its own
+    resolution (``faces.crop_size_for``), so a backend with ``None`` gets one face per call.
+    ``forehead``: how much forehead the region the pipeline replaces takes (a donor photo's
+    forehead is often under its own hair, so the ``donor`` backend takes less).
+
+    A backend that renders donor identities overrides :meth:`choose`; the pipeline then moves the
+    face's geometry towards the chosen donor's (``geometry.ShapeModel.neutralize``) and passes
+    the donors back to :meth:`anonymize`.
     """
 
     name: ClassVar[str]
     photometric: ClassVar[bool] = False
-    crop_size: int = 128
+    crop_size: int | None = 128
+    #: how far above the brows the replaced region reaches (``faces.face_region``)
+    forehead: ClassVar[float] = 0.3
+
+    def choose(
+        self,
+        crop: np.ndarray,
+        landmarks: np.ndarray,
+        rng: np.random.Generator,
+        rank: int,
+        exclude: np.ndarray | None,
+        identity: dict[str, np.ndarray] | None = None,
+    ) -> int | None:
+        """The donor for one (S, S, 3) crop with (68, 2) crop-px landmarks: the ``rank``-th of
+        this face's seeded candidate order, skipping ``exclude`` ((M,) bool over the donors);
+        ``identity``: the face's judge embeddings ({judge: (D,)}) when verification computed
+        them. ``None`` for backends without donors."""
+        return None
+
+    def donor_landmarks(self, donor: int) -> np.ndarray:
+        """(68, 2) landmarks of a donor, in its own frame."""
+        raise NotImplementedError(f"{self.name} has no donors")
+
+    def donor_id(self, donor: int) -> str:
+        raise NotImplementedError(f"{self.name} has no donors")
 
     @abc.abstractmethod
     def anonymize(
@@ -31,6 +64,7 @@ class Anonymizer(abc.ABC):
         landmarks: np.ndarray,
         regions: np.ndarray,
         rngs: list[np.random.Generator],
+        donors: list[int | None] | None = None,
     ) -> np.ndarray: ...
 
 

@@ -17,7 +17,7 @@ class Blur(Anonymizer):
     def __init__(self, sigma: float = 0.08, crop_size: int = 128):
         self.sigma, self.crop_size = sigma, crop_size
 
-    def anonymize(self, crops, landmarks, regions, rngs):
+    def anonymize(self, crops, landmarks, regions, rngs, donors=None):
         s = self.sigma * self.crop_size
         return np.stack([cv2.GaussianBlur(c, (0, 0), s) for c in crops])
 
@@ -27,7 +27,7 @@ class Pixelate(Anonymizer):
     def __init__(self, blocks: int = 16, crop_size: int = 128):
         self.blocks, self.crop_size = blocks, crop_size
 
-    def anonymize(self, crops, landmarks, regions, rngs):
+    def anonymize(self, crops, landmarks, regions, rngs, donors=None):
         n, size = self.blocks, self.crop_size
         return np.stack([
             cv2.resize(cv2.resize(c, (n, n), interpolation=cv2.INTER_AREA), (size, size),
@@ -41,7 +41,7 @@ class Mask(Anonymizer):
     def __init__(self, color: tuple[int, int, int] = (0, 0, 0), crop_size: int = 128):
         self.color, self.crop_size = np.asarray(color, np.uint8), crop_size
 
-    def anonymize(self, crops, landmarks, regions, rngs):
+    def anonymize(self, crops, landmarks, regions, rngs, donors=None):
         return np.broadcast_to(self.color, crops.shape).copy()
 
 
@@ -50,6 +50,6 @@ class Noise(Anonymizer):
     def __init__(self, std: float = 64.0, crop_size: int = 128):
         self.std, self.crop_size = std, crop_size
 
-    def anonymize(self, crops, landmarks, regions, rngs):
+    def anonymize(self, crops, landmarks, regions, rngs, donors=None):
         noisy = [c + rng.normal(0.0, self.std, c.shape) for c, rng in zip(crops, rngs)]
         return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)

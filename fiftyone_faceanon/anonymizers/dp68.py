@@ -55,7 +55,7 @@ class DP68(Anonymizer):
         self.crop_size = crop_size or self.resolution
         self.batch_size = batch_size
 
-    def anonymize(self, crops, landmarks, regions, rngs):
+    def anonymize(self, crops, landmarks, regions, rngs, donors=None):
         """(N, S, S, 3) crops -> (N, S, S, 3) uint8; face ``i`` gets the noise vector
         ``z_i = rngs[i].standard_normal(Z)``, so the same generator state gives the same face."""
         from ..gan.shards import conditioning

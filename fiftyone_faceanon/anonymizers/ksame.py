@@ -76,7 +76,7 @@ class KSame(Anonymizer):
         self.src_points = control_points(data["landmarks"].astype(np.float64), frame)
         self.triangles = Delaunay(self.src_points).simplices
 
-    def anonymize(self, crops, landmarks, regions, rngs):
+    def anonymize(self, crops, landmarks, regions, rngs, donors=None):
         size = self.crop_size
         # control_points puts the crop's border points last: the canonical frame's border maps
         # onto the crop's border.

@@ -11,7 +11,8 @@ from tqdm import tqdm
 from ..anonymizers import DEFAULT_BACKEND, BackendUnavailable, available_backends
 from ..images import MAX_PIXELS
 from ..photometric import PYRAMID_LEVELS, PhotometricSettings
-from ..pipeline import Settings
+from ..pipeline import DEFAULT_GEOMETRY, Settings
+from ..verify import ON_FAIL, VerificationError
 from ..weights import WeightsError
 from . import detector_options, main
 
@@ -30,6 +31,22 @@ def settings_options(f):
                      help="Cb/Cr statistics transfer from the original face."),
         click.option("--levels", default=PYRAMID_LEVELS, show_default=True,
                      help="Laplacian pyramid depth."),
+        click.option("--geometry", default=DEFAULT_GEOMETRY, show_default=True,
+                     type=click.FloatRange(0.0, 1.0),
+                     help="Identity-neutral geometry: 0 keeps the original's landmarks (the "
+                          "paper), 1 replaces their identity component by the donor's."),
+        click.option("--donors", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Donor bank (faceanon donors build); default: the shipped one."),
+        click.option("--verify/--no-verify", default=True, show_default=True,
+                     help="Score every replaced face with the identity judges; retry, then "
+                          "fail closed."),
+        click.option("--on-fail", default="blur", show_default=True, type=click.Choice(ON_FAIL),
+                     help="A face still matched after every try: blur it away, mask it, or "
+                          "write no output (error)."),
+        click.option("--verify-threshold", "verify_thresholds", multiple=True,
+                     metavar="JUDGE=COSINE",
+                     help="Override a judge's verification threshold (repeatable); default: "
+                          "its FAR 1e-3 threshold from models/manifest.json."),
         *detector_options("--threshold"),
     ]
     for option in reversed(options):
@@ -37,11 +54,19 @@ def settings_options(f):
     return f
 
 
-def build_settings(backend, seed, relight, pyramid, color_transfer, levels, detector, threshold,
-                   device) -> Settings:
+def build_settings(backend, seed, relight, pyramid, color_transfer, levels, geometry, donors,
+                   verify, on_fail, verify_thresholds, detector, threshold, device) -> Settings:
+    from ..gate import GateError, parse_threshold_overrides
+
+    try:
+        overrides = parse_threshold_overrides(verify_thresholds, "--verify-threshold")
+    except GateError as e:
+        raise click.UsageError(str(e)) from None
     return Settings(
         backend=backend, seed=seed, detector=detector, threshold=threshold, device=device,
         photometric=PhotometricSettings(relight, pyramid, color_transfer, levels=levels),
+        geometry=geometry, donors=str(donors) if donors else None, verify=verify,
+        on_fail=on_fail, verify_thresholds=tuple(sorted(overrides.items())),
     )
 
 
@@ -58,13 +83,13 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
     except GateError as e:
         raise click.UsageError(str(e)) from None
 
-    counts = {"ok": 0, "no_face": 0, "skipped": 0, "error": 0}
+    counts = {"ok": 0, "no_face": 0, "skipped": 0, "unverified": 0, "error": 0}
     bar = tqdm(desc="anonymize", unit="img", file=sys.stderr, dynamic_ncols=True)
 
     def on_outcome(outcome):
         counts[outcome.status] += 1
-        if outcome.status == "error":
-            tqdm.write(f"error: {outcome.message}", file=sys.stderr)
+        if outcome.status in ("error", "unverified"):
+            tqdm.write(f"{outcome.status}: {outcome.message}", file=sys.stderr)
         if gal is not None and outcome.identity:
             gal.add(outcome.identity["sha256"], outcome.identity["embeddings"])
         bar.update(1)
@@ -79,7 +104,7 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
     except UsageError as e:
         bar.close()
         raise click.UsageError(str(e)) from None
-    except (BackendUnavailable, WeightsError) as e:
+    except (BackendUnavailable, WeightsError, VerificationError) as e:
         bar.close()
         raise click.ClickException(f"backend {settings.backend}: {e}") from None
     bar.close()
@@ -87,10 +112,11 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
         save_gallery(gal, gallery)
     click.echo(
         f"{counts['ok']} anonymized, {counts['no_face']} without a face, "
-        f"{counts['skipped']} already done, {counts['error']} failed -> {outdir}",
+        f"{counts['skipped']} already done, {counts['unverified']} unverified (fail-closed), "
+        f"{counts['error']} failed -> {outdir}",
         err=True,
     )
-    return 1 if counts["error"] else 0
+    return 1 if counts["error"] or counts["unverified"] else 0
 
 
 @main.command()
@@ -109,8 +135,10 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
 def anonymize(inputs, outdir, workers, overwrite, allow_inside, max_pixels, gallery, **kw):
     """Anonymize the faces of image files and folders into OUTDIR.
 
-    Writes each image (no metadata of the original) and a JSON sidecar beside it. A rerun
-    skips what is done. Exit code 1 when any image failed.
+    Writes each image (no metadata of the original) and a public JSON sidecar beside it (the
+    anonymized geometry only); the private record of each original goes to OUTDIR.private,
+    outside the tree to release. A rerun skips what is done. Exit code 1 when any image failed
+    or a face was still matched by a judge after every try (handled per --on-fail).
     """
     settings = build_settings(**kw)
     sys.exit(run_anonymize(list(inputs), outdir, settings, workers, overwrite, allow_inside,

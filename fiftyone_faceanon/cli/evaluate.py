@@ -38,7 +38,7 @@ def format_table(summary: dict) -> str:
 def evaluate(orig, anon, out, groups, threshold, device, workers):
     """Score the anonymized images in ANON against the originals in ORIG (same relative paths).
 
-    Faces come from each anonymized image's sidecar (ANON/REL.json) when present, else from
+    Faces come from each anonymized image's private record (ANON.private/REL.json) when present, else from
     detection. Prints a summary table; exit code 1 when any file was unpaired or unreadable.
     """
     from ..metrics import Evaluator, evaluate_dirs

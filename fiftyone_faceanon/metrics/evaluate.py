@@ -1,6 +1,6 @@
 """Running the whole suite: per face, per image pair, per folder.
 
-For each face of the original (from the anonymizer's sidecar, or detected), the anonymized image
+For each face of the original (from the anonymizer's private record, or detected), the anonymized image
 is compared with the original over the ORIGINAL face's place:
 
 - ``detected``: MTCNN finds a box in the anonymized image overlapping the original's box
@@ -37,8 +37,8 @@ from ..photometric import shading
 from .colour import colour_metrics, skin_mask
 from .detection import MIN_IOU, match_boxes
 from .geometry import landmark_nme_51, landmark_nme_68
-from .lighting import lighting_metrics
-from .pairing import CROP_SIZE, faces_from_sidecar
+from .lighting import lighting_metrics, sharpness_ratio
+from .pairing import CROP_SIZE, faces_from_record
 from .realism import (frechet_distance, inception_features, inception_fid_unavailable,
                       kernel_distance)
 from .summary import group_label, summarize
@@ -57,6 +57,8 @@ class PairResult:
     originals: list[F.Face]
     embeddings: tuple[np.ndarray, np.ndarray] | None = None
     crops: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+    #: every judge's (F, D) embeddings of the anonymized faces (linkability)
+    anonymized: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Evaluator:
@@ -89,9 +91,10 @@ class Evaluator:
             self.unavailable["fid_facenet"] = self.unavailable["kid_facenet"] = reason
         calibrated = judge_thresholds()
         self.thresholds = {n: calibrated[n]["accuracy"] for n in self.judges if n in calibrated}
+        self.far_thresholds = {n: calibrated[n]["far_1e-3"] for n in self.thresholds}
         for name in self.judges:
             if name not in self.thresholds:
-                self.unavailable[f"reid_rate_{name}"] = (
+                self.unavailable[f"reid_rate_{name}"] = self.unavailable[f"reid_far_{name}"] = (
                     f"no calibrated threshold for {name} in models/manifest.json "
                     "(run scripts/calibrate_judges.py)")
         try:
@@ -122,7 +125,7 @@ class Evaluator:
         self, orig: np.ndarray, anon: np.ndarray, faces: list[F.Face] | None = None
     ) -> PairResult:
         """Metrics of every face of ``orig`` (RGB (H, W, 3) uint8) against ``anon`` (same size).
-        ``faces``: the original's faces (e.g. from a sidecar); detected when None."""
+        ``faces``: the original's faces (e.g. from a private record); detected when None."""
         return self.evaluate_batch([(orig, anon, faces)])[0]
 
     def evaluate_batch(
@@ -180,8 +183,10 @@ class Evaluator:
                 rec[f"reid_{name}"] = float(c)
                 if name in self.thresholds:
                     rec[f"reid_rate_{name}"] = float(c >= self.thresholds[name])
+                    rec[f"reid_far_{name}"] = float(c >= self.far_thresholds[name])
             if name == REALISM_JUDGE:
                 result.embeddings = (e_o, e_a)
+            result.anonymized[name] = e_a
         if self.emotion is not None:
             from .emotion import EMOTIONS
 
@@ -205,6 +210,8 @@ class Evaluator:
             lap("lighting")
             rec.update(colour_metrics(o, a, skin_mask(lm, self.crop_size), s_o, s_a))
             lap("colour")
+            rec["sharpness"] = sharpness_ratio(orig, anon, face.landmarks)
+            lap("sharpness")
         if "fid_inception" not in self.unavailable:
             result.crops = (crops_o, crops_a)
         return result
@@ -279,7 +286,7 @@ class _Batch:
                     raise ImageError(anon_path,
                                      f"size {anon.shape[1]}x{anon.shape[0]} differs from the "
                                      f"original's {orig.shape[1]}x{orig.shape[0]}")
-                faces = faces_from_sidecar(anon_path, ev.crop_size)
+                faces = faces_from_record(anon_path, rel, ev.crop_size)
             except (ImageError, ValueError) as e:
                 out.append((rel, None, None, str(e)))
                 continue
@@ -287,7 +294,7 @@ class _Batch:
             out.append(None)
         results = ev.evaluate_batch([(o, a, f) for _, o, a, f in loaded])
         for (i, _, _, faces), res in zip(loaded, results):
-            out[i] = (files[i][0], "detection" if faces is None else "sidecar", res, None)
+            out[i] = (files[i][0], "detection" if faces is None else "record", res, None)
         spent = ({k: v - before[0].get(k, 0.0) for k, v in ev.timings.items()},
                  {k: v - before[1].get(k, 0.0) for k, v in ev.cpu_timings.items()})
         for counters, previous in zip((ev.timings, ev.cpu_timings), before):
@@ -305,8 +312,9 @@ def evaluate_files(
     """``(rel, faces_from, PairResult | None, error | None)`` for each ``(rel, original path,
     anonymized path)`` of ``files``, in their order, as the batches finish.
 
-    The original's faces come from the anonymized image's sidecar (``faces_from`` is
-    ``"sidecar"``), else from detection (``"detection"``); an unreadable file, a sidecar that
+    The original's faces come from the anonymized image's private record (``faces_from`` is
+    ``"record"``, :func:`.pairing.faces_from_record`), else from detection (``"detection"``);
+    an unreadable file, a record that
     cannot be read or two sizes that differ give ``error`` (one line) and no result. Pairs are
     evaluated in batches of ``batch``; ``workers > 1`` runs the batches in that many processes
     (``0``: ``parallel.auto_workers`` over the pairs), each loading its own models with
@@ -324,6 +332,33 @@ def evaluate_files(
         yield from done
 
 
+def linkability_summary(results: dict[str, PairResult], identities: str,
+                        thresholds: dict[str, float]) -> dict[str, dict]:
+    """``link_same_<judge>``, ``link_diff_<judge>`` (match rates at the judge's threshold between
+    anonymized faces of two photos of the same person / of two different people) and
+    ``sim_diff_<judge>`` (their mean cosine between different people) as ``{"mean", "std", "n"}``,
+    over the largest face of each file whose relative path ``identities`` labels."""
+    from .identity import linkability
+
+    out: dict[str, dict] = {}
+    for judge, threshold in thresholds.items():
+        rows, people = [], []
+        for rel, res in results.items():
+            person = group_label(rel, identities)
+            if person is None or judge not in res.anonymized or not len(res.originals):
+                continue
+            largest = int(np.argmax([(f.box[2] - f.box[0]) * (f.box[3] - f.box[1])
+                                     for f in res.originals]))
+            rows.append(res.anonymized[judge][largest])
+            people.append(person)
+        if len(rows) >= 2:
+            link = linkability(np.stack(rows), np.array(people), threshold)
+            out[f"link_same_{judge}"] = link["same"]
+            out[f"link_diff_{judge}"] = link["different"]
+            out[f"sim_diff_{judge}"] = link["similarity_different"]
+    return out
+
+
 def evaluate_dirs(
     orig_dir: Path,
     anon_dir: Path,
@@ -332,9 +367,14 @@ def evaluate_dirs(
     batch: int = 8,
     on_pair: Callable[[str, str | None], None] | None = None,
     workers: int = 1,
+    identities: str | None = None,
 ) -> dict:
     """The report of ``faceanon evaluate``: every image of ``anon_dir`` against the image at the
     same relative path in ``orig_dir``.
+
+    With ``identities`` (a regex whose first group names the person of a file, e.g. LFW's
+    ``'^([^/]+)/'``) the summary also gets the linkability of the anonymized faces
+    (:func:`.identity.linkability`, the largest face of each image).
 
     Returns ``{"summary": {metric: {"mean", "std", "n"}}, "groups": {label: summary}`` (when
     ``groups``, a regex whose first group labels a file's relative path), ``"pairs": [{"file",
@@ -371,11 +411,15 @@ def evaluate_dirs(
         pairs.append({"file": rel, "faces_from": faces_from, "faces": res.faces})
         if on_pair:
             on_pair(rel, None)
+    if identities:
+        summary_extra = linkability_summary(results, identities, ev.far_thresholds)
+    else:
+        summary_extra = {}
     report = {
         "orig": str(orig_dir),
         "anon": str(anon_dir),
         "summary": {**summarize([f for p in pairs for f in p["faces"]]),
-                    **ev.dataset_metrics(list(results.values()))},
+                    **ev.dataset_metrics(list(results.values())), **summary_extra},
         "pairs": pairs,
         "unavailable": dict(ev.unavailable),
         "errors": errors,

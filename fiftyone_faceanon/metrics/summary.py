@@ -1,7 +1,8 @@
 """Dataset summaries in the paper's tables' form (mean +- std over faces, with n), per group.
 
 Per-face metrics are summarised over every face that has a finite value; 0/1 metrics
-(``detected``, ``reid_rate_*``, ``emotion_match``) therefore give rates as their mean.
+(``detected``, ``reid_rate_*``, ``reid_far_*``, ``emotion_match``) therefore give rates as
+their mean.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ PER_FACE: dict[str, bool] = {
     "reid_rate_facenet_casia": True,
     "reid_rate_dlib": True,
     "reid_rate_facenet_vggface2": True,
+    "reid_far_facenet_casia": True,
+    "reid_far_dlib": True,
+    "reid_far_facenet_vggface2": True,
     "landmark_nme_68": True,
     "landmark_nme_51": True,
     "emotion_match": False,
@@ -32,6 +36,7 @@ PER_FACE: dict[str, bool] = {
     "delta_e2000": True,
     "mse_l": True,
     "mse_ab": True,
+    "sharpness": False,
 }
 #: Metrics of a whole set of faces.
 PER_DATASET = ("fid_facenet", "kid_facenet", "fid_inception")
@@ -43,11 +48,13 @@ def _finite(values: Iterable) -> np.ndarray:
 
 
 def describe(values: Iterable[float]) -> dict:
-    """``{"mean", "std", "n"}`` of the finite values (population std; None when n is 0)."""
+    """``{"mean", "std", "median", "n"}`` of the finite values (population std; None when n
+    is 0)."""
     arr = _finite(values)
     if not len(arr):
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(arr.mean()), "std": float(arr.std()), "n": int(len(arr))}
+        return {"mean": None, "std": None, "median": None, "n": 0}
+    return {"mean": float(arr.mean()), "std": float(arr.std()), "median": float(np.median(arr)),
+            "n": int(len(arr))}
 
 
 def summarize(face_records: list[dict]) -> dict[str, dict]:

@@ -1,0 +1,149 @@
+"""``donor``: a synthetic face of a person who does not exist, matched to the face it replaces.
+
+The bank (:mod:`fiftyone_faceanon.donors`, shipped as ``models/donors_sfhq.npz``) holds aligned
+donor crops with their 68 landmarks and attributes measured by
+:func:`~fiftyone_faceanon.donors.face_attributes`. For each face the same attributes are measured
+on the pipeline's crop and every donor gets the matching cost
+
+    ``c(d) = sum_k w_k ((a_k - d_k) / sigma_k)^2``
+
+over pose (yaw, pitch), expression state (mouth opening, teeth, eye opening), skin tone (Cb, Cr,
+luma), face proportions (jaw width over face height), beard and glasses, and, when the
+pipeline has the face's FaceNet-CASIA embedding (verification on), the estimated gender and age
+(linear heads on that embedding, ``models/demographics_casia.npz``, applied to the donors'
+embeddings too); ``sigma_k`` is a fixed tolerance per attribute (:data:`SCALES`).
+The face's candidate order is its ``CANDIDATES`` cheapest
+donors shuffled by the face's seeded generator, then the rest by cost, so different people (and
+different photos of one person) get different donors while each stays a good match; verification
+retries take the next candidate. The chosen donor crop is warped piecewise-affinely (the ``ksame``
+warp) onto the target landmarks at the face's own crop size and prepared the way an inpainting
+generator's output would look: where the donor has hair or another non-skin occluder inside the
+face region (``faces.occluder_mask`` on the warped donor) the original's pixels stay, its
+brightness is scaled to the original's over the region, and outside the region it is the
+original crop. The pipeline then relights, colour-matches and blends it (paper III-B-2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial import Delaunay
+
+from .base import Anonymizer, register
+from .ksame import control_points, piecewise_affine_warp
+
+#: Weight and tolerance ``(w_k, sigma_k)`` of each attribute in the matching cost
+#: (``proportion``, ``female`` and ``log_age`` are computed here, the rest by
+#: ``donors.face_attributes``).
+TERMS = {
+    "yaw": (1.0, 8.0), "pitch": (0.5, 8.0), "mouth_open": (1.5, 0.05), "teeth": (0.5, 0.2),
+    "eye_open": (1.0, 0.04), "cb": (2.0, 0.015), "cr": (2.0, 0.015), "luma": (1.0, 0.08),
+    "proportion": (0.3, 0.1), "beard": (2.0, 0.2), "glasses": (1.0, 0.25),
+    "female": (2.0, 0.25), "log_age": (1.0, 0.3),
+}
+#: Terms that need the face's FaceNet-CASIA embedding.
+DEMOGRAPHIC = ("female", "log_age")
+#: How many of the cheapest donors the seed chooses among.
+CANDIDATES = 6
+DEMOGRAPHICS = "demographics_casia.npz"
+
+
+def demographics(embeddings: np.ndarray) -> np.ndarray:
+    """(N, 512) FaceNet-CASIA unit embeddings -> (N, 2): probability of female and
+    log(1 + age), from the shipped linear heads."""
+    from ..weights import model_path
+
+    with np.load(model_path(DEMOGRAPHICS)) as heads:
+        xb = np.hstack([embeddings, np.ones((len(embeddings), 1))]).astype(np.float64)
+        return np.stack([1 / (1 + np.exp(-xb @ heads["gender"])), xb @ heads["log_age"]], 1)
+
+
+def proportion(landmarks: np.ndarray) -> float:
+    """Jaw width (points 0-16) over the chin-to-brow height of (68, 2) landmarks."""
+    width = np.linalg.norm(landmarks[16] - landmarks[0])
+    height = np.linalg.norm(landmarks[8] - landmarks[17:27].mean(0))
+    return float(width / max(height, 1e-6))
+
+
+@register("donor", "A synthetic person who does not exist, matched on pose, expression, skin "
+                   "tone, proportions, beard and glasses, warped onto identity-neutral landmarks, "
+                   "relit")
+class Donor(Anonymizer):
+    photometric = True
+    crop_size = None
+    forehead = 0.15
+
+    def __init__(self, bank: str | Path | None = None, candidates: int = CANDIDATES):
+        from ..donors import load_bank
+
+        self.bank = load_bank(Path(bank) if bank else None)
+        self.candidates = candidates
+        attrs = {k: np.asarray(self.bank.attributes[k], np.float64)
+                 for k in TERMS if k != "proportion" and k not in DEMOGRAPHIC}
+        attrs["proportion"] = np.array([proportion(l) for l in self.bank.landmarks])
+        attrs["female"], attrs["log_age"] = demographics(
+            self.bank.embeddings["facenet_casia"]).T
+        self.keys = list(TERMS)
+        self.table = np.stack([attrs[k] for k in self.keys], 1)  # (M, K)
+        self.weights = np.array([TERMS[k][0] for k in self.keys])
+        self.scale = np.array([TERMS[k][1] for k in self.keys])
+        size = self.bank.size
+        self.src_points = [control_points(l.astype(np.float64), size) for l in self.bank.landmarks]
+        self.triangles = Delaunay(control_points(self.bank.landmarks.mean(0), size)).simplices
+
+    def costs(self, crop: np.ndarray, landmarks: np.ndarray,
+              identity: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """(M,) matching cost of every donor for one (S, S, 3) crop and its (68, 2) landmarks;
+        ``identity`` holds the face's judge embeddings ((D,) each) when the pipeline has them,
+        which adds the gender and age terms."""
+        from ..donors import face_attributes
+
+        a = face_attributes(crop, landmarks)
+        a["proportion"] = proportion(landmarks)
+        use = np.ones(len(self.keys), bool)
+        if identity is not None and "facenet_casia" in identity:
+            a["female"], a["log_age"] = demographics(identity["facenet_casia"][None])[0]
+        else:
+            use = np.array([k not in DEMOGRAPHIC for k in self.keys])
+        face = np.array([a.get(k, 0.0) for k in self.keys])
+        terms = self.weights * ((self.table - face) / self.scale) ** 2
+        return terms[:, use].sum(1)
+
+    def choose(self, crop, landmarks, rng, rank, exclude, identity=None):
+        """Excluded donors are never candidates, unless every donor is excluded (only with
+        verification thresholds forced below every similarity): then all are, and the
+        verification that set ``exclude`` fails the face closed."""
+        cost = self.costs(crop, landmarks, identity)
+        if exclude is not None and not exclude.all():
+            cost = np.where(exclude, np.inf, cost)
+        order = np.argsort(cost, kind="stable")
+        order = order[np.isfinite(cost[order])]
+        head = order[: self.candidates]
+        order = np.concatenate([head[rng.permutation(len(head))], order[self.candidates:]])
+        return int(order[rank % len(order)])
+
+    def donor_landmarks(self, donor: int) -> np.ndarray:
+        return self.bank.landmarks[donor].astype(np.float64)
+
+    def donor_id(self, donor: int) -> str:
+        return str(self.bank.ids[donor])
+
+    def anonymize(self, crops, landmarks, regions, rngs, donors=None):
+        """Each donor crop warped so its 86 control points land on the face's, its own occluders
+        replaced by the original, brightness-matched over the region and set into the original
+        crop: (N, S, S, 3) uint8."""
+        from ..faces import feathered_mask, occluder_mask
+
+        size = crops.shape[1]
+        out = []
+        for crop, lms, region, d in zip(crops, landmarks, regions, donors):
+            warped = piecewise_affine_warp(self.bank.image(d), self.src_points[d],
+                                           control_points(lms, size), self.triangles, size)
+            warped = np.where(occluder_mask(warped, lms)[..., None], crop, warped)
+            sel = region > 0
+            gain = crop[sel].mean() / max(float(warped[sel].mean()), 1.0)
+            warped = np.clip(warped.astype(np.float32) * gain, 0, 255)
+            soft = feathered_mask(region)[..., None]
+            out.append(np.rint(warped * soft + crop * (1 - soft)).astype(np.uint8))
+        return np.stack(out)

@@ -1,0 +1,94 @@
+"""Verification: every replaced face is scored against its original by every shipped judge.
+
+A face is *matched* when any judge's cosine similarity ``cos(e_o, e_a)`` between the original's
+and the anonymized face's embeddings is at or above that judge's FAR 1e-3 threshold
+(``models/manifest.json``, calibrated on LFW by ``scripts/calibrate_judges.py``). The pipeline
+redoes a matched face (next donor, stronger geometry) and, when it is still matched, handles it
+fail-closed (:func:`fail_closed`).
+
+The anonymized face is embedded at the geometry the pipeline gave it (its target landmarks and
+the original's detector box moved with them), the way a judge would see it after re-detection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .faces import Face
+
+#: The judges every verification uses (both ship with the package).
+VERIFY_JUDGES = ("facenet_casia", "dlib")
+THRESHOLD = "far_1e-3"
+ON_FAIL = ("blur", "mask", "error")
+
+
+class VerificationError(RuntimeError):
+    """A face is still matched after every try and ``on_fail`` is ``"error"``, or the judges
+    cannot be loaded."""
+
+
+@dataclass
+class Verifier:
+    """The judges and their thresholds, loaded once. ``thresholds`` overrides the manifest's
+    (``{judge: cosine}``), e.g. to test the fail-closed path."""
+
+    device: str = "auto"
+    thresholds: dict[str, float] | None = None
+
+    def __post_init__(self):
+        from .metrics.identity import judge_thresholds, load_judges
+
+        self.judges, unavailable = load_judges(VERIFY_JUDGES, self.device)
+        if unavailable:
+            raise VerificationError(f"verification needs every judge; unavailable: {unavailable}")
+        limits = judge_thresholds()
+        self.thresholds = {j: (self.thresholds or {}).get(j, limits[j][THRESHOLD])
+                           for j in self.judges}
+        #: "close" for choosing donors: the looser accuracy-optimal threshold
+        self.close = {j: min(limits[j]["accuracy"], self.thresholds[j]) for j in self.judges}
+
+    def embed(self, image: np.ndarray, faces: list[Face]) -> dict[str, np.ndarray]:
+        """``{judge: (F, D)}`` unit embeddings of ``faces`` in an (H, W, 3) uint8 image."""
+        if not faces:
+            return {j: np.zeros((0, judge.dim), np.float32) for j, judge in self.judges.items()}
+        return {j: judge.embed(image, faces) for j, judge in self.judges.items()}
+
+    def too_close(self, original: dict[str, np.ndarray], others: dict[str, np.ndarray]
+                  ) -> np.ndarray:
+        """(F, M) bool: which of M embeddings (e.g. a donor bank's) any judge finds close to
+        each of F original faces: at or above its accuracy-optimal threshold, which is looser
+        than the FAR 1e-3 one a verified face must stay under."""
+        hit = None
+        for j, e in original.items():
+            h = e @ others[j].T >= self.close[j]
+            hit = h if hit is None else hit | h
+        return hit
+
+    def similarities(self, original: dict[str, np.ndarray], anonymized: dict[str, np.ndarray]
+                     ) -> dict[str, np.ndarray]:
+        """``{judge: (F,)}`` row-wise cosine of the original and anonymized faces."""
+        return {j: np.einsum("fd,fd->f", original[j], anonymized[j]) for j in original}
+
+    def matched(self, similarity: dict[str, np.ndarray]) -> np.ndarray:
+        """(F,) bool: any judge at or above its threshold."""
+        return np.any([similarity[j] >= self.thresholds[j] for j in similarity], axis=0)
+
+
+def fail_closed(crop: np.ndarray, region: np.ndarray, how: str) -> np.ndarray:
+    """The fail-closed replacement of an (S, S, 3) uint8 crop over its (S, S) region: ``blur``
+    averages the face away (a 6 x 6 mosaic of the crop blurred with sigma S/12, so no judge has
+    features left to match: a plain Gaussian blur still lets dlib match a fifth of faces),
+    ``mask`` fills it with the region's mean colour. Returns (S, S, 3) uint8."""
+    size = crop.shape[0]
+    if how == "mask":
+        sel = region > 0
+        colour = crop[sel].mean(0) if sel.any() else np.zeros(3)
+        return np.broadcast_to(np.rint(colour).astype(np.uint8), crop.shape).copy()
+    if how != "blur":
+        raise ValueError(f"unknown fail-closed action {how!r}; choose from {ON_FAIL}")
+    mosaic = cv2.resize(cv2.resize(crop, (6, 6), interpolation=cv2.INTER_AREA), (size, size),
+                        interpolation=cv2.INTER_NEAREST)
+    return cv2.GaussianBlur(mosaic, (0, 0), size / 12)

@@ -1,0 +1,182 @@
+"""Issue 13: the donor backend, identity-neutral geometry, verification and the public/private
+split of what a run writes. Real photos, real judges, the shipped bank and shape model."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import read_rgb
+from fiftyone_faceanon import faces as F
+from fiftyone_faceanon.cli import main
+from fiftyone_faceanon.geometry import fit_similarity, load_shape_model, spread
+from fiftyone_faceanon.pipeline import Pipeline, Settings
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def shape():
+    return load_shape_model()
+
+
+@pytest.fixture(scope="module")
+def johns(fixtures_dir):
+    """(55, 68, 2) landmarks and person names of fixtures/dlib_johns (people never trained on)."""
+    shapes, names = [], []
+    for path in sorted((fixtures_dir / "dlib_johns").glob("*/*.jpg")):
+        found = F.find_faces(read_rgb(path))
+        if found:
+            shapes.append(max(found, key=lambda f: f.score).landmarks)
+            names.append(path.parent.name)
+    return np.array(shapes), np.array(names)
+
+
+def test_geometry_zero_returns_the_original_landmarks(shape, astronaut):
+    (face,) = F.find_faces(astronaut)
+    np.testing.assert_array_equal(shape.neutralize(face.landmarks, 0.0), face.landmarks)
+    # The alignment itself is exact to well under a pixel both ways.
+    x, sim = shape.align(face.landmarks)
+    np.testing.assert_allclose(sim.invert(x.reshape(68, 2) + shape.mean), face.landmarks,
+                               atol=1e-6)
+    result = Pipeline(Settings(geometry=0.0, verify=False)).anonymize(astronaut, key="a")
+    (record,) = result.records
+    assert np.abs(record.anonymized.landmarks - face.landmarks).max() < 1.0
+    assert record.geometry == 0.0
+
+
+def test_neutralizing_shrinks_within_person_identity_spread(shape, johns):
+    shapes, names = johns
+    assert len(shapes) >= 50 and len(set(names)) == 5
+    ident = np.stack([shape.identity(s) for s in shapes])
+    within, between = spread(ident, names)
+    # The learned directions carry identity on people the model never saw ...
+    assert between > within
+    for strength in (0.5, 1.0):
+        moved = np.stack([shape.identity(shape.neutralize(s, strength)) for s in shapes])
+        w, b = spread(moved, names)
+        # ... and neutralizing takes it out: (1 - s)^2 of both spreads is left (up to the
+        # re-alignment of the moved shape).
+        left = (1 - strength) ** 2 + 0.02
+        assert w < within * left and b < between * left, (strength, w, b)
+    # Pose and expression (the residual) are kept, up to the re-alignment of the moved shape.
+    for s0 in shapes[::11]:
+        x0, _ = shape.align(s0)
+        x1, _ = shape.align(shape.neutralize(s0, 1.0))
+        r0, r1 = x0 - shape.project @ x0, x1 - shape.project @ x1
+        i0, i1 = shape.project @ x0, shape.project @ x1
+        assert np.linalg.norm(i1) < 0.05 * np.linalg.norm(i0)
+        assert np.linalg.norm(r1 - r0) < 0.15 * np.linalg.norm(i1 - i0)
+
+
+def test_same_seed_same_bytes_and_public_private_split(tmp_path, fixtures_dir):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.open(fixtures_dir / "group/insightface_t1.jpg").save(src / "t1.png")
+    outs = []
+    for name, seed in [("o1", 1), ("o2", 1), ("o3", 2)]:
+        r = run_cli("anonymize", src, "-o", tmp_path / name, "--seed", seed, "--no-verify")
+        assert r.exit_code == 0, r.output
+        outs.append((tmp_path / name / "t1.png").read_bytes())
+    assert outs[0] == outs[1] and outs[0] != outs[2]
+
+    public = json.loads((tmp_path / "o1/t1.png.json").read_text())
+    private = json.loads((tmp_path / "o1.private/t1.png.json").read_text())
+    # Nothing measured on the original is in the output tree ...
+    assert "input_sha256" not in public and "input_sha256" in private
+    assert sorted(p.name for p in (tmp_path / "o1").iterdir()) == ["t1.png", "t1.png.json"]
+    assert len(public["faces"]) == len(private["faces"]) == 6
+    donors = set()
+    for pub, priv in zip(public["faces"], private["faces"]):
+        assert set(pub) == {"box", "landmarks", "donor", "geometry", "tries", "status"}
+        # ... the released landmarks are the anonymized geometry, not the original's.
+        moved = np.abs(np.array(pub["landmarks"]) - np.array(priv["landmarks"])).max()
+        assert moved > 1.0 and pub["landmarks"] == priv["anonymized"]["landmarks"]
+        assert pub["geometry"] == 0.5 and pub["status"] == "replaced"
+        donors.add(pub["donor"])
+    # Six different people get six different synthetic donors.
+    assert len(donors) == 6
+
+
+def test_verified_faces_record_every_judge(tmp_path, astronaut):
+    result = Pipeline(Settings()).anonymize(astronaut, key="astronaut")
+    (record,) = result.records
+    assert record.status == "verified" and record.donor is not None
+    from fiftyone_faceanon.metrics.identity import judge_thresholds
+
+    limits = judge_thresholds()
+    assert set(record.similarity) == {"facenet_casia", "dlib"}
+    for judge, sim in record.similarity.items():
+        assert sim < limits[judge]["far_1e-3"]
+
+
+def test_forced_verification_failure_fails_closed_and_exits_non_zero(tmp_path, astronaut):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(astronaut).save(src / "a.png")
+    force = ["--verify-threshold", "facenet_casia=-1", "--verify-threshold", "dlib=-1"]
+    r = run_cli("anonymize", src, "-o", tmp_path / "blur", *force)
+    assert r.exit_code == 1
+    assert "unverified: " in r.output and "a.png: still matched by a judge" in r.output
+    assert "1 unverified (fail-closed)" in r.output
+    public = json.loads((tmp_path / "blur/a.png.json").read_text())
+    private = json.loads((tmp_path / "blur.private/a.png.json").read_text())
+    assert public["status"] == "unverified"
+    (face,) = public["faces"]
+    assert face["status"] == "fail_closed:blur" and face["tries"] == 3 and face["geometry"] == 1.0
+    assert set(private["faces"][0]["similarity"]) == {"facenet_casia", "dlib"}
+    # The face region is blurred away: almost no detail left where the face was.
+    out = read_rgb(tmp_path / "blur/a.png")
+    x0, y0, x1, y1 = np.array(private["faces"][0]["box"], int)
+    inner = out[y0 + (y1 - y0) // 4: y1 - (y1 - y0) // 4, x0 + (x1 - x0) // 4: x1 - (x1 - x0) // 4]
+    orig = astronaut[y0 + (y1 - y0) // 4: y1 - (y1 - y0) // 4, x0 + (x1 - x0) // 4: x1 - (x1 - x0) // 4]
+    lap = lambda im: np.var(__import__("cv2").Laplacian(im.mean(2).astype(np.float32), -1))
+    assert lap(inner) < 0.05 * lap(orig)
+    # A rerun keeps saying so (and exits non-zero) without redoing the work.
+    r = run_cli("anonymize", src, "-o", tmp_path / "blur", *force)
+    assert r.exit_code == 1 and "1 unverified" in r.output
+
+    # --on-fail error writes nothing for that file.
+    r = run_cli("anonymize", src, "-o", tmp_path / "err", "--on-fail", "error", *force)
+    assert r.exit_code == 1 and "error: " in r.output and "still matched after 3 tries" in r.output
+    assert not (tmp_path / "err/a.png").exists()
+
+
+def test_occluder_keeps_its_original_pixels(fixtures_dir):
+    """A real dark object (the camera from scikit-image's cameraman photo) pasted over the side
+    of a face's forehead and temple stays as it was; the rest of the face is replaced."""
+    from skimage import data
+
+    image = read_rgb(fixtures_dir / "ffhq10/00000.png").copy()
+    lms = np.load(fixtures_dir / "ffhq10/00000.npy")
+    camera = np.repeat(data.camera()[40:170, 120:220, None], 3, axis=2)
+    dark = camera.mean(2) < 60  # the camera and the man's coat: black, not skin
+    x0 = int(lms[0, 0]) - 30
+    y0 = int(lms[19, 1]) - 40
+    patch = image[y0:y0 + 130, x0:x0 + 100]
+    patch[dark] = camera[dark]
+    result = Pipeline(Settings(verify=False)).anonymize(image, key="occluded")
+    assert len(result.faces) == 1
+    face = result.faces[0]
+    crop = F.crop_face(image, face.crop)
+    occluded = F.occluder_mask(crop, face.crop.to_crop(face.landmarks))
+    assert occluded.sum() > 200
+    # The object's pixels on the face keep their values bit for bit, but for the part over the
+    # eye and the brow (always replaced) and a band at its edge that the paste blends ...
+    obj = np.zeros(image.shape[:2], bool)
+    obj[y0:y0 + 130, x0:x0 + 100] = dark
+    region = F.face_region(face.crop.to_crop(face.landmarks), crop.shape[0])
+    on_face = obj & F.paste_faces(np.zeros_like(image), [face], [np.full_like(crop, 255)],
+                                  [region]).any(2)
+    assert on_face.sum() > 500
+    kept = (result.image[on_face] == image[on_face]).all(1)
+    assert kept.mean() > 0.45, kept.mean()
+    # ... while the skin around it changed.
+    skin = F.paste_faces(np.zeros_like(image), [face], [np.full_like(crop, 255)],
+                         [F.face_region(face.crop.to_crop(face.landmarks), crop.shape[0])]).any(2)
+    skin &= ~obj
+    assert np.abs(result.image[skin].astype(int) - image[skin]).mean() > 5
