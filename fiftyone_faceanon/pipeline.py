@@ -28,6 +28,11 @@ from .verify import ON_FAIL, VerificationError, Verifier, fail_closed
 DEFAULT_GEOMETRY = 0.5
 #: Each verification retry adds this much geometry strength (capped at 1).
 GEOMETRY_STEP = 0.25
+#: Faces whose detector box is smaller than this (pixels, the shorter side) are not verified:
+#: the judges were calibrated on faces of 60 px and more, and on a face of a dozen pixels their
+#: similarity measures the surroundings (a 12 px face blurred away still scores 0.8 with
+#: FaceNet-CASIA). Such faces are replaced and recorded as ``too_small``.
+MIN_VERIFY_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,8 @@ class FaceRecord:
     """What became of one face. ``original``: the detected :class:`~.faces.Face`; ``anonymized``:
     the same face at its new geometry (landmarks in image pixels, box moved with them);
     ``similarity``: each judge's final cosine to the original (empty without verification);
-    ``status``: ``replaced`` (not verified), ``verified``, or ``fail_closed:<blur|mask>``."""
+    ``status``: ``replaced`` (not verified), ``too_small`` (below ``MIN_VERIFY_SIZE``),
+    ``verified``, or ``fail_closed:<blur|mask>``."""
 
     original: F.Face
     anonymized: F.Face
@@ -193,6 +199,8 @@ class Pipeline:
         pasted: list[tuple[np.ndarray, np.ndarray] | None] = [None] * n
         records: list[FaceRecord | None] = [None] * n
         todo = list(range(n))
+        small = [i for i, f in enumerate(faces)
+                 if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) < MIN_VERIFY_SIZE]
         out = image
         tries = s.tries if self.verifier else 1
         donors = getattr(self.backend, "bank", None)
@@ -209,6 +217,11 @@ class Pipeline:
                     timings)
             out = F.paste_faces(image, faces, [p[0] for p in pasted], [p[1] for p in pasted])
             if self.verifier is None:
+                break
+            for i in small:
+                records[i].status = "too_small"
+            todo = [i for i in todo if i not in small]
+            if not todo:
                 break
             t0 = time.perf_counter()
             sims = self.verifier.similarities(
