@@ -30,3 +30,4 @@ from . import plugin  # noqa: E402,F401
 from . import gan  # noqa: E402,F401
 from . import evaluate  # noqa: E402,F401
 from . import benchmark  # noqa: E402,F401
+from . import donors  # noqa: E402,F401
