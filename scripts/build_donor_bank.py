@@ -1,0 +1,162 @@
+"""Build the shipped donor bank from the SFHQ contact sheets and record it in the manifest.
+
+    python scripts/build_donor_bank.py --data ../shared/data
+
+Cuts every cell of the SFHQ and SFHQ-T2I contact sheets under ``DATA/synthetic_faces``
+(``donors.sheet_cells``), keeps the faces that pass the donor filters (``donors.build_bank``),
+estimates age, gender and race per donor by k-NN on 2,000 labelled UTKFace faces (only these
+estimates are stored), writes ``models/donors_sfhq.npz`` and its manifest entry, and a contact sheet
+of every donor (``docs/donor_bank.png``). ``--review DIR`` also writes contact sheets of the kept
+and of the rejected candidates per reason, to look at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from fiftyone_faceanon.donors import (
+    BANK_FILE, REJECTIONS, DonorSource, build_bank, estimate_labels, knn_labels, save_bank,
+    sheet_cells, utkface_reference,
+)
+from fiftyone_faceanon.images import atomic_write, load_image
+from fiftyone_faceanon.metrics.identity import load_judges
+from fiftyone_faceanon.weights import models_dir, record
+
+#: The contact sheets' repositories, at the commits the sheets were taken from (SOURCES.md).
+SOURCES = {
+    "sfhq": "SelfishGene/SFHQ-dataset @4c898bc (images/)",
+    "sfhq_t2i": "SelfishGene/SFHQ-T2I-dataset @a806447 (figures/)",
+}
+LICENCE = ("repositories MIT; the author states that the images, being synthetic, carry no "
+           "privacy or licence restrictions; every donor is a face of a person who does not "
+           "exist (no real person's face is in the bank)")
+
+
+def sheet_items(data: Path, on_sheet=None):
+    """One :class:`DonorSource` per cell of every sheet under ``data/synthetic_faces``."""
+    for folder in SOURCES:
+        for path in sorted((data / "synthetic_faces" / folder).glob("*.jpg")):
+            sheet = load_image(path).rgb
+            cells = sheet_cells(sheet)
+            if on_sheet:
+                on_sheet(path, len(cells))
+            for row, col, (x0, y0, x1, y1) in cells:
+                yield DonorSource(str(path.relative_to(data)),
+                                  np.ascontiguousarray(sheet[y0:y1, x0:x1]), (row, col), (x0, y0))
+
+
+def contact_sheet(
+    thumbs: list[np.ndarray], cols: int, labels: list[str] | None = None
+) -> np.ndarray:
+    """Thumbnails (t, t, 3) in a grid of ``cols`` columns, optionally captioned."""
+    t = thumbs[0].shape[0] if thumbs else 8
+    rows = max((len(thumbs) + cols - 1) // cols, 1)
+    out = np.zeros((rows * t, cols * t, 3), np.uint8)
+    for k, thumb in enumerate(thumbs):
+        r, c = divmod(k, cols)
+        thumb = thumb.copy()
+        if labels:
+            for colour, width in (((0, 0, 0), 3), ((255, 255, 0), 1)):
+                cv2.putText(thumb, labels[k], (2, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.33, colour,
+                            width)
+        out[r * t : (r + 1) * t, c * t : (c + 1) * t] = thumb
+    return out
+
+
+def write_png(path: Path, image: np.ndarray, palette: bool = False) -> None:
+    """``image`` as PNG; ``palette``: 256 median-cut colours, dithered (a third of the size)."""
+    im = Image.fromarray(image)
+    if palette:
+        im = im.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG)
+    buf = io.BytesIO()
+    im.save(buf, "PNG", optimize=True)
+    atomic_write(path, buf.getvalue())
+
+
+def face_thumb(crop: np.ndarray, size: int) -> np.ndarray:
+    """The middle 70% of a donor crop (the face and forehead), resized to ``size``."""
+    s = crop.shape[0]
+    m = int(round(0.15 * s))
+    return cv2.resize(crop[m : s - m, m : s - m], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--utkface", type=int, default=2000, help="Labelled UTKFace faces for k-NN.")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--review", type=Path, help="Write review contact sheets here.")
+    ap.add_argument("--docs-sheet", type=Path, default=Path("docs/donor_bank.png"))
+    args = ap.parse_args()
+    start = time.time()
+
+    review: dict[str, list] = {reason: [] for reason in (*REJECTIONS, "kept")}
+
+    def on_candidate(cid: str, reason: str | None, crop: np.ndarray) -> None:
+        if args.review:
+            review[reason or "kept"].append((cid, face_thumb(crop, 128)))
+
+    def on_sheet(path: Path, cells: int) -> None:
+        print(f"{path.name}: {cells} cells ({time.time() - start:.0f} s)", file=sys.stderr)
+
+    bank, counts = build_bank(sheet_items(args.data, on_sheet), device=args.device,
+                              on_candidate=on_candidate)
+    judges, _ = load_judges(["facenet_casia"], device=args.device)
+    reference, labels = utkface_reference(args.data / "utkface", judges["facenet_casia"],
+                                          n=args.utkface, device=args.device)
+    age, gender, race = knn_labels(reference, reference, labels, exclude_self=True)
+    loo = {"race_accuracy": round(float(np.mean(race == labels[:, 2])), 3),
+           "gender_accuracy": round(float(np.mean(gender == labels[:, 1])), 3),
+           "age_mae_years": round(float(np.mean(np.abs(age - labels[:, 0]))), 2)}
+    estimate_labels(bank, reference, labels)
+    bank.meta["labels_leave_one_out_on_reference"] = loo
+
+    out = models_dir() / BANK_FILE
+    save_bank(bank, out)
+    sources = sorted({s.split("/")[1] for s in bank.source})
+    entry = record(
+        BANK_FILE,
+        kind="donor bank (synthetic faces)",
+        count=len(bank),
+        crop_size=bank.size,
+        context=bank.meta["context"],
+        jpeg_quality=bank.meta["jpeg_quality"],
+        source=[SOURCES[s] for s in sources],
+        licence=LICENCE,
+        training_data=(f"none (nothing trained); age, gender and race estimated by k-NN on "
+                       f"{len(reference)} labelled UTKFace faces, of which only the estimates "
+                       "are stored"),
+        filters=bank.meta["filters"],
+        candidates=int(sum(counts.values()) + len(bank)),
+        rejections=counts,
+        coverage=bank.coverage(),
+        labels=bank.meta["labels"] + f"; leave-one-out on the reference: {loo}",
+        attributes="fiftyone_faceanon.donors.face_attributes of each stored crop",
+        embeddings=sorted(bank.embeddings),
+        command=f"python scripts/build_donor_bank.py --utkface {args.utkface}",
+    )
+    print(f"{out}: {entry['count']} donors, {entry['size'] / 2**20:.1f} MiB, sha256 "
+          f"{entry['sha256']}, {time.time() - start:.0f} s", file=sys.stderr)
+    print(f"rejections: {counts}", file=sys.stderr)
+    print(f"coverage: {entry['coverage']}", file=sys.stderr)
+
+    thumbs = [face_thumb(bank.image(i), 48) for i in range(len(bank))]
+    write_png(args.docs_sheet, contact_sheet(thumbs, cols=32), palette=True)
+    if args.review:
+        for reason, items in review.items():
+            if items:
+                write_png(args.review / f"{reason}.png",
+                          contact_sheet([t for _, t in items], 12,
+                                        [cid.split("/")[-1][-22:] for cid, _ in items]))
+
+
+if __name__ == "__main__":
+    main()
