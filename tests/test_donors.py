@@ -1,0 +1,163 @@
+"""Donor bank: the shipped bank's checksum and provenance, face attributes on real photos, the
+bank file, and ``faceanon donors`` end to end."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT, SHARED_DATA, need_shared, read_rgb
+from fiftyone_faceanon import weights
+from fiftyone_faceanon.donors import (
+    AGE_BINS, ATTRIBUTES, BANK_FILE, RACES, DonorBankError, face_attributes, load_bank,
+    save_bank, sheet_cells,
+)
+from fiftyone_faceanon.faces import crop_face, find_faces
+
+
+@pytest.fixture(scope="module")
+def bank():
+    return load_bank()
+
+
+def test_shipped_bank_is_verified_and_complete(bank):
+    entry = weights.manifest()["files"][BANK_FILE]
+    n = len(bank)
+    assert entry["count"] == n >= 300
+    assert bank.size == 384 and bank.landmarks.shape == (n, 68, 2)
+    assert set(bank.attributes) == set(ATTRIBUTES)
+    assert all(v.shape == (n,) and np.isfinite(v).all() for v in bank.attributes.values())
+    assert set(bank.embeddings) == {"facenet_casia", "dlib"}
+    for e in bank.embeddings.values():
+        np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1, atol=1e-4)
+    assert bank.image(0).shape == bank.image(n - 1).shape == (384, 384, 3)
+    assert len(set(bank.ids)) == n
+
+
+def test_corrupt_shipped_bank_is_refused_where_the_backend_loads_it(tmp_path, monkeypatch):
+    """``load_bank()`` goes through ``weights.model_path``: one changed byte is refused."""
+    for name in (weights.MANIFEST, BANK_FILE):
+        shutil.copy(weights.models_dir() / name, tmp_path / name)
+    data = bytearray((tmp_path / BANK_FILE).read_bytes())
+    data[len(data) // 2] ^= 1
+    (tmp_path / BANK_FILE).write_bytes(bytes(data))
+    monkeypatch.setattr(weights, "models_dir", lambda: tmp_path)
+    weights.model_path.cache_clear()
+    try:
+        with pytest.raises(weights.WeightsError, match="does not match the manifest"):
+            load_bank()
+    finally:
+        weights.model_path.cache_clear()
+
+
+def test_user_bank_errors_are_one_line(tmp_path):
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes((weights.models_dir() / BANK_FILE).read_bytes()[:100_000])
+    foreign = weights.models_dir() / "ksame_mean_face_128.npz"
+    for path, reason in ((tmp_path / "missing.npz", "no such donor bank"),
+                         (truncated, "not a readable donor bank"),
+                         (foreign, "not a donor bank of format")):
+        with pytest.raises(DonorBankError, match=reason) as e:
+            load_bank(path)
+        assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)
+
+
+def test_provenance_and_coverage(bank):
+    need_shared("synthetic_faces")
+    entry = weights.manifest()["files"][BANK_FILE]
+    for source in set(bank.source):
+        assert source.startswith("synthetic_faces/") and (SHARED_DATA / source).is_file(), source
+    assert (bank.cell >= 0).all()
+    assert any("SFHQ-dataset @4c898bc" in s for s in entry["source"])
+    assert any("SFHQ-T2I-dataset @a806447" in s for s in entry["source"])
+    assert "synthetic" in entry["licence"] and "does not exist" in entry["licence"]
+    coverage = bank.coverage()
+    assert coverage == entry["coverage"]
+    assert all(coverage["race"][f"{code} {name}"] > 0 for code, name in enumerate(RACES))
+    assert all(coverage["age"][label] > 0 for label, _, _ in AGE_BINS)
+    assert sum(entry["rejections"].values()) + len(bank) == entry["candidates"]
+
+
+def test_saving_the_shipped_bank_reproduces_its_bytes(bank, tmp_path):
+    out = tmp_path / "copy.npz"
+    save_bank(bank, out)
+    assert weights.sha256_file(out) == weights.manifest()["files"][BANK_FILE]["sha256"]
+    again = load_bank(out)
+    assert list(again.ids) == list(bank.ids) and again.meta == bank.meta
+    np.testing.assert_array_equal(again.image(5), bank.image(5))
+    np.testing.assert_array_equal(again.embeddings["dlib"], bank.embeddings["dlib"])
+
+
+def attributes_of(path: Path, size: int = 256) -> dict[str, float]:
+    """:func:`face_attributes` of the largest face of a photo, on a pipeline-style crop."""
+    image = read_rgb(path)
+    face = max(find_faces(image, crop_size=size, device="cpu"),
+               key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    return face_attributes(crop_face(image, face.crop), face.crop.to_crop(face.landmarks))
+
+
+def test_attributes_tell_real_faces_apart(fixtures_dir):
+    """faceapi's expression photos (colour) and the Big Bang Theory cast (grayscale)."""
+    faceapi = fixtures_dir / "faceapi"
+    a = {name: attributes_of(faceapi / f"{name}.jpg")
+         for name in ("surprised", "fearful", "angry", "disgusted", "neutral", "happy")}
+    assert min(a["surprised"]["mouth_open"], a["fearful"]["mouth_open"]) > 0.3
+    assert max(a["angry"]["mouth_open"], a["disgusted"]["mouth_open"]) < 0.05
+    assert a["surprised"]["teeth"] > 0.2 and a["angry"]["teeth"] == 0
+    assert a["angry"]["beard"] > 0.5 > 0.1 > max(a["neutral"]["beard"], a["happy"]["beard"])
+    cast = {name: attributes_of(faceapi / name / f"{name}1.png")
+            for name in ("leonard", "bernadette", "sheldon", "amy", "penny", "raj")}
+    with_glasses = min(cast[n]["glasses"] for n in ("leonard", "bernadette"))
+    assert with_glasses > 0.25 > 0.1 > max(cast[n]["glasses"] for n in ("sheldon", "amy", "penny",
+                                                                         "raj"))
+    assert cast["sheldon"]["cb_std"] + cast["sheldon"]["cr_std"] < 1e-6  # grayscale
+    assert a["neutral"]["cr"] > 0.5 > a["neutral"]["cb"]  # skin: more red than blue
+    for face in a.values():
+        assert abs(face["yaw"]) < 25 and abs(face["roll"]) < 15 and face["eye_open"] > 0.2
+
+
+def test_attributes_do_not_depend_on_the_crop_size(fixtures_dir):
+    big = attributes_of(fixtures_dir / "faceapi/angry.jpg", 384)
+    small = attributes_of(fixtures_dir / "faceapi/angry.jpg", 128)
+    for key in ("yaw", "pitch", "roll", "mouth_open", "eye_open"):
+        assert abs(big[key] - small[key]) < 0.05 * max(abs(big[key]), 1.0), key
+    for key in ("cb", "cr", "luma", "beard", "glasses"):
+        assert abs(big[key] - small[key]) < 0.05, key
+
+
+def faceanon(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fiftyone_faceanon", *args], cwd=ROOT,
+                          capture_output=True, text=True)
+
+
+def test_cli_builds_a_bank_from_a_folder(bank, tmp_path):
+    """Four faces cut from one SFHQ sheet and a corrupt file: a bank, and one error line."""
+    sheet_name = "synthetic_faces/sfhq/SFHQ_sample_4x8.jpg"
+    sheet = read_rgb(need_shared(sheet_name))
+    shipped = {tuple(c) for s, c in zip(bank.source, bank.cell) if s == sheet_name}
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    cut = [(r, c, box) for r, c, box in sheet_cells(sheet) if (r, c) in shipped][:4]
+    assert len(cut) == 4
+    for k, (r, c, (x0, y0, x1, y1)) in enumerate(cut):
+        target = folder / ("more" if k % 2 else "") / f"r{r}c{c}.jpg"
+        cv2.imwrite(str(target), cv2.cvtColor(sheet[y0:y1, x0:x1], cv2.COLOR_RGB2BGR))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    out = tmp_path / "mine.npz"
+    run = faceanon("donors", "build", str(folder), "-o", str(out), "--device", "cpu")
+    assert run.returncode == 1, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(folder / "broken.jpg") in errors[0]
+    mine = load_bank(out)
+    assert len(mine) >= 3 and f"{len(mine)} donors from 4 images (1 unreadable)" in run.stdout
+    assert {s.split("#")[0] for s in mine.ids} <= {f"r{r}c{c}.jpg" for r, c, _ in cut} | {
+        f"more/r{r}c{c}.jpg" for r, c, _ in cut}
+    assert (mine.cell == -1).all() and np.isnan(mine.age).all()
+    info = faceanon("donors", "info", str(out))
+    assert info.returncode == 0 and f"{len(mine)} donors" in info.stdout
