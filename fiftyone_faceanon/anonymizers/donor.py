@@ -17,10 +17,8 @@ donors shuffled by the face's seeded generator, then the rest by cost, so differ
 different photos of one person) get different donors while each stays a good match; verification
 retries take the next candidate. The chosen donor crop is warped piecewise-affinely (the ``ksame``
 warp) onto the target landmarks at the face's own crop size and prepared the way an inpainting
-generator's output would look: where the donor has hair or another non-skin occluder inside the
-face region (``faces.occluder_mask`` on the warped donor) the original's pixels stay, its
-brightness is scaled to the original's over the region, and outside the region it is the
-original crop. The pipeline then relights, colour-matches and blends it (paper III-B-2).
+generator's output would look: its brightness is scaled to the original's over the region, and
+outside the region it is the original crop. The pipeline then relights, colour-matches and blends it (paper III-B-2).
 """
 
 from __future__ import annotations
@@ -130,17 +128,15 @@ class Donor(Anonymizer):
         return str(self.bank.ids[donor])
 
     def anonymize(self, crops, landmarks, regions, rngs, donors=None):
-        """Each donor crop warped so its 86 control points land on the face's, its own occluders
-        replaced by the original, brightness-matched over the region and set into the original
-        crop: (N, S, S, 3) uint8."""
-        from ..faces import feathered_mask, occluder_mask
+        """Each donor crop warped so its 86 control points land on the face's, brightness-matched
+        over the region and set into the original crop: (N, S, S, 3) uint8."""
+        from ..faces import feathered_mask
 
         size = crops.shape[1]
         out = []
         for crop, lms, region, d in zip(crops, landmarks, regions, donors):
             warped = piecewise_affine_warp(self.bank.image(d), self.src_points[d],
                                            control_points(lms, size), self.triangles, size)
-            warped = np.where(occluder_mask(warped, lms)[..., None], crop, warped)
             sel = region > 0
             gain = crop[sel].mean() / max(float(warped[sel].mean()), 1.0)
             warped = np.clip(warped.astype(np.float32) * gain, 0, 255)
