@@ -96,7 +96,7 @@ class Run:
 def judges_in(summaries: list[dict]) -> list[str]:
     """The identity judges with a ``reid_<judge>`` value in any of the summaries."""
     names = {k[5:] for s in summaries for k in s if k.startswith("reid_")
-             and not k.startswith("reid_rate_")}
+             and not k.startswith(("reid_rate_", "reid_far_"))}
     return sorted(names)
 
 

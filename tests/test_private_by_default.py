@@ -127,7 +127,7 @@ def test_forced_verification_failure_fails_closed_and_exits_non_zero(tmp_path, a
     private = json.loads((tmp_path / "blur.private/a.png.json").read_text())
     assert public["status"] == "unverified"
     (face,) = public["faces"]
-    assert face["status"] == "fail_closed:blur" and face["tries"] == 3 and face["geometry"] == 1.0
+    assert face["status"] == "fail_closed:blur" and face["tries"] == 5 and face["geometry"] == 1.0
     assert set(private["faces"][0]["similarity"]) == {"facenet_casia", "dlib"}
     # The face region is blurred away: almost no detail left where the face was.
     out = read_rgb(tmp_path / "blur/a.png")
@@ -142,7 +142,7 @@ def test_forced_verification_failure_fails_closed_and_exits_non_zero(tmp_path, a
 
     # --on-fail error writes nothing for that file.
     r = run_cli("anonymize", src, "-o", tmp_path / "err", "--on-fail", "error", *force)
-    assert r.exit_code == 1 and "error: " in r.output and "still matched after 3 tries" in r.output
+    assert r.exit_code == 1 and "error: " in r.output and "still matched after 5 tries" in r.output
     assert not (tmp_path / "err/a.png").exists()
 
 
