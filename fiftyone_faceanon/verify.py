@@ -8,9 +8,7 @@ fail-closed (:func:`fail_closed`).
 
 The anonymized image is embedded at the original face's place (its detector box and 68
 landmarks), as the metrics suite scores re-identification (docs/metrics.md), so a verified face
-is one the suite's ``reid_far_<judge>`` does not count. (Embedding it at the new geometry instead,
-with the box moved along, was tried first: 2.8% of the LFW faces it passed were still matched by
-FaceNet-CASIA at the original's place, whose crop holds more of the kept hair and head shape.)
+is one the suite's ``reid_far_<judge>`` does not count.
 """
 
 from __future__ import annotations
