@@ -18,9 +18,10 @@ Layout on each sample (one image per sample; the dataset stays flat):
 The work is the core's: :func:`anonymize_samples` runs :class:`fiftyone_faceanon.batch.Worker`
 jobs (sidecar ``<output_dir>/<sample id><ext>.json`` beside each output, which is also what makes
 a rerun skip unchanged samples) and :func:`evaluate_samples` runs
-:func:`fiftyone_faceanon.metrics.evaluate_files`, both through
-:func:`fiftyone_faceanon.parallel.imap` (``workers``: processes, ``0`` one per core for a large
-enough view, as in the CLI). This module only turns samples into jobs and results into fields.
+:func:`fiftyone_faceanon.metrics.evaluate_files`, both through an engine of
+:mod:`fiftyone_faceanon.engines` (``engine="local"``: processes on this machine, ``"ray"``: actors
+on a Ray cluster; ``workers``: how many, ``0`` one per core for a large enough view, as in the
+CLI). This module, in the calling process, only turns samples into jobs and results into fields.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ import fiftyone as fo
 
 from .anonymizers import DEFAULT_BACKEND
 from .batch import Job, Worker
+from .engines import as_engine
 from .faces import Face
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, image_size
-from .parallel import imap
 from .photometric import PhotometricSettings
 from .pipeline import Settings
 
@@ -98,6 +99,8 @@ def anonymize_samples(
     overwrite: bool = False,
     workers: int = 0,
     progress: Progress | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> dict:
     """Anonymize each sample's image into ``output_dir/<sample id><ext>`` (never over the
     original) and store ``anonymized_filepath``, ``faces`` and ``face_landmarks`` on it.
@@ -107,9 +110,12 @@ def anonymize_samples(
     sidecar ``<output>.json`` records the faces, the original's SHA-256 and the settings, and a
     rerun skips every sample whose sidecar matches (its fields are set again from the sidecar)
     unless ``overwrite``. ``workers``: processes, ``0`` one per core when each gets 32 samples
-    or more. An unreadable image gets ``anonymization_error`` and the ``faceanon_error`` tag, and
-    the run goes on. ``progress(done, total)`` is called as samples finish. Returns ``{"ok",
-    "no_face", "skipped", "error": counts, "errors": [one line each]}``.
+    or more. ``engine``: ``local``, ``ray`` (the Ray cluster at ``ray_address``, else
+    ``RAY_ADDRESS``, else a Ray instance started here) or ``auto`` (ray when an address is
+    known); the fields are written here either way. An unreadable image gets
+    ``anonymization_error`` and the ``faceanon_error`` tag, and the run goes on.
+    ``progress(done, total)`` is called as samples finish. Returns ``{"ok", "no_face",
+    "skipped", "error": counts, "errors": [one line each]}``.
     """
     from .metrics.pairing import faces_from_sidecar
 
@@ -129,7 +135,7 @@ def anonymize_samples(
     worker = Worker(settings, out, overwrite, MAX_PIXELS)
     summary = {"ok": 0, "no_face": 0, "skipped": 0, "error": 0, "errors": []}
     tick = _throttled(progress, len(jobs))
-    outcomes = imap(worker, jobs, workers, chunksize=4)
+    outcomes = as_engine(engine, ray_address).imap(worker, jobs, workers, chunksize=4)
     with view.save_context() as saver:
         for done, (outcome, sample) in enumerate(zip(outcomes, _samples(view, ids)), 1):
             summary[outcome.status] += 1
@@ -272,12 +278,14 @@ def evaluate_samples(
     overwrite: bool = True,
     workers: int = 0,
     progress: Progress | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> dict:
     """Compare each anonymized sample of ``view`` with its original over the faces
     :func:`anonymize_samples` found (read from the output's sidecar), with the core's
     :func:`fiftyone_faceanon.metrics.evaluate_files` as ``faceanon evaluate`` runs it: batches
     of ``batch`` pairs, ``workers`` processes (``0``: one per core when each gets 32 batches or
-    more).
+    more), on the ``engine`` of :func:`anonymize_samples`.
 
     Every face's metrics go on its detection in ``faces``; each sample gets the
     :data:`METRIC_FIELDS`, set by its worst face (``metrics.worst_face``; None without a face).
@@ -302,7 +310,7 @@ def evaluate_samples(
     files = [(i, Path(o), Path(a)) for i, o, a in zip(ids, originals, anonymized)]
     errors, records, results = [], [], []
     tick = _throttled(progress, len(files))
-    evaluated = evaluate_files(files, ev, batch, workers)
+    evaluated = evaluate_files(files, ev, batch, workers, as_engine(engine, ray_address))
     with todo.save_context() as saver:
         pairs = zip(evaluated, _samples(todo, ids))
         for done, ((_, _, res, error), sample) in enumerate(pairs, 1):
