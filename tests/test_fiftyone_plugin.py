@@ -227,3 +227,43 @@ def test_workers_give_the_same_output_and_fields(plugin, fixtures_dir, tmp_path)
         assert sum(len(f[1] or []) for f in snapshots[0].values()) >= 4  # bbt1: several faces
     finally:
         ds.delete()
+
+
+def test_ray_engine_gives_the_output_and_fields_of_the_local_engine(plugin, local_ray,
+                                                                    fixtures_dir, tmp_path):
+    """anonymize_faces (immediate) and compute_anonymization_metrics (delegated) on Ray: the
+    output bytes, labels, errors, metric fields and summaries of the local engine."""
+
+    def fields(ds: fo.Dataset) -> dict:
+        ds.reload()
+        found = {}
+        for s in ds:
+            labels = [(d.bounding_box, d.confidence, {n: d[n] for n in api.METRIC_FIELDS
+                                                      if d.has_field(n)})
+                      for d in s.faces.detections] if s.faces else None
+            points = [k.points for k in s.face_landmarks.keypoints] if s.face_landmarks else None
+            found[Path(s.filepath).name.rsplit("-", 1)[-1]] = (  # the corrupt file: <tag>-corrupt.jpg
+                s[api.MEDIA_FIELD] and sha(s[api.MEDIA_FIELD]), labels, points,
+                s[api.ERROR_FIELD] and s[api.ERROR_FIELD].split(": ", 1)[-1], sorted(s.tags),
+                [s[n] for n in api.METRIC_FIELDS])
+        return found
+
+    local, on_ray = make_dataset(fixtures_dir, "engine-local"), make_dataset(fixtures_dir, "ray")
+    try:
+        summaries = {"local": (api.anonymize_samples(local, tmp_path / "local", seed=3, workers=1),
+                               api.evaluate_samples(local, workers=1))}
+        anonymized = run("anonymize_faces", on_ray, {"output_dir": str(tmp_path / "ray"),
+                                                     "seed": 3, "engine": "ray", "workers": 2},
+                         delegated=False)
+        evaluated = run("compute_anonymization_metrics", on_ray, {"engine": "ray"},
+                        delegated=True)
+        assert anonymized["error"] == summaries["local"][0]["error"] == 1
+        assert {k: anonymized[k] for k in ("ok", "no_face", "skipped")} == {
+            k: summaries["local"][0][k] for k in ("ok", "no_face", "skipped")}
+        assert evaluated["evaluated"] == summaries["local"][1]["evaluated"] == 2
+        assert (on_ray.load_run_results("faceanon_metrics").summary
+                == local.load_run_results("faceanon_metrics").summary)
+        assert fields(on_ray) == fields(local)
+    finally:
+        local.delete()
+        on_ray.delete()
