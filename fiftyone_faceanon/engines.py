@@ -66,12 +66,13 @@ class Engine:
 
     def auto_workers(self, units: int) -> int:
         """:func:`.parallel.auto_workers` for ``units`` of work on this engine's cores: this
-        machine's, or the actors the Ray cluster's CPUs (and GPUs) can hold at once."""
+        machine's, or the actors the Ray cluster's CPUs (and GPUs) can hold at once (one per
+        CPU for actors that reserve none)."""
         if self.kind == "local":
             return auto_workers(units)
         ray = _connect_ray(self.address)
         resources = ray.cluster_resources()
-        slots = resources.get("CPU", 1.0) / self.num_cpus if self.num_cpus else math.inf
+        slots = resources.get("CPU", 1.0) / (self.num_cpus or 1.0)
         if self.num_gpus:
             slots = min(slots, resources.get("GPU", 0.0) / self.num_gpus)
         return auto_workers(units, cores=max(1, int(slots)))
@@ -151,7 +152,7 @@ def _connect_ray(address: str | None):
         _check_reachable(address)
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR)
-    except (ConnectionError, RuntimeError, ValueError) as e:
+    except Exception as e:  # whatever Ray raises when it cannot start or join: one line
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise EngineError(f"cannot start or reach {where}: {_first_line(e)}") from None
     return ray
