@@ -49,7 +49,7 @@ def engine_options(f):
     options = [
         click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
                      help="Where the jobs run: processes on this machine, a Ray cluster, or "
-                          "auto (ray when RAY_ADDRESS is set)."),
+                          "auto (ray when --ray-address or RAY_ADDRESS gives an address)."),
         click.option("--ray-address", metavar="ADDRESS",
                      help="Ray cluster to join (HOST:PORT); default RAY_ADDRESS, else a Ray "
                           "instance started here."),
