@@ -28,7 +28,7 @@ from . import __version__
 from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, LoadedImage, atomic_write,
                      encode_image, load_image, records_dir)
 from .gate import DetectSettings, Embedder
-from .parallel import imap
+from .engines import Engine, as_engine
 from .pipeline import Pipeline, Settings
 from .verify import VerificationError
 
@@ -189,6 +189,7 @@ def anonymize_files(
     max_pixels: int = MAX_PIXELS,
     on_outcome: Callable[[Outcome], None] | None = None,
     gallery: bool = False,
+    engine: Engine | str = "local",
 ) -> list[Outcome]:
     """Anonymize every image under ``inputs`` into ``outdir``; one :class:`Outcome` per image.
 
@@ -196,11 +197,13 @@ def anonymize_files(
     :func:`.parallel.auto_workers`. ``on_outcome`` is
     called as each image finishes (the CLI's progress bar). With ``gallery`` each outcome's
     ``identity`` holds every judge's embeddings of the original faces (:mod:`.gate`).
+    ``engine``: where the jobs run (:mod:`.engines`: ``local`` processes or ``ray`` actors,
+    ``workers`` of them); the same :class:`Worker` writes the same bytes on either.
     """
     jobs = collect_jobs(inputs, outdir, allow_inside)
     worker = Worker(settings, outdir, overwrite, max_pixels, gallery)
     outcomes = []
-    for outcome in imap(worker, jobs, workers, chunksize=4):
+    for outcome in as_engine(engine).imap(worker, jobs, workers, chunksize=4):
         outcomes.append(outcome)
         if on_outcome:
             on_outcome(outcome)

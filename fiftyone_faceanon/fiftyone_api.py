@@ -24,9 +24,10 @@ The work is the core's: :func:`anonymize_samples` runs :class:`fiftyone_faceanon
 jobs (public sidecar ``<output_dir>/<sample id><ext>.json`` beside each output, private record
 ``<output_dir>.private/<sample id><ext>.json``, which is also what makes a rerun skip unchanged
 samples) and :func:`evaluate_samples` runs
-:func:`fiftyone_faceanon.metrics.evaluate_files`, both through
-:func:`fiftyone_faceanon.parallel.imap` (``workers``: processes, ``0`` one per core for a large
-enough view, as in the CLI). This module only turns samples into jobs and results into fields.
+:func:`fiftyone_faceanon.metrics.evaluate_files`, both through an engine of
+:mod:`fiftyone_faceanon.engines` (``engine="local"``: processes on this machine, ``"ray"``: actors
+on a Ray cluster; ``workers``: how many, ``0`` one per core for a large enough view, as in the
+CLI). This module, in the calling process, only turns samples into jobs and results into fields.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ import fiftyone as fo
 
 from .anonymizers import DEFAULT_BACKEND
 from .batch import Job, Worker
+from .engines import as_engine
 from .faces import Face
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, image_size
-from .parallel import imap
 from .photometric import PhotometricSettings
 from .pipeline import DEFAULT_GEOMETRY, Settings
 
@@ -110,6 +111,8 @@ def anonymize_samples(
     donors: str | Path | None = None,
     verify: bool = True,
     on_fail: str = "blur",
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> dict:
     """Anonymize each sample's image into ``output_dir/<sample id><ext>`` (never over the
     original) and store ``anonymized_filepath``, ``faces`` and ``face_landmarks`` on it.
@@ -120,8 +123,10 @@ def anonymize_samples(
     --help``): the output's public sidecar ``<output>.json`` and private record
     ``<output_dir>.private/<output name>.json``; a rerun skips every sample whose record matches
     (its fields are set again from them) unless ``overwrite``. ``workers``: processes, ``0`` one
-    per core when each gets 32 samples or more. An unreadable image, or one whose face failed
-    verification with ``on_fail="error"``, gets ``anonymization_error`` and the
+    per core when each gets 32 samples or more. ``engine``: ``local``, ``ray`` (the Ray cluster at
+    ``ray_address``, else ``RAY_ADDRESS``, else a Ray instance started here) or ``auto`` (ray when
+    an address is known); the fields are written here either way. An unreadable image, or one
+    whose face failed verification with ``on_fail="error"``, gets ``anonymization_error`` and the
     ``faceanon_error`` tag, and the run goes on; a face handled fail-closed is written, counted
     as ``unverified`` and its line added to ``errors``. ``progress(done, total)`` is called as
     samples finish. Returns ``{"ok", "no_face", "skipped", "unverified", "error": counts,
@@ -145,7 +150,7 @@ def anonymize_samples(
     worker = Worker(settings, out, overwrite, MAX_PIXELS)
     summary = {"ok": 0, "no_face": 0, "skipped": 0, "unverified": 0, "error": 0, "errors": []}
     tick = _throttled(progress, len(jobs))
-    outcomes = imap(worker, jobs, workers, chunksize=4)
+    outcomes = as_engine(engine, ray_address).imap(worker, jobs, workers, chunksize=4)
     with view.save_context() as saver:
         for done, (outcome, sample) in enumerate(zip(outcomes, _samples(view, ids)), 1):
             summary[outcome.status] += 1
@@ -308,12 +313,14 @@ def evaluate_samples(
     overwrite: bool = True,
     workers: int = 0,
     progress: Progress | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> dict:
     """Compare each anonymized sample of ``view`` with its original over the faces
     :func:`anonymize_samples` found (read from the output's private record), with the core's
     :func:`fiftyone_faceanon.metrics.evaluate_files` as ``faceanon evaluate`` runs it: batches
     of ``batch`` pairs, ``workers`` processes (``0``: one per core when each gets 32 batches or
-    more).
+    more), on the ``engine`` of :func:`anonymize_samples`.
 
     Every face's metrics go on its detection in ``faces``; each sample gets the
     :data:`METRIC_FIELDS`, set by its worst face (``metrics.worst_face``; None without a face).
@@ -339,7 +346,7 @@ def evaluate_samples(
     files = [(Path(a).name, Path(o), Path(a)) for o, a in zip(originals, anonymized)]
     errors, records, results = [], [], []
     tick = _throttled(progress, len(files))
-    evaluated = evaluate_files(files, ev, batch, workers)
+    evaluated = evaluate_files(files, ev, batch, workers, as_engine(engine, ray_address))
     with todo.save_context() as saver:
         pairs = zip(evaluated, _samples(todo, ids))
         for done, ((_, _, res, error), sample) in enumerate(pairs, 1):

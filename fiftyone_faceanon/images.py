@@ -5,8 +5,8 @@ Every failure is an :class:`ImageError` whose message is one line naming the fil
 
 from __future__ import annotations
 
+import fcntl
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,22 +150,49 @@ def record_path(anon_path: os.PathLike | str, rel: str) -> Path:
 
 
 def atomic_write(path: os.PathLike | str, data: bytes, mode: int | None = None) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so
-    ``path`` either keeps its old content or holds all of the new. ``mode`` defaults to
-    0o666 less the process umask, as for any new file."""
+    """Write ``data`` to ``path`` through the temporary file ``.<name>.tmp`` in the same folder
+    and a rename, so ``path`` either keeps its old content or holds all of the new. ``mode``
+    defaults to 0o666 less the process umask, as for any new file.
+
+    Writers of one path take turns (an exclusive lock on the temporary file, released by the
+    kernel when a writer dies), so a temporary file left by a writer that was killed, even with
+    SIGKILL, is taken over and renamed by the next write of the same path: a rerun that redoes
+    the interrupted file leaves none behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = _lock_temporary(tmp)
     try:
+        os.ftruncate(fd, 0)
         os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # still ours: the lock is held
         raise
+    finally:
+        os.close(fd)
+
+
+def _lock_temporary(tmp: Path) -> int:
+    """An open descriptor of ``tmp`` (created when absent) holding its exclusive lock; waits
+    for a live writer of the same path, and opens again when that writer renamed the file away
+    while this one waited."""
+    while True:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.stat(tmp).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
 
 
 def _umask() -> int:

@@ -17,11 +17,12 @@ J = TypeVar("J")
 R = TypeVar("R")
 
 
-def auto_workers(jobs: int, per_worker: int = 32) -> int:
-    """One process per CPU core, but only where each gets at least ``per_worker`` jobs: a
-    process loads the models in about 3 s, the time of some 30 images (500 LFW images with
-    ``ksame``: 11 images/s with one process, 19 with two on 2 cores; docs/benchmarks.md)."""
-    return max(1, min(os.cpu_count() or 1, jobs // per_worker))
+def auto_workers(jobs: int, per_worker: int = 32, cores: int | None = None) -> int:
+    """One process per CPU core (``cores``: this machine's when None), but only where each gets
+    at least ``per_worker`` jobs: a process loads the models in about 3 s, the time of some 30
+    images (500 LFW images with ``ksame``: 11 images/s with one process, 19 with two on 2 cores;
+    docs/benchmarks.md)."""
+    return max(1, min(cores or os.cpu_count() or 1, jobs // per_worker))
 
 
 @contextmanager

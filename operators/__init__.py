@@ -19,6 +19,7 @@ import fiftyone.operators.types as types
 
 from fiftyone_faceanon import fiftyone_api as api
 from fiftyone_faceanon.anonymizers import available_backends
+from fiftyone_faceanon.engines import ENGINES
 
 #: Views with more samples than this default to delegated execution in the App.
 LARGE_VIEW = 50
@@ -28,10 +29,19 @@ def _default(fn, name: str):
     return inspect.signature(fn).parameters[name].default
 
 
-def _workers_input(inputs: types.Object, fn, unit: str) -> None:
+def _engine_inputs(inputs: types.Object, fn, unit: str) -> None:
+    """The ``workers`` count and the ``engine`` (with its ``ray_address``) that runs them."""
     inputs.int("workers", min=0, default=_default(fn, "workers"), label="Worker processes",
-               description="Processes, each loading its own models; 0: one per CPU core when "
-                           f"each gets 32 {unit} or more (as the faceanon CLI), else one")
+               description="Processes or Ray workers, each loading its own models; 0: one per "
+                           f"CPU core when each gets 32 {unit} or more (as the faceanon CLI), "
+                           "else one")
+    inputs.enum("engine", list(ENGINES), default=_default(fn, "engine"), label="Engine",
+                description="local: processes on this machine; ray: workers on a Ray cluster "
+                            "(a delegated operation submits there); auto: ray when RAY_ADDRESS "
+                            "is set", view=types.DropdownView())
+    inputs.str("ray_address", label="Ray address (optional)",
+               description="HOST:PORT of the Ray cluster; default RAY_ADDRESS, else a Ray "
+                           "instance started on this machine")
 
 
 class _FaceanonOperator(foo.Operator):
@@ -133,7 +143,7 @@ class AnonymizeFaces(_FaceanonOperator):
                    description="Anonymized images are written here, never over the originals")
         inputs.bool("overwrite", default=False, label="Overwrite",
                     description="Redo samples that are already anonymized with these settings")
-        _workers_input(inputs, fn, "samples")
+        _engine_inputs(inputs, fn, "samples")
         return self.form(ctx, inputs, "Anonymize faces")
 
     def execute(self, ctx):
@@ -161,7 +171,7 @@ class ComputeAnonymizationMetrics(_FaceanonOperator):
                    description="The dataset-level summary is saved as a run under this key")
         inputs.str("device", default=_default(fn, "device"), label="Device")
         inputs.bool("overwrite", default=_default(fn, "overwrite"), label="Overwrite run")
-        _workers_input(inputs, fn, "batches of 8 samples")
+        _engine_inputs(inputs, fn, "batches of 8 samples")
         return self.form(ctx, inputs, "Compute anonymization metrics")
 
 

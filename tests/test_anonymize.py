@@ -14,7 +14,7 @@ from conftest import read_rgb
 from fiftyone_faceanon import faces as F
 from fiftyone_faceanon.anonymizers import available_backends, create_backend
 from fiftyone_faceanon.cli import main
-from fiftyone_faceanon.pipeline import Pipeline, Settings
+from fiftyone_faceanon.pipeline import Pipeline, Settings, judged_view
 
 BACKENDS = sorted(available_backends())
 
@@ -25,12 +25,15 @@ def run_cli(*args):
 
 def changed_region(image, records, settings):
     """Pixels any paste could touch: every warped mask > 0 (white crops pasted on black), over
-    the union of each face's original and anonymized regions."""
+    the union of each face's original and anonymized regions (and, for a face that failed
+    verification, the judges' view of it)."""
     faces, masks, white = [], [], []
     for r in records:
         face, size = r.original, r.original.crop.size
         region = np.maximum(F.face_region(face.crop.to_crop(face.landmarks), size),
                             F.face_region(face.crop.to_crop(r.anonymized.landmarks), size))
+        if r.status.startswith("fail_closed"):  # that also covers what the judges look at
+            region = np.maximum(region, judged_view(face, size))
         faces.append(face)
         masks.append(F.feathered_mask(region, settings.feather))
         white.append(np.full((size, size, 3), 255, np.uint8))

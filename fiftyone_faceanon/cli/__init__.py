@@ -1,5 +1,7 @@
 """The ``faceanon`` command: a thin click group; each subcommand lives in its own module."""
 
+import functools
+
 import click
 
 from .. import __version__
@@ -22,6 +24,43 @@ def detector_options(threshold_flag: str) -> list:
         click.option("--device", default="auto", show_default=True,
                      help="auto, cpu, cuda or cuda:N."),
     ]
+
+
+def engine_options(f):
+    """``--engine``, ``--ray-address``, ``--ray-cpus`` and ``--ray-gpus``, shared by the commands
+    that run jobs (:mod:`fiftyone_faceanon.engines`): the command receives them as one ``engine``
+    argument, an ``Engine`` already connected (else the command stops with a one-line error)."""
+    from ..engines import ENGINES
+
+    @functools.wraps(f)
+    def command(*args, engine, ray_address, ray_cpus, ray_gpus, **kwargs):
+        from ..engines import EngineError, as_engine
+
+        try:
+            chosen = as_engine(engine, ray_address, ray_cpus, ray_gpus)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+        try:
+            chosen.connect()
+        except EngineError as e:
+            raise click.ClickException(str(e)) from None
+        return f(*args, engine=chosen, **kwargs)
+
+    options = [
+        click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+                     help="Where the jobs run: processes on this machine, a Ray cluster, or "
+                          "auto (ray when --ray-address or RAY_ADDRESS gives an address)."),
+        click.option("--ray-address", metavar="ADDRESS",
+                     help="Ray cluster to join (HOST:PORT); default RAY_ADDRESS, else a Ray "
+                          "instance started here."),
+        click.option("--ray-cpus", default=1.0, show_default=True,
+                     help="CPUs each Ray worker reserves."),
+        click.option("--ray-gpus", default=0.0, show_default=True,
+                     help="GPUs each Ray worker reserves."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 from . import anonymize  # noqa: E402,F401  (registers the subcommands on main)

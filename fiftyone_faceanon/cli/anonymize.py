@@ -9,12 +9,13 @@ import click
 from tqdm import tqdm
 
 from ..anonymizers import DEFAULT_BACKEND, BackendUnavailable, available_backends
+from ..engines import Engine
 from ..images import MAX_PIXELS
 from ..photometric import PYRAMID_LEVELS, PhotometricSettings
 from ..pipeline import DEFAULT_GEOMETRY, Settings
 from ..verify import ON_FAIL, VerificationError
 from ..weights import WeightsError
-from . import detector_options, main
+from . import detector_options, engine_options, main
 
 
 def settings_options(f):
@@ -72,9 +73,10 @@ def build_settings(backend, seed, relight, pyramid, color_transfer, levels, geom
 
 def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers: int,
                   overwrite: bool, allow_inside: bool, max_pixels: int,
-                  gallery: Path | None = None) -> int:
+                  gallery: Path | None = None, engine: Engine | str = "local") -> int:
     """Run with a progress bar, print one line per failure, return the exit code. With
-    ``gallery``, every original face processed is added to that identity gallery."""
+    ``gallery``, every original face processed is added to that identity gallery. ``engine``:
+    where the jobs run (``fiftyone_faceanon.engines``)."""
     from ..batch import UsageError, anonymize_files
     from ..gate import GateError, load_gallery, save_gallery
 
@@ -100,7 +102,7 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
 
         bar.total = len(collect_jobs(inputs, outdir, allow_inside))
         anonymize_files(inputs, outdir, settings, workers, overwrite, allow_inside, max_pixels,
-                        on_outcome, gallery=gal is not None)
+                        on_outcome, gallery=gal is not None, engine=engine)
     except UsageError as e:
         bar.close()
         raise click.UsageError(str(e)) from None
@@ -125,14 +127,17 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
               help="Output folder; the input tree is mirrored into it.")
 @settings_options
 @click.option("--workers", default=0, show_default=True,
-              help="Processes; 0: one per CPU core when there are enough images.")
+              help="Processes (Ray workers with --engine ray); 0: one per CPU core when there "
+                   "are enough images.")
+@engine_options
 @click.option("--overwrite", is_flag=True, help="Redo images that are already done.")
 @click.option("--allow-inside", is_flag=True, help="Allow OUTDIR inside an input folder.")
 @click.option("--max-pixels", default=MAX_PIXELS, show_default=True,
               help="Refuse images larger than this (decompression bombs).")
 @click.option("--gallery", type=click.Path(dir_okay=False, path_type=Path),
               help="Also add every original face to this identity gallery (faceanon gate).")
-def anonymize(inputs, outdir, workers, overwrite, allow_inside, max_pixels, gallery, **kw):
+def anonymize(inputs, outdir, workers, engine, overwrite, allow_inside, max_pixels, gallery,
+              **kw):
     """Anonymize the faces of image files and folders into OUTDIR.
 
     Writes each image (no metadata of the original) and a public JSON sidecar beside it (the
@@ -142,7 +147,7 @@ def anonymize(inputs, outdir, workers, overwrite, allow_inside, max_pixels, gall
     """
     settings = build_settings(**kw)
     sys.exit(run_anonymize(list(inputs), outdir, settings, workers, overwrite, allow_inside,
-                           max_pixels, gallery))
+                           max_pixels, gallery, engine))
 
 
 @main.command()

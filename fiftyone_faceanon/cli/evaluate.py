@@ -10,7 +10,7 @@ import click
 from tqdm import tqdm
 
 from ..images import atomic_write
-from . import main
+from . import engine_options, main
 
 
 def format_table(summary: dict) -> str:
@@ -34,8 +34,10 @@ def format_table(summary: dict) -> str:
               help="MTCNN probability for detection on both images.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--workers", default=0, show_default=True,
-              help="Processes; 0: one per CPU core when there are enough pairs.")
-def evaluate(orig, anon, out, groups, threshold, device, workers):
+              help="Processes (Ray workers with --engine ray); 0: one per CPU core when there "
+                   "are enough pairs.")
+@engine_options
+def evaluate(orig, anon, out, groups, threshold, device, workers, engine):
     """Score the anonymized images in ANON against the originals in ORIG (same relative paths).
 
     Faces come from each anonymized image's private record (ANON.private/REL.json) when present, else from
@@ -53,7 +55,8 @@ def evaluate(orig, anon, out, groups, threshold, device, workers):
             tqdm.write(f"error: {error}", file=sys.stderr)
         bar.update(1)
 
-    report = evaluate_dirs(orig, anon, groups, evaluator, on_pair=on_pair, workers=workers)
+    report = evaluate_dirs(orig, anon, groups, evaluator, on_pair=on_pair, workers=workers,
+                           engine=engine)
     bar.close()
     if out:
         atomic_write(out, (json.dumps(report, indent=1) + "\n").encode())

@@ -32,6 +32,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .. import faces as F
+from ..engines import Engine, as_engine
 from ..images import IMAGE_EXTENSIONS, ImageError, load_image
 from ..photometric import shading
 from .colour import colour_metrics, skin_mask
@@ -308,6 +309,7 @@ def evaluate_files(
     evaluator: Evaluator | None = None,
     batch: int = 8,
     workers: int = 1,
+    engine: Engine | str = "local",
 ) -> Iterator[tuple[str, str | None, PairResult | None, str | None]]:
     """``(rel, faces_from, PairResult | None, error | None)`` for each ``(rel, original path,
     anonymized path)`` of ``files``, in their order, as the batches finish.
@@ -319,13 +321,14 @@ def evaluate_files(
     evaluated in batches of ``batch``; ``workers > 1`` runs the batches in that many processes
     (``0``: ``parallel.auto_workers`` over the pairs), each loading its own models with
     the evaluator's settings. The seconds spent in every process are added to ``evaluator``'s
-    ``timings`` and ``cpu_timings``.
+    ``timings`` and ``cpu_timings``. ``engine``: where the batches run (:mod:`..engines`:
+    ``local`` processes or ``ray`` actors, ``workers`` of them).
     """
-    from ..parallel import auto_workers, imap
-
     ev = evaluator or default_evaluator()
+    engine = as_engine(engine)
     batches = [files[start:start + batch] for start in range(0, len(files), batch)]
-    for done, (wall, cpu) in imap(_Batch(ev), batches, workers or auto_workers(len(files))):
+    for done, (wall, cpu) in engine.imap(_Batch(ev), batches,
+                                         workers or engine.auto_workers(len(files))):
         for name in wall:
             ev.timings[name] += wall[name]
             ev.cpu_timings[name] += cpu[name]
@@ -367,6 +370,7 @@ def evaluate_dirs(
     batch: int = 8,
     on_pair: Callable[[str, str | None], None] | None = None,
     workers: int = 1,
+    engine: Engine | str = "local",
     identities: str | None = None,
 ) -> dict:
     """The report of ``faceanon evaluate``: every image of ``anon_dir`` against the image at the
@@ -383,7 +387,7 @@ def evaluate_dirs(
     file (error None when it was evaluated). ``workers > 1`` evaluates batches of ``batch``
     pairs in that many processes (``0``: one per core for a large enough folder), each with
     the evaluator's settings; the report is the same, and ``evaluator``'s timings add up the
-    time spent in every process.
+    time spent in every process. ``engine``: where the batches run (:func:`evaluate_files`).
     """
     ev = evaluator or default_evaluator()
     orig_dir, anon_dir = Path(orig_dir), Path(anon_dir)
@@ -403,7 +407,7 @@ def evaluate_dirs(
               for rel in sorted(set(originals) & set(anonymized))]
     pairs: list[dict] = []
     results: dict[str, PairResult] = {}
-    for rel, faces_from, res, error in evaluate_files(paired, ev, batch, workers):
+    for rel, faces_from, res, error in evaluate_files(paired, ev, batch, workers, engine):
         if error:
             fail(rel, error)
             continue

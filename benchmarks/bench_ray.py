@@ -1,0 +1,117 @@
+"""Throughput and peak memory of ``faceanon anonymize`` on the local engine and on Ray, back to back.
+
+    python benchmarks/bench_ray.py --n 1000 --workers 1 2 --repeat 2
+
+Uses the first N images of LFW ``peopleDevTest.txt`` (250x250, one face each) from
+``../shared/data``, linked into a temporary folder, and runs the code behind the CLI
+(``batch.anonymize_files``, backend ``ksame``, every post-processing step on) once per engine and
+worker count, each in a fresh process, local then Ray for each worker count. Ray runs on a local
+instance that the run's process starts through the engine (``Engine.connect``, as
+``faceanon anonymize --engine ray`` does without an address); its start is timed apart, as on a
+cluster that is already up. The timed part is the ``anonymize_files`` call: pool or actors
+starting and loading their models, and every image. Peak memory is the resident memory of the
+run's process and all its descendants together (the pool's processes; Ray's GCS, raylet, agents
+and actors). The load average before and after each run shows whether something else ran.
+Prints a Markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench_anonymize import lfw_test_images
+from memory import TreeMemory
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def one_run(src: Path, out: Path, engine: str, workers: int) -> dict:
+    """Anonymize ``src`` into ``out`` in this process; the figures of the run."""
+    from fiftyone_faceanon.batch import anonymize_files
+    from fiftyone_faceanon.engines import as_engine
+    from fiftyone_faceanon.pipeline import Pipeline, Settings
+
+    settings = Settings(backend="ksame", device="cpu")
+    Pipeline(settings).anonymize(np.zeros((64, 64, 3), np.uint8))  # weights into the page cache
+    with TreeMemory() as memory:
+        t0 = time.perf_counter()
+        chosen = as_engine(engine).connect()
+        start_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        outcomes = anonymize_files([src], out, settings, workers=workers, engine=chosen)
+        wall = time.perf_counter() - t0
+    statuses = [o.status for o in outcomes]
+    return {"engine": engine, "workers": workers, "images": len(outcomes),
+            "faces": sum(o.faces for o in outcomes), "errors": statuses.count("error"),
+            "skipped": statuses.count("skipped"), "wall_s": wall, "start_s": start_s,
+            "peak_mib": memory.peak_mib}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of every configuration")
+    ap.add_argument("--one", nargs=4, metavar=("SRC", "OUT", "ENGINE", "WORKERS"),
+                    help=argparse.SUPPRESS)  # a single run, in the child process
+    args = ap.parse_args()
+    if args.one:
+        src, out, engine, workers = args.one
+        print(json.dumps(one_run(Path(src), Path(out), engine, int(workers))))
+        return
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in"
+        src.mkdir()
+        for p in lfw_test_images(args.n):
+            (src / p.name).symlink_to(p)
+        for round_ in range(1, args.repeat + 1):
+            for workers in args.workers:
+                for engine in ("local", "ray"):
+                    out = Path(tmp) / f"out-{round_}-{engine}-{workers}"
+                    before = load_average()
+                    child = subprocess.run(
+                        [sys.executable, __file__, "--one", str(src), str(out), engine,
+                         str(workers)], capture_output=True, text=True, check=True)
+                    row = json.loads(child.stdout.strip().splitlines()[-1])
+                    row.update(round=round_, load_before=before, load_after=load_average(),
+                               at=time.strftime("%H:%M:%S"))
+                    rows.append(row)
+                    print(json.dumps(row), file=sys.stderr, flush=True)
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}\n")
+    print("| round | engine | workers | images (faces, errors) | wall s | images/s | "
+          "Ray start s | peak memory, all processes | load before -> after | ended |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        start = f"{r['start_s']:.1f}" if r["engine"] == "ray" else "-"
+        print(f"| {r['round']} | {r['engine']} | {r['workers']} | {r['images']} ({r['faces']}, "
+              f"{r['errors']}) | {r['wall_s']:.1f} | **{r['images'] / r['wall_s']:.2f}** | "
+              f"{start} | {r['peak_mib']:.0f} MiB | {r['load_before']} -> {r['load_after']} | "
+              f"{r['at']} |")
+    print("\nRay against local at equal workers (images/s, ray / local - 1):")
+    for r in rows:
+        if r["engine"] == "ray":
+            (local,) = [x for x in rows if x["engine"] == "local"
+                        and (x["round"], x["workers"]) == (r["round"], r["workers"])]
+            print(f"- round {r['round']}, {r['workers']} worker(s): "
+                  f"{local['wall_s'] / r['wall_s'] - 1:+.1%} throughput, "
+                  f"{r['peak_mib'] - local['peak_mib']:+.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
