@@ -59,7 +59,7 @@ from .images import ImageError, LoadedImage, atomic_write, encode_image, load_im
 from .photometric import PhotometricSettings
 from .pipeline import Settings
 
-STAGES = ("decode", "detect", "landmarks", "backend", "postprocess", "encode")
+STAGES = ("decode", "detect", "landmarks", "backend", "postprocess", "verify", "encode")
 
 #: Table VI rows: each photometric step switched on in turn.
 ABLATION = {
