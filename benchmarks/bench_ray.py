@@ -1,14 +1,15 @@
 """Throughput and peak memory of ``faceanon anonymize`` on the local engine and on Ray, back to back.
 
-    python benchmarks/bench_ray.py --n 1000 --workers 1 2 --repeat 2
+    python benchmarks/bench_ray.py --n 1000 --workers 1 2 --repeat 2 [--engines local ray nodes]
 
 Uses the first N images of LFW ``peopleDevTest.txt`` (250x250, one face each) from
 ``../shared/data``, linked into a temporary folder, and runs the code behind the CLI
 (``batch.anonymize_files``, backend ``ksame``, every post-processing step on) once per engine and
-worker count, each in a fresh process, local then Ray for each worker count. Ray runs on a local
-instance that the run's process starts through the engine (``Engine.connect``, as
-``faceanon anonymize --engine ray`` does without an address); its start is timed apart, as on a
-cluster that is already up. The timed part is the ``anonymize_files`` call: pool or actors
+worker count, each in a fresh process, the engines in turn for each worker count. ``ray`` runs on
+a local instance that the run's process starts through the engine (``Engine.connect``, as
+``faceanon anonymize --engine ray`` does without an address); ``nodes`` on a simulated cluster of
+as many one-CPU nodes as workers (``ray.cluster_utils.Cluster``, one actor per node). Ray's start
+is timed apart, as on a cluster that is already up. The timed part is the ``anonymize_files`` call: pool or actors
 starting and loading their models, and every image. Peak memory is the resident memory of the
 run's process and all its descendants together (the pool's processes; Ray's GCS, raylet, agents
 and actors). The load average before and after each run shows whether something else ran.
@@ -47,11 +48,24 @@ def one_run(src: Path, out: Path, engine: str, workers: int) -> dict:
     Pipeline(settings).anonymize(np.zeros((64, 64, 3), np.uint8))  # weights into the page cache
     with TreeMemory() as memory:
         t0 = time.perf_counter()
-        chosen = as_engine(engine).connect()
+        if engine == "nodes":
+            from ray.cluster_utils import Cluster
+
+            nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+            for _ in range(workers - 1):
+                nodes.add_node(num_cpus=1)
+            chosen = as_engine("ray", nodes.address).connect()
+        else:
+            chosen = as_engine(engine).connect()
         start_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         outcomes = anonymize_files([src], out, settings, workers=workers, engine=chosen)
         wall = time.perf_counter() - t0
+    if engine == "nodes":  # a local instance ends with this process; simulated nodes do not
+        import ray
+
+        ray.shutdown()
+        nodes.shutdown()
     statuses = [o.status for o in outcomes]
     return {"engine": engine, "workers": workers, "images": len(outcomes),
             "faces": sum(o.faces for o in outcomes), "errors": statuses.count("error"),
@@ -64,6 +78,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=1, help="rounds of every configuration")
+    ap.add_argument("--engines", nargs="+", default=["local", "ray"],
+                    choices=["local", "ray", "nodes"])
     ap.add_argument("--one", nargs=4, metavar=("SRC", "OUT", "ENGINE", "WORKERS"),
                     help=argparse.SUPPRESS)  # a single run, in the child process
     args = ap.parse_args()
@@ -80,7 +96,7 @@ def main() -> None:
             (src / p.name).symlink_to(p)
         for round_ in range(1, args.repeat + 1):
             for workers in args.workers:
-                for engine in ("local", "ray"):
+                for engine in args.engines:
                     out = Path(tmp) / f"out-{round_}-{engine}-{workers}"
                     before = load_average()
                     child = subprocess.run(
@@ -98,19 +114,19 @@ def main() -> None:
           "Ray start s | peak memory, all processes | load before -> after | ended |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        start = f"{r['start_s']:.1f}" if r["engine"] == "ray" else "-"
+        start = "-" if r["engine"] == "local" else f"{r['start_s']:.1f}"
         print(f"| {r['round']} | {r['engine']} | {r['workers']} | {r['images']} ({r['faces']}, "
               f"{r['errors']}) | {r['wall_s']:.1f} | **{r['images'] / r['wall_s']:.2f}** | "
               f"{start} | {r['peak_mib']:.0f} MiB | {r['load_before']} -> {r['load_after']} | "
               f"{r['at']} |")
     print("\nRay against local at equal workers (images/s, ray / local - 1):")
     for r in rows:
-        if r["engine"] == "ray":
-            (local,) = [x for x in rows if x["engine"] == "local"
-                        and (x["round"], x["workers"]) == (r["round"], r["workers"])]
-            print(f"- round {r['round']}, {r['workers']} worker(s): "
-                  f"{local['wall_s'] / r['wall_s'] - 1:+.1%} throughput, "
-                  f"{r['peak_mib'] - local['peak_mib']:+.0f} MiB")
+        local = [x for x in rows if x["engine"] == "local"
+                 and (x["round"], x["workers"]) == (r["round"], r["workers"])]
+        if r["engine"] != "local" and local:
+            print(f"- round {r['round']}, {r['engine']}, {r['workers']} worker(s): "
+                  f"{local[0]['wall_s'] / r['wall_s'] - 1:+.1%} throughput, "
+                  f"{r['peak_mib'] - local[0]['peak_mib']:+.0f} MiB")
 
 
 if __name__ == "__main__":
