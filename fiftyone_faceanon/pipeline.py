@@ -204,10 +204,11 @@ class Pipeline:
         lms = [f.crop.to_crop(f.landmarks) for f in faces]
         occluded = [F.occluder_mask(c, lm) if s.occluders else None
                     for c, lm in zip(crops, lms)]
+        bank = getattr(self.backend, "bank", None)
         t0 = time.perf_counter()
         original = self.verifier.embed(image, faces) if self.verifier else None
-        exclude = (self.verifier.too_close(original, self.backend.bank.embeddings)
-                   if self.verifier and hasattr(self.backend, "bank") else None)
+        exclude = (self.verifier.too_close(original, bank.embeddings)
+                   if self.verifier and bank is not None else None)
         timings["verify"] += time.perf_counter() - t0
 
         n = len(faces)
@@ -218,12 +219,11 @@ class Pipeline:
                  if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) < MIN_VERIFY_SIZE]
         out = image
         tries = s.tries if self.verifier else 1
-        donors = getattr(self.backend, "bank", None)
         for attempt in range(tries):
             for i in todo:
                 avoid = None
-                if donors is not None:  # no donor twice in one image, none close to the face
-                    avoid = np.zeros(len(donors), bool) if exclude is None else exclude[i].copy()
+                if bank is not None:  # no donor twice in one image, none close to the face
+                    avoid = np.zeros(len(bank), bool) if exclude is None else exclude[i].copy()
                     avoid[[records[k].donor_index for k in range(n)
                            if k != i and records[k] is not None]] = True
                 records[i], pasted[i] = self._render(
@@ -238,16 +238,10 @@ class Pipeline:
             todo = [i for i in todo if i not in small]
             if not todo:
                 break
-            t0 = time.perf_counter()
-            sims = self.verifier.similarities(
-                {j: e[todo] for j, e in original.items()},
-                self.verifier.embed(out, [faces[i] for i in todo]))
-            timings["verify"] += time.perf_counter() - t0
-            matched = self.verifier.matched(sims)
-            for k, i in enumerate(todo):
-                records[i].similarity = {j: float(v[k]) for j, v in sims.items()}
-                records[i].status = "replaced" if matched[k] else "verified"
-            todo = [i for k, i in enumerate(todo) if matched[k]]
+            matched = self._judge(out, faces, original, records, todo, timings)
+            for i, m in zip(todo, matched):
+                records[i].status = "replaced" if m else "verified"
+            todo = [i for i, m in zip(todo, matched) if m]
             if not todo:
                 break
         if self.verifier is not None and todo:
@@ -311,10 +305,17 @@ class Pipeline:
             pasted[i] = (covered, F.feathered_mask(region, s.feather))
             records[i] = replace(records[i], status=f"fail_closed:{s.on_fail}")
         out = F.paste_faces(image, faces, [p[0] for p in pasted], [p[1] for p in pasted])
+        self._judge(out, faces, original, records, todo, timings)
+        return out
+
+    def _judge(self, out, faces, original, records, todo, timings) -> np.ndarray:
+        """Score the faces ``todo`` of the output image against their originals with every
+        judge (at the original face's place), record each judge's similarity; (len(todo),) bool:
+        which a judge still matches."""
         t0 = time.perf_counter()
         sims = self.verifier.similarities({j: e[todo] for j, e in original.items()},
                                           self.verifier.embed(out, [faces[i] for i in todo]))
         for k, i in enumerate(todo):
             records[i].similarity = {j: float(v[k]) for j, v in sims.items()}
         timings["verify"] += time.perf_counter() - t0
-        return out
+        return self.verifier.matched(sims)

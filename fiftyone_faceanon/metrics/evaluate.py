@@ -415,15 +415,12 @@ def evaluate_dirs(
         pairs.append({"file": rel, "faces_from": faces_from, "faces": res.faces})
         if on_pair:
             on_pair(rel, None)
-    if identities:
-        summary_extra = linkability_summary(results, identities, ev.far_thresholds)
-    else:
-        summary_extra = {}
+    linked = linkability_summary(results, identities, ev.far_thresholds) if identities else {}
     report = {
         "orig": str(orig_dir),
         "anon": str(anon_dir),
         "summary": {**summarize([f for p in pairs for f in p["faces"]]),
-                    **ev.dataset_metrics(list(results.values())), **summary_extra},
+                    **ev.dataset_metrics(list(results.values())), **linked},
         "pairs": pairs,
         "unavailable": dict(ev.unavailable),
         "errors": errors,
