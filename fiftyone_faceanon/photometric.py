@@ -108,20 +108,49 @@ def pyramid_blend(anon: np.ndarray, relit: np.ndarray, levels: int = PYRAMID_LEV
     return np.clip(collapse(lap), 0.0, 1.0)
 
 
-def color_transfer(image: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def color_stats(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(2, 2) mean and standard deviation of Cr (row 0) and Cb (row 1) of an (H, W, 3) [0, 1]
+    image over ``mask > 0`` (H, W); NaN where the mask is empty."""
+    sel = mask > 0
+    if not sel.any():
+        return np.full((2, 2), np.nan, np.float32)
+    ycc = cv2.cvtColor(image.astype(np.float32), cv2.COLOR_RGB2YCrCb)[sel]
+    return np.stack([ycc[:, 1:].mean(0), ycc[:, 1:].std(0)], 1)
+
+
+class StatsFilter:
+    """Exponential smoothing of the reference colour statistics along a video track:
+    ``m_t = a m_{t-1} + (1 - a) x_t`` with ``a = exp(-1 / (rate * tau))`` for frames at ``rate``
+    Hz and a time constant ``tau`` seconds, so the transferred skin tone does not flicker while
+    following real changes of light within a fraction of a second."""
+
+    def __init__(self, rate: float, tau: float = 0.25):
+        self.a = float(np.exp(-1.0 / (rate * tau)))
+        self.state: np.ndarray | None = None
+
+    def __call__(self, stats: np.ndarray) -> np.ndarray:
+        if np.isnan(stats).any():
+            return stats if self.state is None else self.state
+        self.state = stats if self.state is None else self.a * self.state + (1 - self.a) * stats
+        return self.state
+
+
+def color_transfer(image: np.ndarray, reference: np.ndarray, mask: np.ndarray,
+                   stats: np.ndarray | None = None) -> np.ndarray:
     """Cb/Cr statistics transfer: ``I_f^c = sigma_r^c / sigma_t^c * (I^c - mu_t^c) + mu_r^c``
     for c in {Cb, Cr}, statistics over ``mask > 0``; Y unchanged; result clipped to [0, 1].
 
-    (H, W, 3) image and reference, (H, W) mask -> (H, W, 3).
+    (H, W, 3) image and reference, (H, W) mask -> (H, W, 3). ``stats``: the reference's
+    (:func:`color_stats`) when given, e.g. smoothed over time.
     """
     sel = mask > 0
     if not sel.any():
         return image.copy()
+    ref = color_stats(reference, mask) if stats is None else stats
+    own = color_stats(image, mask)
     t = cv2.cvtColor(image.astype(np.float32), cv2.COLOR_RGB2YCrCb)
-    r = cv2.cvtColor(reference.astype(np.float32), cv2.COLOR_RGB2YCrCb)
     for c in (1, 2):  # OpenCV's order is Y, Cr, Cb
-        mu_t, sd_t = t[..., c][sel].mean(), t[..., c][sel].std()
-        mu_r, sd_r = r[..., c][sel].mean(), r[..., c][sel].std()
+        (mu_t, sd_t), (mu_r, sd_r) = own[c - 1], ref[c - 1]
         t[..., c] = (sd_r / max(sd_t, 1e-6)) * (t[..., c] - mu_t) + mu_r
     return np.clip(cv2.cvtColor(t, cv2.COLOR_YCrCb2RGB), 0.0, 1.0)
 
@@ -131,6 +160,7 @@ def postprocess(
     orig: np.ndarray,
     mask: np.ndarray,
     settings: PhotometricSettings = PhotometricSettings(),
+    stats: np.ndarray | None = None,
 ) -> np.ndarray:
     """``I_f = C(blend(I_a, relight(I_a, I_o)), I_o)`` with each step optional.
 
@@ -142,6 +172,8 @@ def postprocess(
     resized to 128 px (area) and resized back (bilinear): the same low band at a fifth of the
     bilateral filters' cost on LFW's 192-288 px crops. Without the pyramid, ``I_relight`` is
     computed at full size with ``sigma_space`` multiplied by S / 128.
+    ``stats``: the original's colour statistics to transfer (:func:`color_stats`, e.g.
+    smoothed along a video track by :class:`StatsFilter`); by default measured on ``orig``.
     uint8 or float (H, W, 3) crops and an (H, W) face mask -> uint8 (H, W, 3).
     """
     a = _unit(anon)
@@ -163,7 +195,7 @@ def postprocess(
         else:
             a = relight(a, o, settings.sigma_space * zoom, settings.sigma_color)
     if settings.color_transfer:
-        a = color_transfer(a, o, mask)
+        a = color_transfer(a, o, mask, stats)
     return np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
 
 

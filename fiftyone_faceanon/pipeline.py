@@ -148,6 +148,20 @@ def judged_view(face: F.Face, size: int, margin: float = 0.25) -> np.ndarray:
     return mask
 
 
+@dataclass
+class IdentityPlan:
+    """How every view of one face is rendered (:meth:`Pipeline.plan_identity`): its seed
+    ``index``, ``donor`` (bank index or None) and ``attempt`` (0-based try: geometry strength
+    ``geometry + 0.25 attempt``), the verification ``status`` (as :class:`FaceRecord`'s) and each
+    judge's highest similarity over the judged views."""
+
+    index: int
+    donor: int | None
+    attempt: int
+    status: str
+    similarity: dict[str, float] = field(default_factory=dict)
+
+
 class Pipeline:
     """Loads the detector, landmark model, backend, shape model and judges once; anonymizes
     images one by one."""
@@ -226,10 +240,14 @@ class Pipeline:
                     avoid = np.zeros(len(bank), bool) if exclude is None else exclude[i].copy()
                     avoid[[records[k].donor_index for k in range(n)
                            if k != i and records[k] is not None]] = True
-                records[i], pasted[i] = self._render(
-                    faces[i], crops[i], lms[i], occluded[i], key, i, attempt, avoid,
-                    None if original is None else {j: e[i] for j, e in original.items()},
-                    timings)
+                rng = face_rng(s.seed, key, i)
+                t0 = time.perf_counter()
+                donor = self.backend.choose(
+                    crops[i], lms[i], rng, attempt, avoid,
+                    None if original is None else {j: e[i] for j, e in original.items()})
+                timings["backend"] += time.perf_counter() - t0
+                records[i], pasted[i] = self._render(faces[i], crops[i], lms[i], occluded[i],
+                                                     rng, donor, attempt, timings)
             out = F.paste_faces(image, faces, [p[0] for p in pasted], [p[1] for p in pasted])
             if self.verifier is None:
                 break
@@ -249,14 +267,13 @@ class Pipeline:
                                     timings)
         return out, records, timings
 
-    def _render(self, face, crop, lms, occluded, key, index, attempt, exclude, identity,
-                timings):
-        """One try at one face: donor, target geometry, rendering, post-processing, mask."""
+    def _render(self, face, crop, lms, occluded, rng, donor, attempt, timings, stats=None):
+        """One try at one face with the given donor: target geometry at this try's strength,
+        rendering, post-processing (``stats``: the colour statistics to transfer, when not the
+        crop's own), paste mask; a :class:`FaceRecord` and the ``(crop, mask)`` to paste."""
         s = self.settings
         size = crop.shape[0]
-        rng = face_rng(s.seed, key, index)
         t0 = time.perf_counter()
-        donor = self.backend.choose(crop, lms, rng, attempt, exclude, identity)
         strength = min(1.0, s.geometry + GEOMETRY_STEP * attempt)
         target = lms
         if self.shape is not None and strength > 0:
@@ -268,7 +285,7 @@ class Pipeline:
                                       donors=[donor])[0]
         t1 = time.perf_counter()
         if self.backend.photometric and s.photometric.any:
-            anon = postprocess(anon, crop, region, s.photometric)
+            anon = postprocess(anon, crop, region, s.photometric, stats)
         mask = F.feathered_mask(region, s.feather)
         if occluded is not None:  # the occluder's original pixels stay, bit for bit
             mask = mask * (1 - F.soften(occluded))
@@ -295,18 +312,114 @@ class Pipeline:
                 for i in todo)
             raise VerificationError(f"still matched after {s.tries} tries ({worst})")
         for i in todo:
-            size = crops[i].shape[0]
-            region = np.maximum(F.face_region(lms[i], size),
-                                F.face_region(faces[i].crop.to_crop(
-                                    records[i].anonymized.landmarks), size,
-                                              self.backend.forehead))
-            region = np.maximum(region, judged_view(faces[i], size))
-            covered = fail_closed(crops[i], region, s.on_fail)
-            pasted[i] = (covered, F.feathered_mask(region, s.feather))
+            pasted[i] = self._cover(faces[i], crops[i], lms[i], records[i].anonymized)
             records[i] = replace(records[i], status=f"fail_closed:{s.on_fail}")
         out = F.paste_faces(image, faces, [p[0] for p in pasted], [p[1] for p in pasted])
         self._judge(out, faces, original, records, todo, timings)
         return out
+
+    def _cover(self, face, crop, lms, anonymized):
+        """The fail-closed ``(crop, mask)`` of a face: :func:`~.verify.fail_closed` over the union
+        of its original region, the region of its last try (``anonymized``: a :class:`~.faces.Face`)
+        and what the judges look at (:func:`judged_view`)."""
+        size = crop.shape[0]
+        region = np.maximum(F.face_region(lms, size),
+                            F.face_region(face.crop.to_crop(anonymized.landmarks), size,
+                                          self.backend.forehead))
+        region = np.maximum(region, judged_view(face, size))
+        return fail_closed(crop, region, self.settings.on_fail), F.feathered_mask(
+            region, self.settings.feather)
+
+    def plan_identity(self, views: list[tuple[np.ndarray, F.Face]], key: str, index: int,
+                      avoid: np.ndarray | None = None,
+                      timings: dict[str, float] | None = None) -> "IdentityPlan":
+        """One fake identity for a face seen many times (a video track): the donor and try that
+        every view of it is rendered with (:meth:`render_planned`).
+
+        ``views``: ``(image (H, W, 3) uint8, face)`` pairs, the first the one the donor is
+        matched to; each face's crop transform is the one it will be rendered at. ``index``
+        seeds the choice (``face_rng(seed, key, index)``); ``avoid``: (M,) bool, donors not to
+        use (e.g. other tracks'). With verification every view is rendered and judged at each
+        try as :meth:`replace_faces` judges one image; the plan fails closed when a view is
+        still matched after the last try. Seconds per stage are added to ``timings``."""
+        s = self.settings
+        prepared = [(image, face, F.crop_face(image, face.crop)) for image, face in views]
+        prepared = [(image, face, crop, face.crop.to_crop(face.landmarks),
+                     F.occluder_mask(crop, face.crop.to_crop(face.landmarks))
+                     if s.occluders else None) for image, face, crop in prepared]
+        _, face0, crop0, lms0, _ = prepared[0]
+        bank = getattr(self.backend, "bank", None)
+        judged = (self.verifier is not None
+                  and min(face0.box[2] - face0.box[0], face0.box[3] - face0.box[1])
+                  >= MIN_VERIFY_SIZE)
+        original = identity = None
+        exclude = None if avoid is None else avoid.copy()
+        if timings is None:
+            timings = {"backend": 0.0, "postprocess": 0.0, "verify": 0.0}
+        if judged:
+            t0 = time.perf_counter()
+            embedded = [self.verifier.embed(image, [face]) for image, face, *_ in prepared]
+            original = {j: np.concatenate([e[j] for e in embedded]) for j in embedded[0]}
+            identity = {j: e[0] for j, e in original.items()}
+            if bank is not None:
+                close = self.verifier.too_close({j: e[:1] for j, e in original.items()},
+                                                bank.embeddings)[0]
+                exclude = close if exclude is None else exclude | close
+            timings["verify"] += time.perf_counter() - t0
+        tries = s.tries if judged else 1
+        for attempt in range(tries):
+            donor = self.backend.choose(crop0, lms0, face_rng(s.seed, key, index), attempt,
+                                        exclude, identity)
+            plan = IdentityPlan(index, donor, attempt, "replaced" if self.verifier is None
+                                else "too_small", {})
+            if not judged:
+                return plan
+            rendered = []
+            for image, face, crop, lms, occluded in prepared:
+                _, (anon, mask) = self._render(face, crop, lms, occluded,
+                                               face_rng(s.seed, key, index), donor, attempt,
+                                               timings)
+                rendered.append(F.paste_faces(image, [face], [anon], [mask]))
+            t0 = time.perf_counter()
+            embedded = [self.verifier.embed(out, [face])
+                        for out, (_, face, *_) in zip(rendered, prepared)]
+            sims = self.verifier.similarities(
+                original, {j: np.concatenate([e[j] for e in embedded]) for j in original})
+            timings["verify"] += time.perf_counter() - t0
+            plan.similarity = {j: float(v.max()) for j, v in sims.items()}
+            if not self.verifier.matched(sims).any():
+                plan.status = "verified"
+                return plan
+        if s.on_fail == "error":
+            raise VerificationError(f"still matched after {s.tries} tries (" + ", ".join(
+                f"{j} {v:.3f}" for j, v in plan.similarity.items()) + ")")
+        plan.status = f"fail_closed:{s.on_fail}"
+        return plan
+
+    def render_planned(self, image: np.ndarray, faces: list[F.Face], plans: list["IdentityPlan"],
+                       key: str, stats: list[np.ndarray] | None = None
+                       ) -> tuple[np.ndarray, list[F.Face], dict[str, float]]:
+        """Replace ``faces`` of an (H, W, 3) uint8 image, each as its plan says (its donor and
+        try, or fail-closed), with no choice or verification of its own. ``stats``: per face,
+        the colour statistics to transfer (:func:`~.photometric.color_stats`, e.g. smoothed
+        along a track) or None. Returns the new image, each face at its new geometry and seconds
+        per stage."""
+        s = self.settings
+        timings = {"backend": 0.0, "postprocess": 0.0}
+        pasted, moved = [], []
+        for face, plan, colour in zip(faces, plans, stats or [None] * len(faces)):
+            crop = F.crop_face(image, face.crop)
+            lms = face.crop.to_crop(face.landmarks)
+            occluded = F.occluder_mask(crop, lms) if s.occluders else None
+            record, rendered = self._render(face, crop, lms, occluded,
+                                            face_rng(s.seed, key, plan.index), plan.donor,
+                                            plan.attempt, timings, colour)
+            if plan.status.startswith("fail_closed"):
+                rendered = self._cover(face, crop, lms, record.anonymized)
+            pasted.append(rendered)
+            moved.append(record.anonymized)
+        out = F.paste_faces(image, faces, [p[0] for p in pasted], [p[1] for p in pasted])
+        return out, moved, timings
 
     def _judge(self, out, faces, original, records, todo, timings) -> np.ndarray:
         """Score the faces ``todo`` of the output image against their originals with every
