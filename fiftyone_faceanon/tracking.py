@@ -310,15 +310,19 @@ def one_euro(x: np.ndarray, rate: float, min_cutoff: float = 1.0, beta: float = 
 
 
 def smooth_track(track: Track, rate: float, settings: TrackSettings = TrackSettings()) -> Track:
-    """The track with its landmarks and boxes One-Euro filtered (:func:`one_euro`), in units of
-    the track's median inter-ocular distance so that the parameters do not depend on the face's
-    size. A new :class:`Track`; sources and scores kept."""
+    """The track with its landmarks and boxes One-Euro filtered (:func:`one_euro`) forwards and
+    then backwards, in units of the track's median inter-ocular distance so that the parameters
+    do not depend on the face's size. The whole track is known, so the two passes cancel each
+    other's lag: a face moving at constant speed is not left behind (a forward pass alone lags a
+    pan by several pixels, and the new face would slide off the head). A new :class:`Track`;
+    sources and scores kept."""
     frames = sorted(track.faces)
     lms = np.stack([track.faces[t].landmarks for t in frames])  # (T, 68, 2)
     boxes = np.stack([track.faces[t].box for t in frames])  # (T, 4)
     iod = float(np.median(np.linalg.norm(lms[:, 36] - lms[:, 45], axis=1))) or 1.0
     flat = np.concatenate([lms.reshape(len(frames), -1), boxes], 1) / iod
-    out = one_euro(flat, rate, settings.min_cutoff, settings.beta, settings.d_cutoff) * iod
+    params = (rate, settings.min_cutoff, settings.beta, settings.d_cutoff)
+    out = one_euro(one_euro(flat, *params)[::-1], *params)[::-1] * iod
     faces = {t: TrackedFace(out[i, 136:], out[i, :136].reshape(68, 2), track.faces[t].score,
                             track.faces[t].source) for i, t in enumerate(frames)}
     return Track(track.id, faces, track.last_detected, track.lost_start)
