@@ -8,6 +8,8 @@ from __future__ import annotations
 import fcntl
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,9 +152,19 @@ def record_path(anon_path: os.PathLike | str, rel: str) -> Path:
 
 
 def atomic_write(path: os.PathLike | str, data: bytes, mode: int | None = None) -> None:
-    """Write ``data`` to ``path`` through the temporary file ``.<name>.tmp`` in the same folder
-    and a rename, so ``path`` either keeps its old content or holds all of the new. ``mode``
-    defaults to 0o666 less the process umask, as for any new file.
+    """Write ``data`` to ``path`` through :func:`atomic_file`, so ``path`` either keeps its old
+    content or holds all of the new."""
+    with atomic_file(path, mode) as tmp:
+        tmp.write_bytes(data)
+
+
+@contextmanager
+def atomic_file(path: os.PathLike | str, mode: int | None = None) -> Iterator[Path]:
+    """Yield the temporary file ``.<name>.tmp`` beside ``path`` (created empty) for the body to
+    write by its path; when the body returns, the file is synced to disk and renamed to ``path``,
+    so ``path`` either keeps its old content or holds all of the new; when it raises, the
+    temporary file is removed and ``path`` is untouched. ``mode`` defaults to 0o666 less the
+    process umask, as for any new file.
 
     Writers of one path take turns (an exclusive lock on the temporary file, released by the
     kernel when a writer dies), so a temporary file left by a writer that was killed, even with
@@ -165,10 +177,8 @@ def atomic_write(path: os.PathLike | str, data: bytes, mode: int | None = None) 
     try:
         os.ftruncate(fd, 0)
         os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
+        yield tmp
+        os.fsync(fd)  # the file's data, whichever descriptor the body wrote it through
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # still ours: the lock is held
