@@ -13,14 +13,19 @@ argument) the run writes, each atomically and in this order:
 
 A rerun skips every image whose private record has the same input hash and settings and whose
 output and sidecar exist, so an interrupted run resumes where it stopped.
+
+Videos (:data:`~.videoio.VIDEO_EXTENSIONS`) go through :func:`~.video.anonymize_video` and get
+the same three files; their sidecars hold the tracks (each with its donor, geometry, tries and
+status) and, per frame, the faces with their track ids.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +36,11 @@ from .gate import DetectSettings, Embedder
 from .engines import Engine, as_engine
 from .pipeline import Pipeline, Settings
 from .verify import VerificationError
+from .video import VideoResult, VideoSettings, anonymize_video
+from .videoio import VIDEO_EXTENSIONS
+
+#: Every extension a run picks up from a folder.
+MEDIA_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -77,7 +87,7 @@ def collect_jobs(inputs: list[Path], outdir: Path, allow_inside: bool = False) -
                     "pass --allow-inside to write there anyway"
                 )
             for path in sorted(inp.rglob("*")):
-                if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+                if path.suffix.lower() in MEDIA_EXTENSIONS and path.is_file():
                     if out in path.resolve().parents:
                         continue
                     jobs.append(Job(path, path.relative_to(inp).as_posix()))
@@ -95,10 +105,11 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def unverified_message(src: Path, records: list[dict]) -> str:
-    """One line naming the file and each face that failed verification."""
+def unverified_message(src: Path, records: list[dict], what: str = "face") -> str:
+    """One line naming the file and each face (or video ``track``) that failed verification;
+    ``records``: the private record's ``faces`` (or ``tracks``)."""
     faces = "; ".join(
-        f"face {i} {r['anonymized']['status']} after {r['anonymized']['tries']} tries ("
+        f"{what} {i} {r['anonymized']['status']} after {r['anonymized']['tries']} tries ("
         + ", ".join(f"{j} {v:.3f}" for j, v in r["similarity"].items()) + ")"
         for i, r in enumerate(records) if r["anonymized"]["status"].startswith("fail_closed"))
     return f"{src}: still matched by a judge: {faces}"
@@ -111,16 +122,20 @@ class Worker:
     its own."""
 
     def __init__(self, settings: Settings, outdir: Path, overwrite: bool, max_pixels: int,
-                 gallery: bool = False):
+                 gallery: bool = False, video: VideoSettings = VideoSettings(), threads: int = 1):
         self.settings, self.outdir = settings, outdir
         self.records = records_dir(outdir)
         self.overwrite, self.max_pixels, self.gallery = overwrite, max_pixels, gallery
+        self.video, self.threads = video, threads
         self.pipeline = Pipeline(settings)
         self.embedder = (Embedder(settings=DetectSettings(device=settings.device)) if gallery
                          else None)
+        #: ``progress(stage, done, total)`` per video frame; only in the process that set it
+        self.progress = None
 
     def __reduce__(self):
-        return Worker, (self.settings, self.outdir, self.overwrite, self.max_pixels, self.gallery)
+        return Worker, (self.settings, self.outdir, self.overwrite, self.max_pixels, self.gallery,
+                        self.video, self.threads)
 
     def __call__(self, job: Job) -> Outcome:
         try:
@@ -134,19 +149,27 @@ class Worker:
         dst = self.outdir / job.rel
         sidecar = dst.with_name(dst.name + ".json")
         private = self.records / f"{job.rel}.json"
-        if dst.suffix.lower() not in IMAGE_EXTENSIONS:
+        if dst.suffix.lower() not in MEDIA_EXTENSIONS:
             raise ImageError(job.src, f"unsupported extension {dst.suffix!r}")
         if dst.resolve() == job.src.resolve():
             raise ImageError(job.src, "output would overwrite the input")
         digest = file_sha256(job.src)
+        is_video = dst.suffix.lower() in VIDEO_EXTENSIONS
         settings = self.settings.as_dict()
+        if is_video:
+            settings["video"] = json.loads(json.dumps(asdict(self.video)))
         if not self.overwrite and private.is_file() and sidecar.is_file() and dst.is_file():
             done = json.loads(private.read_text())
             if done.get("input_sha256") == digest and done.get("settings") == settings:
+                parts = "tracks" if is_video else "faces"
                 if done["status"] == "unverified":
-                    return Outcome(job.rel, "unverified", len(done["faces"]),
-                                   unverified_message(job.src, done["faces"]))
-                return Outcome(job.rel, "skipped", faces=len(done.get("faces", [])))
+                    return Outcome(job.rel, "unverified", len(done[parts]),
+                                   unverified_message(job.src, done[parts], parts[:-1]))
+                return Outcome(job.rel, "skipped", faces=len(done.get(parts, [])))
+        common = {"backend": self.settings.backend, "settings": settings,
+                  "version": __version__}
+        if is_video:
+            return self.run_video(job, dst, sidecar, private, digest, common)
         t0, cpu0 = time.perf_counter(), time.process_time()
         loaded = load_image(job.src, self.max_pixels)
         t1 = time.perf_counter()
@@ -160,8 +183,6 @@ class Worker:
         timings = {"decode": t1 - t0, **result.timings, "encode": time.perf_counter() - t2,
                    "cpu": time.process_time() - cpu0}
         status = ("unverified" if result.unverified else "ok") if result.faces else "no_face"
-        common = {"backend": self.settings.backend, "settings": settings,
-                  "version": __version__}
         public = {"input": job.rel, "status": status,
                   "faces": [r.public() for r in result.records], **common}
         record = {"input": job.rel, "input_sha256": digest, "status": status,
@@ -178,6 +199,104 @@ class Worker:
         return Outcome(job.rel, status, len(result.faces), message, timings=timings,
                        identity=identity)
 
+    def run_video(self, job: Job, dst: Path, sidecar: Path, private: Path, digest: str,
+                  common: dict) -> Outcome:
+        """A video job: :func:`~.video.anonymize_video`, then its sidecar and private record
+        (:func:`video_records`); the outcome counts tracks as faces."""
+        cpu0 = time.process_time()
+        try:
+            result = anonymize_video(self.pipeline, job.src, dst, job.rel, self.video,
+                                     self.progress, self.threads)
+        except VerificationError as e:
+            raise ImageError(job.src, str(e)) from None
+        status = ("unverified" if result.unverified else "ok") if result.tracks else "no_face"
+        public, record = video_records(result, self.pipeline)
+        atomic_write(sidecar, (json.dumps({"input": job.rel, "status": status, **public,
+                                           **common}) + "\n").encode())
+        atomic_write(private, (json.dumps({"input": job.rel, "input_sha256": digest,
+                                           "status": status, **record, **common}) + "\n"
+                               ).encode(), mode=0o600)
+        message = (unverified_message(job.src, record["tracks"], "track") if result.unverified
+                   else "")
+        identity = {}
+        if self.embedder is not None and result.tracks:
+            identity = {"sha256": digest,
+                        "embeddings": self._track_embeddings(job.src, result)}
+        return Outcome(job.rel, status, len(result.tracks), message,
+                       timings={**result.timings, "cpu": time.process_time() - cpu0},
+                       identity=identity)
+
+    def _track_embeddings(self, src: Path, result: VideoResult) -> dict:
+        """Every judge's embedding of each track's largest original face, ``{judge: (T, D)}``,
+        for the identity gallery."""
+        import numpy as np
+
+        from .videoio import read_frames
+
+        best = {}
+        for t, faces in enumerate(result.frames):
+            for f in faces:
+                size = float(np.ptp(f.original.landmarks, 0).max())
+                if f.source == "detected" and size > best.get(f.track, (0.0,))[0]:
+                    best[f.track] = (size, t, f.original)
+        by_frame: dict[int, list] = {}
+        for size, t, face in best.values():
+            by_frame.setdefault(t, []).append(face)
+        parts: dict[str, list] = {}
+        for t, frame in enumerate(read_frames(src)):
+            if t in by_frame:
+                embeddings, failed = self.embedder.embed_faces(frame, by_frame[t])
+                if failed:
+                    raise ImageError(src, f"gallery: judge(s) failed: {failed}")
+                for j, e in embeddings.items():
+                    parts.setdefault(j, []).append(e)
+        return {j: np.concatenate(e) for j, e in parts.items()}
+
+
+def _rounded(points, digits: int = 1) -> list:
+    import numpy as np
+
+    return np.round(np.asarray(points, float), digits).tolist()
+
+
+def video_records(result: VideoResult, pipeline: Pipeline) -> tuple[dict, dict]:
+    """The public sidecar's and the private record's video parts: ``video`` (width, height,
+    fps, frames), ``tracks`` (per track: id, first and last frame, and as for an image's face
+    the donor, geometry, tries, status; the private one adds each judge's similarity) and
+    ``frames`` (per frame, per face: track id, source, and the anonymized box and landmarks; the
+    private one adds the original's box, score and landmarks)."""
+    info = result.info
+    video = {"width": info.width, "height": info.height, "fps": str(info.fps),
+             "frames": info.frames}
+    step = pipeline.settings.geometry
+    public_tracks, private_tracks = [], []
+    for tr in result.tracks:
+        plan = result.plans[tr.id]
+        donor = None if plan.donor is None else pipeline.backend.donor_id(plan.donor)
+        geometry = (min(1.0, step + 0.25 * plan.attempt) if pipeline.shape is not None
+                    else 0.0)
+        anonymized = {"donor": donor, "geometry": geometry, "tries": plan.attempt + 1,
+                      "status": plan.status}
+        public_tracks.append({"track": tr.id, "first": tr.first, "last": tr.last, **anonymized})
+        private_tracks.append({"track": tr.id, "first": tr.first, "last": tr.last,
+                               "anonymized": anonymized,
+                               "similarity": {j: round(v, 5)
+                                              for j, v in plan.similarity.items()}})
+    public_frames, private_frames = [], []
+    for faces in result.frames:
+        public_frames.append([{"track": f.track, "source": f.source,
+                               "box": _rounded(f.anonymized.box),
+                               "landmarks": _rounded(f.anonymized.landmarks)} for f in faces])
+        private_frames.append([{"track": f.track, "source": f.source,
+                                "box": _rounded(f.original.box),
+                                "score": round(float(f.original.score), 5),
+                                "landmarks": _rounded(f.original.landmarks),
+                                "anonymized": {"box": _rounded(f.anonymized.box),
+                                               "landmarks": _rounded(f.anonymized.landmarks)}}
+                               for f in faces])
+    return ({"video": video, "tracks": public_tracks, "frames": public_frames},
+            {"video": video, "tracks": private_tracks, "frames": private_frames})
+
 
 def anonymize_files(
     inputs: list[Path],
@@ -190,6 +309,8 @@ def anonymize_files(
     on_outcome: Callable[[Outcome], None] | None = None,
     gallery: bool = False,
     engine: Engine | str = "local",
+    video: VideoSettings = VideoSettings(),
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> list[Outcome]:
     """Anonymize every image under ``inputs`` into ``outdir``; one :class:`Outcome` per image.
 
@@ -199,11 +320,21 @@ def anonymize_files(
     ``identity`` holds every judge's embeddings of the original faces (:mod:`.gate`).
     ``engine``: where the jobs run (:mod:`.engines`: ``local`` processes or ``ray`` actors,
     ``workers`` of them); the same :class:`Worker` writes the same bytes on either.
+    ``video``: how videos are tracked and encoded; each video job renders with the CPU cores
+    its worker has to itself. ``on_progress(stage, done, total)`` reports video frames when the
+    jobs run in this process (one worker).
     """
+    from .parallel import auto_workers
+
     jobs = collect_jobs(inputs, outdir, allow_inside)
-    worker = Worker(settings, outdir, overwrite, max_pixels, gallery)
+    engine = as_engine(engine)
+    share = workers or (auto_workers(len(jobs)) if engine.kind == "local" else 1)
+    threads = (max(1, (os.cpu_count() or 1) // max(1, min(share, len(jobs))))
+               if engine.kind == "local" else max(1, int(engine.num_cpus)))
+    worker = Worker(settings, outdir, overwrite, max_pixels, gallery, video, threads)
+    worker.progress = on_progress
     outcomes = []
-    for outcome in as_engine(engine).imap(worker, jobs, workers, chunksize=4):
+    for outcome in engine.imap(worker, jobs, workers, chunksize=4):
         outcomes.append(outcome)
         if on_outcome:
             on_outcome(outcome)

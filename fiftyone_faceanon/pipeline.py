@@ -358,8 +358,7 @@ class Pipeline:
             timings = {"backend": 0.0, "postprocess": 0.0, "verify": 0.0}
         if judged:
             t0 = time.perf_counter()
-            embedded = [self.verifier.embed(image, [face]) for image, face, *_ in prepared]
-            original = {j: np.concatenate([e[j] for e in embedded]) for j in embedded[0]}
+            original = self.verifier.embed_many([(image, [face]) for image, face, *_ in prepared])
             identity = {j: e[0] for j, e in original.items()}
             if bank is not None:
                 close = self.verifier.too_close({j: e[:1] for j, e in original.items()},
@@ -379,12 +378,9 @@ class Pipeline:
                 _, (anon, mask) = self._render(face, crop, lms, occluded,
                                                face_rng(s.seed, key, index), donor, attempt,
                                                timings)
-                rendered.append(F.paste_faces(image, [face], [anon], [mask]))
+                rendered.append((F.paste_faces(image, [face], [anon], [mask]), [face]))
             t0 = time.perf_counter()
-            embedded = [self.verifier.embed(out, [face])
-                        for out, (_, face, *_) in zip(rendered, prepared)]
-            sims = self.verifier.similarities(
-                original, {j: np.concatenate([e[j] for e in embedded]) for j in original})
+            sims = self.verifier.similarities(original, self.verifier.embed_many(rendered))
             timings["verify"] += time.perf_counter() - t0
             plan.similarity = {j: float(v.max()) for j, v in sims.items()}
             if not self.verifier.matched(sims).any():

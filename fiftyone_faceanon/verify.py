@@ -62,6 +62,13 @@ class Verifier:
             return {j: np.zeros((0, judge.dim), np.float32) for j, judge in self.judges.items()}
         return {j: judge.embed(image, faces) for j, judge in self.judges.items()}
 
+    def embed_many(self, items: list[tuple[np.ndarray, list[Face]]]
+                   ) -> dict[str, np.ndarray]:
+        """``{judge: (N, D)}`` unit embeddings of the faces of several images (``(image,
+        faces)`` pairs), in order, each judge's network run once over all of them."""
+        return {j: np.concatenate([np.zeros((0, judge.dim), np.float32),
+                                   *judge.embed_many(items)]) for j, judge in self.judges.items()}
+
     def too_close(self, original: dict[str, np.ndarray], others: dict[str, np.ndarray]
                   ) -> np.ndarray:
         """(F, M) bool: which of M embeddings (e.g. a donor bank's) any judge finds close to

@@ -13,7 +13,9 @@ from ..engines import Engine
 from ..images import MAX_PIXELS
 from ..photometric import PYRAMID_LEVELS, PhotometricSettings
 from ..pipeline import DEFAULT_GEOMETRY, Settings
+from ..tracking import TrackSettings
 from ..verify import ON_FAIL, VerificationError
+from ..video import VideoSettings
 from ..weights import WeightsError
 from . import detector_options, engine_options, main
 
@@ -55,6 +57,28 @@ def settings_options(f):
     return f
 
 
+def video_options(f):
+    """The options of a :class:`~fiftyone_faceanon.video.VideoSettings`."""
+    defaults, tracking = VideoSettings(), TrackSettings()
+    options = [
+        click.option("--detect-every", default=tracking.detect_every, show_default=True,
+                     type=click.IntRange(1), help="Videos: run the face detector on every N-th "
+                     "frame and track faces in between (1: every frame)."),
+        click.option("--video-quality", default=defaults.quality, show_default=True,
+                     type=click.IntRange(0, 51),
+                     help="Videos: the encoder's CRF (H.264; VP9 for .webm), lower is better."),
+        click.option("--strip-audio", is_flag=True, help="Videos: write no audio track."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def build_video_settings(detect_every, video_quality, strip_audio) -> VideoSettings:
+    return VideoSettings(tracking=TrackSettings(detect_every=detect_every),
+                         quality=video_quality, strip_audio=strip_audio)
+
+
 def build_settings(backend, seed, relight, pyramid, color_transfer, levels, geometry, donors,
                    verify, on_fail, verify_thresholds, detector, threshold, device) -> Settings:
     from ..gate import GateError, parse_threshold_overrides
@@ -73,10 +97,12 @@ def build_settings(backend, seed, relight, pyramid, color_transfer, levels, geom
 
 def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers: int,
                   overwrite: bool, allow_inside: bool, max_pixels: int,
-                  gallery: Path | None = None, engine: Engine | str = "local") -> int:
-    """Run with a progress bar, print one line per failure, return the exit code. With
-    ``gallery``, every original face processed is added to that identity gallery. ``engine``:
-    where the jobs run (``fiftyone_faceanon.engines``)."""
+                  gallery: Path | None = None, engine: Engine | str = "local",
+                  video: VideoSettings = VideoSettings()) -> int:
+    """Run with a progress bar (files, and frames of a video when it runs in this process),
+    print one line per failure, return the exit code. With ``gallery``, every original face
+    processed is added to that identity gallery. ``engine``: where the jobs run
+    (``fiftyone_faceanon.engines``)."""
     from ..batch import UsageError, anonymize_files
     from ..gate import GateError, load_gallery, save_gallery
 
@@ -86,10 +112,23 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
         raise click.UsageError(str(e)) from None
 
     counts = {"ok": 0, "no_face": 0, "skipped": 0, "unverified": 0, "error": 0}
-    bar = tqdm(desc="anonymize", unit="img", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(desc="anonymize", unit="file", file=sys.stderr, dynamic_ncols=True)
+    frames = {}
+
+    def on_progress(stage, done, total):
+        if stage not in frames:
+            for old in frames.values():
+                old.close()
+            frames.clear()
+            frames[stage] = tqdm(desc=f"  video {stage}", unit="frame", total=total,
+                                 file=sys.stderr, dynamic_ncols=True, leave=False, position=1)
+        frames[stage].update(done - frames[stage].n)
 
     def on_outcome(outcome):
         counts[outcome.status] += 1
+        for old in frames.values():
+            old.close()
+        frames.clear()
         if outcome.status in ("error", "unverified"):
             tqdm.write(f"{outcome.status}: {outcome.message}", file=sys.stderr)
         if gal is not None and outcome.identity:
@@ -102,7 +141,8 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
 
         bar.total = len(collect_jobs(inputs, outdir, allow_inside))
         anonymize_files(inputs, outdir, settings, workers, overwrite, allow_inside, max_pixels,
-                        on_outcome, gallery=gal is not None, engine=engine)
+                        on_outcome, gallery=gal is not None, engine=engine, video=video,
+                        on_progress=on_progress)
     except UsageError as e:
         bar.close()
         raise click.UsageError(str(e)) from None
@@ -126,6 +166,7 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
 @click.option("-o", "--outdir", required=True, type=click.Path(path_type=Path),
               help="Output folder; the input tree is mirrored into it.")
 @settings_options
+@video_options
 @click.option("--workers", default=0, show_default=True,
               help="Processes (Ray workers with --engine ray); 0: one per CPU core when there "
                    "are enough images.")
@@ -137,17 +178,20 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
 @click.option("--gallery", type=click.Path(dir_okay=False, path_type=Path),
               help="Also add every original face to this identity gallery (faceanon gate).")
 def anonymize(inputs, outdir, workers, engine, overwrite, allow_inside, max_pixels, gallery,
-              **kw):
-    """Anonymize the faces of image files and folders into OUTDIR.
+              detect_every, video_quality, strip_audio, **kw):
+    """Anonymize the faces of image and video files and folders into OUTDIR.
 
-    Writes each image (no metadata of the original) and a public JSON sidecar beside it (the
-    anonymized geometry only); the private record of each original goes to OUTDIR.private,
-    outside the tree to release. A rerun skips what is done. Exit code 1 when any image failed
-    or a face was still matched by a judge after every try (handled per --on-fail).
+    Writes each image or video (no metadata of the original) and a public JSON sidecar beside
+    it (the anonymized geometry only; for a video its tracks and per frame its faces); the
+    private record of each original goes to OUTDIR.private, outside the tree to release. In a
+    video each tracked person keeps one fake identity. A rerun skips what is done. Exit code 1
+    when any file failed or a face was still matched by a judge after every try (handled per
+    --on-fail).
     """
     settings = build_settings(**kw)
+    video = build_video_settings(detect_every, video_quality, strip_audio)
     sys.exit(run_anonymize(list(inputs), outdir, settings, workers, overwrite, allow_inside,
-                           max_pixels, gallery, engine))
+                           max_pixels, gallery, engine, video))
 
 
 @main.command()

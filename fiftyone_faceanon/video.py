@@ -1,0 +1,255 @@
+"""Videos: every face replaced in every frame, one stable fake identity per person.
+
+The image pipeline (:class:`~.pipeline.Pipeline`) run on a video in three passes over its
+frames (decoding a frame costs a few milliseconds, detecting faces in it a hundred):
+
+1. **Track** (:func:`~.tracking.track_faces`): detection on every ``detect_every``-th frame,
+   landmark tracking in between and backwards from each new face, interpolation over short
+   misses, extrapolation at the ends; each track's landmarks and boxes are then One-Euro
+   smoothed (:func:`~.tracking.smooth_track`).
+2. **Plan** (:meth:`~.pipeline.Pipeline.plan_identity`): one identity per track, chosen on the
+   track's largest detected face and, with verification, judged on up to ``samples`` of its
+   detected frames (the largest and others spread over its life); retried with the next donor
+   and a stronger geometry, and fail-closed for the whole track when still matched. No donor is
+   used by two tracks of one video.
+3. **Render** (:meth:`~.pipeline.Pipeline.render_planned`): every frame's faces at their
+   smoothed geometry, at a crop size fixed per track, with the colour statistics transferred
+   from the original smoothed along the track (:class:`~.photometric.StatsFilter`), encoded by
+   :class:`~.videoio.VideoWriter` (same size, rate and frame count; audio copied; no metadata of
+   the source).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import faces as F
+from .photometric import StatsFilter
+from .pipeline import IdentityPlan, Pipeline
+from .tracking import Track, TrackSettings, smooth_track, track_faces
+from .videoio import VideoInfo, VideoWriter, probe, read_frames
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """What decides a video's output besides the pipeline's :class:`~.pipeline.Settings`:
+    tracking, how many frames of each track the judges check (``samples``), and the encoding
+    (``quality``: the encoder's CRF, lower is better; ``strip_audio``)."""
+
+    tracking: TrackSettings = field(default_factory=TrackSettings)
+    samples: int = 12
+    quality: int = 23
+    strip_audio: bool = False
+
+
+@dataclass
+class FrameFace:
+    """One face of one frame: its ``track`` id, the ``original`` (as tracked: raw landmarks),
+    the geometry it was rendered at (``anonymized``), and the track face's ``source``."""
+
+    track: int
+    original: F.Face
+    anonymized: F.Face
+    source: str
+
+
+@dataclass
+class VideoResult:
+    """``info`` of the video, its smoothed ``tracks``, each track's :class:`IdentityPlan`, the
+    faces of every frame and seconds per stage."""
+
+    info: VideoInfo
+    tracks: list[Track]
+    plans: dict[int, IdentityPlan]
+    frames: list[list[FrameFace]]
+    timings: dict[str, float]
+
+    @property
+    def unverified(self) -> list[int]:
+        """Track ids handled fail-closed."""
+        return [t for t, p in self.plans.items() if p.status.startswith("fail_closed")]
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def anonymize_video(pipeline: Pipeline, src: Path, dst: Path, key: str,
+                    settings: VideoSettings = VideoSettings(),
+                    progress: Progress | None = None, threads: int = 1) -> VideoResult:
+    """Anonymize the video ``src`` into ``dst`` (written atomically) with ``pipeline``; ``key``
+    (e.g. the file's relative path) seeds each track's identity with the pipeline's seed.
+    ``progress(stage, done, total)`` is called per frame of the ``track`` and ``render`` passes;
+    ``threads`` render frames concurrently (the output does not depend on it).
+    Raises :class:`~.videoio.VideoError` for a video that cannot be read."""
+    start = time.perf_counter()
+    info = probe(src)
+    timings: dict[str, float] = {}
+    raw = _track(pipeline, src, info, settings.tracking, timings, progress)
+    t0 = time.perf_counter()
+    tracks = [smooth_track(tr, float(info.fps), settings.tracking) for tr in raw]
+    sizes = {tr.id: _crop_size(pipeline, tr) for tr in tracks}
+    timings["smooth"] = time.perf_counter() - t0
+    plans = _plan(pipeline, src, key, tracks, sizes, settings.samples, timings)
+    frames = _render(pipeline, src, dst, key, info, raw, tracks, plans, sizes, settings,
+                     timings, progress, threads)
+    timings["total"] = time.perf_counter() - start
+    return VideoResult(info, tracks, plans, frames, timings)
+
+
+def _detector(pipeline: Pipeline):
+    s = pipeline.settings
+    return lambda frame: F.detect_boxes([frame], s.detector, s.threshold, s.min_face_size,
+                                        s.device)[0]
+
+
+def _track(pipeline, src, info, settings, timings, progress) -> list[Track]:
+    detect = _detector(pipeline)
+    spent = {"detect": 0.0}
+
+    def timed_detect(frame):
+        t0 = time.perf_counter()
+        found = detect(frame)
+        spent["detect"] += time.perf_counter() - t0
+        return found
+
+    t0 = time.perf_counter()
+    tracks = track_faces(read_frames(src), timed_detect, settings,
+                         (lambda t: progress("track", t + 1, info.frames)) if progress else None)
+    timings["detect"] = spent["detect"]
+    timings["track"] = time.perf_counter() - t0 - spent["detect"]
+    return tracks
+
+
+def _crop_size(pipeline: Pipeline, track: Track) -> int:
+    """The crop side every face of a track is rendered at: the backend's, or for a backend that
+    renders each face at its own resolution, the track's median face's (so the rendering does
+    not change resolution, and look, from frame to frame)."""
+    if pipeline.backend.crop_size is not None:
+        return pipeline.backend.crop_size
+    extent = np.median([np.ptp(f.landmarks, 0).max() for f in track.faces.values()])
+    return F.crop_size_for(np.array([[0.0, 0.0], [extent, extent]]))
+
+
+def _face(tracked, size: int) -> F.Face:
+    return F.Face(tracked.box, tracked.score, tracked.landmarks,
+                  F.crop_transform(tracked.landmarks, size))
+
+
+def _views(track: Track, samples: int) -> list[int]:
+    """Frames of a track the judges check: its largest detected face first, then its other
+    detected frames, or ``samples - 1`` of them spread evenly over the track when it has more
+    (every face of a frame between them is a few frames from a judged one)."""
+    detected = sorted(t for t, f in track.faces.items() if f.source == "detected")
+    if not detected:
+        detected = sorted(track.faces)
+    size = {t: float(np.ptp(track.faces[t].landmarks, 0).max()) for t in detected}
+    first = max(detected, key=lambda t: (size[t], -t))
+    rest = [t for t in detected if t != first]
+    if len(rest) > samples - 1:
+        rest = [rest[int(i)] for i in np.linspace(0, len(rest) - 1, samples - 1)]
+    return [first] + rest
+
+
+def _cutout(frame: np.ndarray, face: F.Face) -> tuple[np.ndarray, F.Face]:
+    """The part of an (H, W, 3) frame that rendering and judging ``face`` read (its crop's
+    extent and a tenth more on each side, inside the frame) and the face in its coordinates:
+    what the plan keeps of a frame instead of the whole of it."""
+    x0, y0, x1, y1 = face.crop.image_box()
+    grow = 0.1 * (x1 - x0)
+    h, w = frame.shape[:2]
+    x0, y0 = max(int(x0 - grow), 0), max(int(y0 - grow), 0)
+    x1, y1 = min(int(np.ceil(x1 + grow)), w), min(int(np.ceil(y1 + grow)), h)
+    shift = np.array([x0, y0], np.float64)
+    lms = face.landmarks - shift
+    return (np.ascontiguousarray(frame[y0:y1, x0:x1]),
+            F.Face(face.box - np.tile(shift, 2), face.score, lms,
+                   F.crop_transform(lms, face.crop.size)))
+
+
+def _plan(pipeline, src, key, tracks, sizes, samples, timings) -> dict[int, IdentityPlan]:
+    """One :class:`IdentityPlan` per track, from its views (cut out of the frames decoded once
+    more)."""
+    t0 = time.perf_counter()
+    wanted: dict[int, list[int]] = {}
+    for tr in tracks:
+        for t in _views(tr, samples):
+            wanted.setdefault(t, []).append(tr.id)
+    views: dict[int, list] = {tr.id: [] for tr in tracks}
+    order = {tr.id: _views(tr, samples) for tr in tracks}
+    for t, frame in enumerate(read_frames(src)):
+        for tid in wanted.get(t, ()):
+            tr = next(tr for tr in tracks if tr.id == tid)
+            views[tid].append((t, _cutout(frame, _face(tr.faces[t], sizes[tid]))))
+    bank = getattr(pipeline.backend, "bank", None)
+    used = np.zeros(len(bank), bool) if bank is not None else None
+    plans = {}
+    spent = {"backend": 0.0, "postprocess": 0.0, "verify": 0.0}
+    for tr in tracks:
+        rank = {t: i for i, t in enumerate(order[tr.id])}
+        ordered = [view for _, view in sorted(views[tr.id], key=lambda v: rank[v[0]])]
+        plan = pipeline.plan_identity(ordered, key, tr.id, used, spent)
+        if used is not None and plan.donor is not None:
+            used[plan.donor] = True
+        plans[tr.id] = plan
+    timings["plan"] = time.perf_counter() - t0
+    timings.update({f"plan_{k}": v for k, v in spent.items()})
+    return plans
+
+
+def _render(pipeline, src, dst, key, info, raw, tracks, plans, sizes, settings, timings,
+            progress, threads) -> list[list[FrameFace]]:
+    """Render every frame and encode it; the faces of every frame. The colour statistics are
+    smoothed in frame order here; the frames are rendered by ``threads`` threads (OpenCV, numpy
+    and torch release the GIL) and encoded in order."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .photometric import color_stats
+
+    colours = {tr.id: StatsFilter(float(info.fps)) for tr in tracks}
+    by_id = {tr.id: tr for tr in raw}
+    out_faces: list[list[FrameFace]] = []
+    spent = {"backend": 0.0, "postprocess": 0.0, "encode": 0.0}
+    pending: deque = deque()
+
+    def drain(writer, keep: int) -> None:
+        while len(pending) > keep:
+            t, present, future = pending.popleft()
+            out, moved, used = future.result()
+            for k, v in used.items():
+                spent[k] += v
+            t1 = time.perf_counter()
+            writer.write(out)
+            spent["encode"] += time.perf_counter() - t1
+            out_faces.append([
+                FrameFace(tr.id, _face(by_id[tr.id].faces[t], sizes[tr.id]), m,
+                          tr.faces[t].source) for tr, m in zip(present, moved)])
+            if progress:
+                progress("render", t + 1, info.frames)
+
+    t0 = time.perf_counter()
+    with (VideoWriter(dst, info, source=src, quality=settings.quality,
+                      strip_audio=settings.strip_audio) as writer,
+          ThreadPoolExecutor(threads) as pool):
+        for t, frame in enumerate(read_frames(src)):
+            present = [tr for tr in tracks if t in tr.faces]
+            faces = [_face(tr.faces[t], sizes[tr.id]) for tr in present]
+            stats = []
+            for tr, face in zip(present, faces):
+                crop = F.crop_face(frame, face.crop)
+                region = F.face_region(face.crop.to_crop(face.landmarks), face.crop.size,
+                                       pipeline.backend.forehead)
+                stats.append(colours[tr.id](color_stats(crop / np.float32(255), region)))
+            pending.append((t, present, pool.submit(
+                pipeline.render_planned, frame, faces, [plans[tr.id] for tr in present], key,
+                stats)))
+            drain(writer, 2 * threads)
+        drain(writer, 0)
+    timings["render"] = time.perf_counter() - t0  # wall time; the rest add the threads' seconds
+    timings.update({f"render_{k}": v for k, v in spent.items()})
+    return out_faces
