@@ -21,18 +21,17 @@ import numpy as np
 from . import faces as F
 from .anonymizers import DEFAULT_BACKEND, create_backend
 from .photometric import PhotometricSettings, postprocess
-from .verify import ON_FAIL, VerificationError, Verifier, fail_closed
+from .verify import (MIN_JUDGED_SIZE, ON_FAIL, VerificationError, Verifier, fail_closed,
+                     judgeable)
 
 #: Default identity-neutral geometry strength (``--geometry``), chosen by measurement
 #: (docs/benchmarks.md, "Geometry strength").
 DEFAULT_GEOMETRY = 0.5
 #: Each verification retry adds this much geometry strength (capped at 1).
 GEOMETRY_STEP = 0.25
-#: Faces whose detector box is smaller than this (pixels, the shorter side) are not verified:
-#: the judges were calibrated on faces of 60 px and more, and on a face of a dozen pixels their
-#: similarity measures the surroundings (a 12 px face blurred away still scores 0.8 with
-#: FaceNet-CASIA). Such faces are replaced and recorded as ``too_small``.
-MIN_VERIFY_SIZE = 32
+#: Faces whose detector box is smaller than this are replaced, not verified, and recorded as
+#: ``too_small`` (:data:`~.verify.MIN_JUDGED_SIZE`).
+MIN_VERIFY_SIZE = MIN_JUDGED_SIZE
 
 
 @dataclass(frozen=True)
@@ -153,13 +152,16 @@ class IdentityPlan:
     """How every view of one face is rendered (:meth:`Pipeline.plan_identity`): its seed
     ``index``, ``donor`` (bank index or None) and ``attempt`` (0-based try: geometry strength
     ``geometry + 0.25 attempt``), the verification ``status`` (as :class:`FaceRecord`'s) and each
-    judge's highest similarity over the judged views."""
+    judge's highest similarity over the judged views (faces at least
+    :data:`~.verify.MIN_JUDGED_SIZE` px and mostly in view)."""
 
     index: int
     donor: int | None
     attempt: int
     status: str
     similarity: dict[str, float] = field(default_factory=dict)
+    #: per judge, how many judged views it matches even with the face masked out
+    uninformative: dict[str, int] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -349,16 +351,16 @@ class Pipeline:
                      if s.occluders else None) for image, face, crop in prepared]
         _, face0, crop0, lms0, _ = prepared[0]
         bank = getattr(self.backend, "bank", None)
-        judged = (self.verifier is not None
-                  and min(face0.box[2] - face0.box[0], face0.box[3] - face0.box[1])
-                  >= MIN_VERIFY_SIZE)
-        original = identity = None
+        judged = ([v for v in prepared if judgeable(v[1].box, v[0].shape)]
+                  if self.verifier is not None else [])
+        original = identity = floor = None
         exclude = None if avoid is None else avoid.copy()
-        if timings is None:
-            timings = {"backend": 0.0, "postprocess": 0.0, "verify": 0.0}
+        timings = {} if timings is None else timings
+        for k in ("backend", "postprocess", "verify"):
+            timings.setdefault(k, 0.0)
         if judged:
             t0 = time.perf_counter()
-            original = self.verifier.embed_many([(image, [face]) for image, face, *_ in prepared])
+            original = self.verifier.embed_many([(image, [face]) for image, face, *_ in judged])
             identity = {j: e[0] for j, e in original.items()}
             if bank is not None:
                 close = self.verifier.too_close({j: e[:1] for j, e in original.items()},
@@ -374,16 +376,21 @@ class Pipeline:
             if not judged:
                 return plan
             rendered = []
-            for image, face, crop, lms, occluded in prepared:
+            for image, face, crop, lms, occluded in judged:
                 _, (anon, mask) = self._render(face, crop, lms, occluded,
                                                face_rng(s.seed, key, index), donor, attempt,
                                                timings)
                 rendered.append((F.paste_faces(image, [face], [anon], [mask]), [face]))
             t0 = time.perf_counter()
             sims = self.verifier.similarities(original, self.verifier.embed_many(rendered))
+            if floor is None and self.verifier.matched(sims).any():
+                floor = self._floor(judged, original)
             timings["verify"] += time.perf_counter() - t0
             plan.similarity = {j: float(v.max()) for j, v in sims.items()}
-            if not self.verifier.matched(sims).any():
+            if floor is not None:
+                plan.uninformative = {j: int((f >= self.verifier.thresholds[j]).sum())
+                                      for j, f in floor.items()}
+            if not self.verifier.matched(sims, floor).any():
                 plan.status = "verified"
                 return plan
         if s.on_fail == "error":
@@ -391,6 +398,21 @@ class Pipeline:
                 f"{j} {v:.3f}" for j, v in plan.similarity.items()) + ")")
         plan.status = f"fail_closed:{s.on_fail}"
         return plan
+
+    def _floor(self, views, original) -> dict[str, np.ndarray]:
+        """``{judge: (V,)}`` similarity of each view's original face to the same view with the
+        face and what the judges see around it masked out (:func:`~.verify.fail_closed`
+        ``mask`` over the region of :meth:`_cover`): what a judge gives a face that is not
+        there. Where it is at or above the judge's threshold (a small, blurred or closed-eyed
+        face whose embedding is the judge's generic one), that judge cannot verify the view."""
+        masked = []
+        for image, face, crop, lms, _ in views:
+            size = crop.shape[0]
+            region = np.maximum(F.face_region(lms, size), judged_view(face, size))
+            masked.append((F.paste_faces(image, [face], [fail_closed(crop, region, "mask")],
+                                         [F.feathered_mask(region, self.settings.feather)]),
+                           [face]))
+        return self.verifier.similarities(original, self.verifier.embed_many(masked))
 
     def render_planned(self, image: np.ndarray, faces: list[F.Face], plans: list["IdentityPlan"],
                        key: str, stats: list[np.ndarray] | None = None

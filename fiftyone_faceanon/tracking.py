@@ -54,7 +54,7 @@ class TrackSettings:
     patience: int = 10
     backfill: int = 10
     extend: int = 3
-    min_visible: float = 0.5
+    min_visible: float = 0.2
     max_zoom: float = 1.25
     min_cutoff: float = 1.0
     beta: float = 0.5
@@ -156,11 +156,12 @@ def _interpolate(a: TrackedFace, b: TrackedFace, w: float) -> TrackedFace:
 
 
 def _shifted(face: TrackedFace, velocity: np.ndarray, steps: int) -> TrackedFace:
-    """``face`` moved ``steps`` frames at constant box ``velocity`` (landmarks with the box's
-    centre)."""
+    """``face`` moved ``steps`` frames at constant box ``velocity`` (4,): the landmarks follow
+    the box's centre and scale."""
     box = face.box + steps * velocity
-    shift = 0.5 * (box[:2] + box[2:]) - 0.5 * (face.box[:2] + face.box[2:])
-    return TrackedFace(box, face.landmarks + shift, face.score, "extrapolated")
+    zoom = max(box[2] - box[0], 1.0) / max(face.box[2] - face.box[0], 1.0)
+    old, new = 0.5 * (face.box[:2] + face.box[2:]), 0.5 * (box[:2] + box[2:])
+    return TrackedFace(box, new + zoom * (face.landmarks - old), face.score, "extrapolated")
 
 
 def track_faces(

@@ -28,6 +28,25 @@ THRESHOLD = "far_1e-3"
 #: verified faces sat within 0.055 under FaceNet-CASIA's threshold.
 MARGIN = {"facenet_casia": 0.03, "dlib": 0.005, "facenet_vggface2": 0.03}
 ON_FAIL = ("blur", "mask", "error")
+#: Faces whose detector box is smaller than this (pixels, the shorter side) are not judged: the
+#: judges were calibrated on faces of 60 px and more, and on a face of a dozen pixels their
+#: similarity measures the surroundings (a 12 px face blurred away still scores 0.8 with
+#: FaceNet-CASIA).
+MIN_JUDGED_SIZE = 32
+#: ... nor faces with less than this share of their box inside the image (a face leaving a video
+#: frame: both crops are mostly the same padding, and any two score near 1).
+MIN_INSIDE = 0.75
+
+
+def judgeable(box: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """Whether the judges can score the face of detector ``box`` (4,) in an image of ``shape``
+    (H, W, ...): at least :data:`MIN_JUDGED_SIZE` px and :data:`MIN_INSIDE` of it in view."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if min(x1 - x0, y1 - y0) < MIN_JUDGED_SIZE:
+        return False
+    h, w = shape[:2]
+    inside = max(0.0, min(x1, w) - max(x0, 0)) * max(0.0, min(y1, h) - max(y0, 0))
+    return inside >= MIN_INSIDE * (x1 - x0) * (y1 - y0)
 
 
 class VerificationError(RuntimeError):
@@ -85,9 +104,16 @@ class Verifier:
         """``{judge: (F,)}`` row-wise cosine of the original and anonymized faces."""
         return {j: np.einsum("fd,fd->f", original[j], anonymized[j]) for j in original}
 
-    def matched(self, similarity: dict[str, np.ndarray]) -> np.ndarray:
-        """(F,) bool: any judge at or above its threshold."""
-        return np.any([similarity[j] >= self.thresholds[j] for j in similarity], axis=0)
+    def matched(self, similarity: dict[str, np.ndarray],
+                floor: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """(F,) bool: any judge at or above its threshold. ``floor``: each judge's similarity
+        of each original to itself with the face masked out (:meth:`uninformative`); a judge
+        that matches the masked face as well cannot tell this face from none, and its match
+        does not count."""
+        hits = [similarity[j] >= self.thresholds[j] for j in similarity]
+        if floor is not None:
+            hits = [h & ~(floor[j] >= self.thresholds[j]) for h, j in zip(hits, similarity)]
+        return np.any(hits, axis=0)
 
 
 def fail_closed(crop: np.ndarray, region: np.ndarray, how: str) -> np.ndarray:
