@@ -231,7 +231,7 @@ class Worker:
         for the identity gallery."""
         import numpy as np
 
-        from .videoio import read_frames
+        from .videoio import read_some_frames
 
         best = {}
         for t, faces in enumerate(result.frames):
@@ -243,13 +243,12 @@ class Worker:
         for size, t, face in best.values():
             by_frame.setdefault(t, []).append(face)
         parts: dict[str, list] = {}
-        for t, frame in enumerate(read_frames(src)):
-            if t in by_frame:
-                embeddings, failed = self.embedder.embed_faces(frame, by_frame[t])
-                if failed:
-                    raise ImageError(src, f"gallery: judge(s) failed: {failed}")
-                for j, e in embeddings.items():
-                    parts.setdefault(j, []).append(e)
+        for t, frame in read_some_frames(src, by_frame):
+            embeddings, failed = self.embedder.embed_faces(frame, by_frame[t])
+            if failed:
+                raise ImageError(src, f"gallery: judge(s) failed: {failed}")
+            for j, e in embeddings.items():
+                parts.setdefault(j, []).append(e)
         return {j: np.concatenate(e) for j, e in parts.items()}
 
 

@@ -32,7 +32,7 @@ from . import faces as F
 from .photometric import StatsFilter
 from .pipeline import IdentityPlan, Pipeline
 from .tracking import Track, TrackSettings, smooth_track, track_faces
-from .videoio import VideoInfo, VideoWriter, probe, read_frames
+from .videoio import VideoInfo, VideoWriter, probe, read_frames, read_some_frames
 
 
 @dataclass(frozen=True)
@@ -185,8 +185,8 @@ def _plan(pipeline, src, key, tracks, sizes, settings, timings, threads
             wanted.setdefault(t, []).append(tid)
     by_id = {tr.id: tr for tr in tracks}
     cut: dict[tuple[int, int], tuple] = {}
-    for t, frame in enumerate(read_frames(src)):
-        for tid in wanted.get(t, ()):
+    for t, frame in read_some_frames(src, wanted):
+        for tid in wanted[t]:
             cut[tid, t] = _cutout(frame, _face(by_id[tid].faces[t], sizes[tid]))
     views = {tid: [cut[tid, t] for t in frames] for tid, frames in order.items()}
     spent: list[dict[str, float]] = []
