@@ -1,7 +1,7 @@
-"""Make ``docs/video_contact_sheet.png``: frames of a demo clip beside the same frames of its
+"""Make ``docs/video_contact_sheet.jpg``: frames of a demo clip beside the same frames of its
 anonymized copy (``faceanon anonymize`` with the defaults), one row per shown frame.
 
-    python scripts/video_contact_sheet.py [--out docs/video_contact_sheet.png]
+    python scripts/video_contact_sheet.py [--out docs/video_contact_sheet.jpg]
 
 The clip is a camera panning and zooming (``tests/clips.py``'s ``pan_zoom_clip``) over a strip
 of the bundled public-domain demo photos (:mod:`fiftyone_faceanon.demo`: the astronaut, Grace
@@ -45,7 +45,7 @@ def strip(height: int = 512) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "video_contact_sheet.png")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "video_contact_sheet.jpg")
     ap.add_argument("--frames", type=int, nargs="+", default=[0, 15, 30, 45, 59])
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,7 +66,7 @@ def main() -> None:
             cv2.putText(marked, f"{face['track']} {face['source'][:3]}", (x0, max(y0 - 4, 10)),
                         cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1)
         rows.append(np.hstack([before[t], marked]))
-    Image.fromarray(np.vstack(rows)).save(args.out)
+    Image.fromarray(np.vstack(rows)).save(args.out, quality=90)
     print(json.dumps(record["tracks"], indent=1))
     print(f"wrote {args.out}")
 
