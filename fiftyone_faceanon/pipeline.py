@@ -334,7 +334,8 @@ class Pipeline:
 
     def plan_identity(self, views: list[tuple[np.ndarray, F.Face]], key: str, index: int,
                       avoid: np.ndarray | None = None,
-                      timings: dict[str, float] | None = None) -> "IdentityPlan":
+                      timings: dict[str, float] | None = None,
+                      margin: dict[str, float] | None = None) -> "IdentityPlan":
         """One fake identity for a face seen many times (a video track): the donor and try that
         every view of it is rendered with (:meth:`render_planned`).
 
@@ -343,7 +344,9 @@ class Pipeline:
         seeds the choice (``face_rng(seed, key, index)``); ``avoid``: (M,) bool, donors not to
         use (e.g. other tracks'). With verification every view is rendered and judged at each
         try as :meth:`replace_faces` judges one image; the plan fails closed when a view is
-        still matched after the last try. Seconds per stage are added to ``timings``."""
+        still matched after the last try; ``margin``: how much further below each judge's
+        threshold every view must stay (the frames between the views vary around them).
+        Seconds per stage are added to ``timings``."""
         s = self.settings
         prepared = [(image, face, F.crop_face(image, face.crop)) for image, face in views]
         prepared = [(image, face, crop, face.crop.to_crop(face.landmarks),
@@ -383,14 +386,14 @@ class Pipeline:
                 rendered.append((F.paste_faces(image, [face], [anon], [mask]), [face]))
             t0 = time.perf_counter()
             sims = self.verifier.similarities(original, self.verifier.embed_many(rendered))
-            if floor is None and self.verifier.matched(sims).any():
+            if floor is None and self.verifier.matched(sims, margin=margin).any():
                 floor = self._floor(judged, original)
             timings["verify"] += time.perf_counter() - t0
             plan.similarity = {j: float(v.max()) for j, v in sims.items()}
             if floor is not None:
                 plan.uninformative = {j: int((f >= self.verifier.thresholds[j]).sum())
                                       for j, f in floor.items()}
-            if not self.verifier.matched(sims, floor).any():
+            if not self.verifier.matched(sims, floor, margin).any():
                 plan.status = "verified"
                 return plan
         if s.on_fail == "error":

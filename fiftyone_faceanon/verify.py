@@ -105,12 +105,14 @@ class Verifier:
         return {j: np.einsum("fd,fd->f", original[j], anonymized[j]) for j in original}
 
     def matched(self, similarity: dict[str, np.ndarray],
-                floor: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        """(F,) bool: any judge at or above its threshold. ``floor``: each judge's similarity
-        of each original to itself with the face masked out (:meth:`uninformative`); a judge
-        that matches the masked face as well cannot tell this face from none, and its match
-        does not count."""
-        hits = [similarity[j] >= self.thresholds[j] for j in similarity]
+                floor: dict[str, np.ndarray] | None = None,
+                margin: dict[str, float] | None = None) -> np.ndarray:
+        """(F,) bool: any judge at or above its threshold (less ``margin[judge]`` when given).
+        ``floor``: each judge's similarity of each original to itself with the face masked out
+        (:meth:`~.pipeline.Pipeline.plan_identity`); a judge that matches the masked face as
+        well cannot tell this face from none, and its match does not count."""
+        margin = margin or {}
+        hits = [similarity[j] >= self.thresholds[j] - margin.get(j, 0.0) for j in similarity]
         if floor is not None:
             hits = [h & ~(floor[j] >= self.thresholds[j]) for h, j in zip(hits, similarity)]
         return np.any(hits, axis=0)
