@@ -22,7 +22,7 @@ from . import faces as F
 from .anonymizers import DEFAULT_BACKEND, create_backend
 from .photometric import PhotometricSettings, postprocess
 from .verify import (MIN_JUDGED_SIZE, ON_FAIL, VerificationError, Verifier, fail_closed,
-                     judgeable)
+                     judgeable, judged_view)
 
 #: Default identity-neutral geometry strength (``--geometry``), chosen by measurement
 #: (docs/benchmarks.md, "Geometry strength").
@@ -130,21 +130,6 @@ def moved_box(box: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndar
     sim = fit_similarity(before, after)
     corners = sim.apply(np.array([[box[0], box[1]], [box[2], box[3]]], np.float64))
     return np.concatenate([corners.min(0), corners.max(0)])
-
-
-def judged_view(face: F.Face, size: int, margin: float = 0.25) -> np.ndarray:
-    """(S, S) float32 mask, in the face's crop, of the ellipse inscribed in its detector box grown
-    by ``margin`` of its size on each side: about what the judges' crops hold (FaceNet's crop
-    grows the box by 32/128). A face still matched after every try is matched there by its hair
-    and head outline, so the fail-closed replacement covers it."""
-    import cv2
-
-    (x0, y0), (x1, y1) = face.crop.to_crop(np.array([face.box[:2], face.box[2:]], np.float64))
-    w, h = (x1 - x0) * (1 + 2 * margin), (y1 - y0) * (1 + 2 * margin)
-    mask = np.zeros((size, size), np.float32)
-    cv2.ellipse(mask, (int(round((x0 + x1) / 2)), int(round((y0 + y1) / 2))),
-                (int(round(w / 2)), int(round(h / 2))), 0, 0, 360, 1.0, -1)
-    return mask
 
 
 @dataclass
@@ -320,16 +305,17 @@ class Pipeline:
         self._judge(out, faces, original, records, todo, timings)
         return out
 
-    def _cover(self, face, crop, lms, anonymized):
-        """The fail-closed ``(crop, mask)`` of a face: :func:`~.verify.fail_closed` over the union
-        of its original region, the region of its last try (``anonymized``: a :class:`~.faces.Face`)
-        and what the judges look at (:func:`judged_view`)."""
+    def _cover(self, face, crop, lms, anonymized, how=None):
+        """The fail-closed ``(crop, mask)`` of a face: :func:`~.verify.fail_closed` (``how``,
+        default ``on_fail``) over the union of its original region, the region of its last try
+        (``anonymized``: a :class:`~.faces.Face`) and what the judges look at
+        (:func:`judged_view`)."""
         size = crop.shape[0]
         region = np.maximum(F.face_region(lms, size),
                             F.face_region(face.crop.to_crop(anonymized.landmarks), size,
                                           self.backend.forehead))
         region = np.maximum(region, judged_view(face, size))
-        return fail_closed(crop, region, self.settings.on_fail), F.feathered_mask(
+        return fail_closed(crop, region, how or self.settings.on_fail), F.feathered_mask(
             region, self.settings.feather)
 
     def plan_identity(self, views: list[tuple[np.ndarray, F.Face]], key: str, index: int,
@@ -400,22 +386,28 @@ class Pipeline:
             raise VerificationError(f"still matched after {s.tries} tries (" + ", ".join(
                 f"{j} {v:.3f}" for j, v in plan.similarity.items()) + ")")
         plan.status = f"fail_closed:{s.on_fail}"
+        if s.on_fail == "blur" and self._still_matched(judged, plan, original, floor, key, margin):
+            plan.status = "fail_closed:mask"
         return plan
 
+    def _still_matched(self, views, plan, original, floor, key, margin) -> bool:
+        """Whether a judge still matches a view covered as ``plan`` fails closed (beyond what it
+        gives the face masked out): a blur keeps the head's outline and colours, which dlib
+        sometimes still matches; the plan then masks instead."""
+        covered = []
+        for image, face, crop, lms, occluded in views:
+            record, _ = self._render(face, crop, lms, occluded,
+                                     face_rng(self.settings.seed, key, plan.index), plan.donor,
+                                     plan.attempt, {"backend": 0.0, "postprocess": 0.0})
+            patch, mask = self._cover(face, crop, lms, record.anonymized)
+            covered.append((F.paste_faces(image, [face], [patch], [mask]), [face]))
+        sims = self.verifier.similarities(original, self.verifier.embed_many(covered))
+        return bool(self.verifier.matched(sims, floor).any())
+
     def _floor(self, views, original) -> dict[str, np.ndarray]:
-        """``{judge: (V,)}`` similarity of each view's original face to the same view with the
-        face and what the judges see around it masked out (:func:`~.verify.fail_closed`
-        ``mask`` over the region of :meth:`_cover`): what a judge gives a face that is not
-        there. Where it is at or above the judge's threshold (a small, blurred or closed-eyed
-        face whose embedding is the judge's generic one), that judge cannot verify the view."""
-        masked = []
-        for image, face, crop, lms, _ in views:
-            size = crop.shape[0]
-            region = np.maximum(F.face_region(lms, size), judged_view(face, size))
-            masked.append((F.paste_faces(image, [face], [fail_closed(crop, region, "mask")],
-                                         [F.feathered_mask(region, self.settings.feather)]),
-                           [face]))
-        return self.verifier.similarities(original, self.verifier.embed_many(masked))
+        """:meth:`~.verify.Verifier.floor` of the views (``(image, face, ...)`` tuples)."""
+        return self.verifier.floor([(image, face) for image, face, *_ in views], original,
+                                   self.settings.feather)
 
     def render_planned(self, image: np.ndarray, faces: list[F.Face], plans: list["IdentityPlan"],
                        key: str, stats: list[np.ndarray] | None = None
@@ -436,7 +428,8 @@ class Pipeline:
                                             face_rng(s.seed, key, plan.index), plan.donor,
                                             plan.attempt, timings, colour)
             if plan.status.startswith("fail_closed"):
-                rendered = self._cover(face, crop, lms, record.anonymized)
+                rendered = self._cover(face, crop, lms, record.anonymized,
+                                       plan.status.split(":")[1])
             pasted.append(rendered)
             moved.append(record.anonymized)
         out = F.paste_faces(image, faces, [p[0] for p in pasted], [p[1] for p in pasted])

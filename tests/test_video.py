@@ -78,7 +78,7 @@ def test_video_sidecar_has_tracks_with_one_identity_each(pan_run):
 def test_no_frame_of_the_output_is_matched_to_its_original(pan_run):
     """Every judgeable face (32 px or more, mostly in view) of every other frame, judged against
     the same frame's original at the original's place: no judge reaches its FAR 1e-3
-    threshold."""
+    threshold, beyond what it gives the face masked out (``Verifier.leaks``)."""
     root, _ = pan_run
     private = json.loads((records_dir(root / "out") / "pan.mp4.json").read_text())
     verifier = Verifier("cpu")
@@ -91,8 +91,8 @@ def test_no_frame_of_the_output_is_matched_to_its_original(pan_run):
                  for f in private["frames"][t] if judgeable(np.array(f["box"]), orig.shape)]
         if t % 2 or not faces:
             continue
-        sims = verifier.similarities(verifier.embed(orig, faces), verifier.embed(anon, faces))
-        assert not any((sims[j] >= far[j]).any() for j in sims), (t, sims)
+        leaked, sims = verifier.leaks(orig, anon, faces, far)
+        assert not leaked.any(), (t, sims)
         judged += len(faces)
     assert judged >= 40
 
