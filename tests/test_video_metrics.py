@@ -60,8 +60,10 @@ def test_temporal_functions_by_hand():
     assert consecutive(frames, tracks).tolist() == [[0, 1], [1, 3]]
 
     leaks = leaked_frames(np.array([0.9, 0.2, 0.95, 0.99]), np.array([1, 1, 1, 0], bool),
-                          np.array([0, 0, 1, 2]), np.array([0, 1, 0, 0]), 0.9)
-    assert leaks["frames"] == [0, 1] and leaks["count"] == 2  # 0.9 counts: at the threshold
+                          np.array([0, 0, 1, 2]), np.array([0, 1, 0, 0]), 0.9,
+                          np.array([0.1, 0.1, 0.95, 0.1]), 0.85)
+    # 0.9 counts (at the threshold); 0.95 does not: the judge gives the masked face as much
+    assert leaks["frames"] == [0] and leaks["count"] == 1 and leaks["uninformative"] == 1
     assert leaks["worst"] == 0.95 and (leaks["worst_frame"], leaks["worst_track"]) == (1, 0)
     assert leaks["mean"] == pytest.approx((0.9 + 0.2 + 0.95) / 3)
     assert (leaks["not_judged"], leaks["judged_frames"], leaks["n"]) == (1, 2, 3)

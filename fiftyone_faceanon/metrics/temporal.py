@@ -66,18 +66,26 @@ def _summary(values: np.ndarray, frames: np.ndarray, tracks: np.ndarray, larger_
 
 
 def leaked_frames(similarity: np.ndarray, judged: np.ndarray, frames: np.ndarray,
-                  tracks: np.ndarray, threshold: float) -> dict:
+                  tracks: np.ndarray, threshold: float, floor: np.ndarray,
+                  informative: float) -> dict:
     """A judge's leaks: ``similarity`` (N,) its cosine ``s_n`` between the original and the
     output at the original face's place, meaningful where ``judged`` (N,) bool; ``threshold``
-    its FAR 1e-3 cosine ``tau``. Mean and worst (largest) ``s_n`` over the judged faces; the
-    frames with a judged face at ``s_n >= tau``, and per leaked face ``{"frame", "track",
-    "similarity"}``; ``judged_frames``: the frames with a judged face; ``not_judged``: faces
-    not judged."""
+    its FAR 1e-3 cosine ``tau``; ``floor`` (N,) its cosine ``f_n`` between the original and the
+    original with the face masked out (:func:`~fiftyone_faceanon.verify.masked`), where
+    ``informative`` ``tau_v`` is its verification threshold. Face ``n`` leaks when
+    ``s_n >= tau`` and ``f_n < tau_v``: a judge that gives the masked face as much cannot tell
+    this face from none (a dark, blurred or turned face whose embedding is the judge's generic
+    one), and its match is counted apart as ``uninformative``. Mean and worst (largest) ``s_n``
+    over the judged faces; the frames with a leaked face, and per leaked face ``{"frame",
+    "track", "similarity"}``; ``judged_frames``: the frames with a judged face; ``not_judged``:
+    faces not judged."""
     s, t, k = similarity[judged], frames[judged], tracks[judged]
-    leak = s >= threshold
+    match = s >= threshold
+    counted = floor[judged] < informative
+    leak = match & counted
     out = _summary(s, t, k, True, leak)
     out.update(threshold=float(threshold), judged_frames=len(set(t.tolist())),
-               not_judged=int((~judged).sum()),
+               not_judged=int((~judged).sum()), uninformative=int((match & ~counted).sum()),
                faces=[{"frame": int(a), "track": int(b), "similarity": round(float(c), 5)}
                       for a, b, c in zip(t[leak], k[leak], s[leak])])
     return out

@@ -8,8 +8,10 @@ two videos, decoded side by side in chunks of :data:`CHUNK` frames:
 
 - the judges embed the original and the output at the original face's place (leaked frames) and
   the output at the anonymized face's place (identity stability), each judge's network run once
-  over the chunk's faces (``Judge.embed_many``); faces under ``pipeline.MIN_VERIFY_SIZE`` px are
-  not judged;
+  over the chunk's faces (``Judge.embed_many``); faces the judges cannot score
+  (``verify.judgeable``: under 32 px, or less than 90% in view) are not judged; where a judge
+  matches, the original with the face masked out too (``verify.masked``: a match counts only
+  beyond what the judge gives a face that is not there);
 - MTCNN runs on the original (unreplaced faces), batched over the chunk;
 - dlib's predictor places 68 landmarks on the original and on the output, both in the
   original's box (jitter);
@@ -29,7 +31,7 @@ import numpy as np
 
 from .. import faces as F
 from ..images import record_path
-from ..pipeline import MIN_VERIFY_SIZE
+from ..verify import MARGIN, judgeable, masked
 from ..videoio import VideoError, probe, read_frames
 from .identity import cosine, same_person_means
 from .pairing import faces_from_records
@@ -115,10 +117,11 @@ def evaluate_video(ev: Evaluator, orig: Path, anon: Path, rel: str, record: dict
     if info.frames != total:
         raise VideoError(anon, f"{info.frames} frames, its record {total}")
     n = len(faces.frames)
-    judged = np.array([min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= MIN_VERIFY_SIZE
-                       for f in faces.original], bool).reshape(n)
-    # per judge: the original, the output at the original's place, the output at its own
-    emb = {j: np.zeros((3, n, judge.dim), np.float32) for j, judge in ev.judges.items()}
+    judged = np.array([judgeable(f.box, (info.height, info.width)) for f in faces.original],
+                      bool).reshape(n)
+    # per judge: the original, the output at the original's place, the output at its own, and
+    # (where a judge matches) the original with the face masked out
+    emb = {j: np.zeros((4, n, judge.dim), np.float32) for j, judge in ev.judges.items()}
     marks = np.zeros((2, n, 68, 2))  # dlib on the original and on the output, original's box
     detected: list[np.ndarray] = []
     sampled: list = []
@@ -143,6 +146,15 @@ def evaluate_video(ev: Evaluator, orig: Path, anon: Path, rel: str, record: dict
                 for k in range(3):
                     emb[name][k, sel] = rows[3 * c + k]
             tick = ev._clock(f"video_reid_{name}", tick)
+        hits = [(o, i) for (_, o, _), sel in zip(chunk, chosen) for i in sel
+                if any(float(emb[j][0, i] @ emb[j][1, i]) >= ev.far_thresholds[j]
+                       for j in ev.far_thresholds)]
+        if hits:
+            blank = [(masked(o, faces.original[i]), [faces.original[i]]) for o, i in hits]
+            for name, judge in ev.judges.items():
+                for (_, i), row in zip(hits, judge.embed_many(blank)):
+                    emb[name][3, i] = row[0]
+            tick = ev._clock("video_reid_floor", tick)
         for t, o, a in chunk:
             for i in faces.by_frame[t]:
                 marks[0, i] = F.landmarks_68(o, faces.original[i].box)
@@ -177,8 +189,9 @@ def temporal_metrics(ev: Evaluator, faces: RecordFaces, judged: np.ndarray,
                      emb: dict[str, np.ndarray], marks: np.ndarray,
                      detected: list[np.ndarray]) -> dict:
     """:mod:`.temporal`'s metrics from what :func:`evaluate_video` measured: ``judged`` (N,)
-    bool, ``emb[judge]`` (3, N, D) (the original, the output at the original's place, the
-    output at the anonymized face's place), ``marks`` (2, N, 68, 2) (dlib's landmarks on the
+    bool, ``emb[judge]`` (4, N, D) (the original, the output at the original's place, the
+    output at the anonymized face's place, the original with the face masked out where a judge
+    matched, else zeros), ``marks`` (2, N, 68, 2) (dlib's landmarks on the
     original and on the output, in the original's box), ``detected[t]`` (B_t, 4) MTCNN's boxes
     on the original."""
     pairs = consecutive(faces.frames, faces.tracks)
@@ -191,7 +204,8 @@ def temporal_metrics(ev: Evaluator, faces: RecordFaces, judged: np.ndarray,
     return {
         "leaked_frames": {
             j: leaked_frames(cosine(e[0], e[1]).reshape(-1), judged, faces.frames, faces.tracks,
-                             ev.far_thresholds[j])
+                             ev.far_thresholds[j], cosine(e[0], e[3]).reshape(-1),
+                             ev.far_thresholds[j] - MARGIN.get(j, 0.0))
             for j, e in emb.items() if j in ev.far_thresholds},
         "unreplaced_faces": unreplaced_faces(detected, covered),
         "stability": {j: stability(pair_cosine(e[2], pairs[both]), later_t[both],
