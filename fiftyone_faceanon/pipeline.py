@@ -24,6 +24,9 @@ from .photometric import PhotometricSettings, postprocess
 from .verify import (MIN_JUDGED_SIZE, ON_FAIL, VerificationError, Verifier, fail_closed,
                      judgeable, judged_view)
 
+#: :meth:`Pipeline.plan_identity` judges a try's views this many at a time and stops at the
+#: first match (a try that fails usually fails on its first views, the largest face first).
+VIEW_CHUNK = 4
 #: Default identity-neutral geometry strength (``--geometry``), chosen by measurement
 #: (docs/benchmarks.md, "Geometry strength").
 DEFAULT_GEOMETRY = 0.5
@@ -342,7 +345,9 @@ class Pipeline:
         bank = getattr(self.backend, "bank", None)
         judged = ([v for v in prepared if judgeable(v[1].box, v[0].shape)]
                   if self.verifier is not None else [])
-        original = identity = floor = None
+        original = identity = None
+        # per judge and view, what it gives the view with the face masked out (NaN: not needed)
+        floor = {j: np.full(len(judged), np.nan) for j in self.verifier.judges} if judged else {}
         exclude = None if avoid is None else avoid.copy()
         timings = {} if timings is None else timings
         for k in ("backend", "postprocess", "verify"):
@@ -364,45 +369,76 @@ class Pipeline:
                                 else "too_small", {})
             if not judged:
                 return plan
-            rendered = []
-            for image, face, crop, lms, occluded in judged:
-                _, (anon, mask) = self._render(face, crop, lms, occluded,
-                                               face_rng(s.seed, key, index), donor, attempt,
-                                               timings)
-                rendered.append((F.paste_faces(image, [face], [anon], [mask]), [face]))
-            t0 = time.perf_counter()
-            sims = self.verifier.similarities(original, self.verifier.embed_many(rendered))
-            if floor is None and self.verifier.matched(sims, margin=margin).any():
-                floor = self._floor(judged, original)
-            timings["verify"] += time.perf_counter() - t0
-            plan.similarity = {j: float(v.max()) for j, v in sims.items()}
-            if floor is not None:
-                plan.uninformative = {j: int((f >= self.verifier.thresholds[j]).sum())
-                                      for j, f in floor.items()}
-            if not self.verifier.matched(sims, floor, margin).any():
+            plan.similarity = {j: -1.0 for j in original}
+            for start in range(0, len(judged), VIEW_CHUNK):  # a try ends at its first match
+                part = slice(start, start + VIEW_CHUNK)
+                matched = self._judge_views(judged[part], {j: e[part] for j, e in
+                                                           original.items()},
+                                            floor, part, plan, key, margin, timings)
+                if matched:
+                    break
+            plan.uninformative = {j: int((f >= self.verifier.thresholds[j]).sum())
+                                  for j, f in floor.items()}
+            if not matched:
                 plan.status = "verified"
                 return plan
         if s.on_fail == "error":
             raise VerificationError(f"still matched after {s.tries} tries (" + ", ".join(
                 f"{j} {v:.3f}" for j, v in plan.similarity.items()) + ")")
         plan.status = f"fail_closed:{s.on_fail}"
-        if s.on_fail == "blur" and self._still_matched(judged, plan, original, floor, key, margin):
+        known = {j: np.nan_to_num(f, nan=-1.0) for j, f in floor.items()}
+        if s.on_fail == "blur" and self._still_matched(judged, plan, original, known, key,
+                                                       margin):
             plan.status = "fail_closed:mask"
         return plan
 
+    def _judge_views(self, views, original, floor, part, plan, key, margin, timings) -> bool:
+        """Render ``plan`` on ``views`` and judge them against their ``original`` embeddings;
+        fill the views' entries (``part`` of the track's) of ``floor`` where a judge matches
+        and ``plan.similarity`` with the highest similarities; whether a judge matches a view
+        beyond its floor."""
+        rendered = []
+        for image, face, crop, lms, occluded in views:
+            _, (anon, mask) = self._render(face, crop, lms, occluded,
+                                           face_rng(self.settings.seed, key, plan.index),
+                                           plan.donor, plan.attempt, timings)
+            rendered.append((F.paste_faces(image, [face], [anon], [mask]), [face]))
+        t0 = time.perf_counter()
+        sims = self.verifier.similarities(original, self.verifier.embed_many(rendered))
+        known = {j: f[part] for j, f in floor.items()}
+        unknown = np.isnan(next(iter(known.values())))
+        hit = self.verifier.matched(sims, margin=margin) & unknown
+        if hit.any():
+            found = self._floor([v for v, h in zip(views, hit) if h],
+                                {j: e[hit] for j, e in original.items()})
+            for j in floor:
+                floor[j][np.arange(part.start, part.start + len(views))[hit]] = found[j]
+        timings["verify"] += time.perf_counter() - t0
+        for j, v in sims.items():
+            plan.similarity[j] = max(plan.similarity[j], float(v.max()))
+        return bool(self.verifier.matched(
+            sims, {j: np.nan_to_num(f[part], nan=-1.0) for j, f in floor.items()}, margin).any())
+
     def _still_matched(self, views, plan, original, floor, key, margin) -> bool:
         """Whether a judge still matches a view covered as ``plan`` fails closed (beyond what it
-        gives the face masked out): a blur keeps the head's outline and colours, which dlib
-        sometimes still matches; the plan then masks instead."""
-        covered = []
-        for image, face, crop, lms, occluded in views:
-            record, _ = self._render(face, crop, lms, occluded,
-                                     face_rng(self.settings.seed, key, plan.index), plan.donor,
-                                     plan.attempt, {"backend": 0.0, "postprocess": 0.0})
-            patch, mask = self._cover(face, crop, lms, record.anonymized)
-            covered.append((F.paste_faces(image, [face], [patch], [mask]), [face]))
-        sims = self.verifier.similarities(original, self.verifier.embed_many(covered))
-        return bool(self.verifier.matched(sims, floor).any())
+        gives the face masked out), judged :data:`VIEW_CHUNK` views at a time up to the first
+        match: a blur keeps the head's outline and colours, which dlib sometimes still
+        matches; the plan then masks instead."""
+        for start in range(0, len(views), VIEW_CHUNK):
+            part = slice(start, start + VIEW_CHUNK)
+            covered = []
+            for image, face, crop, lms, occluded in views[part]:
+                record, _ = self._render(face, crop, lms, occluded,
+                                         face_rng(self.settings.seed, key, plan.index),
+                                         plan.donor, plan.attempt,
+                                         {"backend": 0.0, "postprocess": 0.0})
+                patch, mask = self._cover(face, crop, lms, record.anonymized)
+                covered.append((F.paste_faces(image, [face], [patch], [mask]), [face]))
+            sims = self.verifier.similarities({j: e[part] for j, e in original.items()},
+                                              self.verifier.embed_many(covered))
+            if self.verifier.matched(sims, {j: f[part] for j, f in floor.items()}).any():
+                return True
+        return False
 
     def _floor(self, views, original) -> dict[str, np.ndarray]:
         """:meth:`~.verify.Verifier.floor` of the views (``(image, face, ...)`` tuples)."""
