@@ -231,7 +231,7 @@ class Worker:
         for the identity gallery."""
         import numpy as np
 
-        from .videoio import read_frames
+        from .videoio import read_some_frames
 
         best = {}
         for t, faces in enumerate(result.frames):
@@ -243,13 +243,12 @@ class Worker:
         for size, t, face in best.values():
             by_frame.setdefault(t, []).append(face)
         parts: dict[str, list] = {}
-        for t, frame in enumerate(read_frames(src)):
-            if t in by_frame:
-                embeddings, failed = self.embedder.embed_faces(frame, by_frame[t])
-                if failed:
-                    raise ImageError(src, f"gallery: judge(s) failed: {failed}")
-                for j, e in embeddings.items():
-                    parts.setdefault(j, []).append(e)
+        for t, frame in read_some_frames(src, by_frame):
+            embeddings, failed = self.embedder.embed_faces(frame, by_frame[t])
+            if failed:
+                raise ImageError(src, f"gallery: judge(s) failed: {failed}")
+            for j, e in embeddings.items():
+                parts.setdefault(j, []).append(e)
         return {j: np.concatenate(e) for j, e in parts.items()}
 
 
@@ -262,7 +261,8 @@ def _rounded(points, digits: int = 1) -> list:
 def video_records(result: VideoResult, pipeline: Pipeline) -> tuple[dict, dict]:
     """The public sidecar's and the private record's video parts: ``video`` (width, height,
     fps, frames), ``tracks`` (per track: id, first and last frame, and as for an image's face
-    the donor, geometry, tries, status; the private one adds each judge's similarity) and
+    the donor, geometry, tries, status; the private one adds each judge's highest similarity
+    over the judged frames and how many of them it matches with the face masked out) and
     ``frames`` (per frame, per face: track id, source, and the anonymized box and landmarks; the
     private one adds the original's box, score and landmarks)."""
     info = result.info
@@ -281,7 +281,8 @@ def video_records(result: VideoResult, pipeline: Pipeline) -> tuple[dict, dict]:
         private_tracks.append({"track": tr.id, "first": tr.first, "last": tr.last,
                                "anonymized": anonymized,
                                "similarity": {j: round(v, 5)
-                                              for j, v in plan.similarity.items()}})
+                                              for j, v in plan.similarity.items()},
+                               "uninformative": plan.uninformative})
     public_frames, private_frames = [], []
     for faces in result.frames:
         public_frames.append([{"track": f.track, "source": f.source,

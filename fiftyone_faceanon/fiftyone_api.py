@@ -55,6 +55,7 @@ from .batch import Job, Worker, video_threads
 from .engines import as_engine
 from .faces import Face
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, image_size, record_path
+from .metrics.video import DEFAULT_FRAME_STEP
 from .photometric import PhotometricSettings
 from .pipeline import DEFAULT_GEOMETRY, Settings
 from .tracking import TrackSettings
@@ -409,7 +410,9 @@ class AnonymizationMetrics(fo.core.runs.Run):
     def cleanup(self, samples, key):
         dataset = samples._root_dataset
         for path in self.config.fields:
-            if dataset.has_field(path):
+            if path.startswith("frames.") and dataset.has_frame_field(path[len("frames."):]):
+                dataset.delete_frame_field(path[len("frames."):])
+            elif dataset.has_field(path):
                 dataset.delete_sample_field(path)
 
 
@@ -418,6 +421,30 @@ def _evaluator(judges: tuple[str, ...] | None, device: str):
     from .metrics import Evaluator
 
     return Evaluator(judges, device)
+
+
+def _video_fields(res, sample: fo.Sample, attrs: list[str]) -> dict:
+    """Put a video's :class:`~fiftyone_faceanon.metrics.PairResult` on its ``sample``: each
+    evaluated face's metrics on its frame's detection (the one whose ``index`` is its track),
+    and per :data:`METRIC_FIELDS` metric the worst value over the evaluated faces, its
+    ``_mean`` and ``_worst_frame`` (a FiftyOne frame number, from 1). Returns the sample fields
+    of the temporal metrics (:func:`fiftyone_faceanon.metrics.temporal.video_scalars`) to set."""
+    from .metrics.temporal import video_scalars
+
+    for rec in res.faces:
+        frame = sample.frames[rec["frame"] + 1]
+        faces = frame.get_field(FACES_FIELD) if frame.has_field(FACES_FIELD) else None
+        for det in faces.detections if faces is not None else []:
+            if det.index == rec["track"]:
+                for name in attrs:
+                    det[name] = rec.get(name)
+    per_frame = res.video["per_frame"]
+    for name in METRIC_FIELDS:
+        m = per_frame.get(name)
+        sample[name] = m and m["worst"]
+        sample[f"{name}_mean"] = m and m["mean"]
+        sample[f"{name}_worst_frame"] = m and m["worst_frame"] + 1
+    return video_scalars(res.video["temporal"])
 
 
 def evaluate_samples(
@@ -431,6 +458,7 @@ def evaluate_samples(
     progress: Progress | None = None,
     engine: str = "local",
     ray_address: str | None = None,
+    frame_step: int = DEFAULT_FRAME_STEP,
 ) -> dict:
     """Compare each anonymized sample of ``view`` with its original over the faces
     :func:`anonymize_samples` found (read from the output's private record), with the core's
@@ -440,34 +468,68 @@ def evaluate_samples(
 
     Every face's metrics go on its detection in ``faces``; each sample gets the
     :data:`METRIC_FIELDS`, set by its worst face (``metrics.worst_face``; None without a face).
+    A video sample (``media_type == "video"``, its faces on its frames, each detection's
+    ``index`` its track) is evaluated as ``faceanon evaluate`` evaluates a video
+    (``metrics.video.evaluate_video``): the faces of every ``frame_step``-th frame get their
+    metrics on their frame's detections; the
+    sample gets the worst of them as :data:`METRIC_FIELDS`, their mean as ``<metric>_mean`` and
+    the frame number of the worst as ``<metric>_worst_frame``, and the temporal metrics
+    (``metrics.temporal.video_scalars``: ``leaked_frames_<judge>``, ``leak_similarity_<judge>``,
+    ``unreplaced_faces``, ``stability_<judge>``, ``stability_worst_<judge>``,
+    ``jitter_original``, ``jitter_output``, ``jitter_ratio``); their frames are in the run's
+    results (``videos``). ``progress(done, total)`` counts samples, a video's frames as
+    fractions of it while it is evaluated in this process (one worker).
+
     The dataset summary (``metrics.summarize`` mean/std/n per metric, plus ``fid_facenet`` and
-    ``kid_facenet``) is saved as the run ``run_key``: ``dataset.list_runs()``,
-    ``dataset.load_run_results(run_key).summary``, ``dataset.delete_run(run_key)`` (which also
-    removes the fields). Returns ``{"evaluated", "errors": [one line each], "summary"}``.
+    ``kid_facenet``, and the videos' temporal metrics) is saved as the run ``run_key``:
+    ``dataset.list_runs()``, ``dataset.load_run_results(run_key).summary``,
+    ``dataset.delete_run(run_key)`` (which also removes the fields). Returns ``{"evaluated",
+    "errors": [one line each], "summary"}``.
     """
     from .metrics import PER_FACE, evaluate_files, summarize, worst_face
+    from .metrics.evaluate import video_summary
 
     dataset = view._dataset
+    video = view.media_type == fom.VIDEO
     ev = _evaluator(tuple(judges) if judges else None, device)
     attrs = [n for n in PER_FACE if n not in ev.unavailable]
-    fields = [*METRIC_FIELDS, *(f"{FACES_FIELD}.detections.{n}" for n in attrs)]
+    labels = f"frames.{FACES_FIELD}" if video else FACES_FIELD
+    fields = [*METRIC_FIELDS, *(f"{labels}.detections.{n}" for n in attrs)]
+    types = dict.fromkeys(METRIC_FIELDS, fo.FloatField)
+    if video:
+        types.update({f"{n}_mean": fo.FloatField for n in METRIC_FIELDS})
+        types.update({f"{n}_worst_frame": fo.IntField for n in METRIC_FIELDS})
+        fields += [n for n in types if n not in fields]
     config = AnonymizationMetricsConfig(fields=fields, judges=judges, device=device)
     dataset.register_run(run_key, config, overwrite=overwrite)
-    for name in METRIC_FIELDS:
+    for name, kind in types.items():
         if not dataset.has_sample_field(name):
-            dataset.add_sample_field(name, fo.FloatField)
+            dataset.add_sample_field(name, kind)
     todo = view.exists(MEDIA_FIELD).exists(ERROR_FIELD, False)
     ids, originals, anonymized = todo.values(["id", "filepath", MEDIA_FIELD])
     # rel: the output's name under output_dir, which locates its private record
     files = [(Path(a).name, Path(o), Path(a)) for o, a in zip(originals, anonymized)]
-    errors, records, results = [], [], []
+    errors, records, results, videos = [], [], [], {}
     tick = _throttled(progress, len(files))
-    evaluated = evaluate_files(files, ev, batch, workers, as_engine(engine, ray_address))
+    finished = [0]
+    evaluated = evaluate_files(files, ev, batch, workers, as_engine(engine, ray_address),
+                               frame_step,
+                               lambda rel, done, total: tick(finished[0] + done / total))
     with todo.save_context() as saver:
-        pairs = zip(evaluated, _samples(todo, ids))
-        for done, ((_, _, res, error), sample) in enumerate(pairs, 1):
+        for (rel, _, res, error), sample in zip(evaluated, _samples(todo, ids)):
             if error:
                 errors.append(error)
+            elif res.video is not None:
+                for name, value in _video_fields(res, sample, attrs).items():
+                    if name not in fields:
+                        fields.append(name)
+                        dataset.add_sample_field(name, fo.IntField if isinstance(value, int)
+                                                 else fo.FloatField)
+                    sample[name] = value
+                saver.save(sample)
+                records += res.faces
+                results.append(res)
+                videos[sample.id] = res.video
             else:
                 for det, rec in zip(sample[FACES_FIELD].detections, res.faces):
                     for name in attrs:
@@ -478,10 +540,16 @@ def evaluate_samples(
                 saver.save(sample)
                 records += res.faces
                 results.append(res)
-            tick(done)
-    summary = {**summarize(records), **ev.dataset_metrics(results)}
+            finished[0] += 1
+            tick(finished[0])
+    if len(fields) > len(config.fields):
+        config.fields = list(fields)
+        dataset.update_run_config(run_key, config)
+    summary = {**summarize(records), **ev.dataset_metrics(results),
+               **video_summary(list(videos.values()))}
     results_doc = dataset.init_run_results(run_key, summary=summary, errors=errors,
-                                           unavailable=dict(ev.unavailable), evaluated=len(results))
+                                           unavailable=dict(ev.unavailable), evaluated=len(results),
+                                           videos=videos)
     dataset.save_run_results(run_key, results_doc, overwrite=True)
     return {"evaluated": len(results), "errors": errors, "summary": summary}
 

@@ -21,18 +21,17 @@ import numpy as np
 from . import faces as F
 from .anonymizers import DEFAULT_BACKEND, create_backend
 from .photometric import PhotometricSettings, postprocess
-from .verify import ON_FAIL, VerificationError, Verifier, fail_closed
+from .verify import (MIN_JUDGED_SIZE, ON_FAIL, VerificationError, Verifier, fail_closed,
+                     judgeable, judged_view)
 
 #: Default identity-neutral geometry strength (``--geometry``), chosen by measurement
 #: (docs/benchmarks.md, "Geometry strength").
 DEFAULT_GEOMETRY = 0.5
 #: Each verification retry adds this much geometry strength (capped at 1).
 GEOMETRY_STEP = 0.25
-#: Faces whose detector box is smaller than this (pixels, the shorter side) are not verified:
-#: the judges were calibrated on faces of 60 px and more, and on a face of a dozen pixels their
-#: similarity measures the surroundings (a 12 px face blurred away still scores 0.8 with
-#: FaceNet-CASIA). Such faces are replaced and recorded as ``too_small``.
-MIN_VERIFY_SIZE = 32
+#: Faces whose detector box is smaller than this are replaced, not verified, and recorded as
+#: ``too_small`` (:data:`~.verify.MIN_JUDGED_SIZE`).
+MIN_VERIFY_SIZE = MIN_JUDGED_SIZE
 
 
 @dataclass(frozen=True)
@@ -133,33 +132,21 @@ def moved_box(box: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndar
     return np.concatenate([corners.min(0), corners.max(0)])
 
 
-def judged_view(face: F.Face, size: int, margin: float = 0.25) -> np.ndarray:
-    """(S, S) float32 mask, in the face's crop, of the ellipse inscribed in its detector box grown
-    by ``margin`` of its size on each side: about what the judges' crops hold (FaceNet's crop
-    grows the box by 32/128). A face still matched after every try is matched there by its hair
-    and head outline, so the fail-closed replacement covers it."""
-    import cv2
-
-    (x0, y0), (x1, y1) = face.crop.to_crop(np.array([face.box[:2], face.box[2:]], np.float64))
-    w, h = (x1 - x0) * (1 + 2 * margin), (y1 - y0) * (1 + 2 * margin)
-    mask = np.zeros((size, size), np.float32)
-    cv2.ellipse(mask, (int(round((x0 + x1) / 2)), int(round((y0 + y1) / 2))),
-                (int(round(w / 2)), int(round(h / 2))), 0, 0, 360, 1.0, -1)
-    return mask
-
-
 @dataclass
 class IdentityPlan:
     """How every view of one face is rendered (:meth:`Pipeline.plan_identity`): its seed
     ``index``, ``donor`` (bank index or None) and ``attempt`` (0-based try: geometry strength
     ``geometry + 0.25 attempt``), the verification ``status`` (as :class:`FaceRecord`'s) and each
-    judge's highest similarity over the judged views."""
+    judge's highest similarity over the judged views (faces at least
+    :data:`~.verify.MIN_JUDGED_SIZE` px and mostly in view)."""
 
     index: int
     donor: int | None
     attempt: int
     status: str
     similarity: dict[str, float] = field(default_factory=dict)
+    #: per judge, how many judged views it matches even with the face masked out
+    uninformative: dict[str, int] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -318,21 +305,23 @@ class Pipeline:
         self._judge(out, faces, original, records, todo, timings)
         return out
 
-    def _cover(self, face, crop, lms, anonymized):
-        """The fail-closed ``(crop, mask)`` of a face: :func:`~.verify.fail_closed` over the union
-        of its original region, the region of its last try (``anonymized``: a :class:`~.faces.Face`)
-        and what the judges look at (:func:`judged_view`)."""
+    def _cover(self, face, crop, lms, anonymized, how=None):
+        """The fail-closed ``(crop, mask)`` of a face: :func:`~.verify.fail_closed` (``how``,
+        default ``on_fail``) over the union of its original region, the region of its last try
+        (``anonymized``: a :class:`~.faces.Face`) and what the judges look at
+        (:func:`judged_view`)."""
         size = crop.shape[0]
         region = np.maximum(F.face_region(lms, size),
                             F.face_region(face.crop.to_crop(anonymized.landmarks), size,
                                           self.backend.forehead))
         region = np.maximum(region, judged_view(face, size))
-        return fail_closed(crop, region, self.settings.on_fail), F.feathered_mask(
+        return fail_closed(crop, region, how or self.settings.on_fail), F.feathered_mask(
             region, self.settings.feather)
 
     def plan_identity(self, views: list[tuple[np.ndarray, F.Face]], key: str, index: int,
                       avoid: np.ndarray | None = None,
-                      timings: dict[str, float] | None = None) -> "IdentityPlan":
+                      timings: dict[str, float] | None = None,
+                      margin: dict[str, float] | None = None) -> "IdentityPlan":
         """One fake identity for a face seen many times (a video track): the donor and try that
         every view of it is rendered with (:meth:`render_planned`).
 
@@ -341,7 +330,9 @@ class Pipeline:
         seeds the choice (``face_rng(seed, key, index)``); ``avoid``: (M,) bool, donors not to
         use (e.g. other tracks'). With verification every view is rendered and judged at each
         try as :meth:`replace_faces` judges one image; the plan fails closed when a view is
-        still matched after the last try. Seconds per stage are added to ``timings``."""
+        still matched after the last try; ``margin``: how much further below each judge's
+        threshold every view must stay (the frames between the views vary around them).
+        Seconds per stage are added to ``timings``."""
         s = self.settings
         prepared = [(image, face, F.crop_face(image, face.crop)) for image, face in views]
         prepared = [(image, face, crop, face.crop.to_crop(face.landmarks),
@@ -349,16 +340,16 @@ class Pipeline:
                      if s.occluders else None) for image, face, crop in prepared]
         _, face0, crop0, lms0, _ = prepared[0]
         bank = getattr(self.backend, "bank", None)
-        judged = (self.verifier is not None
-                  and min(face0.box[2] - face0.box[0], face0.box[3] - face0.box[1])
-                  >= MIN_VERIFY_SIZE)
-        original = identity = None
+        judged = ([v for v in prepared if judgeable(v[1].box, v[0].shape)]
+                  if self.verifier is not None else [])
+        original = identity = floor = None
         exclude = None if avoid is None else avoid.copy()
-        if timings is None:
-            timings = {"backend": 0.0, "postprocess": 0.0, "verify": 0.0}
+        timings = {} if timings is None else timings
+        for k in ("backend", "postprocess", "verify"):
+            timings.setdefault(k, 0.0)
         if judged:
             t0 = time.perf_counter()
-            original = self.verifier.embed_many([(image, [face]) for image, face, *_ in prepared])
+            original = self.verifier.embed_many([(image, [face]) for image, face, *_ in judged])
             identity = {j: e[0] for j, e in original.items()}
             if bank is not None:
                 close = self.verifier.too_close({j: e[:1] for j, e in original.items()},
@@ -374,23 +365,49 @@ class Pipeline:
             if not judged:
                 return plan
             rendered = []
-            for image, face, crop, lms, occluded in prepared:
+            for image, face, crop, lms, occluded in judged:
                 _, (anon, mask) = self._render(face, crop, lms, occluded,
                                                face_rng(s.seed, key, index), donor, attempt,
                                                timings)
                 rendered.append((F.paste_faces(image, [face], [anon], [mask]), [face]))
             t0 = time.perf_counter()
             sims = self.verifier.similarities(original, self.verifier.embed_many(rendered))
+            if floor is None and self.verifier.matched(sims, margin=margin).any():
+                floor = self._floor(judged, original)
             timings["verify"] += time.perf_counter() - t0
             plan.similarity = {j: float(v.max()) for j, v in sims.items()}
-            if not self.verifier.matched(sims).any():
+            if floor is not None:
+                plan.uninformative = {j: int((f >= self.verifier.thresholds[j]).sum())
+                                      for j, f in floor.items()}
+            if not self.verifier.matched(sims, floor, margin).any():
                 plan.status = "verified"
                 return plan
         if s.on_fail == "error":
             raise VerificationError(f"still matched after {s.tries} tries (" + ", ".join(
                 f"{j} {v:.3f}" for j, v in plan.similarity.items()) + ")")
         plan.status = f"fail_closed:{s.on_fail}"
+        if s.on_fail == "blur" and self._still_matched(judged, plan, original, floor, key, margin):
+            plan.status = "fail_closed:mask"
         return plan
+
+    def _still_matched(self, views, plan, original, floor, key, margin) -> bool:
+        """Whether a judge still matches a view covered as ``plan`` fails closed (beyond what it
+        gives the face masked out): a blur keeps the head's outline and colours, which dlib
+        sometimes still matches; the plan then masks instead."""
+        covered = []
+        for image, face, crop, lms, occluded in views:
+            record, _ = self._render(face, crop, lms, occluded,
+                                     face_rng(self.settings.seed, key, plan.index), plan.donor,
+                                     plan.attempt, {"backend": 0.0, "postprocess": 0.0})
+            patch, mask = self._cover(face, crop, lms, record.anonymized)
+            covered.append((F.paste_faces(image, [face], [patch], [mask]), [face]))
+        sims = self.verifier.similarities(original, self.verifier.embed_many(covered))
+        return bool(self.verifier.matched(sims, floor).any())
+
+    def _floor(self, views, original) -> dict[str, np.ndarray]:
+        """:meth:`~.verify.Verifier.floor` of the views (``(image, face, ...)`` tuples)."""
+        return self.verifier.floor([(image, face) for image, face, *_ in views], original,
+                                   self.settings.feather)
 
     def render_planned(self, image: np.ndarray, faces: list[F.Face], plans: list["IdentityPlan"],
                        key: str, stats: list[np.ndarray] | None = None
@@ -411,7 +428,8 @@ class Pipeline:
                                             face_rng(s.seed, key, plan.index), plan.donor,
                                             plan.attempt, timings, colour)
             if plan.status.startswith("fail_closed"):
-                rendered = self._cover(face, crop, lms, record.anonymized)
+                rendered = self._cover(face, crop, lms, record.anonymized,
+                                       plan.status.split(":")[1])
             pasted.append(rendered)
             moved.append(record.anonymized)
         out = F.paste_faces(image, faces, [p[0] for p in pasted], [p[1] for p in pasted])

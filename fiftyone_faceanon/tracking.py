@@ -47,18 +47,21 @@ class TrackSettings:
     ``min_visible``: least share of a followed face's landmarks inside the frame;
     ``max_zoom``: largest frame-to-frame scale change of a followed face; ``min_cutoff``
     (Hz), ``beta`` (per inter-ocular distance per second) and ``d_cutoff`` (Hz): the One-Euro
-    filter's parameters."""
+    filter's parameters; ``cut_difference`` and ``cut_histogram``: the shot-cut test
+    (:func:`shot_cut`)."""
 
     detect_every: int = 5
     iou: float = 0.3
     patience: int = 10
     backfill: int = 10
     extend: int = 3
-    min_visible: float = 0.5
+    min_visible: float = 0.2
     max_zoom: float = 1.25
     min_cutoff: float = 1.0
     beta: float = 0.5
     d_cutoff: float = 1.0
+    cut_difference: float = 20.0
+    cut_histogram: float = 0.1
 
 
 @dataclass
@@ -82,6 +85,8 @@ class Track:
     last_detected: int = -1
     #: the face was in view before its first frame but could not be followed there
     lost_start: bool = False
+    #: the first frame of the shot the track is in
+    shot: int = 0
 
     @property
     def first(self) -> int:
@@ -150,17 +155,47 @@ def follow(previous: np.ndarray, frame: np.ndarray, face: TrackedFace,
     return TrackedFace(box, lms, face.score, "tracked")
 
 
+@dataclass(frozen=True)
+class Thumbnail:
+    """What :func:`shot_cut` compares of a frame: a 64 x 36 gray thumbnail (float32) and the
+    frame's 8 x 8 x 8-bin RGB histogram, normalised to sum 1."""
+
+    gray: np.ndarray
+    histogram: np.ndarray
+
+
+def thumbnail(frame: np.ndarray) -> Thumbnail:
+    """:class:`Thumbnail` of an (H, W, 3) uint8 frame."""
+    import cv2
+
+    small = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), (64, 36),
+                       interpolation=cv2.INTER_AREA).astype(np.float32)
+    hist = cv2.calcHist([frame], [0, 1, 2], None, [8, 8, 8], [0, 256] * 3).ravel()
+    return Thumbnail(small, hist / max(float(hist.sum()), 1.0))
+
+
+def shot_cut(a: Thumbnail, b: Thumbnail, settings: TrackSettings = TrackSettings()) -> bool:
+    """Whether two consecutive frames are in different shots: their thumbnails differ by more
+    than ``cut_difference`` grey levels on average *and* their histograms by more than
+    ``cut_histogram`` (total variation). A pan or a zoom changes the first, a change of light
+    the second; a cut changes both. (On the Hamilton clip the three cuts score 27.7-30.5 and
+    0.16-0.37, every other pair at most 13.6 and 0.04.)"""
+    return (float(np.abs(a.gray - b.gray).mean()) > settings.cut_difference
+            and 0.5 * float(np.abs(a.histogram - b.histogram).sum()) > settings.cut_histogram)
+
+
 def _interpolate(a: TrackedFace, b: TrackedFace, w: float) -> TrackedFace:
     return TrackedFace((1 - w) * a.box + w * b.box, (1 - w) * a.landmarks + w * b.landmarks,
                        min(a.score, b.score), "interpolated")
 
 
 def _shifted(face: TrackedFace, velocity: np.ndarray, steps: int) -> TrackedFace:
-    """``face`` moved ``steps`` frames at constant box ``velocity`` (landmarks with the box's
-    centre)."""
+    """``face`` moved ``steps`` frames at constant box ``velocity`` (4,): the landmarks follow
+    the box's centre and scale."""
     box = face.box + steps * velocity
-    shift = 0.5 * (box[:2] + box[2:]) - 0.5 * (face.box[:2] + face.box[2:])
-    return TrackedFace(box, face.landmarks + shift, face.score, "extrapolated")
+    zoom = max(box[2] - box[0], 1.0) / max(face.box[2] - face.box[0], 1.0)
+    old, new = 0.5 * (face.box[:2] + face.box[2:]), 0.5 * (box[:2] + box[2:])
+    return TrackedFace(box, new + zoom * (face.landmarks - old), face.score, "extrapolated")
 
 
 def track_faces(
@@ -182,7 +217,14 @@ def track_faces(
     coasting: dict[int, int] = {}  # track id -> frames coasted since its last face
     next_id = 0
     t = -1
+    previous, shot = None, 0
     for t, frame in enumerate(frames):
+        thumb = thumbnail(frame)
+        cut = previous is not None and shot_cut(previous, thumb, s)
+        previous = thumb
+        if cut:  # a new shot: every track ends, nothing is followed or filled across
+            done += [_finish(tr, coasting.pop(tr.id, 0), t - 1, s) for tr in active]
+            active, recent, shot = [], deque(maxlen=s.backfill + 1), t
         for tr in active:
             if t - 1 in tr.faces and tr.id not in coasting:
                 moved = follow(recent[-1], frame, tr.faces[t - 1], s)
@@ -190,9 +232,10 @@ def track_faces(
                     tr.faces[t] = moved
                     continue
             coasting[tr.id] = coasting.get(tr.id, 0) + 1
-        if t % s.detect_every == 0:
+        if t % s.detect_every == 0 or cut:
             boxes, scores = detect(frame)
-            next_id = _link(frame, t, boxes, scores, active, coasting, recent, next_id, s)
+            next_id = _link(frame, t, boxes, scores, active, coasting, recent, next_id, shot,
+                            s)
         for tr in list(active):
             gone = t - tr.last_detected >= s.patience
             if gone and (tr.id in coasting or t % s.detect_every == 0):
@@ -203,15 +246,15 @@ def track_faces(
         recent.append(frame)
     n = t + 1
     done += [_finish(tr, coasting.pop(tr.id, 0), n - 1, s) for tr in active]
-    for tr in done:  # extrapolation never reaches past the video
-        tr.faces = {k: v for k, v in tr.faces.items() if 0 <= k < n}
+    for tr in done:  # extrapolation never reaches past the video or across a cut
+        tr.faces = {k: v for k, v in tr.faces.items() if tr.shot <= k < n}
     return sorted((tr for tr in done if tr.faces), key=lambda tr: (tr.first, tr.id))
 
 
-def _link(frame, t, boxes, scores, active, coasting, recent, next_id, s) -> int:
+def _link(frame, t, boxes, scores, active, coasting, recent, next_id, shot, s) -> int:
     """Link detections of frame ``t`` to the active tracks (optimal assignment on IoU with each
-    track's face at ``t`` or its coasted prediction); start tracks for the rest. Returns the next
-    free track id."""
+    track's face at ``t`` or its coasted prediction); start tracks (in the shot that began at
+    frame ``shot``) for the rest. Returns the next free track id."""
     from scipy.optimize import linear_sum_assignment
 
     predicted = np.array([
@@ -243,7 +286,7 @@ def _link(frame, t, boxes, scores, active, coasting, recent, next_id, s) -> int:
                for tr in active):
             continue  # a second detection of a face already followed
         tr = Track(next_id, {t: TrackedFace(box, F.landmarks_68(frame, box), float(scores[d]),
-                                            "detected")}, t)
+                                            "detected")}, t, shot=shot)
         next_id += 1
         _backfill(tr, t, frame, recent, active, s)
         active.append(tr)
@@ -325,4 +368,4 @@ def smooth_track(track: Track, rate: float, settings: TrackSettings = TrackSetti
     out = one_euro(one_euro(flat, *params)[::-1], *params)[::-1] * iod
     faces = {t: TrackedFace(out[i, 136:], out[i, :136].reshape(68, 2), track.faces[t].score,
                             track.faces[t].source) for i, t in enumerate(frames)}
-    return Track(track.id, faces, track.last_detected, track.lost_start)
+    return Track(track.id, faces, track.last_detected, track.lost_start, track.shot)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from . import faces as F
 from .faces import Face
 
 #: The judges every verification uses (both ship with the package).
@@ -28,11 +29,57 @@ THRESHOLD = "far_1e-3"
 #: verified faces sat within 0.055 under FaceNet-CASIA's threshold.
 MARGIN = {"facenet_casia": 0.03, "dlib": 0.005, "facenet_vggface2": 0.03}
 ON_FAIL = ("blur", "mask", "error")
+#: Faces whose detector box is smaller than this (pixels, the shorter side) are not judged: the
+#: judges were calibrated on faces of 60 px and more, and on a face of a dozen pixels their
+#: similarity measures the surroundings (a 12 px face blurred away still scores 0.8 with
+#: FaceNet-CASIA).
+MIN_JUDGED_SIZE = 32
+#: ... nor faces with less than this share of their box inside the image (a face leaving a video
+#: frame: both crops are partly the same padding; on a pan over the group photo every dlib match
+#: of a replaced face, and all but one of FaceNet's, were of faces cut by the frame's edge, down
+#: to dlib 0.928 for a donor FaceNet-CASIA scores -0.04).
+MIN_INSIDE = 0.9
+
+
+def judgeable(box: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """Whether the judges can score the face of detector ``box`` (4,) in an image of ``shape``
+    (H, W, ...): at least :data:`MIN_JUDGED_SIZE` px and :data:`MIN_INSIDE` of it in view."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if min(x1 - x0, y1 - y0) < MIN_JUDGED_SIZE:
+        return False
+    h, w = shape[:2]
+    inside = max(0.0, min(x1, w) - max(x0, 0)) * max(0.0, min(y1, h) - max(y0, 0))
+    return inside >= MIN_INSIDE * (x1 - x0) * (y1 - y0)
 
 
 class VerificationError(RuntimeError):
     """A face is still matched after every try and ``on_fail`` is ``"error"``, or the judges
     cannot be loaded."""
+
+
+def judged_view(face: Face, size: int, margin: float = 0.25) -> np.ndarray:
+    """(S, S) float32 mask, in the face's crop, of the ellipse inscribed in its detector box grown
+    by ``margin`` of its size on each side: about what the judges' crops hold (FaceNet's crop
+    grows the box by 32/128). A face still matched after every try is matched there by its hair
+    and head outline, so the fail-closed replacement covers it."""
+    (x0, y0), (x1, y1) = face.crop.to_crop(np.array([face.box[:2], face.box[2:]], np.float64))
+    w, h = (x1 - x0) * (1 + 2 * margin), (y1 - y0) * (1 + 2 * margin)
+    mask = np.zeros((size, size), np.float32)
+    cv2.ellipse(mask, (int(round((x0 + x1) / 2)), int(round((y0 + y1) / 2))),
+                (int(round(w / 2)), int(round(h / 2))), 0, 0, 360, 1.0, -1)
+    return mask
+
+
+def masked(image: np.ndarray, face: Face, feather: float = 0.04) -> np.ndarray:
+    """The (H, W, 3) uint8 image with ``face``'s region and what the judges see around it
+    (:func:`judged_view`) filled by its mean colour (:func:`fail_closed` ``mask``): the face
+    taken away, its surroundings left."""
+    crop = F.crop_face(image, face.crop)
+    size = crop.shape[0]
+    region = np.maximum(F.face_region(face.crop.to_crop(face.landmarks), size),
+                        judged_view(face, size))
+    return F.paste_faces(image, [face], [fail_closed(crop, region, "mask")],
+                         [F.feathered_mask(region, feather)])
 
 
 @dataclass
@@ -69,6 +116,32 @@ class Verifier:
         return {j: np.concatenate([np.zeros((0, judge.dim), np.float32),
                                    *judge.embed_many(items)]) for j, judge in self.judges.items()}
 
+    def floor(self, items: list[tuple[np.ndarray, Face]], original: dict[str, np.ndarray],
+              feather: float = 0.04) -> dict[str, np.ndarray]:
+        """``{judge: (N,)}`` similarity of each original face (``original``: its embeddings,
+        ``{judge: (N, D)}``) to its own image with the face masked out (:func:`masked`): what a
+        judge gives a face that is not there. Where it reaches the judge's threshold (a small,
+        dark, blurred or turned face whose embedding is the judge's generic one, or no face at
+        all), that judge cannot tell this face from none."""
+        return self.similarities(original, self.embed_many(
+            [(masked(image, face, feather), [face]) for image, face in items]))
+
+    def leaks(self, original: np.ndarray, anonymized: np.ndarray, faces: list[Face],
+              thresholds: dict[str, float]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Which ``faces`` of an original (H, W, 3) image its anonymized copy still gives away:
+        (F,) bool, a judge at or above ``thresholds[judge]`` at the original face's place, not
+        counting a judge whose :meth:`floor` reaches its verification threshold for that face;
+        and each judge's (F,) similarity."""
+        items = [(original, [f]) for f in faces]
+        before = self.embed_many(items)
+        sims = self.similarities(before, self.embed_many([(anonymized, [f]) for f in faces]))
+        hits = np.any([sims[j] >= thresholds[j] for j in sims], axis=0)
+        if hits.any():
+            floor = self.floor([(original, f) for f in faces], before)
+            hits = np.any([(sims[j] >= thresholds[j]) & (floor[j] < self.thresholds[j])
+                           for j in sims], axis=0)
+        return hits, sims
+
     def too_close(self, original: dict[str, np.ndarray], others: dict[str, np.ndarray]
                   ) -> np.ndarray:
         """(F, M) bool: which of M embeddings (e.g. a donor bank's) any judge finds close to
@@ -85,9 +158,18 @@ class Verifier:
         """``{judge: (F,)}`` row-wise cosine of the original and anonymized faces."""
         return {j: np.einsum("fd,fd->f", original[j], anonymized[j]) for j in original}
 
-    def matched(self, similarity: dict[str, np.ndarray]) -> np.ndarray:
-        """(F,) bool: any judge at or above its threshold."""
-        return np.any([similarity[j] >= self.thresholds[j] for j in similarity], axis=0)
+    def matched(self, similarity: dict[str, np.ndarray],
+                floor: dict[str, np.ndarray] | None = None,
+                margin: dict[str, float] | None = None) -> np.ndarray:
+        """(F,) bool: any judge at or above its threshold (less ``margin[judge]`` when given).
+        ``floor``: each judge's similarity of each original to itself with the face masked out
+        (:meth:`~.pipeline.Pipeline.plan_identity`); a judge that matches the masked face as
+        well cannot tell this face from none, and its match does not count."""
+        margin = margin or {}
+        hits = [similarity[j] >= self.thresholds[j] - margin.get(j, 0.0) for j in similarity]
+        if floor is not None:
+            hits = [h & ~(floor[j] >= self.thresholds[j]) for h, j in zip(hits, similarity)]
+        return np.any(hits, axis=0)
 
 
 def fail_closed(crop: np.ndarray, region: np.ndarray, how: str) -> np.ndarray:

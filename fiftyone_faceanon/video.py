@@ -8,8 +8,8 @@ frames (decoding a frame costs a few milliseconds, detecting faces in it a hundr
    misses, extrapolation at the ends; each track's landmarks and boxes are then One-Euro
    smoothed (:func:`~.tracking.smooth_track`).
 2. **Plan** (:meth:`~.pipeline.Pipeline.plan_identity`): one identity per track, chosen on the
-   track's largest detected face and, with verification, judged on up to ``samples`` of its
-   detected frames (the largest and others spread over its life); retried with the next donor
+   track's largest detected face and, with verification, judged on that face and on frames
+   spread over the track's life (``samples`` in all); retried with the next donor
    and a stronger geometry, and fail-closed for the whole track when still matched. No donor is
    used by two tracks of one video.
 3. **Render** (:meth:`~.pipeline.Pipeline.render_planned`): every frame's faces at their
@@ -32,7 +32,13 @@ from . import faces as F
 from .photometric import StatsFilter
 from .pipeline import IdentityPlan, Pipeline
 from .tracking import Track, TrackSettings, smooth_track, track_faces
-from .videoio import VideoInfo, VideoWriter, probe, read_frames
+from .videoio import VideoInfo, VideoWriter, probe, read_frames, read_some_frames
+
+
+#: How much further below each judge's verification threshold the judged frames of a track must
+#: stay: the frames between them vary around them (on the Hamilton clip, dlib's similarity
+#: moves by 0.02-0.04 between frames of one track).
+VIDEO_MARGIN = {"facenet_casia": 0.05, "dlib": 0.015}
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ def anonymize_video(pipeline: Pipeline, src: Path, dst: Path, key: str,
     """Anonymize the video ``src`` into ``dst`` (written atomically) with ``pipeline``; ``key``
     (e.g. the file's relative path) seeds each track's identity with the pipeline's seed.
     ``progress(stage, done, total)`` is called per frame of the ``track`` and ``render`` passes;
-    ``threads`` render frames concurrently (the output does not depend on it).
+    ``threads`` plan tracks and render frames concurrently (the output does not depend on it).
     Raises :class:`~.videoio.VideoError` for a video that cannot be read."""
     start = time.perf_counter()
     info = probe(src)
@@ -94,7 +100,7 @@ def anonymize_video(pipeline: Pipeline, src: Path, dst: Path, key: str,
     tracks = [smooth_track(tr, float(info.fps), settings.tracking) for tr in raw]
     sizes = {tr.id: _crop_size(pipeline, tr) for tr in tracks}
     timings["smooth"] = time.perf_counter() - t0
-    plans = _plan(pipeline, src, key, tracks, sizes, settings.samples, timings)
+    plans = _plan(pipeline, src, key, tracks, sizes, settings, timings, threads)
     frames = _render(pipeline, src, dst, key, info, raw, tracks, plans, sizes, settings,
                      timings, progress, threads)
     timings["total"] = time.perf_counter() - start
@@ -141,15 +147,13 @@ def _face(tracked, size: int) -> F.Face:
 
 
 def _views(track: Track, samples: int) -> list[int]:
-    """Frames of a track the judges check: its largest detected face first, then its other
-    detected frames, or ``samples - 1`` of them spread evenly over the track when it has more
-    (every face of a frame between them is a few frames from a judged one)."""
-    detected = sorted(t for t, f in track.faces.items() if f.source == "detected")
-    if not detected:
-        detected = sorted(track.faces)
-    size = {t: float(np.ptp(track.faces[t].landmarks, 0).max()) for t in detected}
+    """Frames of a track the judges check: its largest detected face first, then
+    ``samples - 1`` frames spread evenly over its life (every frame of a short track; detected
+    or not: a face the detector missed is judged too)."""
+    detected = [t for t, f in track.faces.items() if f.source == "detected"] or list(track.faces)
+    size = {t: float(np.ptp(f.landmarks, 0).max()) for t, f in track.faces.items()}
     first = max(detected, key=lambda t: (size[t], -t))
-    rest = [t for t in detected if t != first]
+    rest = [t for t in range(track.first, track.last + 1) if t != first]
     if len(rest) > samples - 1:
         rest = [rest[int(i)] for i in np.linspace(0, len(rest) - 1, samples - 1)]
     return [first] + rest
@@ -171,33 +175,45 @@ def _cutout(frame: np.ndarray, face: F.Face) -> tuple[np.ndarray, F.Face]:
                    F.crop_transform(lms, face.crop.size)))
 
 
-def _plan(pipeline, src, key, tracks, sizes, samples, timings) -> dict[int, IdentityPlan]:
+def _plan(pipeline, src, key, tracks, sizes, settings, timings, threads
+          ) -> dict[int, IdentityPlan]:
     """One :class:`IdentityPlan` per track, from its views (cut out of the frames decoded once
-    more)."""
+    more). The tracks are planned by ``threads`` threads, each on its own; then, in track
+    order, a track whose donor an earlier track took is planned again without it, so no two
+    tracks share a donor and the result does not depend on the threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
     t0 = time.perf_counter()
+    order = {tr.id: _views(tr, settings.samples) for tr in tracks}
     wanted: dict[int, list[int]] = {}
-    for tr in tracks:
-        for t in _views(tr, samples):
-            wanted.setdefault(t, []).append(tr.id)
-    views: dict[int, list] = {tr.id: [] for tr in tracks}
-    order = {tr.id: _views(tr, samples) for tr in tracks}
-    for t, frame in enumerate(read_frames(src)):
-        for tid in wanted.get(t, ()):
-            tr = next(tr for tr in tracks if tr.id == tid)
-            views[tid].append((t, _cutout(frame, _face(tr.faces[t], sizes[tid]))))
+    for tid, frames in order.items():
+        for t in frames:
+            wanted.setdefault(t, []).append(tid)
+    by_id = {tr.id: tr for tr in tracks}
+    cut: dict[tuple[int, int], tuple] = {}
+    for t, frame in read_some_frames(src, wanted):
+        for tid in wanted[t]:
+            cut[tid, t] = _cutout(frame, _face(by_id[tid].faces[t], sizes[tid]))
+    views = {tid: [cut[tid, t] for t in frames] for tid, frames in order.items()}
+    spent: list[dict[str, float]] = []
+
+    def plan(tid: int, avoid=None) -> IdentityPlan:
+        spent.append({})  # one per call: the threads do not add into one dict
+        return pipeline.plan_identity(views[tid], key, tid, avoid, spent[-1], VIDEO_MARGIN)
+
+    with ThreadPoolExecutor(threads) as pool:
+        plans = dict(zip(by_id, pool.map(plan, by_id)))
     bank = getattr(pipeline.backend, "bank", None)
-    used = np.zeros(len(bank), bool) if bank is not None else None
-    plans = {}
-    spent = {"backend": 0.0, "postprocess": 0.0, "verify": 0.0}
-    for tr in tracks:
-        rank = {t: i for i, t in enumerate(order[tr.id])}
-        ordered = [view for _, view in sorted(views[tr.id], key=lambda v: rank[v[0]])]
-        plan = pipeline.plan_identity(ordered, key, tr.id, used, spent)
-        if used is not None and plan.donor is not None:
-            used[plan.donor] = True
-        plans[tr.id] = plan
+    if bank is not None:
+        used = np.zeros(len(bank), bool)
+        for tid in by_id:
+            if plans[tid].donor is not None and used[plans[tid].donor]:
+                plans[tid] = plan(tid, used)
+            if plans[tid].donor is not None:
+                used[plans[tid].donor] = True
     timings["plan"] = time.perf_counter() - t0
-    timings.update({f"plan_{k}": v for k, v in spent.items()})
+    for k in ("backend", "postprocess", "verify"):
+        timings[f"plan_{k}"] = sum(d.get(k, 0.0) for d in spent)
     return plans
 
 

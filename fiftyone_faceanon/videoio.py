@@ -50,7 +50,7 @@ Metadata
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -140,7 +140,16 @@ def read_frames(path: os.PathLike | str) -> Iterator[np.ndarray]:
 
     Raises :class:`VideoError` for an unreadable file, and for a truncated or corrupt one when
     it gets there (the module's docstring says how truncation is told)."""
+    for _, frame in read_some_frames(path):
+        yield frame
+
+
+def read_some_frames(path: os.PathLike | str, wanted: Container[int] | None = None
+                     ) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, frame)`` for the frames of :func:`read_frames` whose index is in ``wanted``
+    (all when None); the others are decoded (and checked) but not converted to RGB."""
     path = Path(path)
+    index = 0
     with _reading(path) as container:
         stream = _video_stream(container, path)
         size = stream.codec_context.width, stream.codec_context.height
@@ -156,7 +165,9 @@ def read_frames(path: os.PathLike | str) -> Iterator[np.ndarray]:
                                                f"at {float(video_end):.2f} s)")
             if video:
                 for frame in packet.decode():
-                    yield _upright(frame, *size)
+                    if wanted is None or index in wanted:
+                        yield index, _upright(frame, *size)
+                    index += 1
         _check_complete(path, container, stream, video_end, end)
 
 

@@ -184,6 +184,10 @@ class ComputeAnonymizationMetrics(_FaceanonOperator):
                    description="The dataset-level summary is saved as a run under this key")
         inputs.str("device", default=_default(fn, "device"), label="Device")
         inputs.bool("overwrite", default=_default(fn, "overwrite"), label="Overwrite run")
+        inputs.int("frame_step", min=1, default=_default(fn, "frame_step"),
+                   label="Videos: per-frame metrics on every N-th frame",
+                   description="The temporal metrics (leaked frames, unreplaced faces, "
+                               "stability, jitter) run on every frame")
         _engine_inputs(inputs, fn, "batches of 8 samples")
         return self.form(ctx, inputs, "Compute anonymization metrics")
 

@@ -4,8 +4,10 @@ For each judge: verification accuracy on ``pairs.txt`` by the standard 10-fold p
 accuracy-optimal threshold chosen on 9 folds, accuracy measured on the 10th; mean and std over
 the folds), and two cosine thresholds calibrated on ``pairsDevTrain.txt`` (disjoint people):
 the accuracy-optimal one on its 2,200 pairs, and the one at a false-accept rate of 1e-3 over
-every different-person pair of its images. Faces are found with ``find_faces`` (MTCNN with a
-60 px smallest face, the face nearest the image centre); where none is found the image is
+every different-person pair of its images; and the judge's mean cosine over its 1,100
+same-person pairs (``same_person_mean``, with ``same_person_std``: what one person's two photos
+score, the yardstick of the video metric ``stability_<judge>``, docs/metrics.md). Faces are
+found with ``find_faces`` (MTCNN with a 60 px smallest face, the face nearest the image centre); where none is found the image is
 embedded from a fixed centre box of the deep-funneled layout and counted as a detection failure.
 
 Each distinct image is embedded once; embeddings are cached in ``.data/calibrate_judges/`` and a
@@ -14,6 +16,7 @@ evenly, so that ``--partial`` can evaluate a balanced subset of the pairs while 
 
     .venv/bin/python scripts/calibrate_judges.py            # 0.5 s an image on one free core
     .venv/bin/python scripts/calibrate_judges.py --partial  # figures from the cached subset
+    .venv/bin/python scripts/calibrate_judges.py --dev-only # same_person_* only (3,443 images)
 """
 
 from __future__ import annotations
@@ -119,6 +122,30 @@ def similarities(pairs, emb):
     return cosine(a, b), np.array([p[2] for p in pairs])
 
 
+def same_person(dev, emb) -> dict:
+    """``same_person_mean`` and ``same_person_std`` of the cosines of the same-person pairs of
+    ``dev`` (a pairs list) under embeddings ``emb``."""
+    s, same = similarities(dev, emb)
+    return {"same_person_mean": round(float(s[same].mean()), 5),
+            "same_person_std": round(float(s[same].std()), 5),
+            "same_person_pairs": int(same.sum())}
+
+
+def dev_thresholds(dev, emb) -> dict:
+    """The two thresholds calibrated on ``dev``: accuracy-optimal over its pairs, and FAR 1e-3
+    over every different-person pair of its images; and how many such pairs there are."""
+    from fiftyone_faceanon.metrics.identity import best_threshold, far_threshold
+
+    dev_paths = sorted({p for pair in dev for p in pair[:2]})
+    e = np.array([emb[p] for p in dev_paths])
+    people = np.array([p.split("/")[0] for p in dev_paths])
+    sim = e @ e.T
+    upper = np.triu(np.ones(sim.shape, bool), 1)
+    impostors = sim[upper & (people[:, None] != people[None, :])]
+    return {"accuracy": best_threshold(*similarities(dev, emb)),
+            "far_1e-3": far_threshold(impostors, 1e-3), "impostors": len(impostors)}
+
+
 def write_manifest(entries: dict) -> None:
     """Merge ``entries`` into the manifest's top-level ``judges`` key (re-read just before)."""
     from fiftyone_faceanon.images import atomic_write
@@ -137,13 +164,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--partial", action="store_true",
                         help="embed nothing; evaluate on the pairs whose images are cached")
+    parser.add_argument("--dev-only", action="store_true",
+                        help="embed only pairsDevTrain's images and add same_person_mean/std to "
+                             "the manifest's judge entries, leaving the rest of them as they are "
+                             "(the thresholds recomputed from them are printed beside the "
+                             "manifest's)")
     args = parser.parse_args()
 
     import cv2
     import torch
 
     from fiftyone_faceanon.metrics.identity import (
-        best_threshold, far_threshold, lfw_pairs, load_judges, verification_accuracy)
+        best_threshold, judge_thresholds, lfw_pairs, load_judges, verification_accuracy)
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
@@ -153,6 +185,8 @@ def main() -> None:
     folds = lfw_pairs(args.lfw / "pairs.txt")
     dev = lfw_pairs(args.lfw / "pairsDevTrain.txt")[0]
     paths = list(dict.fromkeys(p for pair in interleaved(folds + [dev]) for p in pair[:2]))
+    if args.dev_only:
+        paths = list(dict.fromkeys(p for pair in dev for p in pair[:2]))
     args.cache.mkdir(parents=True, exist_ok=True)
     store, failed = embed_images([] if args.partial else paths, args.lfw / "images_deepfunneled",
                                  judges, args.cache / "embeddings.npz")
@@ -161,6 +195,19 @@ def main() -> None:
         folds = [[pair for pair in pairs if pair[0] in done and pair[1] in done] for pairs in folds]
         dev = [pair for pair in dev if pair[0] in done and pair[1] in done]
         paths = [p for p in paths if p in done]
+    if args.dev_only:
+        from fiftyone_faceanon.weights import manifest
+
+        current, calibrated = manifest().get("judges", {}), judge_thresholds()
+        entries = {}
+        for name in judges:
+            entries[name] = {**current.get(name, {}), **same_person(dev, store[name])}
+            print(name, json.dumps({k: v for k, v in entries[name].items()
+                                    if k.startswith("same_person")}),
+                  "thresholds recomputed", dev_thresholds(dev, store[name]),
+                  "manifest", calibrated.get(name))
+        write_manifest(entries)
+        return
     test_paths = {p for pairs in folds for pair in pairs for p in pair[:2]}
     dev_paths = sorted({p for pair in dev for p in pair[:2]})
     entries = {}
@@ -171,17 +218,13 @@ def main() -> None:
             train = [pair for j, pairs in enumerate(folds) if j != k for pair in pairs]
             t = best_threshold(*similarities(train, emb))
             fold_acc.append(verification_accuracy(*similarities(folds[k], emb), t))
-        t_acc = best_threshold(*similarities(dev, emb))
-        e = np.array([emb[p] for p in dev_paths])
-        people = np.array([p.split("/")[0] for p in dev_paths])
-        sim = e @ e.T
-        upper = np.triu(np.ones(sim.shape, bool), 1)
-        impostors = sim[upper & (people[:, None] != people[None, :])]
-        t_far = far_threshold(impostors, 1e-3)
+        dev_t = dev_thresholds(dev, emb)
+        t_acc, t_far = dev_t["accuracy"], dev_t["far_1e-3"]
         all_test = [pair for pairs in folds for pair in pairs]
         s_test, same_test = similarities(all_test, emb)
         entries[name] = {
             "thresholds": {"accuracy": round(t_acc, 6), "far_1e-3": round(t_far, 6)},
+            **same_person(dev, emb),
             "similarity": "cosine of L2-normalised embeddings; same person when above",
             "lfw_accuracy_mean": round(float(np.mean(fold_acc)), 5),
             "lfw_accuracy_std": round(float(np.std(fold_acc)), 5),
@@ -190,7 +233,7 @@ def main() -> None:
             "lfw_pairs_tar_at_far_1e-3": round(float(np.mean(s_test[same_test] > t_far)), 5),
             "lfw_pairs_far_at_far_1e-3": round(float(np.mean(s_test[~same_test] > t_far)), 5),
             "calibration": f"pairsDevTrain.txt: {len(dev)} pairs (accuracy threshold); "
-                           f"{len(impostors)} different-person pairs of its {len(dev_paths)} images (FAR threshold)",
+                           f"{dev_t['impostors']} different-person pairs of its {len(dev_paths)} images (FAR threshold)",
             "evaluation": f"pairs.txt, 10 folds ({sum(map(len, folds))} of 6000 pairs), "
                           "threshold chosen on the other 9 folds",
             "detection": "find_faces (MTCNN, threshold 0.9, min_face_size 60), face nearest the centre",

@@ -14,7 +14,8 @@ from conftest import read_rgb
 from fiftyone_faceanon import faces as F
 from fiftyone_faceanon.anonymizers import available_backends, create_backend
 from fiftyone_faceanon.cli import main
-from fiftyone_faceanon.pipeline import Pipeline, Settings, judged_view
+from fiftyone_faceanon.pipeline import Pipeline, Settings
+from fiftyone_faceanon.verify import judged_view
 
 BACKENDS = sorted(available_backends())
 

@@ -16,7 +16,8 @@ from clips import (crossfade_clip, cut_before_packet, empty_video, pan_zoom_clip
 from conftest import need_shared
 from PIL import Image, ImageOps
 
-from fiftyone_faceanon.videoio import VideoError, VideoWriter, probe, read_frames
+from fiftyone_faceanon.videoio import (VideoError, VideoWriter, probe, read_frames,
+                                      read_some_frames)
 
 HAMILTON = "fixtures/face_recognition/examples/short_hamilton_clip.mp4"
 #: Tags a phone or an editor leaves: none may reach an output.
@@ -106,9 +107,13 @@ def test_probe_reads_the_header_and_matches_the_frames(hamilton):
         video, audio = container.streams.video[0], container.streams.audio[0]
         offset = video.start_time * video.time_base - audio.start_time * audio.time_base
     assert abs(info.start - offset) < Fraction(1, 1000)
-    kinds = [(frame.shape, frame.dtype) for frame in read_frames(hamilton)]
-    assert len(kinds) == info.frames
-    assert set(kinds) == {((360, 640, 3), np.dtype(np.uint8))}
+    frames = list(read_frames(hamilton))
+    assert len(frames) == info.frames
+    assert {(frame.shape, frame.dtype) for frame in frames} == {((360, 640, 3),
+                                                                 np.dtype(np.uint8))}
+    some = dict(read_some_frames(hamilton, {0, 99, 274}))
+    assert sorted(some) == [0, 99, 274]
+    assert all(np.array_equal(some[t], frames[t]) for t in some)
 
 
 def test_round_trip_keeps_size_rate_count_start_and_pixels(hamilton, hamilton_mp4):

@@ -13,6 +13,11 @@ Public API (formulas and reference checks in ``docs/metrics.md``):
   optionally in a pool of processes -> ``(rel, faces_from, PairResult | None, error | None)``
   each (what :func:`evaluate_dirs` and ``fiftyone_api.evaluate_samples`` run on).
 - :func:`evaluate_dirs` — two folders paired by relative path -> the ``faceanon evaluate`` report.
+- Videos: :func:`.video.evaluate_video` — an (original, anonymized) video pair with the
+  anonymized one's private record -> a :class:`PairResult` with ``video`` (the suite on every
+  ``frame_step``-th frame, per video mean and worst frame, and the temporal metrics of
+  :mod:`.temporal`: leaked frames, unreplaced faces, identity stability, jitter); the two
+  functions above run it on the videos they are given.
 - :func:`summarize` / :func:`worst_face` — ``{metric: {"mean", "std", "n"}}`` over face records;
   a sample's worst value per metric.
 - The metric functions themselves: :mod:`.geometry`, :mod:`.lighting`, :mod:`.colour`,

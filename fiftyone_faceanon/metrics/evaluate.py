@@ -33,16 +33,19 @@ import numpy as np
 
 from .. import faces as F
 from ..engines import Engine, as_engine
-from ..images import IMAGE_EXTENSIONS, ImageError, load_image
+from ..images import IMAGE_EXTENSIONS, ImageError, load_image, record_path
 from ..photometric import shading
+from ..videoio import VIDEO_EXTENSIONS
 from .colour import colour_metrics, skin_mask
 from .detection import MIN_IOU, match_boxes
 from .geometry import landmark_nme_51, landmark_nme_68
 from .lighting import lighting_metrics, sharpness_ratio
-from .pairing import CROP_SIZE, faces_from_record
+from .pairing import CROP_SIZE, faces_from_record, read_record
 from .realism import (frechet_distance, inception_features, inception_fid_unavailable,
                       kernel_distance)
-from .summary import group_label, summarize
+from .summary import describe, group_label, summarize
+from .temporal import video_scalars
+from .video import DEFAULT_FRAME_STEP, evaluate_video
 
 #: The judge whose embeddings give ``fid_facenet`` and ``kid_facenet``.
 REALISM_JUDGE = "facenet_casia"
@@ -60,6 +63,30 @@ class PairResult:
     crops: tuple[list[np.ndarray], list[np.ndarray]] | None = None
     #: every judge's (F, D) embeddings of the anonymized faces (linkability)
     anonymized: dict[str, np.ndarray] = field(default_factory=dict)
+    #: for a video: its frame count, the frames evaluated, the per-frame metrics per video and
+    #: the temporal metrics (:func:`.video.evaluate_video`); ``faces`` then hold the evaluated
+    #: frames' faces, each with its ``frame`` and ``track``
+    video: dict | None = None
+
+    @classmethod
+    def concat(cls, results: list[PairResult]) -> PairResult:
+        """One result holding the faces of ``results`` (e.g. a video's frames), in order."""
+        def joined(parts: list[np.ndarray]) -> np.ndarray | None:
+            return np.concatenate(parts) if parts else None
+
+        out = cls([f for r in results for f in r.faces],
+                  [f for r in results for f in r.originals])
+        emb = [r.embeddings for r in results if r.embeddings is not None]
+        if emb:
+            out.embeddings = (joined([e[0] for e in emb]), joined([e[1] for e in emb]))
+        crops = [r.crops for r in results if r.crops is not None]
+        if crops:
+            out.crops = ([c for pair in crops for c in pair[0]],
+                         [c for pair in crops for c in pair[1]])
+        for name in {n for r in results for n in r.anonymized}:
+            out.anonymized[name] = joined([r.anonymized[name] for r in results
+                                           if name in r.anonymized])
+        return out
 
 
 class Evaluator:
@@ -260,10 +287,21 @@ def evaluate_pair(
     return ev.evaluate_pair(orig, anon, faces).faces, dict(ev.unavailable)
 
 
+def media_files(folder: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+                ) -> dict[str, Path]:
+    """``{relative posix path: path}`` of every image and video (``extensions``) under
+    ``folder``."""
+    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
+            if p.suffix.lower() in extensions and p.is_file()}
+
+
 def image_files(folder: Path) -> dict[str, Path]:
     """``{relative posix path: path}`` of every image under ``folder``."""
-    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
-            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()}
+    return media_files(folder, IMAGE_EXTENSIONS)
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
 @dataclass
@@ -271,9 +309,17 @@ class _Batch:
     """Evaluates a batch of (relative path, original path, anonymized path) in a process that
     may be a pool's; returns per file, in order, ``(rel, faces_from, PairResult | None,
     error | None)`` and the seconds (wall, CPU) spent per metric group, leaving the evaluator's
-    own counters as they were (the caller adds the seconds, whichever process spent them)."""
+    own counters as they were (the caller adds the seconds, whichever process spent them).
+    Images are evaluated together, each video by itself (:func:`.video.evaluate_video`, every
+    ``frame_step``-th frame through the suite)."""
 
     evaluator: Evaluator
+    frame_step: int = DEFAULT_FRAME_STEP
+    #: ``progress(rel, done, total)`` per video frame; only in the process that set it
+    progress: Callable[[str, int, int], None] | None = None
+
+    def __reduce__(self):
+        return _Batch, (self.evaluator, self.frame_step)
 
     def __call__(self, files: list[tuple[str, Path, Path]]):
         ev = self.evaluator
@@ -281,6 +327,9 @@ class _Batch:
         out: list[tuple | None] = []
         loaded = []
         for rel, orig_path, anon_path in files:
+            if is_video(anon_path):
+                out.append(self._video(rel, orig_path, anon_path))
+                continue
             try:
                 orig, anon = load_image(orig_path).rgb, load_image(anon_path).rgb
                 if orig.shape != anon.shape:
@@ -303,6 +352,22 @@ class _Batch:
             counters.update(previous)
         return out, spent
 
+    def _video(self, rel: str, orig: Path, anon: Path) -> tuple:
+        """``(rel, "record", PairResult, None)`` of a video pair, or ``(rel, None, None,
+        error)``: the video needs its private record (the tracks)."""
+        progress = self.progress
+        try:
+            record = read_record(anon, rel)
+            if record is None:
+                raise ValueError(f"{anon}: no private record at {record_path(anon, rel)}; a "
+                                 "video is evaluated over the tracks faceanon anonymize records")
+            res = evaluate_video(self.evaluator, orig, anon, rel, record, self.frame_step,
+                                 (lambda done, total: progress(rel, done, total))
+                                 if progress else None)
+        except (ImageError, ValueError) as e:
+            return rel, None, None, str(e)
+        return rel, "record", res, None
+
 
 def evaluate_files(
     files: list[tuple[str, Path, Path]],
@@ -310,6 +375,8 @@ def evaluate_files(
     batch: int = 8,
     workers: int = 1,
     engine: Engine | str = "local",
+    frame_step: int = DEFAULT_FRAME_STEP,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Iterator[tuple[str, str | None, PairResult | None, str | None]]:
     """``(rel, faces_from, PairResult | None, error | None)`` for each ``(rel, original path,
     anonymized path)`` of ``files``, in their order, as the batches finish.
@@ -323,11 +390,23 @@ def evaluate_files(
     the evaluator's settings. The seconds spent in every process are added to ``evaluator``'s
     ``timings`` and ``cpu_timings``. ``engine``: where the batches run (:mod:`..engines`:
     ``local`` processes or ``ray`` actors, ``workers`` of them).
+
+    A video (:data:`~fiftyone_faceanon.videoio.VIDEO_EXTENSIONS`) is a batch of its own and
+    needs its private record (:func:`.video.evaluate_video`: the suite on every
+    ``frame_step``-th frame, the temporal metrics on all); ``progress(rel, done, total)`` is
+    called after each of its frames when it is evaluated in this process (one worker).
     """
     ev = evaluator or default_evaluator()
     engine = as_engine(engine)
-    batches = [files[start:start + batch] for start in range(0, len(files), batch)]
-    for done, (wall, cpu) in engine.imap(_Batch(ev), batches,
+    batches: list[list[tuple[str, Path, Path]]] = []
+    for item in files:
+        if is_video(item[2]) or not batches or len(batches[-1]) >= batch or is_video(
+                batches[-1][0][2]):
+            batches.append([item])
+        else:
+            batches[-1].append(item)
+    run = _Batch(ev, frame_step, progress)
+    for done, (wall, cpu) in engine.imap(run, batches,
                                          workers or engine.auto_workers(len(files))):
         for name in wall:
             ev.timings[name] += wall[name]
@@ -362,6 +441,14 @@ def linkability_summary(results: dict[str, PairResult], identities: str,
     return out
 
 
+def video_summary(videos: list[dict]) -> dict[str, dict]:
+    """``{metric: {"mean", "std", "median", "n"}}`` over videos of each of their
+    :func:`.temporal.video_scalars` (``videos``: :attr:`PairResult.video` of each)."""
+    rows = [video_scalars(v["temporal"]) for v in videos]
+    names = dict.fromkeys(name for row in rows for name in row)
+    return {name: describe(row.get(name) for row in rows) for name in names}
+
+
 def evaluate_dirs(
     orig_dir: Path,
     anon_dir: Path,
@@ -372,9 +459,17 @@ def evaluate_dirs(
     workers: int = 1,
     engine: Engine | str = "local",
     identities: str | None = None,
+    frame_step: int = DEFAULT_FRAME_STEP,
+    on_frame: Callable[[str, int, int], None] | None = None,
 ) -> dict:
-    """The report of ``faceanon evaluate``: every image of ``anon_dir`` against the image at the
-    same relative path in ``orig_dir``.
+    """The report of ``faceanon evaluate``: every image and video of ``anon_dir`` against the
+    file at the same relative path in ``orig_dir``.
+
+    A video's faces are those of every ``frame_step``-th frame, each record with its ``frame``
+    and ``track``; its pair also gets ``video`` (:func:`.video.evaluate_video`: the per-frame
+    metrics per video, mean and worst frame, and the temporal metrics), and the summary the
+    videos' :func:`.temporal.video_scalars` (:func:`video_summary`). ``on_frame(rel, done,
+    total)`` follows a video's frames when it is evaluated in this process.
 
     With ``identities`` (a regex whose first group names the person of a file, e.g. LFW's
     ``'^([^/]+)/'``) the summary also gets the linkability of the anonymized faces
@@ -391,7 +486,7 @@ def evaluate_dirs(
     """
     ev = evaluator or default_evaluator()
     orig_dir, anon_dir = Path(orig_dir), Path(anon_dir)
-    originals, anonymized = image_files(orig_dir), image_files(anon_dir)
+    originals, anonymized = media_files(orig_dir), media_files(anon_dir)
     errors: list[str] = []
 
     def fail(rel: str, message: str) -> None:
@@ -400,19 +495,21 @@ def evaluate_dirs(
             on_pair(rel, message)
 
     for rel in sorted(set(originals) - set(anonymized)):
-        fail(rel, f"{originals[rel]}: no anonymized image at {anon_dir / rel}")
+        fail(rel, f"{originals[rel]}: no anonymized file at {anon_dir / rel}")
     for rel in sorted(set(anonymized) - set(originals)):
-        fail(rel, f"{anonymized[rel]}: no original image at {orig_dir / rel}")
+        fail(rel, f"{anonymized[rel]}: no original file at {orig_dir / rel}")
     paired = [(rel, originals[rel], anonymized[rel])
               for rel in sorted(set(originals) & set(anonymized))]
     pairs: list[dict] = []
     results: dict[str, PairResult] = {}
-    for rel, faces_from, res, error in evaluate_files(paired, ev, batch, workers, engine):
+    for rel, faces_from, res, error in evaluate_files(paired, ev, batch, workers, engine,
+                                                      frame_step, on_frame):
         if error:
             fail(rel, error)
             continue
         results[rel] = res
-        pairs.append({"file": rel, "faces_from": faces_from, "faces": res.faces})
+        pairs.append({"file": rel, "faces_from": faces_from, "faces": res.faces,
+                      **({"video": res.video} if res.video is not None else {})})
         if on_pair:
             on_pair(rel, None)
     linked = linkability_summary(results, identities, ev.far_thresholds) if identities else {}
@@ -420,7 +517,8 @@ def evaluate_dirs(
         "orig": str(orig_dir),
         "anon": str(anon_dir),
         "summary": {**summarize([f for p in pairs for f in p["faces"]]),
-                    **ev.dataset_metrics(list(results.values())), **linked},
+                    **ev.dataset_metrics(list(results.values())), **linked,
+                    **video_summary([p["video"] for p in pairs if "video" in p])},
         "pairs": pairs,
         "unavailable": dict(ev.unavailable),
         "errors": errors,

@@ -393,6 +393,14 @@ def judge_thresholds() -> dict[str, dict[str, float]]:
     return {name: {k: float(v) for k, v in e["thresholds"].items()} for name, e in judges.items()}
 
 
+def same_person_means() -> dict[str, float]:
+    """``{judge: mean cosine}`` over LFW pairsDevTrain's same-person pairs, from
+    ``models/manifest.json`` (``scripts/calibrate_judges.py``), for the judges that have one."""
+    judges = manifest().get("judges", {})
+    return {name: float(e["same_person_mean"]) for name, e in judges.items()
+            if "same_person_mean" in e}
+
+
 def linkability(embeddings: np.ndarray, people: np.ndarray, threshold: float) -> dict[str, dict]:
     """Can anonymized faces be linked to each other? Over all pairs ``i < j`` of (N, D) unit
     embeddings labelled with ``people`` (N,): ``same`` and ``different``, the share of pairs of

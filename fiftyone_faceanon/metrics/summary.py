@@ -76,6 +76,23 @@ def group_label(rel: str, pattern: str | re.Pattern) -> str | None:
     return m.group(1) if m.groups() else m.group(0)
 
 
+def frame_summary(face_records: list[dict]) -> dict[str, dict]:
+    """A video's per-frame metrics over its evaluated faces (records with their ``frame``):
+    ``{metric: {"mean", "worst", "worst_frame", "n"}}``, the worst value the largest where
+    larger is worse, the smallest otherwise, for every per-face metric with a finite value."""
+    out = {}
+    for name, larger_is_worse in PER_FACE.items():
+        rows = [(r[name], r["frame"]) for r in face_records
+                if isinstance(r.get(name), (int, float)) and math.isfinite(r[name])]
+        if not rows:
+            continue
+        values = np.array([v for v, _ in rows], float)
+        w = int(values.argmax() if larger_is_worse else values.argmin())
+        out[name] = {"mean": float(values.mean()), "worst": float(values[w]),
+                     "worst_frame": int(rows[w][1]), "n": len(rows)}
+    return out
+
+
 def worst_face(face_records: list[dict]) -> dict[str, float]:
     """A sample's worst value per metric over its faces: the largest where larger is worse, the
     smallest otherwise (for the FiftyOne sample fields)."""

@@ -1,0 +1,122 @@
+"""Videos through ``faceanon anonymize``: real clips made from the photo fixtures and the
+Hamilton stage clip, the real detector, tracker, donor backend, judges and encoder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from clips import crossfade_clip, pan_zoom_clip, truncated_copy
+from fiftyone_faceanon.cli import main
+from fiftyone_faceanon.images import records_dir
+from fiftyone_faceanon import faces as F
+from fiftyone_faceanon.metrics.identity import judge_thresholds
+from fiftyone_faceanon.verify import Verifier, judgeable
+from fiftyone_faceanon.videoio import probe, read_frames
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def pan_run(fixtures_dir, tmp_path_factory):
+    """A 40-frame camera move over the group photo, a truncated copy of it and a photo,
+    anonymized in one run with the defaults (donor backend, verification)."""
+    root = tmp_path_factory.mktemp("video")
+    src = root / "in"
+    src.mkdir()
+    pan_zoom_clip(fixtures_dir / "group" / "insightface_t1.jpg", src / "pan.mp4", frames=40)
+    truncated_copy(src / "pan.mp4", src / "cut.mp4", 0.5)
+    (src / "still.jpg").write_bytes((fixtures_dir / "group" / "insightface_t1.jpg").read_bytes())
+    result = run_cli("anonymize", src, "-o", root / "out", "--workers", "1")
+    return root, result
+
+
+@pytest.mark.slow
+def test_video_run_writes_every_frame_and_reports_the_bad_file(pan_run):
+    root, result = pan_run
+    assert result.exit_code == 1  # the truncated clip
+    errors = [l for l in result.output.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "cut.mp4" in errors[0]
+    assert "1 failed" in result.output
+    src, out = probe(root / "in" / "pan.mp4"), probe(root / "out" / "pan.mp4")
+    assert (out.width, out.height, out.frames, out.fps) == (src.width, src.height, src.frames,
+                                                            src.fps)
+    assert (root / "out" / "still.jpg").is_file() and not (root / "out" / "cut.mp4").exists()
+    assert not list((root / "out").glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_video_sidecar_has_tracks_with_one_identity_each(pan_run):
+    root, _ = pan_run
+    public = json.loads((root / "out" / "pan.mp4.json").read_text())
+    private = json.loads((records_dir(root / "out") / "pan.mp4.json").read_text())
+    assert public["video"]["frames"] == len(public["frames"]) == 40
+    ids = {t["track"] for t in public["tracks"]}
+    assert len(ids) >= 5  # six people, some leaving the frame
+    seen = {f["track"] for faces in public["frames"] for f in faces}
+    assert seen == ids
+    donors = [t["donor"] for t in public["tracks"]]
+    assert len(set(donors)) == len(donors)  # no two people share a fake identity
+    for t in public["tracks"]:
+        assert t["status"] in ("verified", "too_small") or t["status"].startswith("fail_closed")
+    # the public sidecar holds no measurement of the original
+    assert "input_sha256" not in public and "similarity" not in json.dumps(public["tracks"])
+    orig = {(i, f["track"]): f["landmarks"] for i, faces in enumerate(private["frames"])
+            for f in faces}
+    anon = {(i, f["track"]): f["landmarks"] for i, faces in enumerate(public["frames"])
+            for f in faces}
+    assert orig.keys() == anon.keys()
+    assert any(orig[k] != anon[k] for k in orig)
+
+
+@pytest.mark.slow
+def test_no_frame_of_the_output_is_matched_to_its_original(pan_run):
+    """Every judgeable face (32 px or more, mostly in view) of every other frame, judged against
+    the same frame's original at the original's place: no judge reaches its FAR 1e-3
+    threshold, beyond what it gives the face masked out (``Verifier.leaks``)."""
+    root, _ = pan_run
+    private = json.loads((records_dir(root / "out") / "pan.mp4.json").read_text())
+    verifier = Verifier("cpu")
+    far = {j: t["far_1e-3"] for j, t in judge_thresholds().items()}
+    frames = zip(read_frames(root / "in" / "pan.mp4"), read_frames(root / "out" / "pan.mp4"))
+    judged = 0
+    for t, (orig, anon) in enumerate(frames):
+        faces = [F.Face(np.array(f["box"]), f["score"], np.array(f["landmarks"]),
+                        F.crop_transform(np.array(f["landmarks"]), 160))
+                 for f in private["frames"][t] if judgeable(np.array(f["box"]), orig.shape)]
+        if t % 2 or not faces:
+            continue
+        leaked, sims = verifier.leaks(orig, anon, faces, far)
+        assert not leaked.any(), (t, sims)
+        judged += len(faces)
+    assert judged >= 40
+
+
+@pytest.mark.slow
+def test_rerun_resumes_and_same_seed_gives_same_bytes(pan_run, tmp_path):
+    root, _ = pan_run
+    again = run_cli("anonymize", root / "in" / "pan.mp4", "-o", root / "out", "--workers", "1")
+    assert again.exit_code == 0 and "1 already done" in again.output
+    fresh = run_cli("anonymize", root / "in" / "pan.mp4", "-o", tmp_path / "out",
+                    "--workers", "1")
+    assert fresh.exit_code == 0
+    assert (tmp_path / "out" / "pan.mp4").read_bytes() == (root / "out" / "pan.mp4").read_bytes()
+
+
+@pytest.mark.slow
+def test_crossfade_keeps_one_identity_while_the_person_stays(fixtures_dir, tmp_path):
+    """Cross-fades through one person's photos: each photo's face is one track, replaced on
+    every frame in which the detector finds it."""
+    photos = sorted((fixtures_dir / "dlib_johns" / "John_Salley").glob("*.jpg"))[:3]
+    clip = crossfade_clip(photos, tmp_path / "fade.mp4", frames_per_photo=16, fade=6)
+    result = run_cli("anonymize", clip, "-o", tmp_path / "out", "--no-verify",
+                     "--detect-every", "1", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    record = json.loads((records_dir(tmp_path / "out") / "fade.mp4.json").read_text())
+    assert 1 <= len(record["tracks"]) <= 2 * len(photos)
+    assert all(record["frames"][t] for t in range(len(record["frames"])))  # a face every frame
