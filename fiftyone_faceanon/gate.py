@@ -447,9 +447,9 @@ class Embedder:
 
     def _embed_rows(self, item: Embedded, rows: np.ndarray) -> None:
         """Embed the video faces ``rows`` of ``item`` with every judge, decoding the video once
-        more (up to the last frame needed) and embedding :data:`CHUNK` frames at a time."""
+        more and embedding :data:`CHUNK` frames at a time."""
         from .faces import Face, crop_transform
-        from .videoio import read_frames
+        from .videoio import read_some_frames
 
         by_frame: dict[int, list[int]] = {}
         for r in rows:
@@ -469,16 +469,12 @@ class Embedder:
                     item.embeddings[judge][where] = emb
             pending.clear()
 
-        last = max(by_frame, default=-1)
-        for t, frame in enumerate(read_frames(item.path)):
-            if t > last:
-                break
-            if t in by_frame:
-                faces = [Face(item.boxes[r], 1.0, item.landmarks[r],
-                              crop_transform(item.landmarks[r], 128)) for r in by_frame[t]]
-                pending.append((frame, faces, by_frame[t]))
-                if len(pending) == CHUNK:
-                    flush()
+        for t, frame in read_some_frames(item.path, by_frame):
+            faces = [Face(item.boxes[r], 1.0, item.landmarks[r],
+                          crop_transform(item.landmarks[r], 128)) for r in by_frame[t]]
+            pending.append((frame, faces, by_frame[t]))
+            if len(pending) == CHUNK:
+                flush()
         flush()
 
     def _cache_file(self, item: Embedded) -> Path | None:

@@ -187,3 +187,19 @@ def test_grouped_dataset_with_images_and_videos(clips, fixtures_dir, tmp_path):
         release.delete()
     finally:
         ds.delete()
+
+
+def test_metrics_land_on_the_frame_labels_of_anonymize_samples(video_run):
+    """``evaluate_samples`` on the dataset ``anonymize_samples`` laid out: the per-face metrics
+    on the frames' detections of the same track, the worst on the sample."""
+    ds = video_run["ds"]
+    result = api.evaluate_samples(ds, judges=["facenet_casia", "dlib"], workers=1,
+                                  frame_step=8)
+    assert result["evaluated"] == 1 and result["errors"] == []
+    sample = ds.exists(api.MEDIA_FIELD).first()
+    scored = [d for frame in sample.frames.values() for d in frame[api.FACES_FIELD].detections
+              if d.has_field("reid_dlib") and d["reid_dlib"] is not None]
+    assert scored and {d.index for d in scored} <= {
+        d.index for f in sample.frames.values() for d in f[api.FACES_FIELD].detections}
+    assert sample["reid_dlib"] == pytest.approx(max(d["reid_dlib"] for d in scored))
+    ds.delete_run("faceanon_metrics")
