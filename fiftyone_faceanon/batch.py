@@ -299,6 +299,18 @@ def video_records(result: VideoResult, pipeline: Pipeline) -> tuple[dict, dict]:
             {"video": video, "tracks": private_tracks, "frames": private_frames})
 
 
+def video_threads(engine: Engine, workers: int, jobs: int) -> int:
+    """The threads each worker renders a video with: this machine's cores shared by the local
+    workers (``workers``, ``0`` as :func:`.parallel.auto_workers` picks for ``jobs``), or the
+    CPUs a Ray worker reserves."""
+    from .parallel import auto_workers
+
+    if engine.kind != "local":
+        return max(1, int(engine.num_cpus))
+    share = workers or auto_workers(jobs)
+    return max(1, (os.cpu_count() or 1) // max(1, min(share, jobs)))
+
+
 def anonymize_files(
     inputs: list[Path],
     outdir: Path,
@@ -325,14 +337,10 @@ def anonymize_files(
     its worker has to itself. ``on_progress(stage, done, total)`` reports video frames when the
     jobs run in this process (one worker).
     """
-    from .parallel import auto_workers
-
     jobs = collect_jobs(inputs, outdir, allow_inside)
     engine = as_engine(engine)
-    share = workers or (auto_workers(len(jobs)) if engine.kind == "local" else 1)
-    threads = (max(1, (os.cpu_count() or 1) // max(1, min(share, len(jobs))))
-               if engine.kind == "local" else max(1, int(engine.num_cpus)))
-    worker = Worker(settings, outdir, overwrite, max_pixels, gallery, video, threads)
+    worker = Worker(settings, outdir, overwrite, max_pixels, gallery, video,
+                    video_threads(engine, workers, len(jobs)))
     worker.progress = on_progress
     outcomes = []
     for outcome in engine.imap(worker, jobs, workers, chunksize=4):

@@ -3,7 +3,7 @@
 The operators of the ``@faceanon/faceanon`` plugin (``operators/``) are thin wrappers over these
 functions; notebooks and scripts call them directly.
 
-Layout on each sample (one image per sample; the dataset stays flat):
+Layout on each sample (one image or video per sample; the dataset stays flat):
 
 - ``filepath``: the original, never written to.
 - ``anonymized_filepath``: the anonymized copy in the output folder, listed in
@@ -20,6 +20,15 @@ Layout on each sample (one image per sample; the dataset stays flat):
   record, ``<output_dir>.private``).
 - ``anonymization_error`` + tag ``faceanon_error``: why a sample could not be processed.
 
+A video sample (``media_type == "video"``) gets the same ``anonymized_filepath`` (the anonymized
+video) and, on every frame ``sample.frames[t + 1]`` of it, ``faces`` and ``face_landmarks`` as
+an image's, built from the video's public sidecar: the detection's ``index`` is the face's track
+id (one person, one fake identity, through the video), its ``donor``, ``geometry``, ``tries``,
+``verification`` and ``similarity_<judge>`` are its track's, and ``source`` says how the face
+was found in that frame (``detected``, ``tracked``, ``interpolated``, ``extrapolated``). A
+grouped dataset is processed slice by slice: its image and video slices as above, other media
+(3D, point clouds) left alone.
+
 The work is the core's: :func:`anonymize_samples` runs :class:`fiftyone_faceanon.batch.Worker`
 jobs (public sidecar ``<output_dir>/<sample id><ext>.json`` beside each output, private record
 ``<output_dir>.private/<sample id><ext>.json``, which is also what makes a rerun skip unchanged
@@ -32,6 +41,7 @@ CLI). This module, in the calling process, only turns samples into jobs and resu
 
 from __future__ import annotations
 
+import json
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -41,13 +51,16 @@ import fiftyone as fo
 import fiftyone.core.media as fom
 
 from .anonymizers import DEFAULT_BACKEND
-from .batch import Job, Worker
+from .batch import Job, Worker, video_threads
 from .engines import as_engine
 from .faces import Face
-from .images import IMAGE_EXTENSIONS, MAX_PIXELS, image_size
+from .images import IMAGE_EXTENSIONS, MAX_PIXELS, image_size, record_path
 from .metrics.video import DEFAULT_FRAME_STEP
 from .photometric import PhotometricSettings
 from .pipeline import DEFAULT_GEOMETRY, Settings
+from .tracking import TrackSettings
+from .video import VideoSettings
+from .videoio import VIDEO_EXTENSIONS
 
 MEDIA_FIELD = "anonymized_filepath"
 FACES_FIELD = "faces"
@@ -56,8 +69,13 @@ ERROR_FIELD = "anonymization_error"
 ERROR_TAG = "faceanon_error"
 #: Fields that only make sense next to the originals; never copied into a release.
 BOOKKEEPING_FIELDS = (MEDIA_FIELD, ERROR_FIELD)
+#: The media types :func:`anonymize_samples` processes (other slices of a grouped dataset are
+#: left alone).
+MEDIA_TYPES = (fom.IMAGE, fom.VIDEO)
 
-Progress = Callable[[int, int], None]
+#: ``progress(done, total)``: ``done`` of ``total`` samples; :func:`anonymize_samples` also
+#: reports the frames of a video in progress as a fraction of a sample.
+Progress = Callable[[float, int], None]
 
 
 def default_output_dir(dataset: fo.Dataset) -> str:
@@ -65,12 +83,13 @@ def default_output_dir(dataset: fo.Dataset) -> str:
     return str(Path(fo.config.default_dataset_dir) / "faceanon" / dataset.name)
 
 
-def _throttled(progress: Progress | None, total: int, every: float = 0.5) -> Callable[[int], None]:
+def _throttled(progress: Progress | None, total: int, every: float = 0.5
+               ) -> Callable[[float], None]:
     """``tick(done)`` calls ``progress(done, total)`` at most every ``every`` seconds and at the
     end."""
     last = [0.0]
 
-    def tick(done: int) -> None:
+    def tick(done: float) -> None:
         now = time.monotonic()
         if progress is not None and (done == total or now - last[0] >= every):
             last[0] = now
@@ -79,20 +98,22 @@ def _throttled(progress: Progress | None, total: int, every: float = 0.5) -> Cal
     return tick
 
 
-def face_labels(faces: list[Face], width: int, height: int, extra: list[dict] | None = None
-                ) -> tuple[fo.Detections, fo.Keypoints]:
+def face_labels(faces: list[Face], width: int, height: int, extra: list[dict] | None = None,
+                indices: list[int] | None = None) -> tuple[fo.Detections, fo.Keypoints]:
     """Faces in a ``width`` x ``height`` image -> ``(Detections, Keypoints)`` in relative
     coordinates: box ``[x0/W, y0/H, (x1-x0)/W, (y1-y0)/H]``, landmarks (68, 2) ``/ [W, H]``;
-    ``extra[i]`` holds more attributes of detection ``i``."""
+    ``extra[i]`` holds more attributes of detection ``i``, ``indices[i]`` its ``index`` (default
+    ``i``)."""
     detections, keypoints = [], []
     for i, f in enumerate(faces):
+        index = i if indices is None else indices[i]
         x0, y0, x1, y1 = (float(v) for v in f.box)
         detections.append(fo.Detection(
             label="face", bounding_box=[x0 / width, y0 / height, (x1 - x0) / width,
                                         (y1 - y0) / height],
-            confidence=float(f.score), index=i, **(extra[i] if extra else {})))
+            confidence=float(f.score), index=index, **(extra[i] if extra else {})))
         points = [[float(x) / width, float(y) / height] for x, y in f.landmarks]
-        keypoints.append(fo.Keypoint(label="face", points=points, index=i))
+        keypoints.append(fo.Keypoint(label="face", points=points, index=index))
     return fo.Detections(detections=detections), fo.Keypoints(keypoints=keypoints)
 
 
@@ -115,29 +136,38 @@ def anonymize_samples(
     on_fail: str = "blur",
     engine: str = "local",
     ray_address: str | None = None,
+    detect_every: int = TrackSettings().detect_every,
+    video_quality: int = VideoSettings().quality,
+    strip_audio: bool = False,
 ) -> dict:
-    """Anonymize each sample's image into ``output_dir/<sample id><ext>`` (never over the
-    original) and store ``anonymized_filepath``, ``faces`` and ``face_landmarks`` on it.
+    """Anonymize each sample's image or video into ``output_dir/<sample id><ext>`` (never over
+    the original) and store ``anonymized_filepath``, and ``faces`` and ``face_landmarks`` on it
+    (on each of its frames for a video; module docstring).
 
     One :class:`fiftyone_faceanon.batch.Job` per sample, run by a
     :class:`~fiftyone_faceanon.batch.Worker` as ``faceanon anonymize`` runs files, with the same
-    options (``geometry``, ``donors``, ``verify``, ``on_fail``: see ``faceanon anonymize
-    --help``): the output's public sidecar ``<output>.json`` and private record
-    ``<output_dir>.private/<output name>.json``; a rerun skips every sample whose record matches
-    (its fields are set again from them) unless ``overwrite``. ``workers``: processes, ``0`` one
-    per core when each gets 32 samples or more. ``engine``: ``local``, ``ray`` (the Ray cluster at
-    ``ray_address``, else ``RAY_ADDRESS``, else a Ray instance started here) or ``auto`` (ray when
-    an address is known); the fields are written here either way. An unreadable image, or one
-    whose face failed verification with ``on_fail="error"``, gets ``anonymization_error`` and the
-    ``faceanon_error`` tag, and the run goes on; a face handled fail-closed is written, counted
-    as ``unverified`` and its line added to ``errors``. ``progress(done, total)`` is called as
-    samples finish. Returns ``{"ok", "no_face", "skipped", "unverified", "error": counts,
-    "errors": [one line each]}``.
+    options (``geometry``, ``donors``, ``verify``, ``on_fail``; for videos ``detect_every``,
+    ``video_quality`` and ``strip_audio``: see ``faceanon anonymize --help``): the output's
+    public sidecar ``<output>.json`` and private record ``<output_dir>.private/<output
+    name>.json``; a rerun skips every sample whose record matches (its fields are set again from
+    them) unless ``overwrite``. ``workers``: processes, ``0`` one per core when each gets 32
+    samples or more. ``engine``: ``local``, ``ray`` (the Ray cluster at ``ray_address``, else
+    ``RAY_ADDRESS``, else a Ray instance started here) or ``auto`` (ray when an address is
+    known); the fields are written here either way. An unreadable image or video, or one whose
+    face failed verification with ``on_fail="error"``, gets ``anonymization_error`` and the
+    ``faceanon_error`` tag, and the run goes on; a face (or video track) handled fail-closed is
+    written, counted as ``unverified`` and its line added to ``errors``. ``progress(done,
+    total)`` is called as samples finish and, while a video is processed in this process (one
+    worker), per frame, with the fraction of it done added to ``done`` (its tracking pass the
+    first half, its rendering the second). Returns ``{"ok", "no_face", "skipped", "unverified",
+    "error": counts, "errors": [one line each]}``.
     """
     settings = Settings(backend=backend, seed=seed, detector=detector, device=device,
                         photometric=PhotometricSettings(relight, pyramid, color_transfer),
                         geometry=geometry, donors=str(donors) if donors else None,
                         verify=verify, on_fail=on_fail)
+    video = VideoSettings(tracking=TrackSettings(detect_every=detect_every),
+                          quality=video_quality, strip_audio=strip_audio)
     out = Path(output_dir).expanduser().resolve()
     dataset = view._dataset
     if MEDIA_FIELD not in dataset.app_config.media_fields:
@@ -146,51 +176,102 @@ def anonymize_samples(
     for name in (MEDIA_FIELD, ERROR_FIELD):
         if not dataset.has_sample_field(name):
             dataset.add_sample_field(name, fo.StringField)
-    ids, paths = view.values(["id", "filepath"])
-    jobs = [Job(Path(path), f"{sample_id}{_output_suffix(path)}")
-            for sample_id, path in zip(ids, paths)]
-    worker = Worker(settings, out, overwrite, MAX_PIXELS)
+    parts = [(part, *part.values(["id", "filepath"])) for part in _media_views(view)]
+    jobs = [Job(Path(path), f"{sample_id}{_output_suffix(path, part.media_type)}")
+            for part, ids, paths in parts for sample_id, path in zip(ids, paths)]
+    run_on = as_engine(engine, ray_address)
+    worker = Worker(settings, out, overwrite, MAX_PIXELS, video=video,
+                    threads=video_threads(run_on, workers, len(jobs)))
     summary = {"ok": 0, "no_face": 0, "skipped": 0, "unverified": 0, "error": 0, "errors": []}
     tick = _throttled(progress, len(jobs))
-    outcomes = as_engine(engine, ray_address).imap(worker, jobs, workers, chunksize=4)
-    with view.save_context() as saver:
-        for done, (outcome, sample) in enumerate(zip(outcomes, _samples(view, ids)), 1):
-            summary[outcome.status] += 1
-            if outcome.status == "error":
-                sample[ERROR_FIELD] = outcome.message
-                if ERROR_TAG not in sample.tags:
-                    sample.tags.append(ERROR_TAG)
-                summary["errors"].append(outcome.message)
-            else:
-                if outcome.status == "unverified":
-                    summary["errors"].append(outcome.message)
-                dst = out / outcome.rel
-                sample[FACES_FIELD], sample[LANDMARKS_FIELD] = face_labels(
-                    *anonymized_faces(dst, outcome.rel))
-                sample[MEDIA_FIELD], sample[ERROR_FIELD] = str(dst), None
-                if ERROR_TAG in sample.tags:
-                    sample.tags.remove(ERROR_TAG)
-            saver.save(sample)
-            tick(done)
+    finished = [0]
+
+    def on_frame(stage: str, done: int, frames: int) -> None:
+        tick(finished[0] + 0.5 * (stage != "track") + 0.5 * done / max(frames, 1))
+
+    worker.progress = on_frame
+    outcomes = run_on.imap(worker, jobs, workers, chunksize=4)
+    for part, ids, _ in parts:
+        with part.save_context() as saver:
+            for sample, outcome in zip(_samples(part, ids), outcomes):
+                _set_fields(sample, outcome, out, summary)
+                saver.save(sample)
+                finished[0] += 1
+                tick(finished[0])
     return summary
+
+
+def _set_fields(sample: fo.Sample, outcome, out: Path, summary: dict) -> None:
+    """Count ``outcome`` in ``summary`` and put it on ``sample``: its error, or its output and
+    labels (per frame for a video)."""
+    summary[outcome.status] += 1
+    if outcome.status == "error":
+        sample[ERROR_FIELD] = outcome.message
+        if ERROR_TAG not in sample.tags:
+            sample.tags.append(ERROR_TAG)
+        summary["errors"].append(outcome.message)
+        return
+    if outcome.status == "unverified":
+        summary["errors"].append(outcome.message)
+    dst = out / outcome.rel
+    if sample.media_type == fom.VIDEO:
+        for number, (detections, keypoints) in enumerate(video_face_labels(dst, outcome.rel), 1):
+            frame = sample.frames[number]
+            frame[FACES_FIELD], frame[LANDMARKS_FIELD] = detections, keypoints
+    else:
+        sample[FACES_FIELD], sample[LANDMARKS_FIELD] = face_labels(
+            *anonymized_faces(dst, outcome.rel))
+    sample[MEDIA_FIELD], sample[ERROR_FIELD] = str(dst), None
+    if ERROR_TAG in sample.tags:
+        sample.tags.remove(ERROR_TAG)
+
+
+def _face_fields(public: dict, private: dict) -> dict:
+    """The label attributes of one anonymized face (or video track) from its public sidecar
+    entry and private record entry: ``donor``, ``geometry``, ``tries``, ``verification`` and
+    each judge's final ``similarity_<judge>``."""
+    return {"donor": public["donor"], "geometry": public["geometry"], "tries": public["tries"],
+            "verification": public["status"],
+            **{f"similarity_{j}": v for j, v in private["similarity"].items()}}
 
 
 def anonymized_faces(dst: Path, rel: str) -> tuple[list[Face], int, int, list[dict]]:
     """The anonymized faces of the output ``dst`` (``output_dir/rel``) from its public sidecar,
     the image's width and height, and each face's sidecar fields with each judge's final
     similarity from the private record, as :func:`face_labels` takes them."""
-    import json
-
-    from .images import record_path
     from .metrics.pairing import faces_from_records
 
     public = json.loads(dst.with_name(dst.name + ".json").read_text())["faces"]
     private = json.loads(record_path(dst, rel).read_text())["faces"]
-    extra = [{"donor": p["donor"], "geometry": p["geometry"], "tries": p["tries"],
-              "verification": p["status"],
-              **{f"similarity_{j}": v for j, v in r["similarity"].items()}}
-             for p, r in zip(public, private)]
+    extra = [_face_fields(p, r) for p, r in zip(public, private)]
     return faces_from_records(public), *image_size(dst), extra
+
+
+def video_face_labels(dst: Path, rel: str) -> list[tuple[fo.Detections, fo.Keypoints]]:
+    """Per frame of the anonymized video ``dst`` (``output_dir/rel``), its faces as
+    :func:`face_labels` makes them, from the public sidecar (the anonymized geometry): each
+    detection's ``index`` is its track id, its attributes its track's (:func:`_face_fields`,
+    the similarities from the private record) and its ``source`` in that frame."""
+    from .metrics.pairing import faces_from_records
+
+    public = json.loads(dst.with_name(dst.name + ".json").read_text())
+    private = {t["track"]: t for t in json.loads(record_path(dst, rel).read_text())["tracks"]}
+    tracks = {t["track"]: _face_fields(t, private[t["track"]]) for t in public["tracks"]}
+    width, height = public["video"]["width"], public["video"]["height"]
+    return [face_labels(faces_from_records(faces), width, height,
+                        [{**tracks[f["track"]], "source": f["source"]} for f in faces],
+                        [f["track"] for f in faces])
+            for faces in public["frames"]]
+
+
+def _media_views(view: fo.core.collections.SampleCollection
+                 ) -> list[fo.core.collections.SampleCollection]:
+    """``view`` itself, or for a grouped collection its image and video samples, one view per
+    media type (:data:`MEDIA_TYPES`)."""
+    if view.media_type != fom.GROUP:
+        return [view]
+    present = set(view.group_media_types.values())
+    return [view.select_group_slices(media_type=m) for m in MEDIA_TYPES if m in present]
 
 
 def _samples(view: fo.core.collections.SampleCollection, ids: list[str]):
@@ -203,19 +284,22 @@ def _samples(view: fo.core.collections.SampleCollection, ids: list[str]):
         yield sample
 
 
-def _output_suffix(path: str) -> str:
-    """The original's extension when the core can write it, else ``.png``."""
+def _output_suffix(path: str, media_type: str) -> str:
+    """The original's extension when the core can write it, else ``.png`` for an image and
+    ``.mp4`` for a video."""
     suffix = Path(path).suffix.lower()
+    if media_type == fom.VIDEO:
+        return suffix if suffix in VIDEO_EXTENSIONS else ".mp4"
     return suffix if suffix in IMAGE_EXTENSIONS else ".png"
 
 
-def _release_fields(dataset: fo.Dataset) -> list[str]:
-    """The sample fields a release keeps: labels and scalar metrics; not the bookkeeping, not
-    strings (paths), not vectors or arrays (embeddings)."""
+def _release_fields(schema: dict) -> list[str]:
+    """The fields of a sample (or frame) ``schema`` that a release keeps: labels and scalar
+    metrics; not the bookkeeping, not strings (paths), not vectors or arrays (embeddings)."""
     keep = []
-    for name, field in dataset.get_field_schema().items():
+    for name, field in schema.items():
         if name in ("id", "filepath", "tags", "metadata", "created_at", "last_modified_at",
-                    *BOOKKEEPING_FIELDS):
+                    "frame_number", *BOOKKEEPING_FIELDS):
             continue
         if isinstance(field, fo.EmbeddedDocumentField) and issubclass(field.document_type,
                                                                       fo.Label):
@@ -225,6 +309,19 @@ def _release_fields(dataset: fo.Dataset) -> list[str]:
     return keep
 
 
+def _add_field_like(add: Callable, name: str, field: fo.Field) -> None:
+    """``add(name, ...)`` (a dataset's ``add_sample_field`` or ``add_frame_field``) a field of
+    ``field``'s type."""
+    kwargs = {"embedded_doc_type": field.document_type} if isinstance(
+        field, fo.EmbeddedDocumentField) else {}
+    add(name, type(field), **kwargs)
+
+
+def _copy_value(value):
+    """A release's copy of a field value: labels copied (new ids), scalars as they are."""
+    return value.copy() if isinstance(value, fo.Label) else value
+
+
 def export_anonymized_release(
     view: fo.core.collections.SampleCollection,
     name: str,
@@ -232,34 +329,52 @@ def export_anonymized_release(
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> fo.Dataset:
-    """A new dataset ``name`` whose samples are the anonymized images of ``view`` (samples not
-    anonymized yet are left out) with every label field, scalar metric field and tag copied.
+    """A new dataset ``name`` whose samples are the anonymized images or videos of ``view``
+    (samples not anonymized yet are left out) with every label field, scalar metric field and
+    tag copied, and for videos every such frame field of every frame.
 
     Nothing points back to the originals: no original path, no string or vector field
     (embeddings), no bookkeeping, no runs. With ``export_dir`` the release is also written there
-    as a ``fo.types.FiftyOneDataset`` (media copied). Returns the new dataset.
+    as a ``fo.types.FiftyOneDataset`` (media copied). A grouped ``view`` is refused: release
+    each media type (``view.select_group_slices(media_type=...)``). Returns the new dataset.
     """
-    if not view._dataset.has_sample_field(MEDIA_FIELD):
-        raise ValueError(f"{view._dataset.name}: nothing anonymized yet; run anonymize_samples")
+    dataset = view._dataset
+    if view.media_type == fom.GROUP:
+        raise ValueError(f"{dataset.name}: a grouped view; release each media type on its own "
+                         "(view.select_group_slices(media_type='image' or 'video'))")
+    if not dataset.has_sample_field(MEDIA_FIELD):
+        raise ValueError(f"{dataset.name}: nothing anonymized yet; run anonymize_samples")
     if fo.dataset_exists(name):
         if not overwrite:
             raise ValueError(f"{name}: a dataset of that name exists; pass overwrite=True")
         fo.delete_dataset(name)
     done = view.exists(MEDIA_FIELD).exists(ERROR_FIELD, False)
-    fields = _release_fields(view._dataset)
+    video = view.media_type == fom.VIDEO
+    schema = dataset.get_field_schema()
+    frame_schema = dataset.get_frame_field_schema() if video else {}
+    fields, frame_fields = _release_fields(schema), _release_fields(frame_schema)
     release = fo.Dataset(name, persistent=True)
+    if video:
+        release.media_type = fom.VIDEO
     for field_name in fields:
-        field = view._dataset.get_field(field_name)
-        kwargs = {"embedded_doc_type": field.document_type} if isinstance(
-            field, fo.EmbeddedDocumentField) else {}
-        release.add_sample_field(field_name, type(field), **kwargs)
-    total = len(done)
-    tick = _throttled(progress, total)
+        _add_field_like(release.add_sample_field, field_name, schema[field_name])
+    for field_name in frame_fields:
+        _add_field_like(release.add_frame_field, field_name, frame_schema[field_name])
+    paths = [MEDIA_FIELD, "tags", *fields]
+    if frame_fields:
+        paths += ["frames.frame_number", *(f"frames.{f}" for f in frame_fields)]
+    tick = _throttled(progress, len(done))
     samples = []
-    for i, values in enumerate(zip(*done.values([MEDIA_FIELD, "tags", *fields])), 1):
+    for i, values in enumerate(zip(*done.values(paths)), 1):
         sample = fo.Sample(filepath=values[0], tags=list(values[1]))
         for field_name, value in zip(fields, values[2:]):
-            sample[field_name] = value.copy() if isinstance(value, fo.Label) else value
+            sample[field_name] = _copy_value(value)
+        if frame_fields:
+            numbers, *per_field = values[2 + len(fields):]
+            for number, *frame_values in zip(numbers, *per_field):
+                for field_name, value in zip(frame_fields, frame_values):
+                    if value is not None:
+                        sample.frames[number][field_name] = _copy_value(value)
         samples.append(sample)
         tick(i)
     release.add_samples(samples, progress=False)

@@ -77,8 +77,11 @@ class _FaceanonOperator(foo.Operator):
         kwargs = {**(defaults or {}),
                   **{k: v for k, v in ctx.params.items() if k in known and k != "progress"}}
 
-        def progress(done: int, total: int) -> None:
-            ctx.set_progress(progress=done / max(total, 1), label=f"{done}/{total} samples")
+        def progress(done: float, total: int) -> None:
+            """``done`` may count a fraction of a video being processed."""
+            part = f" (and {done % 1:.0%} of a video)" if done % 1 else ""
+            ctx.set_progress(progress=done / max(total, 1),
+                             label=f"{int(done)}/{total} samples{part}")
 
         return fn(ctx.target_view(), progress=progress, **kwargs)
 
@@ -135,12 +138,22 @@ class AnonymizeFaces(_FaceanonOperator):
                     label="Face detector")
         inputs.str("device", default=_default(fn, "device"), label="Device",
                    description="auto, cpu, cuda or cuda:N")
+        inputs.int("detect_every", min=1, default=_default(fn, "detect_every"),
+                   label="Videos: detect every N-th frame",
+                   description="Run the face detector on every N-th frame and track faces in "
+                               "between (1: every frame)")
+        inputs.int("video_quality", min=0, max=51, default=_default(fn, "video_quality"),
+                   label="Videos: quality (CRF)",
+                   description="The encoder's CRF (H.264; VP9 for .webm), lower is better")
+        inputs.bool("strip_audio", default=_default(fn, "strip_audio"),
+                    label="Videos: strip audio", description="Write no audio track")
         output_dir = ctx.params.get("output_dir") or api.default_output_dir(ctx.dataset)
         bad = Path(output_dir).expanduser().is_file()
         inputs.str("output_dir", default=api.default_output_dir(ctx.dataset),
                    label="Output directory", invalid=bad,
                    error_message=f"{output_dir} is a file, not a directory",
-                   description="Anonymized images are written here, never over the originals")
+                   description="Anonymized images and videos are written here, never over "
+                               "the originals")
         inputs.bool("overwrite", default=False, label="Overwrite",
                     description="Redo samples that are already anonymized with these settings")
         _engine_inputs(inputs, fn, "samples")

@@ -1,4 +1,4 @@
-"""The pre-commit privacy gate on real photos, real judges, real git and real pre-commit.
+"""The pre-commit privacy gate on real photos and clips, real judges, real git and real pre-commit.
 
 One module-scoped world: a private gallery (outside any repository) built from one photo of a
 person, a dataset repository with a ``repo: local`` hook installed by ``pre-commit install``, and
@@ -17,14 +17,18 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
+from clips import crossfade_clip, truncated_copy
 from conftest import ROOT, need_shared
 from fiftyone_faceanon import gate as G
 from fiftyone_faceanon.cli import main
 
 FACEANON = Path(sys.executable).parent / "faceanon"
 PRE_COMMIT = Path(sys.executable).parent / "pre-commit"
+#: Which files the hook passes to the gate: its ``files`` in .pre-commit-hooks.yaml.
+HOOK_FILES = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())[0]["files"]
 
 
 def run_cli(*args: str):
@@ -92,7 +96,7 @@ def world(tmp_path_factory):
         (repo / ".pre-commit-config.yaml").write_text(
             "repos:\n- repo: local\n  hooks:\n  - id: faceanon-gate\n    name: faceanon gate\n"
             f"    entry: {FACEANON} gate --gallery {gallery}\n"
-            "    language: system\n    types: [image]\n    require_serial: true\n"
+            f"    language: system\n    files: '{HOOK_FILES}'\n    require_serial: true\n"
         )
         git(repo, "add", ".pre-commit-config.yaml", "pyproject.toml")
         subprocess.run([PRE_COMMIT, "install"], cwd=repo, check=True, capture_output=True)
@@ -100,9 +104,11 @@ def world(tmp_path_factory):
         yield {"tmp": tmp, "gallery": gallery, "files": files, "repo": repo, "report": report}
 
 
-def commit(world, name: str) -> subprocess.CompletedProcess:
+def commit(world, name: str, folder: Path | None = None) -> subprocess.CompletedProcess:
+    """Commit ``name`` from ``folder`` (default: the world's files) through the hook; unstaged
+    again when the commit fails."""
     repo = world["repo"]
-    shutil.copy(world["files"] / name, repo / name)
+    shutil.copy((folder or world["files"]) / name, repo / name)
     git(repo, "add", name)
     result = git(repo, "commit", "-m", f"add {name}", check=False)
     if result.returncode:
@@ -298,3 +304,130 @@ def test_configuration_errors_exit_2(world, tmp_path):
     broken = run_cli("gate", photo, "--gallery", world["gallery"], "--baseline",
                      tmp_path / "b.json")
     assert broken.exit_code == 2 and "baseline" in broken.output
+
+
+# -- videos ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def videos(world):
+    """Clips of the gallery's person: a cross-fade between two other photos of him, the same
+    anonymized by ``faceanon anonymize`` (which adds his tracks to a second gallery), and the
+    clip cut in half; one in-process gate run over the three with the JSON and SARIF reports."""
+    tmp = world["tmp"]
+    photos = sorted(need_shared("fixtures/dlib_johns/John_Salley").glob("*.jpg"))
+    folder = tmp / "videos"
+    folder.mkdir()
+    clip = crossfade_clip(photos[1:3], folder / "salley.mp4", frames_per_photo=12, fade=4)
+    truncated_copy(clip, folder / "cut.mp4", 0.5)
+    tracks_gallery = tmp / "private" / "tracks.npz"
+    anon = run_cli("anonymize", clip, "-o", tmp / "anon-video", "--workers", "1", "--gallery",
+                   tracks_gallery)
+    assert anon.exit_code == 0, anon.output
+    shutil.copy(tmp / "anon-video" / "salley.mp4", folder / "salley_anonymized.mp4")
+    report = run_cli("gate", *sorted(folder.iterdir()), "--gallery", world["gallery"],
+                     "--json", tmp / "video.json", "--sarif", tmp / "video.sarif")
+    data = json.loads((tmp / "video.json").read_text())
+    return {"folder": folder, "report": report, "photos": photos,
+            "tracks_gallery": tracks_gallery, "sarif": tmp / "video.sarif",
+            "files": {Path(f["file"]).name: f for f in data["files"]}}
+
+
+def test_video_of_a_gallery_person_is_flagged_at_a_frame_of_a_track(videos):
+    assert videos["report"].exit_code == 1
+    entry = videos["files"]["salley.mp4"]
+    assert entry["error"] is None and entry["frames"] == 24 and entry["tracks"]
+    tracks = {t["track"]: t for t in entry["tracks"]}
+    blocked = [r for r in entry["rows"] if r["verdict"] == "block"]
+    assert blocked
+    for row in entry["rows"]:
+        track = tracks[row["face"]]  # a video's "face" is a track
+        assert row["video"] and track["first"] <= row["frame"] <= track["last"]
+        assert (row["similarity"] >= row["threshold"]) == (row["verdict"] == "block")
+        assert 1 <= track["checked"] <= track["faces"]
+    out = videos["report"].output
+    line = next(l for l in out.splitlines() if l.startswith(str(videos["folder"] / "salley.mp4")))
+    assert f"track {blocked[0]['face']}" in out and "BLOCK" in line
+
+
+def test_anonymized_video_passes(videos):
+    entry = videos["files"]["salley_anonymized.mp4"]
+    assert entry["tracks"] and all(t["checked"] for t in entry["tracks"])  # its faces were found
+    assert {r["verdict"] for r in entry["rows"]} == {"pass"}
+
+
+def test_truncated_video_is_one_error_line_and_the_others_are_checked(videos):
+    entry = videos["files"]["cut.mp4"]
+    assert "truncated" in entry["error"] and {r["verdict"] for r in entry["rows"]} == {
+        "unverifiable"}
+    errors = [l for l in videos["report"].output.splitlines() if "truncated" in l]
+    assert len(errors) == 1 and "cut.mp4" in errors[0]
+    assert videos["files"]["salley.mp4"]["rows"] and videos["files"]["salley_anonymized.mp4"]["rows"]
+
+
+def test_video_findings_in_sarif_and_the_baseline(videos, world, tmp_path):
+    sarif = json.loads(videos["sarif"].read_text())
+    results = {Path(r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]).name: r
+               for r in sarif["runs"][0]["results"]}
+    assert set(results) == {"salley.mp4", "cut.mp4"}
+    found = results["salley.mp4"]
+    props = found["properties"]
+    assert found["ruleId"] == "identifiable-face"
+    assert props["track"] == props["face"] and isinstance(props["frame"], int)
+    assert f"track {props['track']}" in found["message"]["text"]
+    assert f"at frame {props['frame']}" in found["message"]["text"]
+    assert results["cut.mp4"]["ruleId"] == "unverifiable-face"
+    clip, baseline = videos["folder"] / "salley.mp4", tmp_path / "baseline.json"
+    # the same content and track: the same fingerprint (this run reads the embedding cache)
+    again = run_cli("gate", clip, "--gallery", world["gallery"], "--sarif", tmp_path / "a.sarif",
+                    "--baseline", baseline, "--update-baseline")
+    assert again.exit_code == 0, again.output  # every finding reviewed
+    assert json.loads((tmp_path / "a.sarif").read_text())["runs"][0]["results"] == []
+    findings = json.loads(baseline.read_text())["findings"]
+    assert {(f["face"], f["frame"]) for f in findings} >= {(props["track"], props["frame"])}
+    assert run_cli("gate", clip, "--gallery", world["gallery"], "--baseline",
+                   baseline).exit_code == 0
+    rerun = run_cli("gate", clip, "--gallery", world["gallery"], "--sarif", tmp_path / "b.sarif")
+    (result,) = json.loads((tmp_path / "b.sarif").read_text())["runs"][0]["results"]
+    assert result["partialFingerprints"] == found["partialFingerprints"]
+
+
+def test_a_close_track_is_checked_on_every_frame(videos, world, tmp_path):
+    """Every 3rd frame only (margin 0), then every frame of every track not blocked (margin 2):
+    the anonymized clip's worst faces can only get worse with more frames."""
+    clip = videos["folder"] / "salley_anonymized.mp4"
+    found = {}
+    for margin in ("0", "2"):
+        out = run_cli("gate", clip, "--gallery", world["gallery"], "--every", "3",
+                      "--track-margin", margin, "--json", tmp_path / f"{margin}.json")
+        assert out.exit_code == 0, out.output
+        found[margin] = json.loads((tmp_path / f"{margin}.json").read_text())["files"][0]
+    sampled, full = found["0"], found["2"]
+    assert [t["checked"] for t in sampled["tracks"]] == [
+        len(range(t["first"] + -t["first"] % 3, t["last"] + 1, 3)) for t in sampled["tracks"]]
+    assert all(t["checked"] == t["faces"] for t in full["tracks"])
+    worst = {(r["face"], r["judge"]): r["similarity"] for r in sampled["rows"]}
+    assert all(r["similarity"] >= worst[r["face"], r["judge"]] for r in full["rows"])
+    assert all(r["frame"] % 3 == 0 for r in sampled["rows"])
+
+
+def test_galleries_from_videos_flag_the_person(videos, tmp_path):
+    """``anonymize --gallery`` and ``gallery add`` take one face per track of a video; another
+    photo of the person is then flagged."""
+    photo = videos["photos"][0]
+    added = run_cli("gallery", "add", videos["folder"] / "salley.mp4", "--gallery",
+                    tmp_path / "clip.npz")
+    tracks = len(videos["files"]["salley.mp4"]["tracks"])
+    assert added.exit_code == 0 and f"{tracks} faces from 1 files" in added.output, added.output
+    for gallery in (videos["tracks_gallery"], tmp_path / "clip.npz"):
+        assert set(G.load_gallery(gallery).sizes().values()) == {tracks}
+        gated = run_cli("gate", photo, "--gallery", gallery)
+        assert gated.exit_code == 1 and "BLOCK" in gated.output, gated.output
+
+
+def test_commit_of_videos_through_the_hook(videos, world):
+    blocked = commit(world, "salley.mp4", videos["folder"])
+    out = blocked.stdout + blocked.stderr
+    assert blocked.returncode != 0 and "salley.mp4" in out and "BLOCK" in out, out
+    passed = commit(world, "salley_anonymized.mp4", videos["folder"])
+    assert passed.returncode == 0, passed.stdout + passed.stderr

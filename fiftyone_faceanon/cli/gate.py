@@ -29,10 +29,31 @@ def detect_options(f):
     return f
 
 
+def video_options(f):
+    """How videos are sampled (:class:`fiftyone_faceanon.gate.VideoCheck`), shared by
+    ``gallery add`` and ``gate``."""
+    from ..gate import VideoCheck
+
+    options = [
+        click.option("--every", default=VideoCheck.every, show_default=True,
+                     type=click.IntRange(1),
+                     help="Videos: detect faces, and check every face, on every N-th frame; "
+                          "faces are tracked through the frames in between."),
+        click.option("--track-margin", type=click.FloatRange(0.0, 2.0),
+                     help="Videos: a tracked person whose worst sampled face is within this "
+                          "cosine below a judge's threshold is checked on every frame (2: "
+                          "every track); default per judge: its calibrated FAR 1e-3 threshold "
+                          "minus its best-accuracy one."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def _progress(total: int, desc: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True,
+    return tqdm(total=total, desc=desc, unit="file", file=sys.stderr, dynamic_ncols=True,
                 disable=total < 2)
 
 
@@ -46,15 +67,19 @@ def gallery():
 @click.option("--gallery", "gallery_path", required=True, envvar="FACEANON_GALLERY",
               type=click.Path(dir_okay=False, path_type=Path), help=GALLERY_HELP)
 @detect_options
-def gallery_add(inputs, gallery_path, detector, face_threshold, device):
-    """Add every face of IMAGES_OR_DIRS to the gallery: each available judge's embedding and the
-    source file's sha256 (never the image or its path)."""
-    from ..gate import DetectSettings, Embedder, GateError, expand_inputs, load_gallery, save_gallery
+@video_options
+def gallery_add(inputs, gallery_path, detector, face_threshold, device, every, track_margin):
+    """Add every face of IMAGES_OR_DIRS (images and videos) to the gallery: each available
+    judge's embedding and the source file's sha256 (never the image or its path); of a video,
+    each tracked person's largest sampled face."""
+    from ..gate import (DetectSettings, Embedder, GateError, VideoCheck, expand_inputs,
+                        load_gallery, save_gallery)
 
     try:
         gal = load_gallery(gallery_path)
         embedder = Embedder(sorted(gal.embeddings) or None,
-                            DetectSettings(detector, face_threshold, device=device))
+                            DetectSettings(detector, face_threshold, device=device),
+                            video=VideoCheck(every, track_margin))
         files = expand_inputs(inputs)
         errors = faces = 0
         with _progress(len(files), "gallery") as bar:
@@ -66,8 +91,9 @@ def gallery_add(inputs, gallery_path, detector, face_threshold, device):
                               + "; ".join(f"{j}: {r}" for j, r in item.failed.items()),
                               file=sys.stderr)
                 elif len(item.boxes):
-                    faces += len(item.boxes)
-                    gal.add(item.sha256, item.embeddings)
+                    embeddings = item.gallery_embeddings()
+                    faces += len(next(iter(embeddings.values())))
+                    gal.add(item.sha256, embeddings)
                 bar.update(1)
 
             embedder.embed_files(files, on_file)
@@ -101,10 +127,14 @@ def gallery_add(inputs, gallery_path, detector, face_threshold, device):
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the embedding cache.")
 @click.option("-q", "--quiet", is_flag=True, help="Table rows only for faces that do not pass.")
 @detect_options
+@video_options
 def gate(files, gallery_path, thresholds, baseline, update_baseline, allow_unverifiable,
-         json_path, sarif_path, no_cache, quiet, detector, face_threshold, device):
-    """Block images whose faces are still too similar to someone in the gallery.
+         json_path, sarif_path, no_cache, quiet, detector, face_threshold, device, every,
+         track_margin):
+    """Block images and videos whose faces are still too similar to someone in the gallery.
 
+    A video is checked on every --every-th frame, by tracked person; a person whose worst
+    sampled face comes within --track-margin of a judge's threshold is checked on every frame.
     Exit 0 when nothing blocks, 1 when a face blocks (or cannot be checked), 2 on a usage or
     configuration error. Meant as a pre-commit hook (hook id faceanon-gate).
     """
@@ -128,10 +158,10 @@ def gate(files, gallery_path, thresholds, baseline, update_baseline, allow_unver
     paths = G.expand_inputs(files)
     embedder = G.Embedder(sorted(limits), G.DetectSettings(detector, face_threshold,
                                                             device=device),
-                          None if no_cache else cache_dir())
+                          None if no_cache else cache_dir(), G.VideoCheck(every, track_margin))
     try:
         with _progress(len(paths), "gate") as bar:
-            embedded = embedder.embed_files(paths, lambda item: bar.update(1))
+            embedded = embedder.embed_files(paths, lambda item: bar.update(1), gal, limits)
     except G.GateError as e:
         _fail(str(e))
     report = G.check(embedded, gal, limits, G.baseline_keys(previous), allow_unverifiable)
