@@ -52,8 +52,8 @@ class TrackSettings:
 
     detect_every: int = 5
     iou: float = 0.3
-    patience: int = 10
-    backfill: int = 10
+    patience: int = 30
+    backfill: int = 30
     extend: int = 3
     min_visible: float = 0.2
     max_zoom: float = 1.25
