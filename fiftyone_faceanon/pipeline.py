@@ -343,7 +343,7 @@ class Pipeline:
                      if s.occluders else None) for image, face, crop in prepared]
         _, face0, crop0, lms0, _ = prepared[0]
         bank = getattr(self.backend, "bank", None)
-        judged = ([v for v in prepared if judgeable(v[1].box, v[0].shape)]
+        judged = ([v for v in prepared if judgeable(v[1], v[0].shape)]
                   if self.verifier is not None else [])
         original = identity = None
         # per judge and view, what it gives the view with the face masked out (NaN: not needed)

@@ -101,7 +101,9 @@ def pan(fixtures_dir, tmp_path_factory):
     pan_zoom_clip(fixtures_dir / "group" / "insightface_t1.jpg", orig / "pan.mp4", frames=FRAMES)
     (orig / "still.jpg").write_bytes((fixtures_dir / "faceapi" / "happy.jpg").read_bytes())
     done = run_cli("anonymize", orig, "-o", anon, "--workers", "1")
-    assert done.exit_code == 0, done.output
+    # exit code 1 only for a track handled fail-closed (its faces blurred), never an error
+    assert "error:" not in done.output, done.output
+    assert done.exit_code == ("unverified:" in done.output), done.output
     for folder in (orig, anon):
         text_as_video(folder / "broken.mp4")
     result = run_cli("evaluate", orig, anon, "--out", root / "report.json", "--device", "cpu",

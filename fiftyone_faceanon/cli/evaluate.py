@@ -52,7 +52,7 @@ def format_video(pair: dict) -> str:
     for judge, s in t["leaked_frames"].items():
         lines.append(f"  leaked frames {judge:14s} {s['count']} of {s['judged_frames']} judged "
                      f"(cos >= {s['threshold']:.4g}; mean {fmt(s['mean'])}, worst "
-                     f"{fmt(s['worst'])}{_where(s)}; {s['not_judged']} faces under 32 px)"
+                     f"{fmt(s['worst'])}{_where(s)}; {s['not_judged']} faces not judged)"
                      + (f": {_frames(s['frames'])}" if s["frames"] else ""))
     u = t["unreplaced_faces"]
     lines.append(f"  unreplaced faces {u['count']} of {u['detected']} detected"

@@ -9,9 +9,10 @@ two videos, decoded side by side in chunks of :data:`CHUNK` frames:
 - the judges embed the original and the output at the original face's place (leaked frames) and
   the output at the anonymized face's place (identity stability), each judge's network run once
   over the chunk's faces (``Judge.embed_many``); faces the judges cannot score
-  (``verify.judgeable``: under 32 px, or less than 90% in view) are not judged; where a judge
-  matches, the original with the face masked out too (``verify.masked``: a match counts only
-  beyond what the judge gives a face that is not there);
+  (``verify.judgeable``: under 32 px, or under 85% of the box in view) are not judged;
+  where a judge matches, the original with the face masked out is embedded too
+  (``verify.masked``: a match counts only beyond what the judge gives a face that is not
+  there);
 - MTCNN runs on the original (unreplaced faces), batched over the chunk;
 - dlib's predictor places 68 landmarks on the original and on the output, both in the
   original's box (jitter);
@@ -117,7 +118,7 @@ def evaluate_video(ev: Evaluator, orig: Path, anon: Path, rel: str, record: dict
     if info.frames != total:
         raise VideoError(anon, f"{info.frames} frames, its record {total}")
     n = len(faces.frames)
-    judged = np.array([judgeable(f.box, (info.height, info.width)) for f in faces.original],
+    judged = np.array([judgeable(f, (info.height, info.width)) for f in faces.original],
                       bool).reshape(n)
     # per judge: the original, the output at the original's place, the output at its own, and
     # (where a judge matches) the original with the face masked out
