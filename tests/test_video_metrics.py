@@ -282,21 +282,16 @@ def test_a_video_without_its_record_or_with_another_one_is_an_error(pan, evaluat
 
 def video_sample(pan) -> "fo.Sample":
     """The pan clip as a video sample laid out as ``anonymize_samples`` lays it out: the output
-    in ``anonymized_filepath`` and, on each frame, ``faces`` whose ``index`` is the track id
-    (built here from the public sidecar of the ``faceanon anonymize`` run)."""
+    in ``anonymized_filepath`` and, on each frame, the labels ``video_face_labels`` makes from
+    the ``faceanon anonymize`` run's sidecar (``index``: the track id)."""
     import fiftyone as fo
 
     from fiftyone_faceanon import fiftyone_api as api
 
-    public = json.loads((pan["anon"] / "pan.mp4.json").read_text())
-    width, height = public["video"]["width"], public["video"]["height"]
     sample = fo.Sample(filepath=str(pan["orig"] / "pan.mp4"))
     sample[api.MEDIA_FIELD] = str(pan["anon"] / "pan.mp4")
-    for t, faces in enumerate(public["frames"]):
-        sample.frames[t + 1][api.FACES_FIELD] = fo.Detections(detections=[
-            fo.Detection(label="face", index=f["track"], bounding_box=[
-                f["box"][0] / width, f["box"][1] / height, (f["box"][2] - f["box"][0]) / width,
-                (f["box"][3] - f["box"][1]) / height]) for f in faces])
+    for t, (faces, _) in enumerate(api.video_face_labels(pan["anon"] / "pan.mp4", "pan.mp4")):
+        sample.frames[t + 1][api.FACES_FIELD] = faces
     return sample
 
 
