@@ -36,7 +36,7 @@ from .gate import DetectSettings, Embedder
 from .engines import Engine, as_engine
 from .pipeline import Pipeline, Settings
 from .verify import VerificationError
-from .video import VideoResult, VideoSettings, anonymize_video
+from .video import VideoResult, VideoSettings, anonymize_video, largest_face
 from .videoio import VIDEO_EXTENSIONS
 
 #: Every extension a run picks up from a folder.
@@ -227,21 +227,17 @@ class Worker:
                        identity=identity)
 
     def _track_embeddings(self, src: Path, result: VideoResult) -> dict:
-        """Every judge's embedding of each track's largest original face, ``{judge: (T, D)}``,
-        for the identity gallery."""
+        """Every judge's embedding of each track's original face at
+        :func:`~.video.largest_face`, ``{judge: (T, D)}``, for the identity gallery."""
         import numpy as np
 
         from .videoio import read_some_frames
 
-        best = {}
-        for t, faces in enumerate(result.frames):
-            for f in faces:
-                size = float(np.ptp(f.original.landmarks, 0).max())
-                if f.source == "detected" and size > best.get(f.track, (0.0,))[0]:
-                    best[f.track] = (size, t, f.original)
         by_frame: dict[int, list] = {}
-        for size, t, face in best.values():
-            by_frame.setdefault(t, []).append(face)
+        for tr in result.tracks:
+            t = largest_face(tr)
+            by_frame.setdefault(t, []).append(
+                next(f.original for f in result.frames[t] if f.track == tr.id))
         parts: dict[str, list] = {}
         for t, frame in read_some_frames(src, by_frame):
             embeddings, failed = self.embedder.embed_faces(frame, by_frame[t])

@@ -208,7 +208,7 @@ class Pipeline:
         lms = [f.crop.to_crop(f.landmarks) for f in faces]
         occluded = [F.occluder_mask(c, lm) if s.occluders else None
                     for c, lm in zip(crops, lms)]
-        bank = getattr(self.backend, "bank", None)
+        bank = self.backend.bank
         t0 = time.perf_counter()
         original = self.verifier.embed(image, faces) if self.verifier else None
         exclude = (self.verifier.too_close(original, bank.embeddings)
@@ -257,19 +257,34 @@ class Pipeline:
                                     timings)
         return out, records, timings
 
-    def _render(self, face, crop, lms, occluded, rng, donor, attempt, timings, stats=None):
-        """One try at one face with the given donor: target geometry at this try's strength,
-        rendering, post-processing (``stats``: the colour statistics to transfer, when not the
-        crop's own), paste mask; a :class:`FaceRecord` and the ``(crop, mask)`` to paste."""
-        s = self.settings
-        size = crop.shape[0]
-        t0 = time.perf_counter()
-        strength = min(1.0, s.geometry + GEOMETRY_STEP * attempt)
+    def _target(self, face, lms, donor, attempt) -> tuple[np.ndarray, FaceRecord]:
+        """The geometry of one try at one face: the (68, 2) crop-px target landmarks (the
+        original's ``lms`` neutralized at this try's strength towards ``donor``'s) and a
+        :class:`FaceRecord` with the face at that geometry."""
+        strength = min(1.0, self.settings.geometry + GEOMETRY_STEP * attempt)
         target = lms
         if self.shape is not None and strength > 0:
             identity = (None if donor is None
                         else self.shape.identity(self.backend.donor_landmarks(donor)))
             target = self.shape.neutralize(lms, strength, identity)
+        target_img = face.crop.to_image(target)
+        record = FaceRecord(
+            original=face,
+            anonymized=F.Face(moved_box(face.box, face.landmarks, target_img), face.score,
+                              target_img, face.crop),
+            donor=None if donor is None else self.backend.donor_id(donor),
+            geometry=strength if self.shape is not None else 0.0,
+            tries=attempt + 1, similarity={}, status="replaced", donor_index=donor)
+        return target, record
+
+    def _render(self, face, crop, lms, occluded, rng, donor, attempt, timings, stats=None):
+        """One try at one face with the given donor: target geometry (:meth:`_target`),
+        rendering, post-processing (``stats``: the colour statistics to transfer, when not the
+        crop's own), paste mask; a :class:`FaceRecord` and the ``(crop, mask)`` to paste."""
+        s = self.settings
+        size = crop.shape[0]
+        t0 = time.perf_counter()
+        target, record = self._target(face, lms, donor, attempt)
         region = F.face_region(target, size, self.backend.forehead)
         anon = self.backend.anonymize(crop[None], target[None], region[None], [rng],
                                       donors=[donor])[0]
@@ -281,14 +296,6 @@ class Pipeline:
             mask = mask * (1 - F.soften(occluded))
         timings["backend"] += t1 - t0
         timings["postprocess"] += time.perf_counter() - t1
-        target_img = face.crop.to_image(target)
-        record = FaceRecord(
-            original=face,
-            anonymized=F.Face(moved_box(face.box, face.landmarks, target_img), face.score,
-                              target_img, face.crop),
-            donor=None if donor is None else self.backend.donor_id(donor),
-            geometry=strength if self.shape is not None else 0.0,
-            tries=attempt + 1, similarity={}, status="replaced", donor_index=donor)
         return record, (anon, mask)
 
     def _fail_closed(self, image, faces, crops, lms, pasted, records, todo, original, timings):
@@ -342,7 +349,7 @@ class Pipeline:
                      F.occluder_mask(crop, face.crop.to_crop(face.landmarks))
                      if s.occluders else None) for image, face, crop in prepared]
         _, face0, crop0, lms0, _ = prepared[0]
-        bank = getattr(self.backend, "bank", None)
+        bank = self.backend.bank
         judged = ([v for v in prepared if judgeable(v[1], v[0].shape)]
                   if self.verifier is not None else [])
         original = identity = None
@@ -387,8 +394,7 @@ class Pipeline:
                 f"{j} {v:.3f}" for j, v in plan.similarity.items()) + ")")
         plan.status = f"fail_closed:{s.on_fail}"
         known = {j: np.nan_to_num(f, nan=-1.0) for j, f in floor.items()}
-        if s.on_fail == "blur" and self._still_matched(judged, plan, original, known, key,
-                                                       margin):
+        if s.on_fail == "blur" and self._still_matched(judged, plan, original, known):
             plan.status = "fail_closed:mask"
         return plan
 
@@ -419,7 +425,7 @@ class Pipeline:
         return bool(self.verifier.matched(
             sims, {j: np.nan_to_num(f[part], nan=-1.0) for j, f in floor.items()}, margin).any())
 
-    def _still_matched(self, views, plan, original, floor, key, margin) -> bool:
+    def _still_matched(self, views, plan, original, floor) -> bool:
         """Whether a judge still matches a view covered as ``plan`` fails closed (beyond what it
         gives the face masked out), judged :data:`VIEW_CHUNK` views at a time up to the first
         match: a blur keeps the head's outline and colours, which dlib sometimes still
@@ -427,11 +433,8 @@ class Pipeline:
         for start in range(0, len(views), VIEW_CHUNK):
             part = slice(start, start + VIEW_CHUNK)
             covered = []
-            for image, face, crop, lms, occluded in views[part]:
-                record, _ = self._render(face, crop, lms, occluded,
-                                         face_rng(self.settings.seed, key, plan.index),
-                                         plan.donor, plan.attempt,
-                                         {"backend": 0.0, "postprocess": 0.0})
+            for image, face, crop, lms, _ in views[part]:
+                _, record = self._target(face, lms, plan.donor, plan.attempt)
                 patch, mask = self._cover(face, crop, lms, record.anonymized)
                 covered.append((F.paste_faces(image, [face], [patch], [mask]), [face]))
             sims = self.verifier.similarities({j: e[part] for j, e in original.items()},
@@ -459,13 +462,15 @@ class Pipeline:
         for face, plan, colour in zip(faces, plans, stats or [None] * len(faces)):
             crop = F.crop_face(image, face.crop)
             lms = face.crop.to_crop(face.landmarks)
-            occluded = F.occluder_mask(crop, lms) if s.occluders else None
-            record, rendered = self._render(face, crop, lms, occluded,
-                                            face_rng(s.seed, key, plan.index), plan.donor,
-                                            plan.attempt, timings, colour)
-            if plan.status.startswith("fail_closed"):
+            if plan.status.startswith("fail_closed"):  # covered at the geometry of its last try
+                _, record = self._target(face, lms, plan.donor, plan.attempt)
                 rendered = self._cover(face, crop, lms, record.anonymized,
                                        plan.status.split(":")[1])
+            else:
+                occluded = F.occluder_mask(crop, lms) if s.occluders else None
+                record, rendered = self._render(face, crop, lms, occluded,
+                                                face_rng(s.seed, key, plan.index), plan.donor,
+                                                plan.attempt, timings, colour)
             pasted.append(rendered)
             moved.append(record.anonymized)
         out = F.paste_faces(image, faces, [p[0] for p in pasted], [p[1] for p in pasted])

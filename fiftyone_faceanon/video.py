@@ -146,13 +146,19 @@ def _face(tracked, size: int) -> F.Face:
                   F.crop_transform(tracked.landmarks, size))
 
 
+def largest_face(track: Track) -> int:
+    """The frame of a track's largest detected face (largest landmark extent; the earliest of
+    equals), or of its largest face when none was detected: the face its donor is matched to
+    and the one that stands for the person in a gallery."""
+    detected = [t for t, f in track.faces.items() if f.source == "detected"] or list(track.faces)
+    return max(detected, key=lambda t: (float(np.ptp(track.faces[t].landmarks, 0).max()), -t))
+
+
 def _views(track: Track, samples: int) -> list[int]:
     """Frames of a track the judges check: its largest detected face first, then
     ``samples - 1`` frames spread evenly over its life (every frame of a short track; detected
     or not: a face the detector missed is judged too)."""
-    detected = [t for t, f in track.faces.items() if f.source == "detected"] or list(track.faces)
-    size = {t: float(np.ptp(f.landmarks, 0).max()) for t, f in track.faces.items()}
-    first = max(detected, key=lambda t: (size[t], -t))
+    first = largest_face(track)
     rest = [t for t in range(track.first, track.last + 1) if t != first]
     if len(rest) > samples - 1:
         rest = [rest[int(i)] for i in np.linspace(0, len(rest) - 1, samples - 1)]
@@ -203,7 +209,7 @@ def _plan(pipeline, src, key, tracks, sizes, settings, timings, threads
 
     with ThreadPoolExecutor(threads) as pool:
         plans = dict(zip(by_id, pool.map(plan, by_id)))
-    bank = getattr(pipeline.backend, "bank", None)
+    bank = pipeline.backend.bank
     if bank is not None:
         used = np.zeros(len(bank), bool)
         for tid in by_id:

@@ -34,6 +34,8 @@ class Anonymizer(abc.ABC):
     crop_size: int | None = 128
     #: how far above the brows the replaced region reaches (``faces.face_region``)
     forehead: ClassVar[float] = 0.3
+    #: the :class:`~fiftyone_faceanon.donors.DonorBank` of a backend with donors, else None
+    bank = None
 
     def choose(
         self,
