@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
@@ -121,9 +121,23 @@ def _visible(landmarks: np.ndarray, shape: tuple[int, ...]) -> float:
     return float(inside.mean())
 
 
-def follow(previous: np.ndarray, frame: np.ndarray, face: TrackedFace,
+class Frame(NamedTuple):
+    """A frame as tracking reads it: ``rgb`` (H, W, 3) uint8 and its ``gray`` (H, W) uint8,
+    converted once for every track that follows a face through it."""
+
+    rgb: np.ndarray
+    gray: np.ndarray
+
+    @classmethod
+    def of(cls, rgb: np.ndarray) -> "Frame":
+        import cv2
+
+        return cls(rgb, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+
+
+def follow(previous: Frame, frame: Frame, face: TrackedFace,
            settings: TrackSettings) -> TrackedFace | None:
-    """The face of frame ``previous`` followed into ``frame`` (both (H, W, 3) uint8): its 68
+    """The face of frame ``previous`` followed into ``frame``: its 68
     landmarks are carried by pyramidal Lucas-Kanade optical flow, a similarity fitted to the
     carried points (RANSAC) moves its box, and dlib's predictor places the landmarks in the moved
     box (so the expression is measured, not carried). ``None`` when fewer than half the points
@@ -131,12 +145,11 @@ def follow(previous: np.ndarray, frame: np.ndarray, face: TrackedFace,
     face's scale changed by more than ``max_zoom``."""
     import cv2
 
-    a = cv2.cvtColor(previous, cv2.COLOR_RGB2GRAY)
-    b = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     iod = float(np.linalg.norm(face.landmarks[36] - face.landmarks[45]))
     win = int(np.clip(iod / 2, 9, 41)) | 1
     pts = face.landmarks.astype(np.float32).reshape(-1, 1, 2)
-    moved, ok, _ = cv2.calcOpticalFlowPyrLK(a, b, pts, None, winSize=(win, win), maxLevel=3)
+    moved, ok, _ = cv2.calcOpticalFlowPyrLK(previous.gray, frame.gray, pts, None,
+                                            winSize=(win, win), maxLevel=3)
     ok = ok.ravel().astype(bool)
     if ok.sum() < len(ok) / 2:
         return None
@@ -149,8 +162,8 @@ def follow(previous: np.ndarray, frame: np.ndarray, face: TrackedFace,
         return None
     corners = np.array([[face.box[0], face.box[1], 1], [face.box[2], face.box[3], 1]]) @ sim.T
     box = np.concatenate([corners.min(0), corners.max(0)])
-    lms = F.landmarks_68(frame, box)
-    if _visible(lms, frame.shape) < settings.min_visible:
+    lms = F.landmarks_68(frame.rgb, box)
+    if _visible(lms, frame.rgb.shape) < settings.min_visible:
         return None
     return TrackedFace(box, lms, face.score, "tracked")
 
@@ -164,13 +177,12 @@ class Thumbnail:
     histogram: np.ndarray
 
 
-def thumbnail(frame: np.ndarray) -> Thumbnail:
-    """:class:`Thumbnail` of an (H, W, 3) uint8 frame."""
+def thumbnail(frame: Frame) -> Thumbnail:
+    """:class:`Thumbnail` of a frame."""
     import cv2
 
-    small = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), (64, 36),
-                       interpolation=cv2.INTER_AREA).astype(np.float32)
-    hist = cv2.calcHist([frame], [0, 1, 2], None, [8, 8, 8], [0, 256] * 3).ravel()
+    small = cv2.resize(frame.gray, (64, 36), interpolation=cv2.INTER_AREA).astype(np.float32)
+    hist = cv2.calcHist([frame.rgb], [0, 1, 2], None, [8, 8, 8], [0, 256] * 3).ravel()
     return Thumbnail(small, hist / max(float(hist.sum()), 1.0))
 
 
@@ -211,14 +223,15 @@ def track_faces(
     birth.
     """
     s = settings
-    recent: deque[np.ndarray] = deque(maxlen=s.backfill + 1)  # frames up to the previous one
+    recent: deque[Frame] = deque(maxlen=s.backfill + 1)  # frames up to the previous one
     active: list[Track] = []
     done: list[Track] = []
     coasting: dict[int, int] = {}  # track id -> frames coasted since its last face
     next_id = 0
     t = -1
     previous, shot = None, 0
-    for t, frame in enumerate(frames):
+    for t, rgb in enumerate(frames):
+        frame = Frame.of(rgb)
         thumb = thumbnail(frame)
         cut = previous is not None and shot_cut(previous, thumb, s)
         previous = thumb
@@ -233,7 +246,7 @@ def track_faces(
                     continue
             coasting[tr.id] = coasting.get(tr.id, 0) + 1
         if t % s.detect_every == 0 or cut:
-            boxes, scores = detect(frame)
+            boxes, scores = detect(rgb)
             next_id = _link(frame, t, boxes, scores, active, coasting, recent, next_id, shot,
                             s)
         for tr in list(active):
@@ -269,7 +282,7 @@ def _link(frame, t, boxes, scores, active, coasting, recent, next_id, shot, s) -
             continue
         matched.add(d)
         tr = active[k]
-        face = TrackedFace(np.asarray(boxes[d], float), F.landmarks_68(frame, boxes[d]),
+        face = TrackedFace(np.asarray(boxes[d], float), F.landmarks_68(frame.rgb, boxes[d]),
                            float(scores[d]), "detected")
         if tr.id in coasting:  # picked up again: fill the gap
             last = tr.last
@@ -285,7 +298,7 @@ def _link(frame, t, boxes, scores, active, coasting, recent, next_id, shot, s) -
         if any(t in tr.faces and box_iou(box[None], tr.faces[t].box[None])[0, 0] >= s.iou
                for tr in active):
             continue  # a second detection of a face already followed
-        tr = Track(next_id, {t: TrackedFace(box, F.landmarks_68(frame, box), float(scores[d]),
+        tr = Track(next_id, {t: TrackedFace(box, F.landmarks_68(frame.rgb, box), float(scores[d]),
                                             "detected")}, t, shot=shot)
         next_id += 1
         _backfill(tr, t, frame, recent, active, s)
@@ -293,7 +306,7 @@ def _link(frame, t, boxes, scores, active, coasting, recent, next_id, shot, s) -
     return next_id
 
 
-def _backfill(tr: Track, t: int, frame: np.ndarray, recent: deque, active: list[Track],
+def _backfill(tr: Track, t: int, frame: Frame, recent: deque, active: list[Track],
               s: TrackSettings) -> None:
     """Follow a new track backwards through the ``recent`` frames before ``t``, stopping where
     it meets another track's face or cannot be followed (then :attr:`Track.lost_start`)."""
