@@ -39,6 +39,13 @@ ENGINES = ("local", "ray", "auto")
 RAY_EXTRA = "pip install 'fiftyone_faceanon[ray]'"
 #: Seconds to wait for a TCP connection to a cluster's address before giving up.
 CONNECT_TIMEOUT = 5.0
+#: Ray's switch for token authentication. ``ray start`` turns it on for the cluster, and a
+#: driver joining by explicit address sends no token unless this is ``token`` (Ray's choice:
+#: a token is not sent to an address it was not asked for).
+AUTH_MODE = "RAY_AUTH_MODE"
+#: Added to the error when joining an explicit address fails without that switch.
+TOKEN_HINT = (f"a cluster started with `ray start` asks for its token: set {AUTH_MODE}=token, "
+              "with the token in RAY_AUTH_TOKEN or ~/.ray/auth_token")
 
 
 class EngineError(RuntimeError):
@@ -154,7 +161,10 @@ def _connect_ray(address: str | None):
         ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR)
     except Exception as e:  # whatever Ray raises when it cannot start or join: one line
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        raise EngineError(f"cannot start or reach {where}: {_first_line(e)}") from None
+        hint = ""
+        if address and address != "auto" and AUTH_MODE not in os.environ:
+            hint = f" ({TOKEN_HINT})"
+        raise EngineError(f"cannot start or reach {where}: {_first_line(e)}{hint}") from None
     return ray
 
 

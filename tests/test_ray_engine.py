@@ -5,18 +5,22 @@ per-file lines and the exit codes of the local engine, for ``faceanon anonymize`
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from conftest import (ENGINE_IMAGES, ENGINE_OPTIONS, ENGINE_SEED, file_tree, lfw_images,
-                      run_counts)
+                      need_ray, run_counts)
 
 from fiftyone_faceanon.cli import main
-from fiftyone_faceanon.engines import RAY_EXTRA, Engine, as_engine
+from fiftyone_faceanon.engines import RAY_EXTRA, TOKEN_HINT, Engine, as_engine
 
 FACEANON = Path(sys.executable).parent / "faceanon"
 
@@ -118,3 +122,59 @@ def test_without_ray_local_runs_and_ray_names_the_extra(engine_inputs, tmp_path)
     assert procs["ray"].returncode == 1
     assert procs["ray"].stderr.splitlines() == [
         f"Error: the ray engine needs Ray, which is not installed: {RAY_EXTRA}"]
+
+
+@pytest.fixture
+def ray_head():
+    """A one-CPU Ray head started as a cluster is (``ray start --head``), with token
+    authentication on, as ``ray start`` turns it on wherever a token exists; its address and
+    token. Stopped after the test (``--block`` ends with its own processes, no other Ray's)."""
+    need_ray()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = uuid.uuid4().hex * 2
+    # its own temporary folder, where it notes its address: a later ray.init() on this machine
+    # starts its own instance instead of looking for this one
+    temp = tempfile.mkdtemp(prefix="rayhead")  # short: Ray's socket paths live there
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_TMPDIR": temp}
+    head = subprocess.Popen([Path(sys.executable).parent / "ray", "start", "--head",
+                             f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+                             "--disable-usage-stats", "--block"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in head.stdout:
+            if "Ray runtime started" in line:
+                break
+        else:
+            pytest.fail(f"ray start --head ended (rc {head.wait()})")
+        yield f"127.0.0.1:{port}", token
+    finally:
+        head.terminate()
+        head.wait(60)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_cluster_with_token_is_joined_by_address(ray_head, tmp_path):
+    """Joining a cluster by address: without RAY_AUTH_MODE=token Ray sends no token and cannot
+    join, which one line says with what to set; with it, the run works."""
+    address, token = ray_head
+    src = tmp_path / "in"
+    src.mkdir()
+    for path in lfw_images(2):
+        (src / path.name).write_bytes(path.read_bytes())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    command = [FACEANON, "anonymize", src, "-o", tmp_path / "out", "--engine", "ray",
+               "--ray-address", address, *ENGINE_OPTIONS]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert refused.returncode == 1
+    line = refused.stderr.splitlines()[-1]
+    assert line.startswith(f"Error: cannot start or reach the Ray cluster at {address}: Failed "
+                           "to connect to Ray cluster at ")
+    assert line.endswith(f" ({TOKEN_HINT})")
+    assert not (tmp_path / "out").exists()
+    joined = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+    assert joined.returncode == 0, joined.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.jpg")) == sorted(
+        p.name for p in src.iterdir())
