@@ -11,17 +11,22 @@ import psutil
 
 class TreeMemory(threading.Thread):
     """Samples the resident memory of this process and all its descendants (the pool's
-    workers); ``peak_mib`` is the largest total seen."""
+    workers), and of the processes ``also`` picks (for a Ray cluster started apart: its
+    daemons are not our descendants); ``peak_mib`` is the largest total seen."""
 
-    def __init__(self, every: float = 0.2):
+    def __init__(self, every: float = 0.2, also=None):
         super().__init__(daemon=True)
         self.every, self.peak_mib, self.done = every, 0.0, threading.Event()
+        self.also = also
 
     def run(self) -> None:
         me = psutil.Process()
         while not self.done.wait(self.every):
             total = 0
-            for proc in [me, *me.children(recursive=True)]:
+            procs = {me, *me.children(recursive=True)}
+            if self.also:
+                procs |= {p for p in psutil.process_iter() if self.also(p)}
+            for proc in procs:
                 try:
                     total += proc.memory_info().rss
                 except psutil.NoSuchProcess:
