@@ -25,8 +25,9 @@ detector that blinks for a few frames leaves no original face on screen.
 from __future__ import annotations
 
 from collections import deque
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -41,8 +42,9 @@ class TrackSettings:
     """How faces are found and followed (:func:`track_faces`) and smoothed (:func:`smooth_track`).
 
     ``detect_every``: the detector runs on frames ``0, k, 2k, ...`` (1: every frame);
-    ``iou``: least box IoU that links a detection to a track; ``patience``: frames a track lives
-    on without a detection (followed or coasted); ``backfill``: frames a new track is followed
+    ``iou``: least box IoU that links a detection to a track (a smaller detection centred in a
+    followed face is a part of it, not a new track); ``patience``: frames a track lives on
+    without a detection (followed or coasted); ``backfill``: frames a new track is followed
     back before its first detection; ``extend``: coasted frames kept at a track's end;
     ``min_visible``: least share of a followed face's landmarks inside the frame;
     ``max_zoom``: largest frame-to-frame scale change of a followed face; ``min_cutoff``
@@ -112,6 +114,19 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.zeros((len(a), len(b)))
     return iou(torch.as_tensor(a, dtype=torch.float64),
                torch.as_tensor(b, dtype=torch.float64)).numpy()
+
+
+def _area(box) -> float:
+    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+
+
+def part_of(box: np.ndarray, other: np.ndarray) -> bool:
+    """Whether the (4,) ``box`` is smaller than ``other`` with its centre inside it: a face
+    there would be behind ``other`` with its centre hidden, so what the detector found is a
+    part of ``other`` (on a profile MTCNN also finds a small "face" at the eye and temple)."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return (_area(box) < _area(other) and other[0] <= cx <= other[2]
+            and other[1] <= cy <= other[3])
 
 
 def _visible(landmarks: np.ndarray, shape: tuple[int, ...]) -> float:
@@ -215,12 +230,15 @@ def track_faces(
     detect: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     settings: TrackSettings = TrackSettings(),
     on_frame: Callable[[int], None] | None = None,
+    pool: Executor | None = None,
 ) -> list[Track]:
     """Every face of a video as tracks, ordered by first frame (module docstring).
 
     ``frames``: the video's RGB frames in order; ``detect(frame)``: ``(boxes (F, 4), scores
-    (F,))``; ``on_frame(t)`` is called after each frame. Track ids count from 0 in order of
-    birth.
+    (F,))``; ``on_frame(t)`` is called after each frame. With a ``pool``, the detector runs
+    there on each ``detect_every``-th frame ``detect_every`` frames ahead, while the frames
+    before it are followed (the same tracks: only where the detector runs changes). Track ids
+    count from 0 in order of birth.
     """
     s = settings
     recent: deque[Frame] = deque(maxlen=s.backfill + 1)  # frames up to the previous one
@@ -230,7 +248,7 @@ def track_faces(
     next_id = 0
     t = -1
     previous, shot = None, 0
-    for t, rgb in enumerate(frames):
+    for t, (rgb, ahead) in enumerate(_read_ahead(frames, detect, s.detect_every, pool)):
         frame = Frame.of(rgb)
         thumb = thumbnail(frame)
         cut = previous is not None and shot_cut(previous, thumb, s)
@@ -246,7 +264,7 @@ def track_faces(
                     continue
             coasting[tr.id] = coasting.get(tr.id, 0) + 1
         if t % s.detect_every == 0 or cut:
-            boxes, scores = detect(rgb)
+            boxes, scores = ahead.result() if ahead else detect(rgb)
             next_id = _link(frame, t, boxes, scores, active, coasting, recent, next_id, shot,
                             s)
         for tr in list(active):
@@ -262,6 +280,22 @@ def track_faces(
     for tr in done:  # extrapolation never reaches past the video or across a cut
         tr.faces = {k: v for k, v in tr.faces.items() if tr.shot <= k < n}
     return sorted((tr for tr in done if tr.faces), key=lambda tr: (tr.first, tr.id))
+
+
+def _read_ahead(frames: Iterable[np.ndarray], detect, every: int, pool: Executor | None
+                ) -> Iterator[tuple[np.ndarray, Future | None]]:
+    """``(frame, its detections)`` in order: with a ``pool``, a future of ``detect(frame)`` for
+    every ``every``-th frame, submitted ``every`` frames before the frame is handed on;
+    otherwise None."""
+    if pool is None:
+        yield from ((rgb, None) for rgb in frames)
+        return
+    waiting: deque = deque()
+    for t, rgb in enumerate(frames):
+        waiting.append((rgb, pool.submit(detect, rgb) if t % every == 0 else None))
+        if len(waiting) > every:
+            yield waiting.popleft()
+    yield from waiting
 
 
 def _link(frame, t, boxes, scores, active, coasting, recent, next_id, shot, s) -> int:
@@ -291,13 +325,13 @@ def _link(frame, t, boxes, scores, active, coasting, recent, next_id, shot, s) -
             del coasting[tr.id]
         tr.faces[t] = face
         tr.last_detected = t
-    for d in range(len(boxes)):
-        if d in matched:
-            continue
+    # the largest first, so that a detection inside a face found in the same frame meets it
+    for d in sorted(set(range(len(boxes))) - matched, key=lambda d: -_area(boxes[d])):
         box = np.asarray(boxes[d], float)
-        if any(t in tr.faces and box_iou(box[None], tr.faces[t].box[None])[0, 0] >= s.iou
+        if any(t in tr.faces and (box_iou(box[None], tr.faces[t].box[None])[0, 0] >= s.iou
+                                  or part_of(box, tr.faces[t].box))
                for tr in active):
-            continue  # a second detection of a face already followed
+            continue  # a second detection of a face already followed, or a part of it
         tr = Track(next_id, {t: TrackedFace(box, F.landmarks_68(frame.rgb, box), float(scores[d]),
                                             "detected")}, t, shot=shot)
         next_id += 1

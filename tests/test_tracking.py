@@ -3,6 +3,8 @@ landmark model over a camera panning across the group photo."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from scipy.signal import lfilter
@@ -69,6 +71,40 @@ def test_every_detected_face_is_in_one_track(pan, every):
     assert [tr.id for tr in tracks] == sorted(tr.id for tr in tracks)
     for tr in tracks:  # contiguous: a face in every frame from its first to its last
         assert sorted(tr.faces) == list(range(tr.first, tr.last + 1))
+
+
+def _same(a, b) -> bool:
+    return [(tr.id, sorted(tr.faces)) for tr in a] == [(tr.id, sorted(tr.faces)) for tr in b] \
+        and all(np.array_equal(x.faces[t].landmarks, y.faces[t].landmarks)
+                for x, y in zip(a, b) for t in x.faces)
+
+
+@pytest.mark.slow
+def test_detecting_ahead_in_a_thread_gives_the_same_tracks(pan):
+    frames, detections = pan
+    by_frame = {id(f): d for f, d in zip(frames, detections)}
+    detect = lambda f: by_frame[id(f)]  # noqa: E731
+    alone = track_faces(frames, detect, TrackSettings(detect_every=5))
+    with ThreadPoolExecutor(1) as pool:
+        assert _same(track_faces(frames, detect, TrackSettings(detect_every=5), pool=pool), alone)
+
+
+@pytest.mark.slow
+def test_a_detection_inside_a_face_starts_no_track(pan):
+    """Each face also "found" as a box of a third its size over its eye (as MTCNN finds on a
+    profile), listed before the face itself: the tracks are those of the real detections."""
+    frames, detections = pan
+    parted = []
+    for boxes, scores in detections:
+        w = (boxes[:, 2:] - boxes[:, :2]) / 3
+        parts = np.concatenate([boxes[:, :2] + 0.2 * w, boxes[:, :2] + 1.2 * w], 1)
+        parted.append((np.concatenate([parts, boxes]), np.concatenate([scores, scores])))
+    by_frame = {id(f): d for f, d in zip(frames, parted)}
+    real = {id(f): d for f, d in zip(frames, detections)}
+    for every in (1, 5):
+        settings = TrackSettings(detect_every=every)
+        assert _same(track_faces(frames, lambda f: by_frame[id(f)], settings),
+                     track_faces(frames, lambda f: real[id(f)], settings))
 
 
 @pytest.mark.slow

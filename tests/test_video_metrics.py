@@ -68,12 +68,13 @@ def test_temporal_functions_by_hand():
     assert leaks["mean"] == pytest.approx((0.9 + 0.2 + 0.95) / 3)
     assert (leaks["not_judged"], leaks["judged_frames"], leaks["n"]) == (1, 2, 3)
 
-    detected = [np.array([[0, 0, 10, 10], [50, 50, 60, 60]]), np.array([[5, 5, 9, 9]]),
-                np.zeros((0, 4))]
+    detected = [np.array([[0, 0, 10, 10], [50, 50, 60, 60], [2, 0, 6, 4]]),
+                np.array([[5, 5, 9, 9]]), np.zeros((0, 4))]
     covered = [np.array([[1, 1, 11, 11]]), np.zeros((0, 4)), np.array([[0, 0, 4, 4]])]
     found = unreplaced_faces(detected, covered)
-    # frame 0: IoU 81/119 covers the first box, nothing the second; frame 1 has no record face
-    assert found["count"] == 2 and found["detected"] == 3 and found["frames"] == [0, 1]
+    # frame 0: IoU 81/119 covers the first box, nothing the second; the third is a
+    # part of the record's face (IoU 12/104, centre (4, 2) inside it); frame 1 has no record face
+    assert found["count"] == 2 and found["detected"] == 4 and found["frames"] == [0, 1]
     assert found["faces"][0] == {"frame": 0, "box": [50.0, 50.0, 60.0, 60.0]}
 
     s = stability(np.array([0.99, 0.5, 0.8]), np.array([1, 2, 3]), np.array([0, 0, 1]), 0.7)

@@ -11,7 +11,8 @@ tracks are the record's: frames count from 0.
   A frame leaks when one of its judged faces does.
 - **Unreplaced faces** (:func:`unreplaced_faces`): faces the detector finds in an original frame
   that no face of the record covers: ``max_m IoU(d, r_m) < 0.3`` over the record's boxes
-  ``r_m`` of that frame.
+  ``r_m`` of that frame, and ``d`` is not a part of one (smaller, centred inside it:
+  :func:`~..tracking.part_of`, the rule by which tracking takes it for one).
 - **Identity stability** (:func:`pair_cosine`, :func:`stability`): per pair ``p = (i, j)``,
   ``c_p = cos(J(A_{t_i}, g_i), J(A_{t_j}, g_j))`` with ``g`` the anonymized face's geometry;
   compared with the judge's mean cosine ``mu_J`` over LFW's same-person pairs (two photos of one
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tracking import box_iou
+from ..tracking import box_iou, part_of
 from .geometry import OUTER_EYE_CORNERS
 from .identity import cosine
 
@@ -95,7 +96,8 @@ def unreplaced_faces(detected: list[np.ndarray], covered: list[np.ndarray],
                      min_iou: float = COVER_IOU) -> dict:
     """Detections of the original that no face of the record covers: ``detected[t]`` (B_t, 4)
     and ``covered[t]`` (F_t, 4) boxes (x0, y0, x1, y1) of frame ``t``; a detection ``d`` is
-    unreplaced when ``max_m IoU(d, covered[t][m]) < min_iou`` (or the frame has no record face).
+    unreplaced when ``max_m IoU(d, covered[t][m]) < min_iou`` and it is a part of none
+    (:func:`~..tracking.part_of`), or the frame has no record face.
     Returns ``{"count", "detected": all detections, "frames": frames with one, "faces":
     [{"frame", "box"}]}``."""
     faces = []
@@ -104,7 +106,8 @@ def unreplaced_faces(detected: list[np.ndarray], covered: list[np.ndarray],
         c = np.asarray(c, np.float64).reshape(-1, 4)
         best = box_iou(d, c).max(axis=1) if len(c) else np.zeros(len(d))
         faces += [{"frame": t, "box": [round(float(v), 1) for v in box]}
-                  for box in d[best < min_iou]]
+                  for box, iou in zip(d, best)
+                  if iou < min_iou and not any(part_of(box, r) for r in c)]
     frames = sorted({f["frame"] for f in faces})
     return {"count": len(faces), "detected": int(sum(len(d) for d in detected)),
             "frames": frames, "faces": faces}
