@@ -29,7 +29,8 @@ from fiftyone_faceanon import faces as F
 from fiftyone_faceanon.batch import anonymize_files
 from fiftyone_faceanon.images import records_dir
 from fiftyone_faceanon.pipeline import Pipeline, Settings
-from fiftyone_faceanon.tracking import TrackSettings, box_iou
+from fiftyone_faceanon.metrics.temporal import unreplaced_faces
+from fiftyone_faceanon.tracking import TrackSettings
 from fiftyone_faceanon.video import VideoSettings
 from fiftyone_faceanon.videoio import read_frames
 from memory import TreeMemory
@@ -40,16 +41,13 @@ STAGES = ("detect", "track", "plan", "render", "render_backend", "render_postpro
           "render_encode")
 
 
-def uncovered(video: Path, record: dict) -> list[tuple[int, list[float]]]:
-    """(frame, box) of every face MTCNN finds in the original that no face of the record
-    covers."""
-    missed = []
-    for t, frame in enumerate(read_frames(video)):
-        boxes, _ = F.detect_boxes([frame], "mtcnn", 0.9, 20, "cpu")[0]
-        have = np.array([f["box"] for f in record["frames"][t]]).reshape(-1, 4)
-        missed += [(t, b.round().tolist()) for b in boxes
-                   if not len(have) or box_iou(b[None], have).max() < 0.3]
-    return missed
+def uncovered(video: Path, record: dict) -> list[dict]:
+    """``{"frame", "box"}`` of every face MTCNN finds in the original that no face of the
+    record covers (:func:`~fiftyone_faceanon.metrics.temporal.unreplaced_faces`)."""
+    detected = [F.detect_boxes([frame], "mtcnn", 0.9, 20, "cpu")[0][0]
+                for frame in read_frames(video)]
+    return unreplaced_faces(detected, [[f["box"] for f in faces]
+                                       for faces in record["frames"]])["faces"]
 
 
 def main() -> None:

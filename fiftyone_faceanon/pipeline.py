@@ -15,6 +15,7 @@ import json
 import time
 import zlib
 from dataclasses import asdict, dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -133,6 +134,21 @@ def moved_box(box: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndar
     sim = fit_similarity(before, after)
     corners = sim.apply(np.array([[box[0], box[1]], [box[2], box[3]]], np.float64))
     return np.concatenate([corners.min(0), corners.max(0)])
+
+
+class _View(NamedTuple):
+    """One view of a planned face (:meth:`Pipeline.plan_identity`): the ``image`` (H, W, 3)
+    uint8, the ``face`` as rendered, its ``crop`` (S, S, 3), landmarks ``lms`` (68, 2) in the
+    crop, ``occluded`` (S, S) or None, the face where the judges look (``judged``) and the
+    colour statistics it is rendered with (``colour``, or None)."""
+
+    image: np.ndarray
+    face: F.Face
+    crop: np.ndarray
+    lms: np.ndarray
+    occluded: np.ndarray | None
+    judged: F.Face
+    colour: np.ndarray | None
 
 
 @dataclass
@@ -315,28 +331,39 @@ class Pipeline:
         self._judge(out, faces, original, records, todo, timings)
         return out
 
-    def _cover(self, face, crop, lms, anonymized, how=None):
+    def _cover(self, face, crop, lms, anonymized, how=None, judged=None):
         """The fail-closed ``(crop, mask)`` of a face: :func:`~.verify.fail_closed` (``how``,
         default ``on_fail``) over the union of its original region, the region of its last try
         (``anonymized``: a :class:`~.faces.Face`) and what the judges look at
-        (:func:`judged_view`)."""
+        (:func:`judged_view`), and where the face is ``judged`` elsewhere (a track's
+        unsmoothed geometry: a :class:`~.faces.Face`) its region and view there too."""
         size = crop.shape[0]
         region = np.maximum(F.face_region(lms, size),
                             F.face_region(face.crop.to_crop(anonymized.landmarks), size,
                                           self.backend.forehead))
         region = np.maximum(region, judged_view(face, size))
+        if judged is not None:
+            seen = F.Face(judged.box, judged.score, judged.landmarks, face.crop)
+            region = np.maximum(region, np.maximum(
+                F.face_region(face.crop.to_crop(judged.landmarks), size),
+                judged_view(seen, size)))
         return fail_closed(crop, region, how or self.settings.on_fail), F.feathered_mask(
             region, self.settings.feather)
 
-    def plan_identity(self, views: list[tuple[np.ndarray, F.Face]], key: str, index: int,
+    def plan_identity(self, views: list[tuple[np.ndarray, F.Face, F.Face, np.ndarray | None]],
+                      key: str, index: int,
                       avoid: np.ndarray | None = None,
                       timings: dict[str, float] | None = None,
                       margin: dict[str, float] | None = None) -> "IdentityPlan":
         """One fake identity for a face seen many times (a video track): the donor and try that
         every view of it is rendered with (:meth:`render_planned`).
 
-        ``views``: ``(image (H, W, 3) uint8, face)`` pairs, the first the one the donor is
-        matched to; each face's crop transform is the one it will be rendered at. ``index``
+        ``views``: ``(image (H, W, 3) uint8, face, judged, colour)``, the first the one the
+        donor is matched to; each face's crop transform is the one it will be rendered at;
+        ``judged``: the face where the judges look at it, original and rendered (a track's
+        unsmoothed geometry, as found in the frame: what a re-identifier finds); ``colour``:
+        the colour statistics it will be rendered with (:meth:`render_planned`), or None.
+        ``index``
         seeds the choice (``face_rng(seed, key, index)``); ``avoid``: (M,) bool, donors not to
         use (e.g. other tracks'). With verification every view is rendered and judged at each
         try as :meth:`replace_faces` judges one image; the plan fails closed when a view is
@@ -344,13 +371,16 @@ class Pipeline:
         threshold every view must stay (the frames between the views vary around them).
         Seconds per stage are added to ``timings``."""
         s = self.settings
-        prepared = [(image, face, F.crop_face(image, face.crop)) for image, face in views]
-        prepared = [(image, face, crop, face.crop.to_crop(face.landmarks),
-                     F.occluder_mask(crop, face.crop.to_crop(face.landmarks))
-                     if s.occluders else None) for image, face, crop in prepared]
-        _, face0, crop0, lms0, _ = prepared[0]
+        prepared = []
+        for image, face, judged, colour in views:
+            crop = F.crop_face(image, face.crop)
+            lms = face.crop.to_crop(face.landmarks)
+            prepared.append(_View(image, face, crop, lms,
+                                  F.occluder_mask(crop, lms) if s.occluders else None, judged,
+                                  colour))
+        crop0, lms0 = prepared[0].crop, prepared[0].lms
         bank = self.backend.bank
-        judged = ([v for v in prepared if judgeable(v[1], v[0].shape)]
+        judged = ([v for v in prepared if judgeable(v.judged, v.image.shape)]
                   if self.verifier is not None else [])
         original = identity = None
         # per judge and view, what it gives the view with the face masked out (NaN: not needed)
@@ -361,7 +391,7 @@ class Pipeline:
             timings.setdefault(k, 0.0)
         if judged:
             t0 = time.perf_counter()
-            original = self.verifier.embed_many([(image, [face]) for image, face, *_ in judged])
+            original = self.verifier.embed_many([(v.image, [v.judged]) for v in judged])
             identity = {j: e[0] for j, e in original.items()}
             if bank is not None:
                 close = self.verifier.too_close({j: e[:1] for j, e in original.items()},
@@ -404,11 +434,11 @@ class Pipeline:
         and ``plan.similarity`` with the highest similarities; whether a judge matches a view
         beyond its floor."""
         rendered = []
-        for image, face, crop, lms, occluded in views:
-            _, (anon, mask) = self._render(face, crop, lms, occluded,
+        for v in views:
+            _, (anon, mask) = self._render(v.face, v.crop, v.lms, v.occluded,
                                            face_rng(self.settings.seed, key, plan.index),
-                                           plan.donor, plan.attempt, timings)
-            rendered.append((F.paste_faces(image, [face], [anon], [mask]), [face]))
+                                           plan.donor, plan.attempt, timings, v.colour)
+            rendered.append((F.paste_faces(v.image, [v.face], [anon], [mask]), [v.judged]))
         t0 = time.perf_counter()
         sims = self.verifier.similarities(original, self.verifier.embed_many(rendered))
         known = {j: f[part] for j, f in floor.items()}
@@ -433,10 +463,11 @@ class Pipeline:
         for start in range(0, len(views), VIEW_CHUNK):
             part = slice(start, start + VIEW_CHUNK)
             covered = []
-            for image, face, crop, lms, _ in views[part]:
-                _, record = self._target(face, lms, plan.donor, plan.attempt)
-                patch, mask = self._cover(face, crop, lms, record.anonymized)
-                covered.append((F.paste_faces(image, [face], [patch], [mask]), [face]))
+            for v in views[part]:
+                _, record = self._target(v.face, v.lms, plan.donor, plan.attempt)
+                patch, mask = self._cover(v.face, v.crop, v.lms, record.anonymized,
+                                          judged=v.judged)
+                covered.append((F.paste_faces(v.image, [v.face], [patch], [mask]), [v.judged]))
             sims = self.verifier.similarities({j: e[part] for j, e in original.items()},
                                               self.verifier.embed_many(covered))
             if self.verifier.matched(sims, {j: f[part] for j, f in floor.items()}).any():
@@ -444,28 +475,31 @@ class Pipeline:
         return False
 
     def _floor(self, views, original) -> dict[str, np.ndarray]:
-        """:meth:`~.verify.Verifier.floor` of the views (``(image, face, ...)`` tuples)."""
-        return self.verifier.floor([(image, face) for image, face, *_ in views], original,
+        """:meth:`~.verify.Verifier.floor` of the views (:class:`_View`), where judged."""
+        return self.verifier.floor([(v.image, v.judged) for v in views], original,
                                    self.settings.feather)
 
     def render_planned(self, image: np.ndarray, faces: list[F.Face], plans: list["IdentityPlan"],
-                       key: str, stats: list[np.ndarray] | None = None
+                       key: str, stats: list[np.ndarray] | None = None,
+                       judged: list[F.Face] | None = None
                        ) -> tuple[np.ndarray, list[F.Face], dict[str, float]]:
         """Replace ``faces`` of an (H, W, 3) uint8 image, each as its plan says (its donor and
         try, or fail-closed), with no choice or verification of its own. ``stats``: per face,
         the colour statistics to transfer (:func:`~.photometric.color_stats`, e.g. smoothed
-        along a track) or None. Returns the new image, each face at its new geometry and seconds
-        per stage."""
+        along a track) or None; ``judged``: per face, where the judges found it (as its plan's
+        views, :meth:`plan_identity`), which a fail-closed cover covers too. Returns the new
+        image, each face at its new geometry and seconds per stage."""
         s = self.settings
         timings = {"backend": 0.0, "postprocess": 0.0}
         pasted, moved = [], []
-        for face, plan, colour in zip(faces, plans, stats or [None] * len(faces)):
+        for face, plan, colour, seen in zip(faces, plans, stats or [None] * len(faces),
+                                            judged or [None] * len(faces)):
             crop = F.crop_face(image, face.crop)
             lms = face.crop.to_crop(face.landmarks)
             if plan.status.startswith("fail_closed"):  # covered at the geometry of its last try
                 _, record = self._target(face, lms, plan.donor, plan.attempt)
                 rendered = self._cover(face, crop, lms, record.anonymized,
-                                       plan.status.split(":")[1])
+                                       plan.status.split(":")[1], seen)
             else:
                 occluded = F.occluder_mask(crop, lms) if s.occluders else None
                 record, rendered = self._render(face, crop, lms, occluded,

@@ -1,22 +1,24 @@
 """Videos: every face replaced in every frame, one stable fake identity per person.
 
-The image pipeline (:class:`~.pipeline.Pipeline`) run on a video in three passes over its
+The image pipeline (:class:`~.pipeline.Pipeline`) run on a video in four passes over its
 frames (decoding a frame costs a few milliseconds, detecting faces in it a hundred):
 
 1. **Track** (:func:`~.tracking.track_faces`): detection on every ``detect_every``-th frame,
    landmark tracking in between and backwards from each new face, interpolation over short
    misses, extrapolation at the ends; each track's landmarks and boxes are then One-Euro
    smoothed (:func:`~.tracking.smooth_track`).
-2. **Plan** (:meth:`~.pipeline.Pipeline.plan_identity`): one identity per track, chosen on the
-   track's largest detected face and, with verification, judged on that face and on frames
-   spread over the track's life (``samples`` in all); retried with the next donor
-   and a stronger geometry, and fail-closed for the whole track when still matched. No donor is
-   used by two tracks of one video.
-3. **Render** (:meth:`~.pipeline.Pipeline.render_planned`): every frame's faces at their
-   smoothed geometry, at a crop size fixed per track, with the colour statistics transferred
-   from the original smoothed along the track (:class:`~.photometric.StatsFilter`), encoded by
-   :class:`~.videoio.VideoWriter` (same size, rate and frame count; audio copied; no metadata of
-   the source).
+2. **Colours and views**: each track's colour statistics on every frame, smoothed along the
+   track (:class:`~.photometric.StatsFilter`), and the frames of it the judges check: its
+   largest detected face first, then frames spread over its life (``samples`` in all).
+3. **Plan** (:meth:`~.pipeline.Pipeline.plan_identity`): one identity per track, chosen on the
+   track's largest detected face and, with verification, judged on every view as it will be
+   rendered (smoothed geometry and colours) where a re-identifier finds it (the track's
+   unsmoothed geometry); retried with the next donor and a stronger geometry, and fail-closed
+   for the whole track when still matched. No donor is used by two tracks of one video.
+4. **Render** (:meth:`~.pipeline.Pipeline.render_planned`): every frame's faces at their
+   smoothed geometry, at a crop size fixed per track, with the smoothed colour statistics,
+   encoded by :class:`~.videoio.VideoWriter` (same size, rate and frame count; audio copied; no
+   metadata of the source).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from . import faces as F
-from .photometric import StatsFilter
+from .photometric import StatsFilter, color_stats
 from .pipeline import IdentityPlan, Pipeline
 from .tracking import Track, TrackSettings, smooth_track, track_faces
 from .videoio import VideoInfo, VideoWriter, probe, read_frames, read_some_frames
@@ -101,9 +103,13 @@ def anonymize_video(pipeline: Pipeline, src: Path, dst: Path, key: str,
     tracks = [smooth_track(tr, float(info.fps), settings.tracking) for tr in raw]
     sizes = {tr.id: _crop_size(pipeline, tr) for tr in tracks}
     timings["smooth"] = time.perf_counter() - t0
-    plans = _plan(pipeline, src, key, tracks, sizes, settings, timings, threads)
-    frames = _render(pipeline, src, dst, key, info, raw, tracks, plans, sizes, settings,
-                     timings, progress, threads)
+    t0 = time.perf_counter()
+    colours, views = _colours_and_views(pipeline, src, info, raw, tracks, sizes,
+                                        settings.samples)
+    timings["colours"] = time.perf_counter() - t0
+    plans = _plan(pipeline, key, tracks, views, timings, threads)
+    frames = _render(pipeline, src, dst, key, info, raw, tracks, plans, sizes, colours,
+                     settings, timings, progress, threads)
     timings["total"] = time.perf_counter() - start
     return VideoResult(info, tracks, plans, frames, timings)
 
@@ -173,42 +179,71 @@ def _views(track: Track, samples: int) -> list[int]:
     return [first] + rest
 
 
-def _cutout(frame: np.ndarray, face: F.Face) -> tuple[np.ndarray, F.Face]:
+def _cutout(frame: np.ndarray, face: F.Face, judged: F.Face
+            ) -> tuple[np.ndarray, F.Face, F.Face]:
     """The part of an (H, W, 3) frame that rendering and judging ``face`` read (its crop's
-    extent and a tenth more on each side, inside the frame) and the face in its coordinates:
-    what the plan keeps of a frame instead of the whole of it."""
+    extent and a tenth more on each side, inside the frame) and ``face`` and ``judged`` (the
+    same face as tracked, unsmoothed) in its coordinates: what the plan keeps of a frame
+    instead of the whole of it."""
     x0, y0, x1, y1 = face.crop.image_box()
     grow = 0.1 * (x1 - x0)
     h, w = frame.shape[:2]
     x0, y0 = max(int(x0 - grow), 0), max(int(y0 - grow), 0)
     x1, y1 = min(int(np.ceil(x1 + grow)), w), min(int(np.ceil(y1 + grow)), h)
     shift = np.array([x0, y0], np.float64)
-    lms = face.landmarks - shift
-    return (np.ascontiguousarray(frame[y0:y1, x0:x1]),
-            F.Face(face.box - np.tile(shift, 2), face.score, lms,
-                   F.crop_transform(lms, face.crop.size)))
+
+    def moved(f: F.Face) -> F.Face:
+        lms = f.landmarks - shift
+        return F.Face(f.box - np.tile(shift, 2), f.score, lms,
+                      F.crop_transform(lms, f.crop.size))
+
+    return np.ascontiguousarray(frame[y0:y1, x0:x1]), moved(face), moved(judged)
 
 
-def _plan(pipeline, src, key, tracks, sizes, settings, timings, threads
-          ) -> dict[int, IdentityPlan]:
-    """One :class:`IdentityPlan` per track, from its views (cut out of the frames decoded once
-    more). The tracks are planned by ``threads`` threads, each on its own; then, in track
-    order, a track whose donor an earlier track took is planned again without it, so no two
-    tracks share a donor and the result does not depend on the threads."""
+def _colours_and_views(pipeline, src, info, raw, tracks, sizes, samples
+                       ) -> tuple[dict[tuple[int, int], np.ndarray], dict[int, list[tuple]]]:
+    """One more pass over the frames: each track's colour statistics on every frame of it,
+    smoothed in frame order (:class:`~.photometric.StatsFilter`), by ``(track, frame)``; and
+    each track's views for :meth:`~.pipeline.Pipeline.plan_identity` (:func:`_views`: cut out
+    with :func:`_cutout`, judged at the ``raw`` geometry, with those statistics), so that the
+    plan judges the faces as they will be rendered."""
+    order = {tr.id: _views(tr, samples) for tr in tracks}
+    present: dict[int, list[Track]] = {}
+    for tr in tracks:
+        for t in tr.faces:
+            present.setdefault(t, []).append(tr)
+    unsmoothed = {tr.id: tr for tr in raw}
+    filters = {tr.id: StatsFilter(float(info.fps)) for tr in tracks}
+    colours: dict[tuple[int, int], np.ndarray] = {}
+    viewed = {(tid, t) for tid, frames in order.items() for t in frames}
+    cut: dict[tuple[int, int], tuple] = {}
+    for t, frame in read_some_frames(src, present):
+        for tr in present[t]:
+            face = _face(tr.faces[t], sizes[tr.id])
+            colours[tr.id, t] = filters[tr.id](_colour_stats(pipeline, frame, face))
+            if (tr.id, t) in viewed:
+                cut[tr.id, t] = (*_cutout(frame, face, _face(unsmoothed[tr.id].faces[t],
+                                                              sizes[tr.id])), colours[tr.id, t])
+    return colours, {tid: [cut[tid, t] for t in frames] for tid, frames in order.items()}
+
+
+def _colour_stats(pipeline: Pipeline, frame: np.ndarray, face: F.Face) -> np.ndarray:
+    """:func:`~.photometric.color_stats` of ``face``'s region in the (H, W, 3) frame."""
+    crop = F.crop_face(frame, face.crop)
+    region = F.face_region(face.crop.to_crop(face.landmarks), face.crop.size,
+                           pipeline.backend.forehead)
+    return color_stats(crop / np.float32(255), region)
+
+
+def _plan(pipeline, key, tracks, views, timings, threads) -> dict[int, IdentityPlan]:
+    """One :class:`IdentityPlan` per track, from its ``views`` (:func:`_colours_and_views`).
+    The tracks are planned by ``threads`` threads, each on its own; then, in track order, a
+    track whose donor an earlier track shows is planned again without it, so no two faces on
+    screen share a donor and the result does not depend on the threads."""
     from concurrent.futures import ThreadPoolExecutor
 
     t0 = time.perf_counter()
-    order = {tr.id: _views(tr, settings.samples) for tr in tracks}
-    wanted: dict[int, list[int]] = {}
-    for tid, frames in order.items():
-        for t in frames:
-            wanted.setdefault(t, []).append(tid)
     by_id = {tr.id: tr for tr in tracks}
-    cut: dict[tuple[int, int], tuple] = {}
-    for t, frame in read_some_frames(src, wanted):
-        for tid in wanted[t]:
-            cut[tid, t] = _cutout(frame, _face(by_id[tid].faces[t], sizes[tid]))
-    views = {tid: [cut[tid, t] for t in frames] for tid, frames in order.items()}
     spent: list[dict[str, float]] = []
 
     def plan(tid: int, avoid=None) -> IdentityPlan:
@@ -221,9 +256,9 @@ def _plan(pipeline, src, key, tracks, sizes, settings, timings, threads
     if bank is not None:
         used = np.zeros(len(bank), bool)
         for tid in by_id:
-            if plans[tid].donor is not None and used[plans[tid].donor]:
+            if _shows_donor(plans[tid]) and used[plans[tid].donor]:
                 plans[tid] = plan(tid, used)
-            if plans[tid].donor is not None:
+            if _shows_donor(plans[tid]):
                 used[plans[tid].donor] = True
     timings["plan"] = time.perf_counter() - t0
     for k in ("backend", "postprocess", "verify"):
@@ -231,17 +266,20 @@ def _plan(pipeline, src, key, tracks, sizes, settings, timings, threads
     return plans
 
 
-def _render(pipeline, src, dst, key, info, raw, tracks, plans, sizes, settings, timings,
-            progress, threads) -> list[list[FrameFace]]:
-    """Render every frame and encode it; the faces of every frame. The colour statistics are
-    smoothed in frame order here; the frames are rendered by ``threads`` threads (OpenCV, numpy
-    and torch release the GIL) and encoded in order."""
+def _shows_donor(plan: IdentityPlan) -> bool:
+    """Whether the track's face shows its donor: not when it fails closed (it is covered), so
+    such a track takes no donor from the others and is not planned again for one."""
+    return plan.donor is not None and not plan.status.startswith("fail_closed")
+
+
+def _render(pipeline, src, dst, key, info, raw, tracks, plans, sizes, colours, settings,
+            timings, progress, threads) -> list[list[FrameFace]]:
+    """Render every frame, with each track's smoothed ``colours`` (by ``(track, frame)``), and
+    encode it; the faces of every frame. The frames are rendered by ``threads`` threads
+    (OpenCV, numpy and torch release the GIL) and encoded in order."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    from .photometric import color_stats
-
-    colours = {tr.id: StatsFilter(float(info.fps)) for tr in tracks}
     by_id = {tr.id: tr for tr in raw}
     out_faces: list[list[FrameFace]] = []
     spent = {"backend": 0.0, "postprocess": 0.0, "encode": 0.0}
@@ -269,15 +307,10 @@ def _render(pipeline, src, dst, key, info, raw, tracks, plans, sizes, settings, 
         for t, frame in enumerate(read_frames(src)):
             present = [tr for tr in tracks if t in tr.faces]
             faces = [_face(tr.faces[t], sizes[tr.id]) for tr in present]
-            stats = []
-            for tr, face in zip(present, faces):
-                crop = F.crop_face(frame, face.crop)
-                region = F.face_region(face.crop.to_crop(face.landmarks), face.crop.size,
-                                       pipeline.backend.forehead)
-                stats.append(colours[tr.id](color_stats(crop / np.float32(255), region)))
             pending.append((t, present, pool.submit(
                 pipeline.render_planned, frame, faces, [plans[tr.id] for tr in present], key,
-                stats)))
+                [colours[tr.id, t] for tr in present],
+                [_face(by_id[tr.id].faces[t], sizes[tr.id]) for tr in present])))
             drain(writer, 2 * threads)
         drain(writer, 0)
     timings["render"] = time.perf_counter() - t0  # wall time; the rest add the threads' seconds
