@@ -225,7 +225,10 @@ def test_workers_give_the_same_output_and_fields(plugin, fixtures_dir, tmp_path)
             summaries.append(api.anonymize_samples(ds, out, seed=3, workers=workers))
             snapshots.append(snapshot(out))
         assert summaries[0] == summaries[1]
-        assert (summaries[0]["ok"], summaries[0]["no_face"], summaries[0]["error"]) == (3, 1, 1)
+        # each face's donor is seeded by its sample's id, new with every dataset: a face can
+        # fail verification in one run of this test and pass in the next (ok or unverified)
+        assert (summaries[0]["ok"] + summaries[0]["unverified"], summaries[0]["no_face"],
+                summaries[0]["error"]) == (3, 1, 1)
         assert snapshots[0] == snapshots[1]
         assert sum(len(f[1] or []) for f in snapshots[0].values()) >= 4  # bbt1: several faces
         # The per-face fields of the sidecar and the private record are on every detection:
