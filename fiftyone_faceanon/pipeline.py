@@ -317,18 +317,24 @@ class Pipeline:
     def _fail_closed(self, image, faces, crops, lms, pasted, records, todo, original, timings):
         """Replace the faces in ``todo`` with :func:`~.verify.fail_closed` over the union of
         their original and last regions and what the judges look at (:func:`judged_view`), or
-        raise for ``on_fail="error"``; the judges score the result once more for the record."""
+        raise for ``on_fail="error"``; the judges score the result once more for the record. A
+        blur that a judge still matches (it keeps the head's outline and colours) becomes a
+        mask, as for a video track (:meth:`plan_identity`), and is scored again."""
         s = self.settings
         if s.on_fail == "error":
             worst = ", ".join(
                 f"face {i}: " + ", ".join(f"{j} {v:.3f}" for j, v in records[i].similarity.items())
                 for i in todo)
             raise VerificationError(f"still matched after {s.tries} tries ({worst})")
-        for i in todo:
-            pasted[i] = self._cover(faces[i], crops[i], lms[i], records[i].anonymized)
-            records[i] = replace(records[i], status=f"fail_closed:{s.on_fail}")
-        out = F.paste_faces(image, faces, [p[0] for p in pasted], [p[1] for p in pasted])
-        self._judge(out, faces, original, records, todo, timings)
+        how = s.on_fail
+        while todo:
+            for i in todo:
+                pasted[i] = self._cover(faces[i], crops[i], lms[i], records[i].anonymized, how)
+                records[i] = replace(records[i], status=f"fail_closed:{how}")
+            out = F.paste_faces(image, faces, [p[0] for p in pasted], [p[1] for p in pasted])
+            matched = self._judge(out, faces, original, records, todo, timings)
+            todo = [i for i, m in zip(todo, matched) if m] if how == "blur" else []
+            how = "mask"
         return out
 
     def _cover(self, face, crop, lms, anonymized, how=None, judged=None):
