@@ -369,13 +369,12 @@ class Pipeline:
         ``judged``: the face where the judges look at it, original and rendered (a track's
         unsmoothed geometry, as found in the frame: what a re-identifier finds); ``colour``:
         the colour statistics it will be rendered with (:meth:`render_planned`), or None.
-        ``index``
-        seeds the choice (``face_rng(seed, key, index)``); ``avoid``: (M,) bool, donors not to
-        use (e.g. other tracks'). With verification every view is rendered and judged at each
-        try as :meth:`replace_faces` judges one image; the plan fails closed when a view is
-        still matched after the last try; ``margin``: how much further below each judge's
-        threshold every view must stay (the frames between the views vary around them).
-        Seconds per stage are added to ``timings``."""
+        ``index`` seeds the choice (``face_rng(seed, key, index)``); ``avoid``: (M,) bool,
+        donors not to use (e.g. other tracks'). With verification every view is rendered and
+        judged at each try as :meth:`replace_faces` judges one image; the plan fails closed
+        when a view is still matched after the last try; ``margin``: how much further below
+        each judge's threshold every view must stay (the frames between the views vary around
+        them). Seconds per stage are added to ``timings``."""
         s = self.settings
         prepared = []
         for image, face, judged, colour in views:
