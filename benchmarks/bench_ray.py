@@ -1,22 +1,27 @@
 """Throughput and peak memory of ``faceanon anonymize`` on the local engine and on Ray, back to back.
 
-    python benchmarks/bench_ray.py --n 1000 --workers 1 2 --repeat 2 [--engines local ray nodes]
+    python benchmarks/bench_ray.py --n 1000 --workers 1 2 --repeat 2 [--engines local ray nodes cluster]
 
 Uses the first N images of LFW ``peopleDevTest.txt`` (250x250, one face each) from
 ``../shared/data``, linked into a temporary folder, and runs the code behind the CLI
 (``batch.anonymize_files``, backend ``ksame``, every post-processing step on) once per engine and
-worker count, each in a fresh process, the engines in turn for each worker count. ``ray`` runs on
-a local instance that the run's process starts through the engine (``Engine.connect``, as
-``faceanon anonymize --engine ray`` does without an address); ``nodes`` on a simulated cluster of
-as many one-CPU nodes as workers (``ray.cluster_utils.Cluster``, one actor per node);
-``cluster`` on a head started apart with ``ray start --head --num-cpus WORKERS``, as a cluster
-is run, joined through ``RAY_ADDRESS`` as ``faceanon anonymize --engine auto`` does, twice in a
-row: the first run on the new cluster starts Ray Data's detached system actors (stats,
-autoscaling coordinator, actor locations), the second finds them up as every later run on a
-cluster does. Ray's start is timed apart, as on a cluster that is already up. The timed part is the ``anonymize_files`` call: pool or actors
-starting and loading their models, and every image. Peak memory is the resident memory of the
-run's process and all its descendants together (the pool's processes; Ray's GCS, raylet, agents
-and actors; for ``cluster``, every process of the Ray installation). The load average before and after each run shows whether something else ran.
+worker count, each in a fresh process, the engines in turn for each worker count:
+
+- ``ray`` on a local instance that the run's process starts through the engine
+  (``Engine.connect``, as ``faceanon anonymize --engine ray`` does without an address);
+- ``nodes`` on a simulated cluster of as many one-CPU nodes as workers
+  (``ray.cluster_utils.Cluster``, one actor per node);
+- ``cluster`` on a head started apart with ``ray start --head --num-cpus WORKERS``, as a cluster
+  is run, joined through ``RAY_ADDRESS`` as ``faceanon anonymize --engine auto`` does, twice in
+  a row: the first run on the new cluster starts Ray Data's detached system actors (stats,
+  autoscaling coordinator, actor locations), the second finds them up as every later run on a
+  cluster does.
+
+Ray's start is timed apart, as on a cluster that is already up. The timed part is the
+``anonymize_files`` call: pool or actors starting and loading their models, and every image.
+Peak memory is the resident memory of the run's process and all its descendants together (the
+pool's processes; Ray's GCS, raylet, agents and actors; for ``cluster``, every process of the
+Ray installation). The load average before and after each run shows whether something else ran.
 Prints a Markdown table for docs/benchmarks.md.
 """
 
