@@ -1,7 +1,8 @@
 """Videos: every face replaced in every frame, one stable fake identity per person.
 
-The image pipeline (:class:`~.pipeline.Pipeline`) run on a video in four passes over its
-frames (decoding a frame costs a few milliseconds, detecting faces in it a hundred):
+The image pipeline (:class:`~.pipeline.Pipeline`) run on a video in four steps: three passes
+over its frames, with the plan between the second and the third (decoding a frame costs a few
+milliseconds, detecting faces in it a hundred):
 
 1. **Track** (:func:`~.tracking.track_faces`): detection on every ``detect_every``-th frame,
    landmark tracking in between and backwards from each new face, interpolation over short
