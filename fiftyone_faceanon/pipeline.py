@@ -22,8 +22,8 @@ import numpy as np
 from . import faces as F
 from .anonymizers import DEFAULT_BACKEND, create_backend
 from .photometric import PhotometricSettings, postprocess
-from .verify import (MIN_JUDGED_SIZE, ON_FAIL, VerificationError, Verifier, fail_closed,
-                     judgeable, judged_view)
+from .verify import (ON_FAIL, VerificationError, Verifier, fail_closed, judgeable, judged_view,
+                     large_enough)
 
 #: :meth:`Pipeline.plan_identity` judges a try's views this many at a time and stops at the
 #: first match (a try that fails usually fails on its first views, the largest face first).
@@ -33,9 +33,6 @@ VIEW_CHUNK = 4
 DEFAULT_GEOMETRY = 0.5
 #: Each verification retry adds this much geometry strength (capped at 1).
 GEOMETRY_STEP = 0.25
-#: Faces whose detector box is smaller than this are replaced, not verified, and recorded as
-#: ``too_small`` (:data:`~.verify.MIN_JUDGED_SIZE`).
-MIN_VERIFY_SIZE = MIN_JUDGED_SIZE
 
 
 @dataclass(frozen=True)
@@ -75,8 +72,8 @@ class FaceRecord:
     """What became of one face. ``original``: the detected :class:`~.faces.Face`; ``anonymized``:
     the same face at its new geometry (landmarks in image pixels, box moved with them);
     ``similarity``: each judge's final cosine to the original (empty without verification);
-    ``status``: ``replaced`` (not verified), ``too_small`` (below ``MIN_VERIFY_SIZE``),
-    ``verified``, or ``fail_closed:<blur|mask>``."""
+    ``status``: ``replaced`` (not verified), ``too_small`` (replaced, not verified: smaller
+    than :data:`~.verify.MIN_JUDGED_SIZE`), ``verified``, or ``fail_closed:<blur|mask>``."""
 
     original: F.Face
     anonymized: F.Face
@@ -235,8 +232,7 @@ class Pipeline:
         pasted: list[tuple[np.ndarray, np.ndarray] | None] = [None] * n
         records: list[FaceRecord | None] = [None] * n
         todo = list(range(n))
-        small = [i for i, f in enumerate(faces)
-                 if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) < MIN_VERIFY_SIZE]
+        small = [i for i, f in enumerate(faces) if not large_enough(f)]
         out = image
         tries = s.tries if self.verifier else 1
         for attempt in range(tries):

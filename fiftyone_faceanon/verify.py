@@ -42,12 +42,18 @@ MIN_JUDGED_SIZE = 32
 MIN_INSIDE = 0.85
 
 
+def large_enough(face: Face) -> bool:
+    """Whether ``face``'s box is at least :data:`MIN_JUDGED_SIZE` px on its shorter side."""
+    x0, y0, x1, y1 = face.box
+    return min(x1 - x0, y1 - y0) >= MIN_JUDGED_SIZE
+
+
 def judgeable(face: Face, shape: tuple[int, ...]) -> bool:
-    """Whether the judges can score ``face`` in an image of ``shape`` (H, W, ...): its box at
-    least :data:`MIN_JUDGED_SIZE` px and :data:`MIN_INSIDE` of it in view."""
-    x0, y0, x1, y1 = (float(v) for v in face.box)
-    if min(x1 - x0, y1 - y0) < MIN_JUDGED_SIZE:
+    """Whether the judges can score ``face`` in an image of ``shape`` (H, W, ...): it is
+    :func:`large_enough` and :data:`MIN_INSIDE` of its box is in view."""
+    if not large_enough(face):
         return False
+    x0, y0, x1, y1 = (float(v) for v in face.box)
     h, w = shape[:2]
     inside = max(0.0, min(x1, w) - max(x0, 0)) * max(0.0, min(y1, h) - max(y0, 0))
     return inside >= MIN_INSIDE * (x1 - x0) * (y1 - y0)

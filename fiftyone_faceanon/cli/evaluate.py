@@ -24,10 +24,13 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _frames(frames: list[int], most: int = 12) -> str:
-    """``3, 4, 9 ... (+N)``: the first ``most`` frames of a list."""
+def _frames(frames: list[int], lead: str = ": ", most: int = 12) -> str:
+    """``<lead>3, 4, 9 ... (+N)``: the first ``most`` frames of a list after ``lead``, or
+    nothing for none."""
+    if not frames:
+        return ""
     shown = ", ".join(map(str, frames[:most]))
-    return shown + (f" ... (+{len(frames) - most})" if len(frames) > most else "")
+    return lead + shown + (f" ... (+{len(frames) - most})" if len(frames) > most else "")
 
 
 def _where(s: dict) -> str:
@@ -53,15 +56,14 @@ def format_video(pair: dict) -> str:
         lines.append(f"  leaked frames {judge:14s} {s['count']} of {s['judged_frames']} judged "
                      f"(cos >= {s['threshold']:.4g}; mean {fmt(s['mean'])}, worst "
                      f"{fmt(s['worst'])}{_where(s)}; {s['not_judged']} faces not judged)"
-                     + (f": {_frames(s['frames'])}" if s["frames"] else ""))
+                     f"{_frames(s['frames'])}")
     u = t["unreplaced_faces"]
     lines.append(f"  unreplaced faces {u['count']} of {u['detected']} detected"
-                 + (f": frames {_frames(u['frames'])}" if u["frames"] else ""))
+                 f"{_frames(u['frames'], ': frames ')}")
     for judge, s in t["stability"].items():
         lines.append(f"  stability {judge:18s} mean {fmt(s['mean'])}, worst {fmt(s['worst'])}"
                      f"{_where(s)}; {s['count']} frames below the LFW same-person mean "
-                     f"{fmt(s['same_person_mean'])}"
-                     + (f": {_frames(s['frames'])}" if s["frames"] else ""))
+                     f"{fmt(s['same_person_mean'])}{_frames(s['frames'])}")
     j = t["jitter"]
     lines.append(f"  jitter (IOD/frame)          original {fmt(j['original_mean'])}, output "
                  f"{fmt(j['output_mean'])}, ratio {fmt(j['ratio'])} (target <= {j['target']}); "
