@@ -27,14 +27,14 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, NamedTuple
 
 from . import __version__
 from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, LoadedImage, atomic_write,
                      encode_image, load_image, records_dir)
 from .gate import DetectSettings, Embedder
 from .engines import Engine, as_engine
-from .pipeline import Pipeline, Settings
+from .pipeline import Pipeline, Result, Settings
 from .verify import VerificationError
 from .video import VideoResult, VideoSettings, anonymize_video, largest_face
 from .videoio import VIDEO_EXTENSIONS
@@ -64,6 +64,56 @@ class Outcome:
     timings: dict = field(default_factory=dict)
     #: with a gallery: ``{"sha256", "embeddings": {judge: (F, D)}}`` of the original's faces
     identity: dict = field(default_factory=dict)
+
+
+class _Pending(NamedTuple):
+    """An image job between :meth:`Worker.start` and :meth:`Worker.finish`: its paths, input
+    hash, the sidecars' common part, the decoded image and its timings so far."""
+
+    job: Job
+    dst: Path
+    sidecar: Path
+    private: Path
+    digest: str
+    common: dict
+    loaded: LoadedImage
+    timings: dict
+
+
+#: Images a worker anonymizes together (:meth:`Worker.__call__`). Fixed, so that a job list
+#: is judged in the same batches, to the last bit of each similarity, on any engine and any
+#: worker count.
+CHUNK = 8
+#: A worker anonymizes a chunk's images together up to this many pixels at a time (eight LFW
+#: images are 0.5 million), so that a chunk of large photos is not held in memory at once.
+PIXELS_TOGETHER = 4_000_000
+
+
+def chunks(jobs: list[Job], size: int = CHUNK) -> list[list[Job]]:
+    """``jobs`` cut into consecutive chunks of ``size`` (the last one shorter)."""
+    return [jobs[i:i + size] for i in range(0, len(jobs), size)]
+
+
+def run_jobs(engine: Engine, worker: "Worker", jobs: list[Job], workers: int
+             ) -> Iterator[Outcome]:
+    """The outcome of each job, in job order, as ``worker`` gives them chunk by chunk on
+    ``engine`` (``workers`` processes or actors, ``0``: :meth:`.Engine.auto_workers` over the
+    jobs)."""
+    if not jobs:
+        return
+    workers = workers or engine.auto_workers(len(jobs))
+    for outcomes in engine.imap(worker, chunks(jobs), workers):
+        yield from outcomes
+
+
+def error_outcome(job: Job, error: Exception) -> Outcome:
+    """The ``error`` outcome of a job that raised ``error``: its one-line message, naming the
+    file."""
+    if isinstance(error, ImageError):
+        return Outcome(job.rel, "error", message=str(error))
+    if isinstance(error, VerificationError):
+        return Outcome(job.rel, "error", message=str(ImageError(job.src, str(error))))
+    return Outcome(job.rel, "error", message=f"{job.src}: {type(error).__name__}: {error}")
 
 
 class UsageError(Exception):
@@ -116,10 +166,10 @@ def unverified_message(src: Path, records: list[dict], what: str = "face") -> st
 
 
 class Worker:
-    """Runs jobs with one :class:`Pipeline`. Built once before any job, so a backend that
-    cannot run here (:class:`~.anonymizers.BackendUnavailable`) stops the run with one error
-    instead of failing every file; pickled by its arguments, so each process of a pool builds
-    its own."""
+    """Runs chunks of jobs with one :class:`Pipeline`. Built once before any job, so a backend
+    that cannot run here (:class:`~.anonymizers.BackendUnavailable`) stops the run with one
+    error instead of failing every file; pickled by its arguments, so each process of a pool
+    builds its own."""
 
     def __init__(self, settings: Settings, outdir: Path, overwrite: bool, max_pixels: int,
                  gallery: bool = False, video: VideoSettings = VideoSettings(), threads: int = 1):
@@ -137,15 +187,54 @@ class Worker:
         return Worker, (self.settings, self.outdir, self.overwrite, self.max_pixels, self.gallery,
                         self.video, self.threads)
 
-    def __call__(self, job: Job) -> Outcome:
-        try:
-            return self.run(job)
-        except ImageError as e:
-            return Outcome(job.rel, "error", message=str(e))
-        except Exception as e:  # one bad file must not stop the run
-            return Outcome(job.rel, "error", message=f"{job.src}: {type(e).__name__}: {e}")
+    def __call__(self, jobs: list[Job]) -> list[Outcome]:
+        """The outcomes of a chunk of jobs (:func:`chunks`), in order. Its images are
+        anonymized together, up to :data:`PIXELS_TOGETHER` at a time
+        (:meth:`~.pipeline.Pipeline.anonymize_many`: one detector pass per image size, one
+        judging pass per try), its videos one by one. A bad file gets its error outcome and the
+        others go on."""
+        outcomes: list[Outcome | None] = [None] * len(jobs)
+        pending: list[tuple[int, _Pending]] = []
+        for k, job in enumerate(jobs):
+            try:
+                started = self.start(job)
+            except Exception as e:  # one bad file must not stop the run
+                outcomes[k] = error_outcome(job, e)
+                continue
+            if isinstance(started, Outcome):
+                outcomes[k] = started
+                continue
+            pending.append((k, started))
+            if sum(p.loaded.rgb.shape[0] * p.loaded.rgb.shape[1]
+                   for _, p in pending) >= PIXELS_TOGETHER:
+                self._anonymize(pending, outcomes)
+                pending = []
+        self._anonymize(pending, outcomes)
+        return outcomes
 
-    def run(self, job: Job) -> Outcome:
+    def _anonymize(self, pending: list[tuple[int, _Pending]],
+                   outcomes: list[Outcome | None]) -> None:
+        """Anonymize the decoded images ``pending`` together and put each one's outcome at its
+        place in ``outcomes``."""
+        if not pending:
+            return
+        cpu0 = time.process_time()
+        try:
+            results = self.pipeline.anonymize_many([p.loaded.rgb for _, p in pending],
+                                                   [p.job.rel for _, p in pending])
+        except Exception as e:  # every image of the batch gets the error
+            results = [e] * len(pending)
+        cpu = (time.process_time() - cpu0) / len(pending)
+        for (k, p), result in zip(pending, results):
+            p.timings["cpu"] += cpu
+            try:
+                outcomes[k] = self.finish(p, result)
+            except Exception as e:
+                outcomes[k] = error_outcome(p.job, e)
+
+    def start(self, job: Job) -> Outcome | _Pending:
+        """Everything before the faces: the job's checks and resume (an :class:`Outcome` when
+        the job is done: skipped, or a video anonymized), else its image decoded."""
         dst = self.outdir / job.rel
         sidecar = dst.with_name(dst.name + ".json")
         private = self.records / f"{job.rel}.json"
@@ -172,31 +261,36 @@ class Worker:
             return self.run_video(job, dst, sidecar, private, digest, common)
         t0, cpu0 = time.perf_counter(), time.process_time()
         loaded = load_image(job.src, self.max_pixels)
-        t1 = time.perf_counter()
-        try:
-            result = self.pipeline.anonymize(loaded.rgb, key=job.rel)
-        except VerificationError as e:
-            raise ImageError(job.src, str(e)) from None
-        t2 = time.perf_counter()
-        data = encode_image(LoadedImage(result.image, loaded.alpha, loaded.gray), dst.suffix)
-        atomic_write(dst, data)
-        timings = {"decode": t1 - t0, **result.timings, "encode": time.perf_counter() - t2,
-                   "cpu": time.process_time() - cpu0}
+        return _Pending(job, dst, sidecar, private, digest, common, loaded,
+                        {"decode": time.perf_counter() - t0,
+                         "cpu": time.process_time() - cpu0})
+
+    def finish(self, p: _Pending, result: Result | Exception) -> Outcome:
+        """The anonymized image of ``p`` written, then its sidecar and private record."""
+        if isinstance(result, Exception):
+            raise result
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        data = encode_image(LoadedImage(result.image, p.loaded.alpha, p.loaded.gray),
+                            p.dst.suffix)
+        atomic_write(p.dst, data)
+        timings = {**p.timings, **result.timings, "encode": time.perf_counter() - t0}
         status = ("unverified" if result.unverified else "ok") if result.faces else "no_face"
-        public = {"input": job.rel, "status": status,
-                  "faces": [r.public() for r in result.records], **common}
-        record = {"input": job.rel, "input_sha256": digest, "status": status,
-                  "faces": [r.private() for r in result.records], **common}
-        atomic_write(sidecar, (json.dumps(public, indent=1) + "\n").encode())
-        atomic_write(private, (json.dumps(record, indent=1) + "\n").encode(), mode=0o600)
-        message = unverified_message(job.src, record["faces"]) if result.unverified else ""
+        public = {"input": p.job.rel, "status": status,
+                  "faces": [r.public() for r in result.records], **p.common}
+        record = {"input": p.job.rel, "input_sha256": p.digest, "status": status,
+                  "faces": [r.private() for r in result.records], **p.common}
+        atomic_write(p.sidecar, (json.dumps(public, indent=1) + "\n").encode())
+        atomic_write(p.private, (json.dumps(record, indent=1) + "\n").encode(), mode=0o600)
+        message = (unverified_message(p.job.src, record["faces"]) if result.unverified
+                   else "")
         identity = {}
         if self.embedder is not None and result.faces:
-            embeddings, failed = self.embedder.embed_faces(loaded.rgb, result.faces)
+            embeddings, failed = self.embedder.embed_faces(p.loaded.rgb, result.faces)
             if failed:
-                raise ImageError(job.src, f"gallery: judge(s) failed: {failed}")
-            identity = {"sha256": digest, "embeddings": embeddings}
-        return Outcome(job.rel, status, len(result.faces), message, timings=timings,
+                raise ImageError(p.job.src, f"gallery: judge(s) failed: {failed}")
+            identity = {"sha256": p.digest, "embeddings": embeddings}
+        timings["cpu"] += time.process_time() - cpu0
+        return Outcome(p.job.rel, status, len(result.faces), message, timings=timings,
                        identity=identity)
 
     def run_video(self, job: Job, dst: Path, sidecar: Path, private: Path, digest: str,
@@ -204,11 +298,8 @@ class Worker:
         """A video job: :func:`~.video.anonymize_video`, then its sidecar and private record
         (:func:`video_records`); the outcome counts tracks as faces."""
         cpu0 = time.process_time()
-        try:
-            result = anonymize_video(self.pipeline, job.src, dst, job.rel, self.video,
-                                     self.progress, self.threads)
-        except VerificationError as e:
-            raise ImageError(job.src, str(e)) from None
+        result = anonymize_video(self.pipeline, job.src, dst, job.rel, self.video,
+                                 self.progress, self.threads)
         status = ("unverified" if result.unverified else "ok") if result.tracks else "no_face"
         public, record = video_records(result, self.pipeline)
         atomic_write(sidecar, (json.dumps({"input": job.rel, "status": status, **public,
@@ -339,7 +430,7 @@ def anonymize_files(
                     video_threads(engine, workers, len(jobs)))
     worker.progress = on_progress
     outcomes = []
-    for outcome in engine.imap(worker, jobs, workers, chunksize=4):
+    for outcome in run_jobs(engine, worker, jobs, workers):
         outcomes.append(outcome)
         if on_outcome:
             on_outcome(outcome)

@@ -1,9 +1,10 @@
 """Where the jobs of a run execute: this machine's process pool (``local``) or a Ray cluster (``ray``).
 
 The core hands an engine the same three things whichever it is: a picklable callable that does
-the per-item work (:class:`~.batch.Worker` for anonymizing, the metrics' batch evaluator), the jobs,
-and a worker count. The callable pickles its settings (``__reduce__``), so each process of the pool
-or each Ray actor builds its own copy once, loading the models once, and then calls it per job.
+the per-item work (:class:`~.batch.Worker` for anonymizing, the metrics' batch evaluator), the jobs
+(for anonymizing, chunks of files: :func:`~.batch.run_jobs`) and a worker count. The callable
+pickles its settings (``__reduce__``), so each process of the pool or each Ray actor builds its own
+copy once, loading the models once, and then calls it per job.
 Whatever the callable writes (outputs, sidecars) and returns is therefore the same on both engines;
 an engine only decides where the calls run and streams their results back in job order.
 

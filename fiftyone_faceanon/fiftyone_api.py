@@ -51,7 +51,7 @@ import fiftyone as fo
 import fiftyone.core.media as fom
 
 from .anonymizers import DEFAULT_BACKEND
-from .batch import Job, Worker, video_threads
+from .batch import Job, Worker, run_jobs, video_threads
 from .engines import as_engine
 from .faces import Face
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, image_size, record_path
@@ -190,7 +190,7 @@ def anonymize_samples(
         tick(finished[0] + 0.5 * (stage != "track") + 0.5 * done / max(frames, 1))
 
     worker.progress = on_frame
-    outcomes = run_on.imap(worker, jobs, workers, chunksize=4)
+    outcomes = run_jobs(run_on, worker, jobs, workers)
     for part, ids, _ in parts:
         with part.save_context() as saver:
             for sample, outcome in zip(_samples(part, ids), outcomes):

@@ -110,18 +110,20 @@ class Verifier:
         #: "close" for choosing donors: the looser accuracy-optimal threshold
         self.close = {j: min(limits[j]["accuracy"], self.thresholds[j]) for j in self.judges}
 
-    def embed(self, image: np.ndarray, faces: list[Face]) -> dict[str, np.ndarray]:
-        """``{judge: (F, D)}`` unit embeddings of ``faces`` in an (H, W, 3) uint8 image."""
-        if not faces:
-            return {j: np.zeros((0, judge.dim), np.float32) for j, judge in self.judges.items()}
-        return {j: judge.embed(image, faces) for j, judge in self.judges.items()}
-
     def embed_many(self, items: list[tuple[np.ndarray, list[Face]]]
                    ) -> dict[str, np.ndarray]:
         """``{judge: (N, D)}`` unit embeddings of the faces of several images (``(image,
         faces)`` pairs), in order, each judge's network run once over all of them."""
         return {j: np.concatenate([np.zeros((0, judge.dim), np.float32),
                                    *judge.embed_many(items)]) for j, judge in self.judges.items()}
+
+    def embed_each(self, items: list[tuple[np.ndarray, list[Face]]]
+                   ) -> list[dict[str, np.ndarray]]:
+        """:meth:`embed_many`, split back into ``{judge: (F, D)}`` per ``(image, faces)``."""
+        embedded = self.embed_many(items)
+        bounds = np.cumsum([len(faces) for _, faces in items])[:-1]
+        parts = {j: np.split(e, bounds) for j, e in embedded.items()}
+        return [{j: p[k] for j, p in parts.items()} for k in range(len(items))]
 
     def floor(self, items: list[tuple[np.ndarray, Face]], original: dict[str, np.ndarray],
               feather: float = 0.04) -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import read_rgb
+from conftest import lfw_images, read_rgb
 from fiftyone_faceanon import faces as F
 from fiftyone_faceanon.anonymizers import available_backends, create_backend
 from fiftyone_faceanon.cli import main
@@ -195,3 +195,27 @@ def test_installed_entry_point_runs_the_demo(tmp_path):
     assert "3 anonymized" in proc.stderr
     for name in ("astronaut.png", "cameraman.png", "grace_hopper.jpg"):
         assert (tmp_path / "anonymized" / name).is_file()
+
+
+def test_images_anonymized_together_are_those_anonymized_alone(fixtures_dir, astronaut):
+    """``anonymize_many`` runs MTCNN once over the images of one size and each judge once per
+    try over the faces of every image: each image still gets the bytes, donors, tries and
+    statuses it gets alone, and its judges' similarities to within float rounding."""
+    images = [read_rgb(p) for p in lfw_images(8)]  # 250x250: one detector batch
+    images += [read_rgb(fixtures_dir / "group/insightface_t1.jpg"), astronaut,
+               read_rgb(fixtures_dir / "faceapi/white.png")]
+    keys = [f"image{k}" for k in range(len(images))]
+    pipeline = Pipeline(Settings())
+    together = pipeline.anonymize_many(images, keys)
+    alone = [pipeline.anonymize(image, key) for image, key in zip(images, keys)]
+    tries = [r.tries for result in alone for r in result.records]
+    assert max(tries) > 1 and len(tries) >= 15  # retries were judged in shared passes
+    for a, b in zip(together, alone):
+        np.testing.assert_array_equal(a.image, b.image)
+        assert [(r.donor, r.tries, r.status) for r in a.records] == [
+            (r.donor, r.tries, r.status) for r in b.records]
+        for ra, rb in zip(a.records, b.records):
+            assert ra.similarity.keys() == rb.similarity.keys()
+            for j in ra.similarity:
+                assert abs(ra.similarity[j] - rb.similarity[j]) < 1e-5
+    assert not together[-1].faces
