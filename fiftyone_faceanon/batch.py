@@ -80,9 +80,9 @@ class _Pending(NamedTuple):
     timings: dict
 
 
-#: Images a worker anonymizes together (:meth:`Worker.__call__`). Fixed, so that a job list
-#: is judged in the same batches, to the last bit of each similarity, on any engine and any
-#: worker count.
+#: Images a worker anonymizes together (:meth:`Worker.__call__`). Fixed, so that a job list is
+#: detected and judged in the same batches, to the last bit of each score, hence gives the same
+#: bytes, on any engine and any worker count.
 CHUNK = 8
 #: A worker anonymizes a chunk's images together up to this many pixels at a time (eight LFW
 #: images are 0.5 million), so that a chunk of large photos is not held in memory at once.

@@ -232,7 +232,10 @@ class Pipeline:
         """:meth:`anonymize` of several images at once, one result per image: MTCNN runs once
         over the images of each size and each judge once per try over the faces of every image
         (:meth:`replace_many`). An image with a face still matched under ``on_fail="error"``
-        gets its :class:`~.verify.VerificationError` instead of a result."""
+        gets its :class:`~.verify.VerificationError` instead of a result. MTCNN's scores move
+        in their last bits with the batch, which on rare images moves a box (LFW: 1 face of
+        565 by 3.5 px), so an image's output can depend on the images it is detected with;
+        :mod:`.batch` always groups the same images (fixed chunks)."""
         s = self.settings
         t0 = time.perf_counter()
         detections = F.detect_boxes(images, s.detector, s.threshold, s.min_face_size, s.device)
@@ -271,9 +274,9 @@ class Pipeline:
         ``min(1, geometry + 0.25 t)``; only faces that a judge still matches are tried again.
         Each judge embeds the original faces of all the items in one pass, then each try's
         faces in one pass: on the CPU a judge takes about 40% less time per face in batches of
-        eight than one by one (docs/benchmarks.md). An item's bytes do not depend on the
-        others; its judges' similarities can differ from a run of it alone in the last bits of
-        their floats (the convolutions' order of summation follows the batch size).
+        eight than one by one (docs/benchmarks.md). An item's similarities differ from those of
+        a run of it alone only in the last bits of their floats (the convolutions' order of
+        summation follows the batch size), so its bytes do not depend on the others.
         """
         states = [self._start(image, faces, key) for image, faces, key in items]
         if self.verifier is not None:
