@@ -17,6 +17,7 @@ import zlib
 from dataclasses import asdict, dataclass, field, replace
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 
 from . import faces as F
@@ -33,6 +34,13 @@ VIEW_CHUNK = 4
 DEFAULT_GEOMETRY = 0.5
 #: Each verification retry adds this much geometry strength (capped at 1).
 GEOMETRY_STEP = 0.25
+#: From this try (0-based) on, a face is replaced over a wider region (:meth:`Pipeline._region`):
+#: forehead to ``WIDE_FOREHEAD`` of the chin-to-brow height and the hull grown by ``WIDEN`` of
+#: the crop. A face that the judges still match after two tries is mostly matched by its outline;
+#: on the 12 LFW images with a face written fail-closed this left 3 such faces instead of 13.
+WIDEN_FROM = 2
+WIDE_FOREHEAD = 0.3
+WIDEN = 0.04
 
 
 @dataclass(frozen=True)
@@ -376,6 +384,17 @@ class Pipeline:
             tries=attempt + 1, similarity={}, status="replaced", donor_index=donor)
         return target, record
 
+    def _region(self, target: np.ndarray, size: int, attempt: int) -> np.ndarray:
+        """The (S, S) region that try ``attempt`` replaces around the (68, 2) crop-px
+        ``target``: the face's hull with the backend's forehead; from try :data:`WIDEN_FROM`
+        (0-based) on, with :data:`WIDE_FOREHEAD` of forehead and grown by :data:`WIDEN` of the
+        crop, so that less of the head's outline is left for a judge to match."""
+        if attempt < WIDEN_FROM:
+            return F.face_region(target, size, self.backend.forehead)
+        radius = int(round(WIDEN * size))
+        return cv2.dilate(F.face_region(target, size, WIDE_FOREHEAD),
+                          cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
+
     def _render(self, face, crop, lms, occluded, rng, donor, attempt, timings, stats=None):
         """One try at one face with the given donor: target geometry (:meth:`_target`),
         rendering, post-processing (``stats``: the colour statistics to transfer, when not the
@@ -384,7 +403,7 @@ class Pipeline:
         size = crop.shape[0]
         t0 = time.perf_counter()
         target, record = self._target(face, lms, donor, attempt)
-        region = F.face_region(target, size, self.backend.forehead)
+        region = self._region(target, size, attempt)
         anon = self.backend.anonymize(crop[None], target[None], region[None], [rng],
                                       donors=[donor])[0]
         t1 = time.perf_counter()

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -14,7 +15,7 @@ from conftest import lfw_images, read_rgb
 from fiftyone_faceanon import faces as F
 from fiftyone_faceanon.anonymizers import available_backends, create_backend
 from fiftyone_faceanon.cli import main
-from fiftyone_faceanon.pipeline import Pipeline, Settings
+from fiftyone_faceanon.pipeline import WIDE_FOREHEAD, WIDEN, WIDEN_FROM, Pipeline, Settings
 from fiftyone_faceanon.verify import judged_view
 
 BACKENDS = sorted(available_backends())
@@ -26,13 +27,19 @@ def run_cli(*args):
 
 def changed_region(image, records, settings):
     """Pixels any paste could touch: every warped mask > 0 (white crops pasted on black), over
-    the union of each face's original and anonymized regions (and, for a face that failed
-    verification, the judges' view of it)."""
+    the union of each face's original and anonymized regions (the latter widened for a face
+    tried more than ``WIDEN_FROM`` times; for a face that failed verification, also the
+    judges' view of it)."""
     faces, masks, white = [], [], []
     for r in records:
         face, size = r.original, r.original.crop.size
-        region = np.maximum(F.face_region(face.crop.to_crop(face.landmarks), size),
-                            F.face_region(face.crop.to_crop(r.anonymized.landmarks), size))
+        anonymized = F.face_region(face.crop.to_crop(r.anonymized.landmarks), size)
+        if r.tries > WIDEN_FROM:
+            radius = int(round(WIDEN * size))
+            anonymized = cv2.dilate(
+                F.face_region(face.crop.to_crop(r.anonymized.landmarks), size, WIDE_FOREHEAD),
+                cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
+        region = np.maximum(F.face_region(face.crop.to_crop(face.landmarks), size), anonymized)
         if r.status.startswith("fail_closed"):  # that also covers what the judges look at
             region = np.maximum(region, judged_view(face, size))
         faces.append(face)

@@ -8,8 +8,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import read_rgb
+from conftest import need_shared, read_rgb
 from fiftyone_faceanon import faces as F
+from fiftyone_faceanon import pipeline as pipeline_module
 from fiftyone_faceanon.cli import main
 from fiftyone_faceanon.geometry import fit_similarity, load_shape_model, spread
 from fiftyone_faceanon.pipeline import Pipeline, Settings
@@ -145,6 +146,19 @@ def test_forced_verification_failure_fails_closed_and_exits_non_zero(tmp_path, a
     r = run_cli("anonymize", src, "-o", tmp_path / "err", "--on-fail", "error", *force)
     assert r.exit_code == 1 and "error: " in r.output and "still matched after 5 tries" in r.output
     assert not (tmp_path / "err/a.png").exists()
+
+
+def test_face_matched_after_two_tries_is_replaced_over_a_wider_region(monkeypatch):
+    """From the third try a face is replaced over a wider region (more forehead, the outline
+    grown): an LFW face that the judges match through five tries at the face's own region,
+    which is then written fail-closed, is verified once the region widens."""
+    rel = "Abdullah_Gul/Abdullah_Gul_0019.jpg"
+    image = read_rgb(need_shared("lfw") / "images_deepfunneled" / rel)
+    (wide,) = Pipeline(Settings()).anonymize(image, key=rel).records
+    monkeypatch.setattr(pipeline_module, "WIDEN_FROM", Settings().tries)
+    (narrow,) = Pipeline(Settings()).anonymize(image, key=rel).records
+    assert narrow.status.startswith("fail_closed") and narrow.tries == 5
+    assert wide.status == "verified" and wide.tries >= 3
 
 
 def test_occluder_keeps_its_original_pixels(fixtures_dir):
