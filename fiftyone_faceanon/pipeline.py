@@ -34,10 +34,11 @@ VIEW_CHUNK = 4
 DEFAULT_GEOMETRY = 0.5
 #: Each verification retry adds this much geometry strength (capped at 1).
 GEOMETRY_STEP = 0.25
-#: From this try (0-based) on, a face is replaced over a wider region (:meth:`Pipeline._region`):
-#: forehead to ``WIDE_FOREHEAD`` of the chin-to-brow height and the hull grown by ``WIDEN`` of
-#: the crop. A face that the judges still match after two tries is mostly matched by its outline;
-#: on the 12 LFW images with a face written fail-closed this left 3 such faces instead of 13.
+#: From this try (0-based) on, an image's face (not a video track's) is replaced over a wider
+#: region (:meth:`Pipeline._region`): forehead to ``WIDE_FOREHEAD`` of the chin-to-brow height
+#: and the hull grown by ``WIDEN`` of the crop. A face that the judges still match after two
+#: tries is mostly matched by its outline; on the 12 LFW images with a face written fail-closed
+#: this left 3 such faces instead of 13.
 WIDEN_FROM = 2
 WIDE_FOREHEAD = 0.3
 WIDEN = 0.04
@@ -316,7 +317,7 @@ class Pipeline:
             results.append((st.out, st.records, st.timings))
         return results
 
-    def _start(self, image: np.ndarray, faces: list[F.Face], key: str) -> "_Replacing":
+    def _start(self, image: np.ndarray, faces: list[F.Face], key: str) -> _Replacing:
         """The state of one image before its first try: every face's crop, crop landmarks and
         occluder mask, every face to do, the output a copy of the image."""
         crops = [F.crop_face(image, f.crop) for f in faces]
@@ -329,7 +330,7 @@ class Pipeline:
                           records=[None] * n, pasted=[None] * n, todo=list(range(n)),
                           out=image.copy())
 
-    def _embed_originals(self, states: list["_Replacing"]) -> None:
+    def _embed_originals(self, states: list[_Replacing]) -> None:
         """Every judge's embeddings of the states' original faces, in one pass, and for each
         face the bank's donors a judge finds close to it."""
         t0 = time.perf_counter()
@@ -341,7 +342,7 @@ class Pipeline:
                 st.exclude = self.verifier.too_close(original, bank.embeddings)
         _share_verify(states, time.perf_counter() - t0, [len(st.faces) for st in states])
 
-    def _try(self, st: "_Replacing", attempt: int) -> None:
+    def _try(self, st: _Replacing, attempt: int) -> None:
         """Try ``attempt`` at the faces ``st.todo``: a donor each (none used twice in the image,
         none a judge finds close to the face), rendered; ``st.out`` gets every face's latest
         try."""
@@ -360,7 +361,7 @@ class Pipeline:
             st.timings["backend"] += time.perf_counter() - t0
             st.records[i], st.pasted[i] = self._render(st.faces[i], st.crops[i], st.lms[i],
                                                        st.occluded[i], rng, donor, attempt,
-                                                       st.timings)
+                                                       st.timings, widen=True)
         st.out = F.paste_faces(st.image, st.faces, [p[0] for p in st.pasted],
                                [p[1] for p in st.pasted])
 
@@ -384,26 +385,31 @@ class Pipeline:
             tries=attempt + 1, similarity={}, status="replaced", donor_index=donor)
         return target, record
 
-    def _region(self, target: np.ndarray, size: int, attempt: int) -> np.ndarray:
+    def _region(self, target: np.ndarray, size: int, attempt: int, widen: bool) -> np.ndarray:
         """The (S, S) region that try ``attempt`` replaces around the (68, 2) crop-px
-        ``target``: the face's hull with the backend's forehead; from try :data:`WIDEN_FROM`
-        (0-based) on, with :data:`WIDE_FOREHEAD` of forehead and grown by :data:`WIDEN` of the
-        crop, so that less of the head's outline is left for a judge to match."""
-        if attempt < WIDEN_FROM:
+        ``target``: the face's hull with the backend's forehead; with ``widen``, from try
+        :data:`WIDEN_FROM` (0-based) on, with :data:`WIDE_FOREHEAD` of forehead and grown by
+        :data:`WIDEN` of the crop, so that less of the head's outline is left for a judge to
+        match. Video tracks are not widened: on the Hamilton clip a track verified at its third
+        try over the wider region leaked 3 frames to dlib (0.927-0.936) that its judged views
+        (at most 0.90) did not foresee, and none without it (docs/video.md)."""
+        if not widen or attempt < WIDEN_FROM:
             return F.face_region(target, size, self.backend.forehead)
         radius = int(round(WIDEN * size))
         return cv2.dilate(F.face_region(target, size, WIDE_FOREHEAD),
                           cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
 
-    def _render(self, face, crop, lms, occluded, rng, donor, attempt, timings, stats=None):
+    def _render(self, face, crop, lms, occluded, rng, donor, attempt, timings, stats=None,
+                widen=False):
         """One try at one face with the given donor: target geometry (:meth:`_target`),
-        rendering, post-processing (``stats``: the colour statistics to transfer, when not the
-        crop's own), paste mask; a :class:`FaceRecord` and the ``(crop, mask)`` to paste."""
+        rendering over the region of :meth:`_region` (``widen``), post-processing (``stats``:
+        the colour statistics to transfer, when not the crop's own), paste mask; a
+        :class:`FaceRecord` and the ``(crop, mask)`` to paste."""
         s = self.settings
         size = crop.shape[0]
         t0 = time.perf_counter()
         target, record = self._target(face, lms, donor, attempt)
-        region = self._region(target, size, attempt)
+        region = self._region(target, size, attempt, widen)
         anon = self.backend.anonymize(crop[None], target[None], region[None], [rng],
                                       donors=[donor])[0]
         t1 = time.perf_counter()
@@ -416,7 +422,7 @@ class Pipeline:
         timings["postprocess"] += time.perf_counter() - t1
         return record, (anon, mask)
 
-    def _fail_closed(self, st: "_Replacing") -> None:
+    def _fail_closed(self, st: _Replacing) -> None:
         """Replace the faces ``st.todo`` with :func:`~.verify.fail_closed` over the union of
         their original and last regions and what the judges look at (:func:`judged_view`), or
         raise for ``on_fail="error"``; the judges score the result once more for the record. A
@@ -619,7 +625,7 @@ class Pipeline:
         out = F.paste_faces(image, faces, [p[0] for p in pasted], [p[1] for p in pasted])
         return out, moved, timings
 
-    def _judge(self, states: list["_Replacing"]) -> list[np.ndarray]:
+    def _judge(self, states: list[_Replacing]) -> list[np.ndarray]:
         """Score each state's faces ``todo`` in its output against their originals with every
         judge (at the original face's place), all states in one pass, and record each judge's
         similarity; per state, (len(todo),) bool: which a judge still matches."""
