@@ -64,6 +64,8 @@ class Outcome:
     timings: dict = field(default_factory=dict)
     #: with a gallery: ``{"sha256", "embeddings": {judge: (F, D)}}`` of the original's faces
     identity: dict = field(default_factory=dict)
+    #: faces too small for the judges (``too_small``): replaced, not verified
+    unjudged: int = 0
 
 
 class _Pending(NamedTuple):
@@ -291,7 +293,8 @@ class Worker:
             identity = {"sha256": p.digest, "embeddings": embeddings}
         timings["cpu"] += time.process_time() - cpu0
         return Outcome(p.job.rel, status, len(result.faces), message, timings=timings,
-                       identity=identity)
+                       identity=identity,
+                       unjudged=sum(r.status == "too_small" for r in result.records))
 
     def run_video(self, job: Job, dst: Path, sidecar: Path, private: Path, digest: str,
                   common: dict) -> Outcome:

@@ -34,11 +34,14 @@ VIEW_CHUNK = 4
 DEFAULT_GEOMETRY = 0.5
 #: Each verification retry adds this much geometry strength (capped at 1).
 GEOMETRY_STEP = 0.25
-#: From this try (0-based) on, an image's face (not a video track's) is replaced over a wider
-#: region (:meth:`Pipeline._region`): forehead to ``WIDE_FOREHEAD`` of the chin-to-brow height
-#: and the hull grown by ``WIDEN`` of the crop. A face that the judges still match after two
-#: tries is mostly matched by its outline; on the 12 LFW images with a face written fail-closed
-#: this left 3 such faces instead of 13.
+#: From this try (0-based) on, an image's face is replaced over a wider region
+#: (:meth:`Pipeline._region`): forehead to ``WIDE_FOREHEAD`` of the chin-to-brow height and the
+#: hull grown by ``WIDEN`` of the crop. A face that the judges still match after two tries is
+#: mostly matched by its outline; on the 12 LFW images with a face written fail-closed this left
+#: 3 such faces instead of 13. A face too small to be judged (``verify.large_enough``) gets it
+#: at its only try. A video track never does: on the Hamilton clip a track verified at its third
+#: try over the wider region leaked 3 frames to dlib (0.927-0.936) that its judged views (at
+#: most 0.90) did not foresee, and none without it (docs/video.md).
 WIDEN_FROM = 2
 WIDE_FOREHEAD = 0.3
 WIDEN = 0.04
@@ -81,8 +84,9 @@ class FaceRecord:
     """What became of one face. ``original``: the detected :class:`~.faces.Face`; ``anonymized``:
     the same face at its new geometry (landmarks in image pixels, box moved with them);
     ``similarity``: each judge's final cosine to the original (empty without verification);
-    ``status``: ``replaced`` (not verified), ``too_small`` (replaced, not verified: smaller
-    than :data:`~.verify.MIN_JUDGED_SIZE`), ``verified``, or ``fail_closed:<blur|mask>``."""
+    ``status``: ``replaced`` (not verified), ``too_small`` (replaced over the wide region, not
+    verified: smaller than :data:`~.verify.MIN_JUDGED_SIZE`), ``verified``, or
+    ``fail_closed:<blur|mask>``."""
 
     original: F.Face
     anonymized: F.Face
@@ -359,9 +363,10 @@ class Pipeline:
                 st.crops[i], st.lms[i], rng, attempt, avoid,
                 None if st.original is None else {j: e[i] for j, e in st.original.items()})
             st.timings["backend"] += time.perf_counter() - t0
+            wide = attempt >= WIDEN_FROM or not large_enough(st.faces[i])
             st.records[i], st.pasted[i] = self._render(st.faces[i], st.crops[i], st.lms[i],
                                                        st.occluded[i], rng, donor, attempt,
-                                                       st.timings, widen=True)
+                                                       st.timings, wide=wide)
         st.out = F.paste_faces(st.image, st.faces, [p[0] for p in st.pasted],
                                [p[1] for p in st.pasted])
 
@@ -385,31 +390,28 @@ class Pipeline:
             tries=attempt + 1, similarity={}, status="replaced", donor_index=donor)
         return target, record
 
-    def _region(self, target: np.ndarray, size: int, attempt: int, widen: bool) -> np.ndarray:
-        """The (S, S) region that try ``attempt`` replaces around the (68, 2) crop-px
-        ``target``: the face's hull with the backend's forehead; with ``widen``, from try
-        :data:`WIDEN_FROM` (0-based) on, with :data:`WIDE_FOREHEAD` of forehead and grown by
-        :data:`WIDEN` of the crop, so that less of the head's outline is left for a judge to
-        match. Video tracks are not widened: on the Hamilton clip a track verified at its third
-        try over the wider region leaked 3 frames to dlib (0.927-0.936) that its judged views
-        (at most 0.90) did not foresee, and none without it (docs/video.md)."""
-        if not widen or attempt < WIDEN_FROM:
+    def _region(self, target: np.ndarray, size: int, wide: bool) -> np.ndarray:
+        """The (S, S) region a try replaces around the (68, 2) crop-px ``target``: the face's
+        hull with the backend's forehead or, ``wide``, with :data:`WIDE_FOREHEAD` of forehead
+        and grown by :data:`WIDEN` of the crop, so that less of the head's outline is left for
+        a judge to match."""
+        if not wide:
             return F.face_region(target, size, self.backend.forehead)
         radius = int(round(WIDEN * size))
         return cv2.dilate(F.face_region(target, size, WIDE_FOREHEAD),
                           cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
 
     def _render(self, face, crop, lms, occluded, rng, donor, attempt, timings, stats=None,
-                widen=False):
+                wide=False):
         """One try at one face with the given donor: target geometry (:meth:`_target`),
-        rendering over the region of :meth:`_region` (``widen``), post-processing (``stats``:
+        rendering over the region of :meth:`_region` (``wide``), post-processing (``stats``:
         the colour statistics to transfer, when not the crop's own), paste mask; a
         :class:`FaceRecord` and the ``(crop, mask)`` to paste."""
         s = self.settings
         size = crop.shape[0]
         t0 = time.perf_counter()
         target, record = self._target(face, lms, donor, attempt)
-        region = self._region(target, size, attempt, widen)
+        region = self._region(target, size, wide)
         anon = self.backend.anonymize(crop[None], target[None], region[None], [rng],
                                       donors=[donor])[0]
         t1 = time.perf_counter()

@@ -28,13 +28,13 @@ def run_cli(*args):
 def changed_region(image, records, settings):
     """Pixels any paste could touch: every warped mask > 0 (white crops pasted on black), over
     the union of each face's original and anonymized regions (the latter widened for a face
-    tried more than ``WIDEN_FROM`` times; for a face that failed verification, also the
-    judges' view of it)."""
+    tried more than ``WIDEN_FROM`` times or too small to judge; for a face that failed
+    verification, also the judges' view of it)."""
     faces, masks, white = [], [], []
     for r in records:
         face, size = r.original, r.original.crop.size
         anonymized = F.face_region(face.crop.to_crop(r.anonymized.landmarks), size)
-        if r.tries > WIDEN_FROM:
+        if r.tries > WIDEN_FROM or r.status == "too_small":
             radius = int(round(WIDEN * size))
             anonymized = cv2.dilate(
                 F.face_region(face.crop.to_crop(r.anonymized.landmarks), size, WIDE_FOREHEAD),

@@ -161,6 +161,30 @@ def test_face_matched_after_two_tries_is_replaced_over_a_wider_region(monkeypatc
     assert wide.status == "verified" and wide.tries >= 3
 
 
+def test_face_too_small_to_judge_is_replaced_wide_and_counted(tmp_path):
+    """A background face under 32 px cannot be verified: it is replaced over the wide region
+    (its pixels change beyond the face's own region) at its only try, recorded ``too_small``,
+    and the run says how many faces it could not judge."""
+    rel = "Adrien_Brody/Adrien_Brody_0006.jpg"
+    path = need_shared("lfw") / "images_deepfunneled" / rel
+    image = read_rgb(path)
+    result = Pipeline(Settings()).anonymize(image, key=rel)
+    (small,) = [(f, r) for f, r in zip(result.faces, result.records) if r.status == "too_small"]
+    face, record = small
+    size = face.crop.size
+    own = F.face_region(face.crop.to_crop(record.anonymized.landmarks), size, 0.15)
+    changed = np.abs(F.crop_face(result.image, face.crop).astype(int)
+                     - F.crop_face(image, face.crop)).max(2) > 8
+    assert record.tries == 1 and (changed & (own == 0)).sum() > 0.1 * (own > 0).sum()
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(path.read_bytes())
+    r = run_cli("anonymize", src, "-o", tmp_path / "out")
+    assert r.exit_code == 0, r.output
+    assert "note: 1 face(s) under 32 px replaced over the wide region but not judged" in r.output
+
+
 def test_occluder_keeps_its_original_pixels(fixtures_dir):
     """A real dark object (the camera from scikit-image's cameraman photo) pasted over the side
     of a face's forehead and temple stays as it was; the rest of the face is replaced."""

@@ -14,7 +14,7 @@ from ..images import MAX_PIXELS
 from ..photometric import PYRAMID_LEVELS, PhotometricSettings
 from ..pipeline import DEFAULT_GEOMETRY, Settings
 from ..tracking import TrackSettings
-from ..verify import ON_FAIL, VerificationError
+from ..verify import MIN_JUDGED_SIZE, ON_FAIL, VerificationError
 from ..video import VideoSettings
 from ..weights import WeightsError
 from . import detector_options, engine_options, main
@@ -112,6 +112,7 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
         raise click.UsageError(str(e)) from None
 
     counts = {"ok": 0, "no_face": 0, "skipped": 0, "unverified": 0, "error": 0}
+    unjudged = [0]  # faces too small for the judges, in the files done by this run
     bar = tqdm(desc="anonymize", unit="file", file=sys.stderr, dynamic_ncols=True)
     frames = {}
 
@@ -126,6 +127,7 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
 
     def on_outcome(outcome):
         counts[outcome.status] += 1
+        unjudged[0] += outcome.unjudged
         for old in frames.values():
             old.close()
         frames.clear()
@@ -158,6 +160,10 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
         f"{counts['error']} failed -> {outdir}",
         err=True,
     )
+    if unjudged[0]:
+        click.echo(f"note: {unjudged[0]} face(s) under {MIN_JUDGED_SIZE} px replaced over the wide "
+                   "region but not judged (too small for the judges; status too_small in the "
+                   "sidecars)", err=True)
     return 1 if counts["error"] or counts["unverified"] else 0
 
 
