@@ -229,6 +229,9 @@ class Worker:
         cpu = (time.process_time() - cpu0) / len(pending)
         for (k, p), result in zip(pending, results):
             p.timings["cpu"] += cpu
+            if isinstance(result, Exception):
+                outcomes[k] = error_outcome(p.job, result)
+                continue
             try:
                 outcomes[k] = self.finish(p, result)
             except Exception as e:
@@ -267,10 +270,8 @@ class Worker:
                         {"decode": time.perf_counter() - t0,
                          "cpu": time.process_time() - cpu0})
 
-    def finish(self, p: _Pending, result: Result | Exception) -> Outcome:
+    def finish(self, p: _Pending, result: Result) -> Outcome:
         """The anonymized image of ``p`` written, then its sidecar and private record."""
-        if isinstance(result, Exception):
-            raise result
         t0, cpu0 = time.perf_counter(), time.process_time()
         data = encode_image(LoadedImage(result.image, p.loaded.alpha, p.loaded.gray),
                             p.dst.suffix)

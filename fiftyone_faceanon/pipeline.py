@@ -326,8 +326,7 @@ class Pipeline:
         occluder mask, every face to do, the output a copy of the image."""
         crops = [F.crop_face(image, f.crop) for f in faces]
         lms = [f.crop.to_crop(f.landmarks) for f in faces]
-        occluded = [F.occluder_mask(c, lm) if self.settings.occluders else None
-                    for c, lm in zip(crops, lms)]
+        occluded = [self._occluded(c, lm) for c, lm in zip(crops, lms)]
         n = len(faces)
         return _Replacing(image, faces, key, crops, lms, occluded,
                           {"backend": 0.0, "postprocess": 0.0, "verify": 0.0},
@@ -389,6 +388,11 @@ class Pipeline:
             geometry=strength if self.shape is not None else 0.0,
             tries=attempt + 1, similarity={}, status="replaced", donor_index=donor)
         return target, record
+
+    def _occluded(self, crop: np.ndarray, lms: np.ndarray) -> np.ndarray | None:
+        """The (S, S) occluder mask of an (S, S, 3) crop with its (68, 2) crop-px landmarks
+        (:func:`~.faces.occluder_mask`), or None with ``occluders`` off."""
+        return F.occluder_mask(crop, lms) if self.settings.occluders else None
 
     def _region(self, target: np.ndarray, size: int, wide: bool) -> np.ndarray:
         """The (S, S) region a try replaces around the (68, 2) crop-px ``target``: the face's
@@ -492,8 +496,7 @@ class Pipeline:
         for image, face, judged, colour in views:
             crop = F.crop_face(image, face.crop)
             lms = face.crop.to_crop(face.landmarks)
-            prepared.append(_View(image, face, crop, lms,
-                                  F.occluder_mask(crop, lms) if s.occluders else None, judged,
+            prepared.append(_View(image, face, crop, lms, self._occluded(crop, lms), judged,
                                   colour))
         crop0, lms0 = prepared[0].crop, prepared[0].lms
         bank = self.backend.bank
@@ -618,7 +621,7 @@ class Pipeline:
                 rendered = self._cover(face, crop, lms, record.anonymized,
                                        plan.status.split(":")[1], seen)
             else:
-                occluded = F.occluder_mask(crop, lms) if s.occluders else None
+                occluded = self._occluded(crop, lms)
                 record, rendered = self._render(face, crop, lms, occluded,
                                                 face_rng(s.seed, key, plan.index), plan.donor,
                                                 plan.attempt, timings, colour)
