@@ -306,11 +306,14 @@ def paste_faces(
 
     ``out = image * (1 - m) + crop * m`` with ``m`` the mask warped by the exact inverse of the
     face's crop transform. Pixels where every warped mask is 0 are copied from ``image`` bit for
-    bit.
+    bit. Smaller faces are pasted first: where two overlap, the larger one, normally nearer the
+    camera, stays in front (a singer's head over an audience face behind it).
     """
     out = image.copy()
     h, w = image.shape[:2]
-    for face, crop, mask in zip(faces, crops, masks):
+    area = [(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in faces]
+    for i in np.argsort(area, kind="stable"):
+        face, crop, mask = faces[i], crops[i], masks[i]
         x0, y0, x1, y1 = face.crop.image_box()
         x0, y0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
         x1, y1 = min(int(np.ceil(x1)) + 1, w), min(int(np.ceil(y1)) + 1, h)

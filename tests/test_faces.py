@@ -87,3 +87,25 @@ def test_feathered_mask_stays_inside_crop(astronaut):
     border = np.concatenate([soft[0], soft[-1], soft[:, 0], soft[:, -1]])
     assert (border == 0).all()
     assert (soft[region == 0] < 0.5).all()
+
+
+def test_the_larger_of_two_overlapping_faces_is_pasted_in_front(astronaut):
+    # A face half hidden behind a nearer one (an audience member behind a singer's head on the
+    # Hamilton clip) must not be drawn over it, whatever order the faces come in.
+    (near,) = F.find_faces(astronaut, crop_size=128)
+    centre = near.landmarks.mean(0)
+    behind = (near.landmarks - centre) * 0.5 + centre + [40.0, 0.0]
+    far = F.Face(np.concatenate([behind.min(0), behind.max(0)]), near.score, behind,
+                 F.crop_transform(behind, 128))
+    region = {id(f): F.face_region(f.crop.to_crop(f.landmarks), 128) for f in (near, far)}
+    painted = {id(near): 255, id(far): 0}
+
+    def paste(order):
+        return F.paste_faces(np.full_like(astronaut, 128), order,
+                             [np.full((128, 128, 3), painted[id(f)], np.uint8) for f in order],
+                             [region[id(f)] for f in order])
+
+    overlap = (paste([near]) == 255).all(2) & (paste([far]) == 0).all(2)
+    assert overlap.sum() > 500
+    for order in ([near, far], [far, near]):
+        assert (paste(order)[overlap] == 255).all()
