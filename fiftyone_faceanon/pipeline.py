@@ -15,7 +15,7 @@ import json
 import time
 import zlib
 from dataclasses import asdict, dataclass, field, replace
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import cv2
 import numpy as np
@@ -476,7 +476,9 @@ class Pipeline:
                       key: str, index: int,
                       avoid: np.ndarray | None = None,
                       timings: dict[str, float] | None = None,
-                      margin: dict[str, float] | None = None) -> "IdentityPlan":
+                      margin: dict[str, float] | None = None,
+                      released: Callable[[np.ndarray], np.ndarray] | None = None
+                      ) -> "IdentityPlan":
         """One fake identity for a face seen many times (a video track): the donor and try that
         every view of it is rendered with (:meth:`render_planned`).
 
@@ -490,7 +492,9 @@ class Pipeline:
         judged at each try as :meth:`replace_many` judges an image's faces; the plan fails closed
         when a view is still matched after the last try; ``margin``: how much further below
         each judge's threshold every view must stay (the frames between the views vary around
-        them). Seconds per stage are added to ``timings``."""
+        them); ``released``: what a rendered view goes through before it is judged, as the
+        frames will be before anyone sees them (a video's encoder: :func:`~.videoio.as_encoded`;
+        by default nothing). Seconds per stage are added to ``timings``."""
         s = self.settings
         prepared = []
         for image, face, judged, colour in views:
@@ -531,7 +535,7 @@ class Pipeline:
                 part = slice(start, start + VIEW_CHUNK)
                 matched = self._judge_views(judged[part], {j: e[part] for j, e in
                                                            original.items()},
-                                            floor, part, plan, key, margin, timings)
+                                            floor, part, plan, key, margin, timings, released)
                 if matched:
                     break
             plan.uninformative = {j: int((f >= self.verifier.thresholds[j]).sum())
@@ -544,12 +548,14 @@ class Pipeline:
                 f"{j} {v:.3f}" for j, v in plan.similarity.items()) + ")")
         plan.status = f"fail_closed:{s.on_fail}"
         known = {j: np.nan_to_num(f, nan=-1.0) for j, f in floor.items()}
-        if s.on_fail == "blur" and self._still_matched(judged, plan, original, known):
+        if s.on_fail == "blur" and self._still_matched(judged, plan, original, known, released):
             plan.status = "fail_closed:mask"
         return plan
 
-    def _judge_views(self, views, original, floor, part, plan, key, margin, timings) -> bool:
-        """Render ``plan`` on ``views`` and judge them against their ``original`` embeddings;
+    def _judge_views(self, views, original, floor, part, plan, key, margin, timings, released
+                     ) -> bool:
+        """Render ``plan`` on ``views`` and judge them, as ``released`` gives them back (or as
+        rendered), against their ``original`` embeddings;
         fill the views' entries (``part`` of the track's) of ``floor`` where a judge matches
         and ``plan.similarity`` with the highest similarities; whether a judge matches a view
         beyond its floor."""
@@ -558,7 +564,8 @@ class Pipeline:
             _, (anon, mask) = self._render(v.face, v.crop, v.lms, v.occluded,
                                            face_rng(self.settings.seed, key, plan.index),
                                            plan.donor, plan.attempt, timings, v.colour)
-            rendered.append((F.paste_faces(v.image, [v.face], [anon], [mask]), [v.judged]))
+            out = F.paste_faces(v.image, [v.face], [anon], [mask])
+            rendered.append((out if released is None else released(out), [v.judged]))
         t0 = time.perf_counter()
         sims = self.verifier.similarities(original, self.verifier.embed_many(rendered))
         known = {j: f[part] for j, f in floor.items()}
@@ -575,8 +582,9 @@ class Pipeline:
         return bool(self.verifier.matched(
             sims, {j: np.nan_to_num(f[part], nan=-1.0) for j, f in floor.items()}, margin).any())
 
-    def _still_matched(self, views, plan, original, floor) -> bool:
-        """Whether a judge still matches a view covered as ``plan`` fails closed (beyond what it
+    def _still_matched(self, views, plan, original, floor, released) -> bool:
+        """Whether a judge still matches a view covered as ``plan`` fails closed, as ``released``
+        gives it back (beyond what it
         gives the face masked out), judged :data:`VIEW_CHUNK` views at a time up to the first
         match: a blur keeps the head's outline and colours, which dlib sometimes still
         matches; the plan then masks instead."""
@@ -587,7 +595,8 @@ class Pipeline:
                 _, record = self._target(v.face, v.lms, plan.donor, plan.attempt)
                 patch, mask = self._cover(v.face, v.crop, v.lms, record.anonymized,
                                           judged=v.judged)
-                covered.append((F.paste_faces(v.image, [v.face], [patch], [mask]), [v.judged]))
+                out = F.paste_faces(v.image, [v.face], [patch], [mask])
+                covered.append((out if released is None else released(out), [v.judged]))
             sims = self.verifier.similarities({j: e[part] for j, e in original.items()},
                                               self.verifier.embed_many(covered))
             if self.verifier.matched(sims, {j: f[part] for j, f in floor.items()}).any():

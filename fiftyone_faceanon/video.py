@@ -13,8 +13,9 @@ milliseconds, detecting faces in it a hundred):
    largest detected face first, then frames spread over its life (``samples`` in all).
 3. **Plan** (:meth:`~.pipeline.Pipeline.plan_identity`): one identity per track, chosen on the
    track's largest detected face and, with verification, judged on every view as it will be
-   rendered (smoothed geometry and colours) where a re-identifier finds it (the track's
-   unsmoothed geometry); retried with the next donor and a stronger geometry, and fail-closed
+   rendered (smoothed geometry and colours) and encoded (:func:`~.videoio.as_encoded`: the
+   encoder takes away much of a small donor face's detail) where a re-identifier finds it (the
+   track's unsmoothed geometry); retried with the next donor and a stronger geometry, and fail-closed
    for the whole track when still matched. No donor is used by two tracks of one video.
 4. **Render** (:meth:`~.pipeline.Pipeline.render_planned`): every frame's faces at their
    smoothed geometry, at a crop size fixed per track, with the smoothed colour statistics,
@@ -27,6 +28,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -36,7 +38,8 @@ from . import faces as F
 from .photometric import StatsFilter, color_stats
 from .pipeline import IdentityPlan, Pipeline
 from .tracking import Track, TrackSettings, smooth_track, track_faces
-from .videoio import VideoInfo, VideoWriter, probe, read_frames, read_some_frames
+from .videoio import (VideoInfo, VideoWriter, as_encoded, codec_for, probe, read_frames,
+                      read_some_frames)
 
 
 #: How much further below each judge's verification threshold the judged frames of a track must
@@ -108,7 +111,8 @@ def anonymize_video(pipeline: Pipeline, src: Path, dst: Path, key: str,
     colours, views = _colours_and_views(pipeline, src, info, raw, tracks, sizes,
                                         settings.samples)
     timings["colours"] = time.perf_counter() - t0
-    plans = _plan(pipeline, key, tracks, views, timings, threads)
+    released = partial(as_encoded, codec=codec_for(dst), quality=settings.quality)
+    plans = _plan(pipeline, key, tracks, views, timings, threads, released)
     frames = _render(pipeline, src, dst, key, info, raw, tracks, plans, sizes, colours,
                      settings, timings, progress, threads)
     timings["total"] = time.perf_counter() - start
@@ -236,8 +240,9 @@ def _colour_stats(pipeline: Pipeline, frame: np.ndarray, face: F.Face) -> np.nda
     return color_stats(crop / np.float32(255), region)
 
 
-def _plan(pipeline, key, tracks, views, timings, threads) -> dict[int, IdentityPlan]:
-    """One :class:`IdentityPlan` per track, from its ``views`` (:func:`_colours_and_views`).
+def _plan(pipeline, key, tracks, views, timings, threads, released) -> dict[int, IdentityPlan]:
+    """One :class:`IdentityPlan` per track, from its ``views`` (:func:`_colours_and_views`),
+    each judged as the encoder gives it back (``released``).
     The tracks are planned by ``threads`` threads, each on its own; then, in track order, a
     track whose donor an earlier track shows is planned again without it, so no two faces on
     screen share a donor and the result does not depend on the threads."""
@@ -249,7 +254,8 @@ def _plan(pipeline, key, tracks, views, timings, threads) -> dict[int, IdentityP
 
     def plan(tid: int, avoid=None) -> IdentityPlan:
         spent.append({})  # one per call: the threads do not add into one dict
-        return pipeline.plan_identity(views[tid], key, tid, avoid, spent[-1], VIDEO_MARGIN)
+        return pipeline.plan_identity(views[tid], key, tid, avoid, spent[-1], VIDEO_MARGIN,
+                                      released)
 
     with ThreadPoolExecutor(threads) as pool:
         plans = dict(zip(by_id, pool.map(plan, by_id)))

@@ -1,7 +1,8 @@
 """Reading videos into RGB frames and writing them back with no metadata, on PyAV (FFmpeg).
 
 :func:`probe` describes a video (:class:`VideoInfo`), :func:`read_frames` decodes it, and
-:class:`VideoWriter` encodes frames into a new file that appears at its path atomically.
+:class:`VideoWriter` encodes frames into a new file that appears at its path atomically;
+:func:`as_encoded` gives an image back as that encoder would (what a track's plan judges).
 
 Reading
     Frames come in display order as (H, W, 3) uint8 RGB arrays, turned upright by the stream's
@@ -193,7 +194,7 @@ class VideoWriter:
             raise ValueError(f"{self.dst}: cannot write videos ending in {self.dst.suffix!r}")
         if not 0 <= quality <= 51:
             raise ValueError(f"quality {quality} is outside x264's CRF range 0-51")
-        self.codec = codec or (VP9 if suffix == ".webm" else H264)
+        self.codec = codec or codec_for(self.dst)
         if self.codec not in (H264, VP9):
             raise ValueError(f"codec {self.codec!r} is not one of {H264!r}, {VP9!r}")
         self.quality, self._format = quality, MUXERS[suffix]
@@ -227,21 +228,12 @@ class VideoWriter:
         return self
 
     def _add_video_stream(self) -> av.VideoStream:
-        if self.codec == H264:
-            options = {"crf": str(self.quality)}
-        else:
-            options = {"crf": str(round(self.quality * 63 / 51)), "b": "0", "deadline": "good",
-                       "cpu-used": "4", "row-mt": "1"}
         stream = self._output.add_stream(self.codec, rate=self._fps,
-                                         options={**options, "flags": "+bitexact"})
+                                         options=encoder_options(self.codec, self.quality))
         stream.width, stream.height, stream.pix_fmt = self.info.width, self.info.height, \
             self._pix_fmt
         stream.time_base = stream.codec_context.time_base = self._time_base
-        context = stream.codec_context
-        context.colorspace = av.video.reformatter.Colorspace.ITU709
-        context.color_range = av.video.reformatter.ColorRange.MPEG
-        context.color_primaries = av.video.reformatter.ColorPrimaries.BT709
-        context.color_trc = av.video.reformatter.ColorTrc.BT709
+        _tag_colours(stream.codec_context)
         return stream
 
     def write(self, frame: np.ndarray) -> None:
@@ -250,8 +242,7 @@ class VideoWriter:
         if frame.shape != shape or frame.dtype != np.uint8:
             raise ValueError(f"{self.dst}: expected a {shape} uint8 frame, got {frame.shape} "
                              f"{frame.dtype}")
-        rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        yuv = rgb.reformat(format=self._pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+        yuv = _to_yuv(frame, self._pix_fmt)
         yuv.pts = round(self._start / self._time_base) + self._frames * self._step
         yuv.time_base = self._time_base
         self._mux_video(self._video.encode(yuv))
@@ -283,6 +274,59 @@ class VideoWriter:
             return
         with self._stack:
             self._finish()
+
+
+def codec_for(path: os.PathLike | str) -> str:
+    """The video codec :class:`VideoWriter` encodes a file at ``path`` with: VP9 for WebM,
+    H.264 otherwise."""
+    return VP9 if Path(path).suffix.lower() == ".webm" else H264
+
+
+def encoder_options(codec: str, quality: int) -> dict[str, str]:
+    """The options :class:`VideoWriter` opens ``codec`` (:data:`H264` or :data:`VP9`) with at
+    ``quality`` (x264's CRF, 0-51)."""
+    if codec == H264:
+        options = {"crf": str(quality)}
+    else:
+        options = {"crf": str(round(quality * 63 / 51)), "b": "0", "deadline": "good",
+                   "cpu-used": "4", "row-mt": "1"}
+    return {**options, "flags": "+bitexact"}
+
+
+def _tag_colours(context: av.video.codeccontext.VideoCodecContext) -> None:
+    context.colorspace = av.video.reformatter.Colorspace.ITU709
+    context.color_range = av.video.reformatter.ColorRange.MPEG
+    context.color_primaries = av.video.reformatter.ColorPrimaries.BT709
+    context.color_trc = av.video.reformatter.ColorTrc.BT709
+
+
+def _to_yuv(frame: np.ndarray, pix_fmt: str) -> av.VideoFrame:
+    rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+    return rgb.reformat(format=pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+
+
+def as_encoded(image: np.ndarray, codec: str = H264, quality: int = 23) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB image as :class:`VideoWriter`'s encoder gives it back and
+    :func:`read_frames` reads it: encoded alone (an intra frame) with the writer's codec,
+    options, pixel format and colours, decoded. What the encoder takes away from a small face
+    decides whether the judges know it again: on the Hamilton clip a 34 px face that
+    FaceNet-CASIA scores 0.35 against its original before encoding scores 0.69 in the written
+    video (CRF 23), and 0.67 after this. A video's P and B frames get a little less quality than
+    its intra frames, so this is about the least the encoder takes away. (H, W, 3) -> (H, W, 3).
+    """
+    h, w = image.shape[:2]
+    even = np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # 4:2:0 halves both
+    encoder = av.CodecContext.create(codec, "w")
+    encoder.width, encoder.height = even.shape[1], even.shape[0]
+    encoder.pix_fmt, encoder.time_base = "yuv420p", Fraction(1, 25)
+    encoder.options = encoder_options(codec, quality)
+    _tag_colours(encoder)
+    frame = _to_yuv(even, "yuv420p")
+    frame.pts = 0
+    decoder = av.CodecContext.create({H264: "h264", VP9: "vp9"}[codec], "r")
+    decoded = [out for packet in encoder.encode(frame) + encoder.encode(None)
+               for out in decoder.decode(packet)] + decoder.decode(None)
+    return _upright(decoded[0], even.shape[1], even.shape[0])[:h, :w]
 
 
 class _SourceAudio:

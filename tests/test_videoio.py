@@ -16,8 +16,8 @@ from clips import (crossfade_clip, cut_before_packet, empty_video, pan_zoom_clip
 from conftest import need_shared
 from PIL import Image, ImageOps
 
-from fiftyone_faceanon.videoio import (VideoError, VideoWriter, probe, read_frames,
-                                      read_some_frames)
+from fiftyone_faceanon.videoio import (VP9, VideoError, VideoWriter, as_encoded, probe,
+                                      read_frames, read_some_frames)
 
 HAMILTON = "fixtures/face_recognition/examples/short_hamilton_clip.mp4"
 #: Tags a phone or an editor leaves: none may reach an output.
@@ -323,6 +323,24 @@ def test_quality_codec_and_suffix_are_honoured(tagged, tmp_path):
         VideoWriter(tmp_path / "out.mp4", info, codec="libx265")
     with pytest.raises(ValueError, match=r"cannot write videos ending in '\.gif'"):
         VideoWriter(tmp_path / "out.gif", info)
+
+
+@pytest.mark.parametrize("suffix, codec", [(".mp4", None), (".webm", VP9)])
+def test_as_encoded_is_what_the_writer_writes(hamilton, suffix, codec, tmp_path):
+    # A cut of a real frame, the size of a judged face's cut-out: what the plan of a video
+    # track judges must be what the written video will show.
+    frame = next(read_frames(hamilton))[100:196, 250:346]
+    written = write_clip([frame], tmp_path / f"one{suffix}", fps=25)
+    (decoded,) = read_frames(written)
+    kwargs = {} if codec is None else {"codec": codec}
+    again = as_encoded(frame, **kwargs)
+    assert again.shape == frame.shape and again.dtype == np.uint8
+    assert np.abs(again.astype(int) - decoded).mean() < 0.5
+    lost = {q: np.abs(as_encoded(frame, quality=q, **kwargs).astype(int) - frame).mean()
+            for q in (5, 23, 40)}
+    assert lost[5] < lost[23] < lost[40]
+    odd = frame[:95, :93]  # 4:2:0 needs even sides: padded, then cut back
+    assert as_encoded(odd).shape == odd.shape
 
 
 def test_odd_sizes_are_kept(tmp_path):
