@@ -555,10 +555,9 @@ class Pipeline:
     def _judge_views(self, views, original, floor, part, plan, key, margin, timings, released
                      ) -> bool:
         """Render ``plan`` on ``views`` and judge them, as ``released`` gives them back (or as
-        rendered), against their ``original`` embeddings;
-        fill the views' entries (``part`` of the track's) of ``floor`` where a judge matches
-        and ``plan.similarity`` with the highest similarities; whether a judge matches a view
-        beyond its floor."""
+        rendered), against their ``original`` embeddings; fill the views' entries (``part`` of
+        the track's) of ``floor`` where a judge matches and ``plan.similarity`` with the highest
+        similarities; whether a judge matches a view beyond its floor."""
         rendered = []
         for v in views:
             _, (anon, mask) = self._render(v.face, v.crop, v.lms, v.occluded,
@@ -584,10 +583,9 @@ class Pipeline:
 
     def _still_matched(self, views, plan, original, floor, released) -> bool:
         """Whether a judge still matches a view covered as ``plan`` fails closed, as ``released``
-        gives it back (beyond what it
-        gives the face masked out), judged :data:`VIEW_CHUNK` views at a time up to the first
-        match: a blur keeps the head's outline and colours, which dlib sometimes still
-        matches; the plan then masks instead."""
+        gives it back (beyond what it gives the face masked out), judged :data:`VIEW_CHUNK`
+        views at a time up to the first match: a blur keeps the head's outline and colours,
+        which dlib sometimes still matches; the plan then masks instead."""
         for start in range(0, len(views), VIEW_CHUNK):
             part = slice(start, start + VIEW_CHUNK)
             covered = []

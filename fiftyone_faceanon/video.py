@@ -15,8 +15,8 @@ milliseconds, detecting faces in it a hundred):
    track's largest detected face and, with verification, judged on every view as it will be
    rendered (smoothed geometry and colours) and encoded (:func:`~.videoio.as_encoded`: the
    encoder takes away much of a small donor face's detail) where a re-identifier finds it (the
-   track's unsmoothed geometry); retried with the next donor and a stronger geometry, and fail-closed
-   for the whole track when still matched. No donor is used by two tracks of one video.
+   track's unsmoothed geometry); retried with the next donor and a stronger geometry, and
+   fail-closed for the whole track when still matched. No donor is used by two tracks of one video.
 4. **Render** (:meth:`~.pipeline.Pipeline.render_planned`): every frame's faces at their
    smoothed geometry, at a crop size fixed per track, with the smoothed colour statistics,
    encoded by :class:`~.videoio.VideoWriter` (same size, rate and frame count; audio copied; no
