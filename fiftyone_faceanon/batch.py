@@ -197,6 +197,7 @@ class Worker:
         others go on."""
         outcomes: list[Outcome | None] = [None] * len(jobs)
         pending: list[tuple[int, _Pending]] = []
+        pixels = 0
         for k, job in enumerate(jobs):
             try:
                 started = self.start(job)
@@ -207,10 +208,10 @@ class Worker:
                 outcomes[k] = started
                 continue
             pending.append((k, started))
-            if sum(p.loaded.rgb.shape[0] * p.loaded.rgb.shape[1]
-                   for _, p in pending) >= PIXELS_TOGETHER:
+            pixels += started.loaded.rgb.shape[0] * started.loaded.rgb.shape[1]
+            if pixels >= PIXELS_TOGETHER:
                 self._anonymize(pending, outcomes)
-                pending = []
+                pending, pixels = [], 0
         self._anonymize(pending, outcomes)
         return outcomes
 

@@ -201,6 +201,11 @@ class _Replacing:
     original: dict[str, np.ndarray] | None = None
     exclude: np.ndarray | None = None
 
+    def paste(self) -> None:
+        """``out``: the image with every face's latest ``(crop, mask)`` pasted."""
+        self.out = F.paste_faces(self.image, self.faces, [p[0] for p in self.pasted],
+                                 [p[1] for p in self.pasted])
+
 
 def _share_verify(states: list[_Replacing], seconds: float, faces: list[int]) -> None:
     """Charge the seconds of one judging pass over several images to each in proportion to
@@ -366,8 +371,7 @@ class Pipeline:
             st.records[i], st.pasted[i] = self._render(st.faces[i], st.crops[i], st.lms[i],
                                                        st.occluded[i], rng, donor, attempt,
                                                        st.timings, wide=wide)
-        st.out = F.paste_faces(st.image, st.faces, [p[0] for p in st.pasted],
-                               [p[1] for p in st.pasted])
+        st.paste()
 
     def _target(self, face, lms, donor, attempt) -> tuple[np.ndarray, FaceRecord]:
         """The geometry of one try at one face: the (68, 2) crop-px target landmarks (the
@@ -447,8 +451,7 @@ class Pipeline:
                 st.pasted[i] = self._cover(st.faces[i], st.crops[i], st.lms[i],
                                            st.records[i].anonymized, how)
                 st.records[i] = replace(st.records[i], status=f"fail_closed:{how}")
-            st.out = F.paste_faces(st.image, st.faces, [p[0] for p in st.pasted],
-                                   [p[1] for p in st.pasted])
+            st.paste()
             matched = self._judge([st])[0]
             st.todo = [i for i, m in zip(st.todo, matched) if m] if how == "blur" else []
             how = "mask"
@@ -496,6 +499,7 @@ class Pipeline:
         frames will be before anyone sees them (a video's encoder: :func:`~.videoio.as_encoded`;
         by default nothing). Seconds per stage are added to ``timings``."""
         s = self.settings
+        released = released or (lambda image: image)
         prepared = []
         for image, face, judged, colour in views:
             crop = F.crop_face(image, face.crop)
@@ -554,17 +558,17 @@ class Pipeline:
 
     def _judge_views(self, views, original, floor, part, plan, key, margin, timings, released
                      ) -> bool:
-        """Render ``plan`` on ``views`` and judge them, as ``released`` gives them back (or as
-        rendered), against their ``original`` embeddings; fill the views' entries (``part`` of
-        the track's) of ``floor`` where a judge matches and ``plan.similarity`` with the highest
-        similarities; whether a judge matches a view beyond its floor."""
+        """Render ``plan`` on ``views`` and judge them, as ``released`` gives them back, against
+        their ``original`` embeddings; fill the views' entries (``part`` of the track's) of
+        ``floor`` where a judge matches and ``plan.similarity`` with the highest similarities;
+        whether a judge matches a view beyond its floor."""
         rendered = []
         for v in views:
             _, (anon, mask) = self._render(v.face, v.crop, v.lms, v.occluded,
                                            face_rng(self.settings.seed, key, plan.index),
                                            plan.donor, plan.attempt, timings, v.colour)
-            out = F.paste_faces(v.image, [v.face], [anon], [mask])
-            rendered.append((out if released is None else released(out), [v.judged]))
+            rendered.append((released(F.paste_faces(v.image, [v.face], [anon], [mask])),
+                             [v.judged]))
         t0 = time.perf_counter()
         sims = self.verifier.similarities(original, self.verifier.embed_many(rendered))
         known = {j: f[part] for j, f in floor.items()}
@@ -593,8 +597,8 @@ class Pipeline:
                 _, record = self._target(v.face, v.lms, plan.donor, plan.attempt)
                 patch, mask = self._cover(v.face, v.crop, v.lms, record.anonymized,
                                           judged=v.judged)
-                out = F.paste_faces(v.image, [v.face], [patch], [mask])
-                covered.append((out if released is None else released(out), [v.judged]))
+                covered.append((released(F.paste_faces(v.image, [v.face], [patch], [mask])),
+                                [v.judged]))
             sims = self.verifier.similarities({j: e[part] for j, e in original.items()},
                                               self.verifier.embed_many(covered))
             if self.verifier.matched(sims, {j: f[part] for j, f in floor.items()}).any():
