@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import need_shared, read_rgb
-from fiftyone_faceanon.benchmark import RADAR_AXES, radar_scores, run_benchmark
+from fiftyone_faceanon.benchmark import RADAR_AXES, radar_scores, run_benchmark, spec_settings
 from fiftyone_faceanon.cli import main
 
 GROUPS = r"^(John_\w+)/"
@@ -197,3 +197,12 @@ def test_radar_extremes_and_missing_metrics():
     partial = radar_scores(summary_of(reid_dlib=1.0, delta_e2000=10.0))
     assert partial["privacy"] == 0.0 and partial["colour"] == 0.5
     assert math.isnan(partial["image quality"]) and math.isnan(partial["lighting"])
+
+
+def test_spec_options_set_the_settings_and_unknown_ones_are_refused():
+    s = spec_settings("donor:verify=1,seed=2,geometry=0.75,mouth=0")
+    assert (s.backend, s.verify, s.seed, s.geometry, s.mouth) == ("donor", True, 2, 0.75, False)
+    plain = spec_settings("ksame")
+    assert (plain.verify, plain.seed, plain.mouth) == (False, 0, True)
+    with pytest.raises(ValueError, match="unknown option 'sed'"):
+        spec_settings("donor:sed=2")
