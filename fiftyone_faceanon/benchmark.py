@@ -322,7 +322,7 @@ def stage_inputs(data: Path, out: Path, limit: int | None = None) -> Path:
 #: Settings a benchmark spec may set, and how its value is read.
 SPEC_OPTIONS = {"geometry": float, "verify": lambda v: v.lower() in ("1", "true", "yes", "on"),
                 "tries": int, "on_fail": str, "occluders": lambda v: v.lower() in ("1", "true"),
-                "mouth": lambda v: v.lower() in ("1", "true"), "seed": int}
+                "seed": int}
 
 
 def spec_settings(spec: str, device: str = "auto") -> Settings:

@@ -30,7 +30,7 @@ from typing import Callable, Iterable
 import cv2
 import numpy as np
 
-from .faces import LEFT_EYE, OPEN_MOUTH, RIGHT_EYE, mouth_opening
+from .faces import LEFT_EYE, RIGHT_EYE
 from .images import atomic_write
 from .weights import model_path
 
@@ -206,9 +206,18 @@ def eye_aspect_ratio(landmarks: np.ndarray) -> float:
     return float(np.mean(ratios))
 
 
-#: Teeth (:func:`face_attributes`): the lips open (:data:`~.faces.OPEN_MOUTH`); a pixel of the
+def mouth_opening(landmarks: np.ndarray) -> float:
+    """Inner-lip gap over mouth width: the mean of ``|p61 - p67|``, ``|p62 - p66|`` and
+    ``|p63 - p65|`` over ``|p48 - p54|``; 0 for closed lips, about 0.3 for a wide-open mouth."""
+    pts = np.asarray(landmarks, np.float64)
+    gap = np.mean([np.linalg.norm(pts[a] - pts[b]) for a, b in ((61, 67), (62, 66), (63, 65))])
+    return float(gap / max(np.linalg.norm(pts[48] - pts[54]), 1e-6))
+
+
+#: Teeth (:func:`face_attributes`): lips open by at least ``TEETH_MIN_OPEN``; a pixel of the
 #: inner-lip polygon is a tooth when its HSV saturation is below ``TEETH_MAX_SAT`` and its luma
 #: above ``TEETH_MIN_LUMA`` times the skin's median luma.
+TEETH_MIN_OPEN = 0.03
 TEETH_MAX_SAT = 0.4
 TEETH_MIN_LUMA = 0.7
 #: Beard (:func:`beard_evidence`): logistic ``1 / (1 + exp(-BEARD_SLOPE (h - BEARD_MID)))``,
@@ -267,7 +276,7 @@ def face_attributes(crop: np.ndarray, landmarks: np.ndarray) -> dict[str, float]
 
     - ``yaw``, ``pitch``, ``roll``: degrees, :func:`head_pose` (yaw > 0: nose towards the
       picture's right; pitch > 0: head tilted down; roll > 0: picture-right eye lower);
-    - ``mouth_open``: :func:`~.faces.mouth_opening` (0 closed); ``teeth``: share of the inner-lip
+    - ``mouth_open``: :func:`mouth_opening` (0 closed); ``teeth``: share of the inner-lip
       polygon that is bright and unsaturated (``TEETH_*``), 0 when the lips are closed;
     - ``eye_open``: :func:`eye_aspect_ratio`;
     - ``cb``, ``cr``, ``cb_std``, ``cr_std``, ``luma``: mean and standard deviation of Cb and Cr
@@ -302,7 +311,7 @@ def face_attributes(crop: np.ndarray, landmarks: np.ndarray) -> dict[str, float]
     opening = mouth_opening(landmarks)
     teeth = 0.0
     inner = zones["inner_mouth"]
-    if opening >= OPEN_MOUTH and inner.sum() >= 4:
+    if opening >= TEETH_MIN_OPEN and inner.sum() >= 4:
         rgb = image[inner].astype(np.float32)
         top = rgb.max(1)
         sat = (top - rgb.min(1)) / np.maximum(top, 1.0)  # HSV saturation

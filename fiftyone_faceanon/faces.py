@@ -29,9 +29,6 @@ NOSE = slice(27, 36)
 RIGHT_EYE = slice(36, 42)  # the subject's right eye: left in the picture
 LEFT_EYE = slice(42, 48)
 MOUTH = slice(48, 68)
-INNER_LIPS = slice(60, 68)
-#: Lips at least this far apart (:func:`mouth_opening`) are open.
-OPEN_MOUTH = 0.03
 
 
 @dataclass(frozen=True)
@@ -403,30 +400,6 @@ def occluder_mask(crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         keep[label] = (stats[label, cv2.CC_STAT_AREA] >= OCCLUDER_MIN_AREA * region.sum()
                        and centroids[label][1] <= limit)
     return keep[labels]
-
-
-def mouth_opening(landmarks: np.ndarray) -> float:
-    """Inner-lip gap over mouth width: the mean of ``|p61 - p67|``, ``|p62 - p66|`` and
-    ``|p63 - p65|`` over ``|p48 - p54|``; 0 for closed lips, about 0.3 for a wide-open mouth."""
-    pts = np.asarray(landmarks, np.float64)
-    gap = np.mean([np.linalg.norm(pts[a] - pts[b]) for a, b in ((61, 67), (62, 66), (63, 65))])
-    return float(gap / max(np.linalg.norm(pts[48] - pts[54]), 1e-6))
-
-
-def mouth_interior(landmarks: np.ndarray, target: np.ndarray, size: int) -> np.ndarray:
-    """Where the original's open mouth is kept: (S, S) float32 weights, exactly 1 inside the
-    inner lips (points 60-67) of both the original's (68, 2) ``landmarks`` and the ``target``
-    geometry (crop pixels) eroded by a pixel, soft in that last pixel (Gaussian, sigma 1 px) and
-    0 outside; all 0 when the original's lips are closed (:func:`mouth_opening` under
-    :data:`OPEN_MOUTH`). The teeth and tongue of a smile or a shout carry the expression: on
-    LFW DevTest 500 without verification, emotion match 55.0% kept against 54.2% replaced, re-ID
-    9.7% / 20.7% (dlib / FaceNet-CASIA) against 9.7% / 20.0% (docs/benchmarks.md)."""
-    if mouth_opening(landmarks) < OPEN_MOUTH:
-        return np.zeros((size, size), np.float32)
-    inner = (_polygon_mask(landmarks[INNER_LIPS], size)
-             & _polygon_mask(target[INNER_LIPS], size)).astype(np.float32)
-    core = cv2.erode(inner, np.ones((3, 3), np.uint8))
-    return np.maximum(core, cv2.GaussianBlur(core, (0, 0), 1.0) * inner)
 
 
 def soften(mask: np.ndarray, width: int = 2) -> np.ndarray:

@@ -4,9 +4,8 @@
 towards the donor's (or the mean shape's) while keeping pose and expression; a backend from
 ``anonymizers`` renders a face onto those landmarks; ``photometric`` restores the original's
 lighting and skin tone; the crop is pasted back through a feathered mask that leaves detected
-occluders (hair, glasses frames, objects) and an open mouth's teeth and tongue as they were;
-``verify`` scores every replaced face against its original with every judge and redoes it, then
-fails closed, while it still matches.
+occluders (hair, glasses frames, objects) as they were; ``verify`` scores every replaced face
+against its original with every judge and redoes it, then fails closed, while it still matches.
 The CLI, the FiftyOne operators and the pre-commit hook all call :class:`Pipeline`.
 """
 
@@ -35,9 +34,7 @@ VIEW_CHUNK = 4
 DEFAULT_GEOMETRY = 0.5
 #: Each verification retry adds this much geometry strength (capped at 1).
 GEOMETRY_STEP = 0.25
-#: From this try (0-based) on, a face's open mouth is replaced too (``Settings.mouth``: a
-#: cross-fade of John Salley's smiling photos stayed matched by FaceNet-CASIA with his teeth
-#: kept), and an image's face is replaced over a wider region
+#: From this try (0-based) on, an image's face is replaced over a wider region
 #: (:meth:`Pipeline._region`): forehead to ``WIDE_FOREHEAD`` of the chin-to-brow height and the
 #: hull grown by ``WIDEN`` of the crop. A face that the judges still match after two tries is
 #: mostly matched by its outline; on the 12 LFW images with a face written fail-closed this left
@@ -74,9 +71,6 @@ class Settings:
     on_fail: str = "blur"
     #: keep the original's pixels where an occluder crosses the face
     occluders: bool = True
-    #: keep the original's teeth and tongue where the mouth is open
-    #: (:func:`~.faces.mouth_interior`), at the first ``WIDEN_FROM`` tries
-    mouth: bool = True
     #: judge thresholds overriding the manifest's FAR 1e-3 ones (``{judge: cosine}``)
     verify_thresholds: tuple[tuple[str, float], ...] = ()
 
@@ -434,8 +428,6 @@ class Pipeline:
         mask = F.feathered_mask(region, s.feather)
         if occluded is not None:  # the occluder's original pixels stay, bit for bit
             mask = mask * (1 - F.soften(occluded))
-        if s.mouth and attempt < WIDEN_FROM:
-            mask = mask * (1 - F.mouth_interior(lms, target, size))
         timings["backend"] += t1 - t0
         timings["postprocess"] += time.perf_counter() - t1
         return record, (anon, mask)

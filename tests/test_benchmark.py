@@ -200,9 +200,10 @@ def test_radar_extremes_and_missing_metrics():
 
 
 def test_spec_options_set_the_settings_and_unknown_ones_are_refused():
-    s = spec_settings("donor:verify=1,seed=2,geometry=0.75,mouth=0")
-    assert (s.backend, s.verify, s.seed, s.geometry, s.mouth) == ("donor", True, 2, 0.75, False)
+    s = spec_settings("donor:verify=1,seed=2,geometry=0.75,occluders=0")
+    assert (s.backend, s.verify, s.seed, s.geometry, s.occluders) == ("donor", True, 2, 0.75,
+                                                                      False)
     plain = spec_settings("ksame")
-    assert (plain.verify, plain.seed, plain.mouth) == (False, 0, True)
+    assert (plain.verify, plain.seed, plain.occluders) == (False, 0, True)
     with pytest.raises(ValueError, match="unknown option 'sed'"):
         spec_settings("donor:sed=2")

@@ -109,25 +109,3 @@ def test_the_larger_of_two_overlapping_faces_is_pasted_in_front(astronaut):
     assert overlap.sum() > 500
     for order in ([near, far], [far, near]):
         assert (paste(order)[overlap] == 255).all()
-
-
-def test_mouth_interior_is_kept_only_inside_open_lips(fixtures_dir):
-    """faceapi's surprised face (lips far apart) gets a kept mouth inside its inner lips and
-    the target's; the angry face (lips closed) gets none."""
-    def crop_and_landmarks(name):
-        (face,) = F.find_faces(read_rgb(fixtures_dir / f"faceapi/{name}.jpg"))
-        crop = F.crop_transform(face.landmarks, F.crop_size_for(face.landmarks))  # as rendered
-        return crop.size, crop.to_crop(face.landmarks)
-
-    size, lms = crop_and_landmarks("surprised")
-    assert F.mouth_opening(lms) > 0.3
-    keep = F.mouth_interior(lms, lms, size)
-    inside = F._polygon_mask(lms[F.INNER_LIPS], size)
-    assert (keep == 1).sum() > 100
-    assert not keep[~inside].any()  # never outside the lips, and soft at their edge
-    assert ((keep > 0) & (keep < 1)).any()
-    shifted = lms + (0.0, 0.1 * np.ptp(lms[F.INNER_LIPS, 1]) + 2)
-    assert 0 < (F.mouth_interior(lms, shifted, size) == 1).sum() < (keep == 1).sum()
-    size, lms = crop_and_landmarks("angry")
-    assert F.mouth_opening(lms) < F.OPEN_MOUTH
-    assert not F.mouth_interior(lms, lms, size).any()
