@@ -476,7 +476,8 @@ def evaluate_samples(
     the frame number of the worst as ``<metric>_worst_frame``, and the temporal metrics
     (``metrics.temporal.video_scalars``: ``leaked_frames_<judge>``, ``leak_similarity_<judge>``,
     ``unreplaced_faces``, ``stability_<judge>``, ``stability_worst_<judge>``,
-    ``jitter_original``, ``jitter_output``, ``jitter_ratio``); their frames are in the run's
+    ``stability_original_<judge>``, ``jitter_original``, ``jitter_output``, ``jitter_ratio``);
+    their frames are in the run's
     results (``videos``). ``progress(done, total)`` counts samples, a video's frames as
     fractions of it while it is evaluated in this process (one worker).
 

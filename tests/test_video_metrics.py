@@ -80,6 +80,10 @@ def test_temporal_functions_by_hand():
     s = stability(np.array([0.99, 0.5, 0.8]), np.array([1, 2, 3]), np.array([0, 0, 1]), 0.7)
     assert s["frames"] == [2] and s["worst"] == 0.5 and s["worst_frame"] == 2
     assert stability(np.array([0.5]), np.array([1]), np.array([0]), None)["frames"] == []
+    ref = stability(np.array([0.99, 0.5, 0.8]), np.array([1, 2, 3]), np.array([0, 0, 1]), 0.7,
+                    original=np.array([0.6, 0.9, 0.95]))
+    assert ref["frames"] == [2] and ref["original_frames"] == [1]
+    assert ref["original_worst"] == 0.6 and abs(ref["original_mean"] - 2.45 / 3) < 1e-12
 
     j = jitter(np.array([0.01, 0.02, 0.0]), np.array([0.012, 0.05, 0.001]), np.array([1, 2, 3]),
                np.array([0, 0, 0]))
@@ -170,6 +174,7 @@ def test_stability_is_a_cosine_beside_the_lfw_same_person_mean(pan):
         assert s["same_person_mean"] == mu[judge] and 0 < mu[judge] < 1
         assert s["n"] > 0 and -1 <= s["worst"] <= s["mean"] <= 1
         assert s["count"] == len(s["frames"])
+        assert -1 <= s["original_worst"] <= s["original_mean"] <= 1
 
 
 @pytest.mark.slow

@@ -63,7 +63,9 @@ def format_video(pair: dict) -> str:
     for judge, s in t["stability"].items():
         lines.append(f"  stability {judge:18s} mean {fmt(s['mean'])}, worst {fmt(s['worst'])}"
                      f"{_where(s)}; {s['count']} frames below the LFW same-person mean "
-                     f"{fmt(s['same_person_mean'])}{_frames(s['frames'])}")
+                     f"{fmt(s['same_person_mean'])}{_frames(s['frames'])}; the original: "
+                     f"mean {fmt(s['original_mean'])}, worst {fmt(s['original_worst'])}, "
+                     f"{len(s['original_frames'])} frames below{_frames(s['original_frames'])}")
     j = t["jitter"]
     lines.append(f"  jitter (IOD/frame)          original {fmt(j['original_mean'])}, output "
                  f"{fmt(j['output_mean'])}, ratio {fmt(j['ratio'])} (target <= {j['target']}); "

@@ -17,7 +17,8 @@ tracks are the record's: frames count from 0.
   ``c_p = cos(J(A_{t_i}, g_i), J(A_{t_j}, g_j))`` with ``g`` the anonymized face's geometry;
   compared with the judge's mean cosine ``mu_J`` over LFW's same-person pairs (two photos of one
   person): a pair below it changes identity more from one frame to the next than two photos of
-  one person differ.
+  one person differ. The original's ``cos(J(O_{t_i}, f_i), J(O_{t_j}, f_j))`` over the same pairs
+  is the reference.
 - **Jitter** (:func:`landmark_motion`, :func:`jitter`): per pair, the mean displacement of the
   68 landmarks over the inter-ocular distance ``D_j`` (outer eye corners of the original's
   landmarks at ``t_j``): ``m_p = 1/68 sum_k ||L_{j,k} - L_{i,k}||_2 / D_j``, for the original's
@@ -120,15 +121,23 @@ def pair_cosine(embeddings: np.ndarray, pairs: np.ndarray) -> np.ndarray:
 
 
 def stability(similarity: np.ndarray, frames: np.ndarray, tracks: np.ndarray,
-              same_person_mean: float | None) -> dict:
+              same_person_mean: float | None, original: np.ndarray | None = None) -> dict:
     """A judge's identity stability: ``similarity`` (P,) the pairs' cosines ``c_p`` of the
     anonymized face, ``frames`` / ``tracks`` (P,) the later frame ``t_j`` and the track of each.
     Mean and worst (smallest) ``c_p``; the frames where ``c_p < same_person_mean`` (``mu``;
-    none when it is unknown)."""
+    none when it is unknown). With ``original`` (P,), the same pairs' cosines of the original
+    face (at its own place), as the reference: ``original_mean``, ``original_worst`` and
+    ``original_frames``, where the original itself is below ``mu`` (a face turning away or
+    hidden changes between frames before any anonymizer touches it)."""
     below = (similarity < same_person_mean if same_person_mean is not None
              else np.zeros(len(similarity), bool))
     out = _summary(similarity, frames, tracks, False, below)
     out["same_person_mean"] = same_person_mean
+    if original is not None:
+        ref = _summary(original, frames, tracks, False, original < same_person_mean
+                       if same_person_mean is not None else np.zeros(len(original), bool))
+        out.update(original_mean=ref["mean"], original_worst=ref["worst"],
+                   original_frames=ref["frames"])
     return out
 
 
@@ -167,7 +176,8 @@ def video_scalars(temporal: dict) -> dict[str, float | None]:
     """One number per temporal metric of a video, from its ``temporal`` summaries
     (:func:`.video.temporal_metrics`): ``leaked_frames_<judge>`` (frames) and
     ``leak_similarity_<judge>`` (the worst ``s_n``), ``unreplaced_faces``, ``stability_<judge>``
-    and ``stability_worst_<judge>`` (mean and smallest ``c_p``), ``jitter_original``,
+    and ``stability_worst_<judge>`` (mean and smallest ``c_p``), ``stability_original_<judge>``
+    (the original's mean over the same pairs), ``jitter_original``,
     ``jitter_output`` and ``jitter_ratio``. None where nothing was measured."""
     out: dict[str, float | None] = {}
     for judge, leaks in temporal["leaked_frames"].items():
@@ -177,6 +187,7 @@ def video_scalars(temporal: dict) -> dict[str, float | None]:
     for judge, s in temporal["stability"].items():
         out[f"stability_{judge}"] = s["mean"]
         out[f"stability_worst_{judge}"] = s["worst"]
+        out[f"stability_original_{judge}"] = s.get("original_mean")
     j = temporal["jitter"]
     out.update(jitter_original=j["original_mean"], jitter_output=j["output_mean"],
                jitter_ratio=j["ratio"])

@@ -210,7 +210,8 @@ def temporal_metrics(ev: Evaluator, faces: RecordFaces, judged: np.ndarray,
             for j, e in emb.items() if j in ev.far_thresholds},
         "unreplaced_faces": unreplaced_faces(detected, covered),
         "stability": {j: stability(pair_cosine(e[2], pairs[both]), later_t[both],
-                                   later_k[both], mu.get(j)) for j, e in emb.items()},
+                                   later_k[both], mu.get(j), pair_cosine(e[0], pairs[both]))
+                      for j, e in emb.items()},
         "jitter": jitter(landmark_motion(marks[0], pairs, scale),
                          landmark_motion(marks[1], pairs, scale), later_t, later_k),
     }
