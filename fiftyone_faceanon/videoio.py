@@ -308,11 +308,13 @@ def _to_yuv(frame: np.ndarray, pix_fmt: str) -> av.VideoFrame:
 def as_encoded(image: np.ndarray, codec: str = H264, quality: int = 23) -> np.ndarray:
     """An (H, W, 3) uint8 RGB image as :class:`VideoWriter`'s encoder gives it back and
     :func:`read_frames` reads it: encoded alone (an intra frame) with the writer's codec,
-    options, pixel format and colours, decoded. What the encoder takes away from a small face
-    decides whether the judges know it again: on the Hamilton clip a 34 px face that
-    FaceNet-CASIA scores 0.35 against its original before encoding scores 0.69 in the written
-    video (CRF 23), and 0.67 after this. A video's P and B frames get a little less quality than
-    its intra frames, so this is about the least the encoder takes away. (H, W, 3) -> (H, W, 3).
+    options and colours in 4:2:0, decoded. (The writer keeps full chroma, 4:4:4, for a video
+    of odd width or height; for those this takes away more than the writer does.) What the
+    encoder takes away from a small face decides whether the judges know it again: on the
+    Hamilton clip a 34 px face that FaceNet-CASIA scores 0.35 against its original before
+    encoding scores 0.69 in the written video (CRF 23), and 0.67 after this. A video's P and B
+    frames get a little less quality than its intra frames, so this is about the least the
+    encoder takes away. (H, W, 3) -> (H, W, 3).
     """
     h, w = image.shape[:2]
     even = np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # 4:2:0 halves both

@@ -129,13 +129,15 @@ def stability(similarity: np.ndarray, frames: np.ndarray, tracks: np.ndarray,
     face (at its own place), as the reference: ``original_mean``, ``original_worst`` and
     ``original_frames``, where the original itself is below ``mu`` (a face turning away or
     hidden changes between frames before any anonymizer touches it)."""
-    below = (similarity < same_person_mean if same_person_mean is not None
-             else np.zeros(len(similarity), bool))
-    out = _summary(similarity, frames, tracks, False, below)
+    def summary(cosines: np.ndarray) -> dict:
+        below = (cosines < same_person_mean if same_person_mean is not None
+                 else np.zeros(len(cosines), bool))
+        return _summary(cosines, frames, tracks, False, below)
+
+    out = summary(similarity)
     out["same_person_mean"] = same_person_mean
     if original is not None:
-        ref = _summary(original, frames, tracks, False, original < same_person_mean
-                       if same_person_mean is not None else np.zeros(len(original), bool))
+        ref = summary(original)
         out.update(original_mean=ref["mean"], original_worst=ref["worst"],
                    original_frames=ref["frames"])
     return out
