@@ -319,10 +319,11 @@ def stage_inputs(data: Path, out: Path, limit: int | None = None) -> Path:
     return staged
 
 
-#: Settings a benchmark spec may set, and how its value is read.
+#: Settings a benchmark spec may set, and how its value is read (``levels``: the photometric
+#: pyramid's, :class:`~.photometric.PhotometricSettings`).
 SPEC_OPTIONS = {"geometry": float, "verify": lambda v: v.lower() in ("1", "true", "yes", "on"),
                 "tries": int, "on_fail": str, "occluders": lambda v: v.lower() in ("1", "true"),
-                "seed": int}
+                "seed": int, "levels": int}
 
 
 def spec_settings(spec: str, device: str = "auto") -> Settings:
@@ -339,7 +340,10 @@ def spec_settings(spec: str, device: str = "auto") -> Settings:
         if key not in SPEC_OPTIONS:
             raise ValueError(f"{spec}: unknown option {key!r}; choose from {sorted(SPEC_OPTIONS)}")
         values[key] = SPEC_OPTIONS[key](value)
-    return Settings(backend=name, device=device, **values)
+    photometric = PhotometricSettings()
+    if "levels" in values:
+        photometric = replace(photometric, levels=values.pop("levels"))
+    return Settings(backend=name, device=device, photometric=photometric, **values)
 
 
 def backend_problem(name: str) -> str | None:

@@ -15,6 +15,7 @@ from PIL import Image
 from conftest import need_shared, read_rgb
 from fiftyone_faceanon.benchmark import RADAR_AXES, radar_scores, run_benchmark, spec_settings
 from fiftyone_faceanon.cli import main
+from fiftyone_faceanon.photometric import PhotometricSettings
 
 GROUPS = r"^(John_\w+)/"
 TABLE_FILES = ["table_II.csv", "table_III.csv", "table_IV.csv", "table_V.csv",
@@ -200,10 +201,12 @@ def test_radar_extremes_and_missing_metrics():
 
 
 def test_spec_options_set_the_settings_and_unknown_ones_are_refused():
-    s = spec_settings("donor:verify=1,seed=2,geometry=0.75,occluders=0")
+    s = spec_settings("donor:verify=1,seed=2,geometry=0.75,occluders=0,levels=3")
     assert (s.backend, s.verify, s.seed, s.geometry, s.occluders) == ("donor", True, 2, 0.75,
                                                                       False)
+    assert s.photometric == PhotometricSettings(levels=3)
     plain = spec_settings("ksame")
     assert (plain.verify, plain.seed, plain.occluders) == (False, 0, True)
+    assert plain.photometric == PhotometricSettings()
     with pytest.raises(ValueError, match="unknown option 'sed'"):
         spec_settings("donor:sed=2")
