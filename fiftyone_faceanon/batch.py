@@ -29,9 +29,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
+import numpy as np
+
 from . import __version__
-from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, LoadedImage, atomic_write,
-                     encode_image, load_image, records_dir)
+from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, LoadedImage, as_written,
+                     atomic_write, encode_image, load_image, records_dir)
 from .gate import DetectSettings, Embedder
 from .engines import Engine, as_engine
 from .pipeline import Pipeline, Result, Settings
@@ -80,6 +82,12 @@ class _Pending(NamedTuple):
     common: dict
     loaded: LoadedImage
     timings: dict
+
+    def written(self, rgb: np.ndarray) -> np.ndarray:
+        """The anonymized (H, W, 3) uint8 ``rgb`` as its output file gives it back: what the
+        judges score."""
+        return as_written(LoadedImage(rgb, self.loaded.alpha, self.loaded.gray),
+                          self.dst.suffix)
 
 
 #: Images a worker anonymizes together (:meth:`Worker.__call__`). Fixed, so that a job list is
@@ -223,8 +231,9 @@ class Worker:
             return
         cpu0 = time.process_time()
         try:
-            results = self.pipeline.anonymize_many([p.loaded.rgb for _, p in pending],
-                                                   [p.job.rel for _, p in pending])
+            results = self.pipeline.anonymize_many(
+                [p.loaded.rgb for _, p in pending], [p.job.rel for _, p in pending],
+                [p.written for _, p in pending])
         except Exception as e:  # every image of the batch gets the error
             results = [e] * len(pending)
         cpu = (time.process_time() - cpu0) / len(pending)

@@ -128,6 +128,16 @@ def encode_image(image: LoadedImage, suffix: str) -> bytes:
     return buf.getvalue()
 
 
+def as_written(image: LoadedImage, suffix: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB: ``image`` as a reader gets it back from the file that
+    :func:`encode_image` writes for ``suffix`` (JPEG and WebP are lossy; a grayscale source
+    comes back as its luma). What the judges score before an image is released."""
+    import io
+
+    with Image.open(io.BytesIO(encode_image(image, suffix))) as im:
+        return _to_rgb(im).rgb
+
+
 def _is_gray(rgb: np.ndarray) -> bool:
     return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
 

@@ -184,8 +184,8 @@ class _Replacing:
     ``faces`` and ``key``; per face its crop (S, S, 3), crop landmarks (68, 2), occluder mask
     (S, S) or None, record and pasted ``(crop, mask)`` of its latest try; every judge's
     embeddings of the ``original`` faces (``{judge: (F, D)}``), the bank's donors too close to
-    each (``exclude``, (F, M) bool); the faces still to try (``todo``), the output so far and
-    seconds per stage."""
+    each (``exclude``, (F, M) bool); the faces still to try (``todo``), the output so far,
+    what it goes through before it is seen (``released``, or None) and seconds per stage."""
 
     image: np.ndarray
     faces: list[F.Face]
@@ -198,6 +198,7 @@ class _Replacing:
     pasted: list[tuple[np.ndarray, np.ndarray] | None]
     todo: list[int]
     out: np.ndarray
+    released: Callable[[np.ndarray], np.ndarray] | None = None
     original: dict[str, np.ndarray] | None = None
     exclude: np.ndarray | None = None
 
@@ -245,12 +246,17 @@ class Pipeline:
             raise result
         return result
 
-    def anonymize_many(self, images: list[np.ndarray], keys: list[str]
+    def anonymize_many(self, images: list[np.ndarray], keys: list[str],
+                       released: list[Callable[[np.ndarray], np.ndarray]] | None = None
                        ) -> list[Result | VerificationError]:
         """:meth:`anonymize` of several images at once, one result per image: MTCNN runs once
         over the images of each size and each judge once per try over the faces of every image
         (:meth:`replace_many`). An image with a face still matched under ``on_fail="error"``
-        gets its :class:`~.verify.VerificationError` instead of a result. MTCNN's scores move
+        gets its :class:`~.verify.VerificationError` instead of a result. ``released``: per
+        image, what it goes through before anyone sees it (the file it is written to:
+        :func:`~.images.as_written`); the judges then score that, against their own
+        thresholds, so a face verified is verified in the file; without it they score the
+        image as it is, :data:`~.verify.MARGIN` below them. MTCNN's scores move
         in their last bits with the batch, which on rare images moves a box (LFW: 1 face of
         565 by 3.5 px), so an image's output can depend on the images it is detected with;
         :mod:`.batch` always groups the same images (fixed chunks)."""
@@ -264,8 +270,9 @@ class Pipeline:
             found.append([self._face(image, b, p) for b, p in zip(boxes, scores)])
             landmarks.append(time.perf_counter() - t0)
         results: list[Result | VerificationError] = []
-        for faces, seconds, done in zip(found, landmarks,
-                                        self.replace_many(list(zip(images, found, keys)))):
+        released = released or [None] * len(images)
+        for faces, seconds, done in zip(found, landmarks, self.replace_many(
+                list(zip(images, found, keys, released)))):
             if isinstance(done, VerificationError):
                 results.append(done)
                 continue
@@ -282,11 +289,14 @@ class Pipeline:
         return face
 
     def replace_many(
-        self, items: list[tuple[np.ndarray, list[F.Face], str]]
+        self, items: list[tuple[np.ndarray, list[F.Face], str,
+                                Callable[[np.ndarray], np.ndarray] | None]]
     ) -> list[tuple[np.ndarray, list[FaceRecord], dict[str, float]] | VerificationError]:
-        """Replace the given faces of each ``(image, faces, key)``; per item the new image, a
-        record per face and seconds per stage (``backend``, ``postprocess``, ``verify``), or the
-        :class:`~.verify.VerificationError` of ``on_fail="error"``.
+        """Replace the given faces of each ``(image, faces, key, released)``; per item the new
+        image, a record per face and seconds per stage (``backend``, ``postprocess``,
+        ``verify``), or the :class:`~.verify.VerificationError` of ``on_fail="error"``.
+        ``released``: what the image goes through before it is seen, which the judges score
+        (:meth:`anonymize_many`), or None.
 
         Try ``t`` (0-based) of a face uses its candidate donor ``t`` and geometry strength
         ``min(1, geometry + 0.25 t)``; only faces that a judge still matches are tried again.
@@ -296,7 +306,7 @@ class Pipeline:
         a run of it alone only in the last bits of their floats (the convolutions' order of
         summation follows the batch size), so its bytes do not depend on the others.
         """
-        states = [self._start(image, faces, key) for image, faces, key in items]
+        states = [self._start(*item) for item in items]
         if self.verifier is not None:
             self._embed_originals([st for st in states if st.faces])
         for attempt in range(self.settings.tries if self.verifier else 1):
@@ -317,16 +327,17 @@ class Pipeline:
                 st.todo = [i for i, m in zip(st.todo, matched) if m]
         results: list = []
         for st in states:
-            if self.verifier is not None and st.todo:
+            if self.verifier is not None:
                 try:
-                    self._fail_closed(st)
+                    self._settle(st)
                 except VerificationError as e:
                     results.append(e)
                     continue
             results.append((st.out, st.records, st.timings))
         return results
 
-    def _start(self, image: np.ndarray, faces: list[F.Face], key: str) -> _Replacing:
+    def _start(self, image: np.ndarray, faces: list[F.Face], key: str,
+               released: Callable[[np.ndarray], np.ndarray] | None) -> _Replacing:
         """The state of one image before its first try: every face's crop, crop landmarks and
         occluder mask, every face to do, the output a copy of the image."""
         crops = [F.crop_face(image, f.crop) for f in faces]
@@ -336,7 +347,7 @@ class Pipeline:
         return _Replacing(image, faces, key, crops, lms, occluded,
                           {"backend": 0.0, "postprocess": 0.0, "verify": 0.0},
                           records=[None] * n, pasted=[None] * n, todo=list(range(n)),
-                          out=image.copy())
+                          out=image.copy(), released=released)
 
     def _embed_originals(self, states: list[_Replacing]) -> None:
         """Every judge's embeddings of the states' original faces, in one pass, and for each
@@ -431,6 +442,24 @@ class Pipeline:
         timings["backend"] += t1 - t0
         timings["postprocess"] += time.perf_counter() - t1
         return record, (anon, mask)
+
+    def _settle(self, st: _Replacing) -> None:
+        """After the last try: the faces ``st.todo`` fail closed (:meth:`_fail_closed`), and a
+        verified face of the image in which another face was pasted after its own last try (a
+        later try, or a cover) is judged once more in the final image, since that paste can
+        reach into what the judges see of it; one now matched fails closed too."""
+        if st.todo:
+            self._fail_closed(st)
+        stale = [i for i, r in enumerate(st.records) if r.status == "verified" and any(
+            k != i and (o.tries > r.tries or o.status.startswith("fail_closed"))
+            for k, o in enumerate(st.records))]
+        while stale:
+            st.todo = stale
+            matched = self._judge([st])[0]
+            st.todo = [i for i, m in zip(stale, matched) if m]
+            stale = [i for i, m in zip(stale, matched) if not m] if st.todo else []
+            if st.todo:
+                self._fail_closed(st)
 
     def _fail_closed(self, st: _Replacing) -> None:
         """Replace the faces ``st.todo`` with :func:`~.verify.fail_closed` over the union of
@@ -642,17 +671,19 @@ class Pipeline:
         return out, moved, timings
 
     def _judge(self, states: list[_Replacing]) -> list[np.ndarray]:
-        """Score each state's faces ``todo`` in its output against their originals with every
-        judge (at the original face's place), all states in one pass, and record each judge's
-        similarity; per state, (len(todo),) bool: which a judge still matches."""
+        """Score each state's faces ``todo`` in its output, as it is released, against their
+        originals with every judge (at the original face's place), all states in one pass, and
+        record each judge's similarity; per state, (len(todo),) bool: which a judge still
+        matches."""
         t0 = time.perf_counter()
         matched = []
         for st, after in zip(states, self.verifier.embed_each(
-                [(st.out, [st.faces[i] for i in st.todo]) for st in states])):
+                [(st.released(st.out) if st.released else st.out,
+                  [st.faces[i] for i in st.todo]) for st in states])):
             sims = self.verifier.similarities({j: e[st.todo] for j, e in st.original.items()},
                                               after)
             for k, i in enumerate(st.todo):
                 st.records[i].similarity = {j: float(v[k]) for j, v in sims.items()}
-            matched.append(self.verifier.matched(sims))
+            matched.append(self.verifier.matched(sims, written=st.released is not None))
         _share_verify(states, time.perf_counter() - t0, [len(st.todo) for st in states])
         return matched

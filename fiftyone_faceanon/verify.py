@@ -24,9 +24,10 @@ from .faces import Face
 #: The judges every verification uses (both ship with the package).
 VERIFY_JUDGES = ("facenet_casia", "dlib")
 THRESHOLD = "far_1e-3"
-#: Verification passes a face only this far below each judge's threshold: the written file is
-#: re-encoded (JPEG), which moves a similarity by a few hundredths, and on LFW 102 of 565
-#: verified faces sat within 0.055 under FaceNet-CASIA's threshold.
+#: Verification passes a face judged before it is encoded only this far below each judge's
+#: threshold: a JPEG moves a similarity by a few hundredths (on LFW 102 of 565 verified faces sat
+#: within 0.055 under FaceNet-CASIA's threshold). A face judged as it is written
+#: (:func:`~.images.as_written`) needs none.
 MARGIN = {"facenet_casia": 0.03, "dlib": 0.005, "facenet_vggface2": 0.03}
 ON_FAIL = ("blur", "mask", "error")
 #: Faces whose detector box is smaller than this (pixels, the shorter side) are not judged: the
@@ -91,9 +92,10 @@ def masked(image: np.ndarray, face: Face, feather: float = 0.04) -> np.ndarray:
 
 @dataclass
 class Verifier:
-    """The judges and their thresholds (the manifest's FAR 1e-3 ones less :data:`MARGIN`),
-    loaded once. ``thresholds`` overrides them (``{judge: cosine}``), e.g. to test the
-    fail-closed path."""
+    """The judges and their thresholds, loaded once: ``limits``, the manifest's FAR 1e-3 ones,
+    for faces judged as they are written; ``thresholds``, those less :data:`MARGIN`, for faces
+    judged before they are encoded. ``thresholds`` given overrides both (``{judge: cosine}``),
+    e.g. to test the fail-closed path."""
 
     device: str = "auto"
     thresholds: dict[str, float] | None = None
@@ -104,8 +106,9 @@ class Verifier:
         self.judges, unavailable = load_judges(VERIFY_JUDGES, self.device)
         if unavailable:
             raise VerificationError(f"verification needs every judge; unavailable: {unavailable}")
-        limits = judge_thresholds()
-        self.thresholds = {j: (self.thresholds or {}).get(j, limits[j][THRESHOLD] - MARGIN[j])
+        limits, given = judge_thresholds(), self.thresholds or {}
+        self.limits = {j: given.get(j, limits[j][THRESHOLD]) for j in self.judges}
+        self.thresholds = {j: given.get(j, limits[j][THRESHOLD] - MARGIN[j])
                            for j in self.judges}
         #: "close" for choosing donors: the looser accuracy-optimal threshold
         self.close = {j: min(limits[j]["accuracy"], self.thresholds[j]) for j in self.judges}
@@ -153,13 +156,16 @@ class Verifier:
 
     def matched(self, similarity: dict[str, np.ndarray],
                 floor: dict[str, np.ndarray] | None = None,
-                margin: dict[str, float] | None = None) -> np.ndarray:
-        """(F,) bool: any judge at or above its threshold (less ``margin[judge]`` when given).
+                margin: dict[str, float] | None = None, written: bool = False) -> np.ndarray:
+        """(F,) bool: any judge at or above its threshold (less ``margin[judge]`` when given):
+        its :attr:`limits` one for faces judged ``written`` (as the file gives them back),
+        else its :attr:`thresholds` one.
         ``floor``: each judge's similarity of each original to itself with the face masked out
         (:meth:`~.pipeline.Pipeline.plan_identity`); a judge that matches the masked face as
         well cannot tell this face from none, and its match does not count."""
         margin = margin or {}
-        hits = [similarity[j] >= self.thresholds[j] - margin.get(j, 0.0) for j in similarity]
+        base = self.limits if written else self.thresholds
+        hits = [similarity[j] >= base[j] - margin.get(j, 0.0) for j in similarity]
         if floor is not None:
             hits = [h & ~(floor[j] >= self.thresholds[j]) for h, j in zip(hits, similarity)]
         return np.any(hits, axis=0)
