@@ -138,6 +138,22 @@ class Verifier:
         return self.similarities(original, self.embed_many(
             [(masked(image, face, feather), [face]) for image, face in items]))
 
+    def leaks(self, original: np.ndarray, anonymized: np.ndarray, faces: list[Face],
+              thresholds: dict[str, float]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Which ``faces`` of an original (H, W, 3) image its anonymized copy still gives away:
+        (F,) bool, a judge at or above ``thresholds[judge]`` at the original face's place, not
+        counting a judge whose :meth:`floor` reaches its verification threshold for that face;
+        and each judge's (F,) similarity."""
+        items = [(original, [f]) for f in faces]
+        before = self.embed_many(items)
+        sims = self.similarities(before, self.embed_many([(anonymized, [f]) for f in faces]))
+        hits = np.any([sims[j] >= thresholds[j] for j in sims], axis=0)
+        if hits.any():
+            floor = self.floor([(original, f) for f in faces], before)
+            hits = np.any([(sims[j] >= thresholds[j]) & (floor[j] < self.thresholds[j])
+                           for j in sims], axis=0)
+        return hits, sims
+
     def too_close(self, original: dict[str, np.ndarray], others: dict[str, np.ndarray]
                   ) -> np.ndarray:
         """(F, M) bool: which of M embeddings (e.g. a donor bank's) any judge finds close to
