@@ -122,6 +122,32 @@ def test_attributes_tell_real_faces_apart(fixtures_dir):
         assert abs(face["yaw"]) < 25 and abs(face["roll"]) < 15 and face["eye_open"] > 0.2
 
 
+def test_a_face_without_glasses_never_gets_a_donor_with_glasses(fixtures_dir):
+    """Brad Smith (LFW), whose verified output wore a donor's glasses while the rule was only a
+    cost term, and the glasses-free Big Bang Theory cast: none of their first 20 candidates
+    wears glasses; Bernadette, who does, gets some that do."""
+    from fiftyone_faceanon.anonymizers.donor import GLASSES, Donor
+
+    donor = Donor()
+    worn = np.asarray(donor.bank.attributes["glasses"]) > GLASSES
+    faceapi = fixtures_dir / "faceapi"
+    lfw = need_shared("lfw") / "images_deepfunneled"
+    photos = {"brad_smith": lfw / "Brad_Smith/Brad_Smith_0001.jpg",
+              **{n: faceapi / n / f"{n}1.png" for n in ("sheldon", "amy", "penny", "raj",
+                                                        "bernadette")}}
+    chosen = {}
+    for name, path in photos.items():
+        image = read_rgb(path)
+        face = max(find_faces(image, crop_size=256, device="cpu"),
+                   key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+        crop, lms = crop_face(image, face.crop), face.crop.to_crop(face.landmarks)
+        rng = np.random.default_rng(0)
+        chosen[name] = [donor.choose(crop, lms, rng, rank, None) for rank in range(20)]
+    bare = [n for n in chosen if n != "bernadette"]
+    assert not any(worn[chosen[n]].any() for n in bare), {n: worn[chosen[n]].sum() for n in bare}
+    assert worn[chosen["bernadette"]].any()
+
+
 def test_attributes_do_not_depend_on_the_crop_size(fixtures_dir):
     big = attributes_of(fixtures_dir / "faceapi/angry.jpg", 384)
     small = attributes_of(fixtures_dir / "faceapi/angry.jpg", 128)

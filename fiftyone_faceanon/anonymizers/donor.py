@@ -44,6 +44,10 @@ TERMS = {
 DEMOGRAPHIC = ("female", "log_age")
 #: How many of the cheapest donors the seed chooses among.
 CANDIDATES = 6
+#: A face whose ``glasses`` measure is under the first never gets a donor whose measure is over
+#: the second: as a cost term alone, glasses drawn onto a bare face (the most visible wrong
+#: attribute) reached 24 of 554 verified LFW faces.
+NO_GLASSES, GLASSES = 0.3, 0.5
 DEMOGRAPHICS = "demographics_casia.npz"
 
 
@@ -92,9 +96,10 @@ class Donor(Anonymizer):
 
     def costs(self, crop: np.ndarray, landmarks: np.ndarray,
               identity: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        """(M,) matching cost of every donor for one (S, S, 3) crop and its (68, 2) landmarks;
-        ``identity`` holds the face's judge embeddings ((D,) each) when the pipeline has them,
-        which adds the gender and age terms."""
+        """(M,) matching cost of every donor for one (S, S, 3) crop and its (68, 2) landmarks,
+        infinite for a donor with glasses on a face without (:data:`NO_GLASSES`); ``identity``
+        holds the face's judge embeddings ((D,) each) when the pipeline has them, which adds the
+        gender and age terms."""
         from ..donors import face_attributes
 
         a = face_attributes(crop, landmarks)
@@ -106,14 +111,18 @@ class Donor(Anonymizer):
             use = np.array([k not in DEMOGRAPHIC for k in self.keys])
         face = np.array([a.get(k, 0.0) for k in self.keys])
         terms = self.weights * ((self.table - face) / self.scale) ** 2
-        return terms[:, use].sum(1)
+        cost = terms[:, use].sum(1)
+        worn = self.table[:, self.keys.index("glasses")] > GLASSES
+        if a["glasses"] < NO_GLASSES and not worn.all():
+            cost[worn] = np.inf
+        return cost
 
     def choose(self, crop, landmarks, rng, rank, exclude, identity=None):
-        """Excluded donors are never candidates, unless every donor is excluded (only with
-        verification thresholds forced below every similarity): then all are, and the
-        verification that set ``exclude`` fails the face closed."""
+        """Excluded donors are never candidates, unless that leaves none (only with
+        verification thresholds forced below every similarity): then the face's candidates
+        are as without ``exclude``, and the verification that set it fails the face closed."""
         cost = self.costs(crop, landmarks, identity)
-        if exclude is not None and not exclude.all():
+        if exclude is not None and np.isfinite(np.where(exclude, np.inf, cost)).any():
             cost = np.where(exclude, np.inf, cost)
         order = np.argsort(cost, kind="stable")
         order = order[np.isfinite(cost[order])]
