@@ -122,8 +122,9 @@ class Donor(Anonymizer):
         verification thresholds forced below every similarity): then the face's candidates
         are as without ``exclude``, and the verification that set it fails the face closed."""
         cost = self.costs(crop, landmarks, identity)
-        if exclude is not None and np.isfinite(np.where(exclude, np.inf, cost)).any():
-            cost = np.where(exclude, np.inf, cost)
+        if exclude is not None:
+            kept = np.where(exclude, np.inf, cost)
+            cost = kept if np.isfinite(kept).any() else cost
         order = np.argsort(cost, kind="stable")
         order = order[np.isfinite(cost[order])]
         head = order[: self.candidates]
