@@ -22,6 +22,7 @@ import numpy as np
 
 from . import faces as F
 from .anonymizers import DEFAULT_BACKEND, create_backend
+from .hands import hands_mask
 from .photometric import PhotometricSettings, postprocess
 from .verify import (ON_FAIL, VerificationError, Verifier, fail_closed, judgeable, judged_view,
                      large_enough)
@@ -405,9 +406,12 @@ class Pipeline:
         return target, record
 
     def _occluded(self, crop: np.ndarray, lms: np.ndarray) -> np.ndarray | None:
-        """The (S, S) occluder mask of an (S, S, 3) crop with its (68, 2) crop-px landmarks
-        (:func:`~.faces.occluder_mask`), or None with ``occluders`` off."""
-        return F.occluder_mask(crop, lms) if self.settings.occluders else None
+        """The (S, S) occluder mask of an (S, S, 3) crop with its (68, 2) crop-px landmarks:
+        what is not skin (:func:`~.faces.occluder_mask`) and the hands in the crop
+        (:func:`~.hands.hands_mask`), or None with ``occluders`` off."""
+        if not self.settings.occluders:
+            return None
+        return F.occluder_mask(crop, lms) | hands_mask(crop)
 
     def _region(self, target: np.ndarray, size: int, wide: bool) -> np.ndarray:
         """The (S, S) region a try replaces around the (68, 2) crop-px ``target``: the face's
