@@ -24,7 +24,8 @@ from fiftyone_faceanon.pipeline import Pipeline, Settings
 from memory import TreeMemory
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared/data"
-STAGES = ("decode", "detect", "landmarks", "backend", "postprocess", "verify", "encode")
+STAGES = ("decode", "detect", "landmarks", "occluders", "backend", "postprocess", "verify",
+          "encode")
 
 
 def lfw_test_images(n: int) -> list[Path]:

@@ -37,8 +37,8 @@ from memory import TreeMemory
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared/data"
 CLIP = DATA / "fixtures/face_recognition/examples/short_hamilton_clip.mp4"
-STAGES = ("detect", "track", "plan", "render", "render_backend", "render_postprocess",
-          "render_encode")
+STAGES = ("detect", "track", "plan", "render", "render_occluders", "render_backend",
+          "render_postprocess", "render_encode")
 
 
 def uncovered(video: Path, record: dict) -> list[dict]:

@@ -59,7 +59,8 @@ from .images import ImageError, LoadedImage, atomic_write, encode_image, load_im
 from .photometric import PhotometricSettings
 from .pipeline import Settings
 
-STAGES = ("decode", "detect", "landmarks", "backend", "postprocess", "verify", "encode")
+STAGES = ("decode", "detect", "landmarks", "occluders", "backend", "postprocess", "verify",
+          "encode")
 
 #: Table VI rows: each photometric step switched on in turn.
 ABLATION = {

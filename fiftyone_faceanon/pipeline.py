@@ -343,10 +343,12 @@ class Pipeline:
         occluder mask, every face to do, the output a copy of the image."""
         crops = [F.crop_face(image, f.crop) for f in faces]
         lms = [f.crop.to_crop(f.landmarks) for f in faces]
+        t0 = time.perf_counter()
         occluded = [self._occluded(c, lm) for c, lm in zip(crops, lms)]
         n = len(faces)
         return _Replacing(image, faces, key, crops, lms, occluded,
-                          {"backend": 0.0, "postprocess": 0.0, "verify": 0.0},
+                          {"occluders": time.perf_counter() - t0, "backend": 0.0,
+                           "postprocess": 0.0, "verify": 0.0},
                           records=[None] * n, pasted=[None] * n, todo=list(range(n)),
                           out=image.copy(), released=released)
 
@@ -654,7 +656,7 @@ class Pipeline:
         views, :meth:`plan_identity`), which a fail-closed cover covers too. Returns the new
         image, each face at its new geometry and seconds per stage."""
         s = self.settings
-        timings = {"backend": 0.0, "postprocess": 0.0}
+        timings = {"occluders": 0.0, "backend": 0.0, "postprocess": 0.0}
         pasted, moved = [], []
         for face, plan, colour, seen in zip(faces, plans, stats or [None] * len(faces),
                                             judged or [None] * len(faces)):
@@ -665,7 +667,9 @@ class Pipeline:
                 rendered = self._cover(face, crop, lms, record.anonymized,
                                        plan.status.split(":")[1], seen)
             else:
+                t0 = time.perf_counter()
                 occluded = self._occluded(crop, lms)
+                timings["occluders"] += time.perf_counter() - t0
                 record, rendered = self._render(face, crop, lms, occluded,
                                                 face_rng(s.seed, key, plan.index), plan.donor,
                                                 plan.attempt, timings, colour)

@@ -289,7 +289,7 @@ def _render(pipeline, src, dst, key, info, raw, tracks, plans, sizes, colours, s
 
     by_id = {tr.id: tr for tr in raw}
     out_faces: list[list[FrameFace]] = []
-    spent = {"backend": 0.0, "postprocess": 0.0, "encode": 0.0}
+    spent = {"occluders": 0.0, "backend": 0.0, "postprocess": 0.0, "encode": 0.0}
     pending: deque = deque()
 
     def drain(writer, keep: int) -> None:
