@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from fiftyone_faceanon.batch import anonymize_files
+from fiftyone_faceanon.benchmark import STAGES
 from fiftyone_faceanon.pipeline import Pipeline, Settings
 from memory import TreeMemory
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared/data"
-STAGES = ("decode", "detect", "landmarks", "occluders", "backend", "postprocess", "verify",
-          "encode")
 
 
 def lfw_test_images(n: int) -> list[Path]:

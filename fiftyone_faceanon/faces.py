@@ -364,8 +364,9 @@ def occluder_mask(crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     only in connected components that reach the region's edge (occluders come from outside the
     face), cover at least ``OCCLUDER_MIN_AREA`` of it, and whose centre lies in the upper
     ``OCCLUDER_UPPER`` of the face: below that, a beard cannot be told from an object by colour,
-    so the lower face is always replaced. Skin-coloured occluders (a hand) are not detected and
-    are replaced with the face. (68, 2) landmarks in crop pixels.
+    so the lower face is always replaced. Skin-coloured occluders are not found here: hands are
+    found by :func:`~fiftyone_faceanon.hands.hands_mask`, which the pipeline adds to this mask.
+    (68, 2) landmarks in crop pixels.
     """
     size = crop.shape[0]
     region = face_region(landmarks, size) > 0

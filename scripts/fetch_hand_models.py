@@ -20,8 +20,9 @@ from fiftyone_faceanon.hands import LANDMARK_MODEL, PALM_MODEL
 from fiftyone_faceanon.weights import models_dir, record, sha256_file
 
 WHEEL = "mediapipe==0.10.21"
-INSIDE = {PALM_MODEL: "mediapipe/modules/palm_detection/", LANDMARK_MODEL:
-          "mediapipe/modules/hand_landmark/"}
+#: Each network's folder in the wheel and what it is.
+INSIDE = {PALM_MODEL: ("mediapipe/modules/palm_detection/", "palm detector"),
+          LANDMARK_MODEL: ("mediapipe/modules/hand_landmark/", "hand landmarks (21 points)")}
 #: The wheel's licence (Apache-2.0), shipped beside the networks as the licence requires.
 WHEEL_LICENCE, LICENCE_FILE = "mediapipe-0.10.21.dist-info/LICENSE", "LICENSE-mediapipe.txt"
 LICENCE = (f"Apache-2.0 (MediaPipe, Google LLC; models/{LICENCE_FILE}); model card: "
@@ -39,11 +40,10 @@ def main() -> None:
         (wheel,) = Path(tmp).glob("mediapipe-*.whl")
         with zipfile.ZipFile(wheel) as zf:
             (models_dir() / LICENCE_FILE).write_bytes(zf.read(WHEEL_LICENCE))
-            for name, folder in INSIDE.items():
+            for name, (folder, kind) in INSIDE.items():
                 (models_dir() / name).write_bytes(zf.read(folder + name))
                 entry = record(
-                    name, kind="MediaPipe Hands " + ("palm detector" if name == PALM_MODEL
-                                                    else "hand landmarks (21 points)"),
+                    name, kind=f"MediaPipe Hands {kind}",
                     source=f"{wheel.name} (sha256 {sha256_file(wheel)}), {folder}{name}",
                     command="python scripts/fetch_hand_models.py", licence=LICENCE,
                     training_data=TRAINING)
