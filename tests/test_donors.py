@@ -18,7 +18,7 @@ from fiftyone_faceanon.donors import (
     AGE_BINS, ATTRIBUTES, BANK_FILE, RACES, DonorBankError, face_attributes, load_bank,
     save_bank, sheet_cells,
 )
-from fiftyone_faceanon.faces import crop_face, find_faces
+from fiftyone_faceanon.faces import crop_face, crop_size_for, crop_transform, find_faces
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +146,43 @@ def test_a_face_without_glasses_never_gets_a_donor_with_glasses(fixtures_dir):
     bare = [n for n in chosen if n != "bernadette"]
     assert not any(worn[chosen[n]].any() for n in bare), {n: worn[chosen[n]].sum() for n in bare}
     assert worn[chosen["bernadette"]].any()
+
+
+def test_the_embedding_tells_glasses_where_the_edge_measure_cannot():
+    """LFW evaluation-split faces (people the glasses head never saw): four without glasses
+    that the edge measure scores above 0.6, whose verified outputs wore donors' glasses before
+    the head, and four with glasses, one of which the measure puts under the rule's threshold.
+    Given their FaceNet-CASIA embeddings, the bare faces get no donor with glasses among their
+    first 20 candidates and the others get some."""
+    from fiftyone_faceanon.anonymizers.donor import GLASSES, NO_GLASSES, Donor, glasses
+    from fiftyone_faceanon.metrics.identity import load_judges
+
+    lfw = need_shared("lfw") / "images_deepfunneled"
+    bare = ("Brian_Scalabrine_0001", "Cedric_Benson_0001", "Bobo_Balde_0001",
+            "Andre_Smith_0001")
+    wearing = ("Alan_Greenspan_0001", "Carla_Del_Ponte_0001", "Asif_Ali_Zardari_0001",
+               "Anne_McLellan_0001")
+    judge = load_judges(["facenet_casia"], "cpu")[0]["facenet_casia"]
+    donor = Donor()
+    worn = np.asarray(donor.bank.attributes["glasses"]) > GLASSES
+    measured, head, candidates = {}, {}, {}
+    for name in bare + wearing:
+        image = read_rgb(lfw / name[:-5] / f"{name}.jpg")
+        face = max(find_faces(image, device="cpu"),
+                   key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+        at = crop_transform(face.landmarks, crop_size_for(face.landmarks))  # as the pipeline
+        crop, lms = crop_face(image, at), at.to_crop(face.landmarks)
+        identity = {"facenet_casia": judge.embed(image, [face])[0]}
+        measured[name] = face_attributes(crop, lms)["glasses"]
+        head[name] = float(glasses(identity["facenet_casia"][None])[0])
+        rng = np.random.default_rng(0)
+        candidates[name] = [donor.choose(crop, lms, rng, rank, None, identity)
+                            for rank in range(20)]
+    assert min(measured[n] for n in bare) > 0.6 and measured["Alan_Greenspan_0001"] < 0.5
+    assert max(head[n] for n in bare) < NO_GLASSES < 0.9 < min(head[n] for n in wearing), (
+        head)
+    assert not any(worn[candidates[n]].any() for n in bare)
+    assert all(worn[candidates[n]].any() for n in wearing)
 
 
 def test_attributes_do_not_depend_on_the_crop_size(fixtures_dir):

@@ -11,7 +11,8 @@ over pose (yaw, pitch), expression state (mouth opening, teeth, eye opening), sk
 luma), face proportions (jaw width over face height), beard and glasses, and, when the
 pipeline has the face's FaceNet-CASIA embedding (verification on), the estimated gender and age
 (linear heads on that embedding, ``models/demographics_casia.npz``, applied to the donors'
-embeddings too); ``sigma_k`` is a fixed tolerance per attribute (:data:`SCALES`).
+embeddings too), and the face's glasses are then read from it as well (:func:`glasses`);
+``sigma_k`` is a fixed tolerance per attribute (:data:`TERMS`).
 The face's candidate order is its ``CANDIDATES`` cheapest
 donors shuffled by the face's seeded generator, then the rest by cost, so different people (and
 different photos of one person) get different donors while each stays a good match; verification
@@ -44,11 +45,15 @@ TERMS = {
 DEMOGRAPHIC = ("female", "log_age")
 #: How many of the cheapest donors the seed chooses among.
 CANDIDATES = 6
-#: A face whose ``glasses`` measure is under the first never gets a donor whose measure is over
-#: the second: as a cost term alone, glasses drawn onto a bare face (the most visible wrong
-#: attribute) reached 24 of 554 verified LFW faces.
+#: A face whose ``glasses`` (:func:`glasses` with verification, else the edge measure) is under
+#: the first never gets a donor whose measure is over the second: as a cost term alone, glasses
+#: drawn onto a bare face (the most visible wrong attribute) reached 24 of 554 verified LFW faces.
 NO_GLASSES, GLASSES = 0.3, 0.5
 DEMOGRAPHICS = "demographics_casia.npz"
+#: The face's ``glasses`` when the pipeline has its FaceNet-CASIA embedding (:func:`glasses`):
+#: the edge measure, fitted on synthetic faces, hardly ranks LFW's glasses above bare faces
+#: (ROC AUC 0.68; the head 0.94, ``scripts/build_glasses_head.py``). Donors keep the measure.
+GLASSES_HEAD = "glasses_casia.npz"
 
 
 def demographics(embeddings: np.ndarray) -> np.ndarray:
@@ -59,6 +64,16 @@ def demographics(embeddings: np.ndarray) -> np.ndarray:
     with np.load(model_path(DEMOGRAPHICS)) as heads:
         xb = np.hstack([embeddings, np.ones((len(embeddings), 1))]).astype(np.float64)
         return np.stack([1 / (1 + np.exp(-xb @ heads["gender"])), xb @ heads["log_age"]], 1)
+
+
+def glasses(embeddings: np.ndarray) -> np.ndarray:
+    """(N, 512) FaceNet-CASIA unit embeddings -> (N,) probability of glasses or sunglasses,
+    from the shipped linear head."""
+    from ..weights import model_path
+
+    with np.load(model_path(GLASSES_HEAD)) as head:
+        xb = np.hstack([embeddings, np.ones((len(embeddings), 1))]).astype(np.float64)
+        return 1 / (1 + np.exp(-xb @ head["glasses"]))
 
 
 def proportion(landmarks: np.ndarray) -> float:
@@ -99,7 +114,7 @@ class Donor(Anonymizer):
         """(M,) matching cost of every donor for one (S, S, 3) crop and its (68, 2) landmarks,
         infinite for a donor with glasses on a face without (:data:`NO_GLASSES`); ``identity``
         holds the face's judge embeddings ((D,) each) when the pipeline has them, which adds the
-        gender and age terms."""
+        gender and age terms and measures the face's glasses with :func:`glasses`."""
         from ..donors import face_attributes
 
         a = face_attributes(crop, landmarks)
@@ -107,6 +122,7 @@ class Donor(Anonymizer):
         use = np.ones(len(self.keys), bool)
         if identity is not None and "facenet_casia" in identity:
             a["female"], a["log_age"] = demographics(identity["facenet_casia"][None])[0]
+            a["glasses"] = float(glasses(identity["facenet_casia"][None])[0])
         else:
             use = np.array([k not in DEMOGRAPHIC for k in self.keys])
         face = np.array([a.get(k, 0.0) for k in self.keys])
