@@ -55,7 +55,7 @@ class VideoSettings:
     (``quality``: the encoder's CRF, lower is better; ``strip_audio``)."""
 
     tracking: TrackSettings = field(default_factory=TrackSettings)
-    samples: int = 12
+    samples: int = 24
     quality: int = 23
     strip_audio: bool = False
 
