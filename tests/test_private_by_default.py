@@ -12,7 +12,7 @@ from conftest import lfw_images, need_shared, read_rgb
 from fiftyone_faceanon import faces as F
 from fiftyone_faceanon import pipeline as pipeline_module
 from fiftyone_faceanon.cli import main
-from fiftyone_faceanon.geometry import fit_similarity, load_shape_model, spread
+from fiftyone_faceanon.geometry import load_shape_model, spread
 from fiftyone_faceanon.pipeline import Pipeline, Settings
 
 

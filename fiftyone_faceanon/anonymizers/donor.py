@@ -19,7 +19,8 @@ different photos of one person) get different donors while each stays a good mat
 retries take the next candidate. The chosen donor crop is warped piecewise-affinely (the ``ksame``
 warp) onto the target landmarks at the face's own crop size and prepared the way an inpainting
 generator's output would look: its brightness is scaled to the original's over the region, and
-outside the region it is the original crop. The pipeline then relights, colour-matches and blends it (paper III-B-2).
+outside the region it is the original crop. The pipeline then relights, colour-matches and
+blends it (paper III-B-2).
 """
 
 from __future__ import annotations
