@@ -55,6 +55,7 @@ class VideoSettings:
     (``quality``: the encoder's CRF, lower is better; ``strip_audio``)."""
 
     tracking: TrackSettings = field(default_factory=TrackSettings)
+    #: 12 judged frames let a frame between two of them leak on the Hamilton clip (docs/video.md)
     samples: int = 24
     quality: int = 23
     strip_audio: bool = False
