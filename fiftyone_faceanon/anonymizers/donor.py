@@ -25,6 +25,7 @@ blends it (paper III-B-2).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -57,24 +58,33 @@ DEMOGRAPHICS = "demographics_casia.npz"
 GLASSES_HEAD = "glasses_casia.npz"
 
 
+@lru_cache(maxsize=None)
+def _head(name: str) -> dict[str, np.ndarray]:
+    """The weight vectors ((513,) each, the last the bias) of a shipped ``.npz`` of linear heads
+    on the FaceNet-CASIA embedding, read once (checksum verified)."""
+    from ..weights import model_path
+
+    with np.load(model_path(name)) as heads:
+        return {k: heads[k] for k in heads.files}
+
+
+def _linear(embeddings: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(N, 512) embeddings -> (N,) ``[e, 1] . w``."""
+    return np.hstack([embeddings, np.ones((len(embeddings), 1))]).astype(np.float64) @ weights
+
+
 def demographics(embeddings: np.ndarray) -> np.ndarray:
     """(N, 512) FaceNet-CASIA unit embeddings -> (N, 2): probability of female and
     log(1 + age), from the shipped linear heads."""
-    from ..weights import model_path
-
-    with np.load(model_path(DEMOGRAPHICS)) as heads:
-        xb = np.hstack([embeddings, np.ones((len(embeddings), 1))]).astype(np.float64)
-        return np.stack([1 / (1 + np.exp(-xb @ heads["gender"])), xb @ heads["log_age"]], 1)
+    heads = _head(DEMOGRAPHICS)
+    return np.stack([1 / (1 + np.exp(-_linear(embeddings, heads["gender"]))),
+                     _linear(embeddings, heads["log_age"])], 1)
 
 
 def glasses(embeddings: np.ndarray) -> np.ndarray:
     """(N, 512) FaceNet-CASIA unit embeddings -> (N,) probability of glasses or sunglasses,
     from the shipped linear head."""
-    from ..weights import model_path
-
-    with np.load(model_path(GLASSES_HEAD)) as head:
-        xb = np.hstack([embeddings, np.ones((len(embeddings), 1))]).astype(np.float64)
-        return 1 / (1 + np.exp(-xb @ head["glasses"]))
+    return 1 / (1 + np.exp(-_linear(embeddings, _head(GLASSES_HEAD)["glasses"])))
 
 
 def proportion(landmarks: np.ndarray) -> float:
