@@ -575,11 +575,20 @@ class Pipeline:
                 matched = self._judge_views(judged[part], {j: e[part] for j, e in
                                                            original.items()},
                                             floor, part, plan, key, margin, timings, released)
-                if matched:
+                if matched.any():
+                    # the next try judges these views first: what one donor's face gives away
+                    # there, the next one's often does too (the outcome does not depend on the
+                    # order, only how soon a matched try ends)
+                    first = np.concatenate([start + np.flatnonzero(matched),
+                                            np.delete(np.arange(len(judged)),
+                                                      start + np.flatnonzero(matched))])
+                    judged = [judged[k] for k in first]
+                    original = {j: e[first] for j, e in original.items()}
+                    floor = {j: f[first] for j, f in floor.items()}
                     break
             plan.uninformative = {j: int((f >= self.verifier.thresholds[j]).sum())
                                   for j, f in floor.items()}
-            if not matched:
+            if not matched.any():
                 plan.status = "verified"
                 return plan
         if s.on_fail == "error":
@@ -596,7 +605,7 @@ class Pipeline:
         """Render ``plan`` on ``views`` and judge them, as ``released`` gives them back, against
         their ``original`` embeddings; fill the views' entries (``part`` of the track's) of
         ``floor`` where a judge matches and ``plan.similarity`` with the highest similarities;
-        whether a judge matches a view beyond its floor."""
+        (len(views),) bool: which views a judge matches beyond their floor."""
         rendered = []
         for v in views:
             _, (anon, mask) = self._render(v.face, v.crop, v.lms, v.occluded,
@@ -617,8 +626,8 @@ class Pipeline:
         timings["verify"] += time.perf_counter() - t0
         for j, v in sims.items():
             plan.similarity[j] = max(plan.similarity[j], float(v.max()))
-        return bool(self.verifier.matched(
-            sims, {j: np.nan_to_num(f[part], nan=-1.0) for j, f in floor.items()}, margin).any())
+        return self.verifier.matched(
+            sims, {j: np.nan_to_num(f[part], nan=-1.0) for j, f in floor.items()}, margin)
 
     def _still_matched(self, views, plan, original, floor, released) -> bool:
         """Whether a judge still matches a view covered as ``plan`` fails closed, as ``released``
