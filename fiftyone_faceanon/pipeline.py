@@ -614,7 +614,7 @@ class Pipeline:
             rendered.append((released(F.paste_faces(v.image, [v.face], [anon], [mask])),
                              [v.judged]))
         t0 = time.perf_counter()
-        sims = self.verifier.similarities(original, self.verifier.embed_many(rendered))
+        sims = self.verifier.score(original, rendered, margin)
         known = {j: f[part] for j, f in floor.items()}
         unknown = np.isnan(next(iter(known.values())))
         hit = self.verifier.matched(sims, margin=margin) & unknown
@@ -643,8 +643,7 @@ class Pipeline:
                                           judged=v.judged)
                 covered.append((released(F.paste_faces(v.image, [v.face], [patch], [mask])),
                                 [v.judged]))
-            sims = self.verifier.similarities({j: e[part] for j, e in original.items()},
-                                              self.verifier.embed_many(covered))
+            sims = self.verifier.score({j: e[part] for j, e in original.items()}, covered)
             if self.verifier.matched(sims, {j: f[part] for j, f in floor.items()}).any():
                 return True
         return False
@@ -692,13 +691,19 @@ class Pipeline:
         originals with every judge (at the original face's place), all states in one pass, and
         record each judge's similarity; per state, (len(todo),) bool: which a judge still
         matches."""
+        if not states:
+            return []
         t0 = time.perf_counter()
         matched = []
-        for st, after in zip(states, self.verifier.embed_each(
-                [(st.released(st.out) if st.released else st.out,
-                  [st.faces[i] for i in st.todo]) for st in states])):
-            sims = self.verifier.similarities({j: e[st.todo] for j, e in st.original.items()},
-                                              after)
+        scored = self.verifier.score(
+            {j: np.concatenate([st.original[j][st.todo] for st in states])
+             for j in self.verifier.judges},
+            [(st.released(st.out) if st.released else st.out, [st.faces[i] for i in st.todo])
+             for st in states])
+        bounds = np.cumsum([len(st.todo) for st in states])[:-1]
+        parts = {j: np.split(v, bounds) for j, v in scored.items()}
+        for n, st in enumerate(states):
+            sims = {j: p[n] for j, p in parts.items()}
             for k, i in enumerate(st.todo):
                 st.records[i].similarity = {j: float(v[k]) for j, v in sims.items()}
             matched.append(self.verifier.matched(sims, written=st.released is not None))

@@ -8,17 +8,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
-from conftest import need_shared, read_rgb
+from conftest import lfw_images, need_shared, read_rgb
 from fiftyone_faceanon.demo import demo_images
 from fiftyone_faceanon.faces import face_from_box, face_model_path, find_faces, find_faces_batch
 from fiftyone_faceanon.metrics.dlib_resnet import (
     MODEL_FILE, DlibModelError, chips_tensor, dlib_descriptors, read_dlib_resnet)
 from fiftyone_faceanon.metrics.identity import (
-    JUDGES, best_threshold, casia_state_dict, cosine, dlib_chips, facenet_crops, judge_thresholds,
-    lfw_pairs, load_judges, verification_accuracy)
+    BF16_ERROR, JUDGES, best_threshold, casia_state_dict, cosine, dlib_chips, facenet_crops,
+    judge_thresholds, lfw_pairs, load_judges, verification_accuracy)
+from fiftyone_faceanon.pipeline import Pipeline, Settings
 
 REFERENCE = Path(__file__).parent / "data" / "casia_reference.npz"
 CALIBRATED = ("facenet_casia", "dlib")
@@ -222,3 +224,44 @@ def test_lfw_protocol_helpers():
     same = np.array([True, True, False, False, False])
     t = best_threshold(sim, same)
     assert 0.55 < t < 0.8 and verification_accuracy(sim, same, t) == 1.0
+
+
+def test_bfloat16_screen_gives_the_full_precision_decisions():
+    """The verifier's screen (:meth:`Verifier.score`) against the full-precision reference, on
+    real faces at every level of likeness: 10 LFW faces, each against itself, blurred at three
+    strengths and anonymized. FaceNet-CASIA's bfloat16 embeddings stay within BF16_ERROR of the
+    float32 ones; every similarity the screen reports at or above its line is the float32 one, every one
+    under it is under the judge's threshold in float32 too, so each decision is float32's."""
+    from fiftyone_faceanon.verify import Verifier
+
+    verifier = Verifier()
+    casia = verifier.judges["facenet_casia"]
+    casia.fast = True  # as on a CPU with native bfloat16; emulated elsewhere, same numbers
+    pipeline = Pipeline(Settings(verify=False))
+    originals, items = [], []
+    for path in lfw_images(10):
+        image = read_rgb(path)
+        face = find_faces(image)[0]
+        variants = [image] + [cv2.GaussianBlur(image, (0, 0), s) for s in (2, 4, 8)]
+        variants.append(pipeline.anonymize(image, key=path.name).image)
+        originals += [(image, [face])] * len(variants)
+        items += [(v, [face]) for v in variants]
+    original = verifier.embed_many(originals)
+    full = verifier.similarities(original, verifier.embed_many(items))
+    crops = [c for image, faces in items for c in casia.crops(image, faces)]
+    drift = np.linalg.norm(casia.embed_crops(crops, fast=True) - casia.embed_crops(crops), axis=1)
+    assert 0 < drift.max() < BF16_ERROR
+    for margin in ({}, {"facenet_casia": 0.05}):
+        screened = verifier.score(original, items, margin)
+        line = verifier.thresholds["facenet_casia"] - margin.get("facenet_casia", 0) - BF16_ERROR
+        above = screened["facenet_casia"] >= line
+        assert 0 < above.sum() < len(items)  # both sides of the line are tested
+        np.testing.assert_allclose(screened["facenet_casia"][above],
+                                   full["facenet_casia"][above], atol=1e-5)
+        assert np.all(full["facenet_casia"][~above] < line + BF16_ERROR)
+        assert np.abs(screened["facenet_casia"] - full["facenet_casia"])[~above].max() > 1e-4
+        np.testing.assert_allclose(screened["dlib"], full["dlib"], atol=1e-5)
+        for written in (False, True):
+            np.testing.assert_array_equal(verifier.matched(screened, margin=margin,
+                                                           written=written),
+                                          verifier.matched(full, margin=margin, written=written))

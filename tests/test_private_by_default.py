@@ -152,6 +152,7 @@ def test_faces_are_verified_as_their_written_file_gives_them_back(tmp_path):
     """The judges score an image as its JPEG file gives it back: each face's recorded
     similarities are what the judges get from the released file (the encoder moves them by
     a few hundredths), and a verified face is under every judge's FAR 1e-3 threshold there."""
+    from fiftyone_faceanon.metrics.identity import BF16_ERROR
     from fiftyone_faceanon.metrics.pairing import faces_from_records
     from fiftyone_faceanon.verify import Verifier
 
@@ -172,8 +173,13 @@ def test_faces_are_verified_as_their_written_file_gives_them_back(tmp_path):
         for k, face in enumerate(record["faces"]):
             for judge, sim in sims.items():
                 # to 1e-3 (the record's landmarks are rounded to 0.01 px): judged before the
-                # encoder, these records differ from the files' by up to 0.009
-                assert abs(sim[k] - face["similarity"][judge]) < 1e-3, (path.name, judge)
+                # encoder, these records differ from the files' by up to 0.009; a similarity
+                # the bfloat16 screen left under its line (Verifier.score) by up to BF16_ERROR
+                recorded = face["similarity"][judge]
+                screened = (verifier.judges[judge].fast
+                            and recorded < verifier.thresholds[judge] - BF16_ERROR)
+                assert abs(sim[k] - recorded) < (BF16_ERROR if screened else 1e-3), (
+                    path.name, judge)
             if face["anonymized"]["status"] == "verified":
                 verified += 1
                 assert all(sims[j][k] < verifier.limits[j] for j in sims), path.name
