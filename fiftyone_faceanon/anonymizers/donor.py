@@ -11,7 +11,8 @@ over pose (yaw, pitch), expression state (mouth opening, teeth, eye opening), sk
 luma), face proportions (jaw width over face height), beard and glasses, and, when the
 pipeline has the face's FaceNet-CASIA embedding (verification on), the estimated gender and age
 (linear heads on that embedding, ``models/demographics_casia.npz``, applied to the donors'
-embeddings too), and the face's glasses are then read from it as well (:func:`glasses`);
+embeddings too), and the face's glasses are then read from it as well (:func:`glasses`; a
+donor's glasses are the larger of that head's and the edge measure's, :data:`GLASSES_HEAD`);
 ``sigma_k`` is a fixed tolerance per attribute (:data:`TERMS`).
 The face's candidate order is its ``CANDIDATES`` cheapest
 donors shuffled by the face's seeded generator, then the rest by cost, so different people (and
@@ -54,7 +55,10 @@ NO_GLASSES, GLASSES = 0.3, 0.5
 DEMOGRAPHICS = "demographics_casia.npz"
 #: The face's ``glasses`` when the pipeline has its FaceNet-CASIA embedding (:func:`glasses`):
 #: the edge measure, fitted on synthetic faces, hardly ranks LFW's glasses above bare faces
-#: (ROC AUC 0.68; the head 0.94, ``scripts/build_glasses_head.py``). Donors keep the measure.
+#: (ROC AUC 0.68; the head 0.94, ``scripts/build_glasses_head.py``). A donor's is the larger of
+#: the two: on the bank each misses glasses the other finds (the head, thin and clear frames;
+#: the edge measure, some dark and heavy ones), and a donor either finds wearing glasses is
+#: never given to a face without (docs/donors.md).
 GLASSES_HEAD = "glasses_casia.npz"
 
 
@@ -112,6 +116,8 @@ class Donor(Anonymizer):
         attrs["proportion"] = np.array([proportion(l) for l in self.bank.landmarks])
         attrs["female"], attrs["log_age"] = demographics(
             self.bank.embeddings["facenet_casia"]).T
+        attrs["glasses"] = np.maximum(attrs["glasses"],
+                                      glasses(self.bank.embeddings["facenet_casia"]))
         self.keys = list(TERMS)
         self.table = np.stack([attrs[k] for k in self.keys], 1)  # (M, K)
         self.weights = np.array([TERMS[k][0] for k in self.keys])
