@@ -230,8 +230,9 @@ def test_bfloat16_screen_gives_the_full_precision_decisions():
     """The verifier's screen (:meth:`Verifier.score`) against the full-precision reference, on
     real faces at every level of likeness: 10 LFW faces, each against itself, blurred at three
     strengths and anonymized. FaceNet-CASIA's bfloat16 embeddings stay within BF16_ERROR of the
-    float32 ones; every similarity the screen reports at or above its line is the float32 one, every one
-    under it is under the judge's threshold in float32 too, so each decision is float32's."""
+    float32 ones; every similarity the screen reports at or above its line is the float32 one,
+    every one under it is under the judge's threshold in float32 too, so each decision is
+    float32's."""
     from fiftyone_faceanon.verify import Verifier
 
     verifier = Verifier()
