@@ -579,9 +579,8 @@ class Pipeline:
                     # the next try judges these views first: what one donor's face gives away
                     # there, the next one's often does too (the outcome does not depend on the
                     # order, only how soon a matched try ends)
-                    first = np.concatenate([start + np.flatnonzero(matched),
-                                            np.delete(np.arange(len(judged)),
-                                                      start + np.flatnonzero(matched))])
+                    hits = start + np.flatnonzero(matched)
+                    first = np.concatenate([hits, np.delete(np.arange(len(judged)), hits)])
                     judged = [judged[k] for k in first]
                     original = {j: e[first] for j, e in original.items()}
                     floor = {j: f[first] for j, f in floor.items()}
