@@ -27,7 +27,7 @@ import numpy as np
 from build_demographics_head import logistic
 
 from fiftyone_faceanon import faces as F
-from fiftyone_faceanon.anonymizers.donor import GLASSES_HEAD, NO_GLASSES
+from fiftyone_faceanon.anonymizers.donor import GLASSES_HEAD, NO_GLASSES, logistic_head
 from fiftyone_faceanon.donors import face_attributes
 from fiftyone_faceanon.images import load_image
 from fiftyone_faceanon.metrics.identity import load_judges
@@ -42,10 +42,6 @@ def auc(score: np.ndarray, label: np.ndarray) -> float:
     return float(np.mean((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None])))
 
 
-def predict(w: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-(np.hstack([x, np.ones((len(x), 1))]) @ w)))
-
-
 def grouped_cv(x: np.ndarray, y: np.ndarray, group: np.ndarray, repeats: int = 5
                ) -> np.ndarray:
     """(repeats, N) held-out probabilities: 5 folds of whole groups, ``repeats`` draws."""
@@ -55,7 +51,8 @@ def grouped_cv(x: np.ndarray, y: np.ndarray, group: np.ndarray, repeats: int = 5
         fold_of = dict(zip(people, np.random.default_rng(r).integers(0, 5, len(people))))
         fold = np.array([fold_of[g] for g in group])
         for k in range(5):
-            out[r, fold == k] = predict(logistic(x[fold != k], y[fold != k], RIDGE), x[fold == k])
+            out[r, fold == k] = logistic_head(x[fold == k],
+                                             logistic(x[fold != k], y[fold != k], RIDGE))
     return out
 
 

@@ -72,23 +72,28 @@ def _head(name: str) -> dict[str, np.ndarray]:
         return {k: heads[k] for k in heads.files}
 
 
-def _linear(embeddings: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(N, 512) embeddings -> (N,) ``[e, 1] . w``."""
+def linear_head(embeddings: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(N, 512) embeddings and (513,) weights, the last the bias -> (N,) ``[e, 1] . w``."""
     return np.hstack([embeddings, np.ones((len(embeddings), 1))]).astype(np.float64) @ weights
+
+
+def logistic_head(embeddings: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(N,) ``1 / (1 + exp(-[e, 1] . w))``: a logistic head's probabilities."""
+    return 1 / (1 + np.exp(-linear_head(embeddings, weights)))
 
 
 def demographics(embeddings: np.ndarray) -> np.ndarray:
     """(N, 512) FaceNet-CASIA unit embeddings -> (N, 2): probability of female and
     log(1 + age), from the shipped linear heads."""
     heads = _head(DEMOGRAPHICS)
-    return np.stack([1 / (1 + np.exp(-_linear(embeddings, heads["gender"]))),
-                     _linear(embeddings, heads["log_age"])], 1)
+    return np.stack([logistic_head(embeddings, heads["gender"]),
+                     linear_head(embeddings, heads["log_age"])], 1)
 
 
 def glasses(embeddings: np.ndarray) -> np.ndarray:
     """(N, 512) FaceNet-CASIA unit embeddings -> (N,) probability of glasses or sunglasses,
     from the shipped linear head."""
-    return 1 / (1 + np.exp(-_linear(embeddings, _head(GLASSES_HEAD)["glasses"])))
+    return logistic_head(embeddings, _head(GLASSES_HEAD)["glasses"])
 
 
 def proportion(landmarks: np.ndarray) -> float:
