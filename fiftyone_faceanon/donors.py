@@ -25,7 +25,7 @@ import zipfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import cv2
 import numpy as np
@@ -667,7 +667,7 @@ class Filters:
 
 #: Rejection reasons, in the order the filters run.
 REJECTIONS = ("outside", "several_faces", "pose", "eyes_hidden", "grayscale", "occluded",
-              "painting", "blurry", "duplicate")
+              "painting", "blurry", "reviewed", "duplicate")
 
 
 def rejection(
@@ -717,6 +717,7 @@ def build_bank(
     device: str = "auto",
     min_face_size: int = 40,
     on_candidate: Callable[[str, str | None, np.ndarray], None] | None = None,
+    reviewed: Mapping[str, str] | None = None,
 ) -> tuple[DonorBank, dict[str, int]]:
     """Cut, filter and align the donors of ``items``; returns the bank and the number of
     candidates each filter rejected (:data:`REJECTIONS`; a candidate counts for the first
@@ -730,7 +731,9 @@ def build_bank(
     (FaceNet-CASIA, dlib), then de-duplicated: a donor whose FaceNet-CASIA cosine to one kept
     before it exceeds ``filters.max_similarity`` is the same picture (contact sheets repeat
     images) and is dropped, the least upsampled copy kept. ``on_candidate(id, reason, crop)``
-    sees each candidate's final decision (``reason`` None when kept). Ages, genders and races
+    sees each candidate's final decision (``reason`` None when kept). ``reviewed``: candidate
+    ids that a person looked at and rejected (``{id: why}``, e.g. a tongue out, which no filter
+    measures), rejected as ``reviewed`` when they pass the filters. Ages, genders and races
     are left unknown (:func:`estimate_labels` adds them).
     """
     from .faces import crop_face, find_faces, forehead_points
@@ -765,6 +768,8 @@ def build_bank(
             attributes = face_attributes(crop, landmarks)
             reason = rejection(inside, in_cell, attributes,
                                quality_measures(crop, landmarks), filters)
+            if reason is None and cid in (reviewed or {}):
+                reason = "reviewed"
             if reason:
                 decide(cid, reason, crop)
                 continue

@@ -15,8 +15,8 @@ import pytest
 from conftest import ROOT, SHARED_DATA, need_shared, read_rgb
 from fiftyone_faceanon import weights
 from fiftyone_faceanon.donors import (
-    AGE_BINS, ATTRIBUTES, BANK_FILE, RACES, DonorBankError, face_attributes, load_bank,
-    save_bank, sheet_cells,
+    AGE_BINS, ATTRIBUTES, BANK_FILE, RACES, DonorBankError, DonorSource, build_bank,
+    face_attributes, load_bank, save_bank, sheet_cells,
 )
 from fiftyone_faceanon.faces import crop_face, crop_size_for, crop_transform, find_faces
 
@@ -82,6 +82,22 @@ def test_provenance_and_coverage(bank):
     assert all(coverage["race"][f"{code} {name}"] > 0 for code, name in enumerate(RACES))
     assert all(coverage["age"][label] > 0 for label, _, _ in AGE_BINS)
     assert sum(entry["rejections"].values()) + len(bank) == entry["candidates"]
+
+
+def test_a_reviewed_candidate_is_left_out_of_the_bank(bank):
+    """Two cells of an SFHQ sheet that the shipped bank keeps; one is listed as reviewed."""
+    name = "synthetic_faces/sfhq/SFHQ_sample_4x8.jpg"
+    sheet = read_rgb(need_shared(name))
+    shipped = {tuple(c) for s, c in zip(bank.source, bank.cell) if s == name}
+    cells = [(r, c, box) for r, c, box in sheet_cells(sheet) if (r, c) in shipped][:2]
+    items = [DonorSource(name, np.ascontiguousarray(sheet[y0:y1, x0:x1]), (r, c))
+             for r, c, (x0, y0, x1, y1) in cells]
+    ids = [f"{name}#r{r}c{c}" for r, c, _ in cells]
+    decisions = {}
+    built, counts = build_bank(items, device="cpu", reviewed={ids[0]: "looked at"},
+                               on_candidate=lambda cid, why, crop: decisions.update({cid: why}))
+    assert list(built.ids) == ids[1:] and decisions == {ids[0]: "reviewed", ids[1]: None}
+    assert counts["reviewed"] == 1 and sum(counts.values()) == 1
 
 
 def test_saving_the_shipped_bank_reproduces_its_bytes(bank, tmp_path):
