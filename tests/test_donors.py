@@ -82,6 +82,10 @@ def test_provenance_and_coverage(bank):
     assert all(coverage["race"][f"{code} {name}"] > 0 for code, name in enumerate(RACES))
     assert all(coverage["age"][label] > 0 for label, _, _ in AGE_BINS)
     assert sum(entry["rejections"].values()) + len(bank) == entry["candidates"]
+    # taken out by looking at them (scripts/build_donor_bank.py), each with its reason
+    reviewed = entry["reviewed"]
+    assert "tongue out" in reviewed.values() and not set(reviewed) & set(bank.ids)
+    assert entry["rejections"]["reviewed"] == len(reviewed)
 
 
 def test_a_reviewed_candidate_is_left_out_of_the_bank(bank):
