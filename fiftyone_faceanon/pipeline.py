@@ -15,7 +15,8 @@ import json
 import time
 import zlib
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, NamedTuple
+from functools import cached_property
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -147,19 +148,27 @@ def moved_box(box: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndar
     return np.concatenate([corners.min(0), corners.max(0)])
 
 
-class _View(NamedTuple):
+@dataclass(eq=False)
+class _View:
     """One view of a planned face (:meth:`Pipeline.plan_identity`): the ``image`` (H, W, 3)
     uint8, the ``face`` as rendered, its ``crop`` (S, S, 3), landmarks ``lms`` (68, 2) in the
-    crop, ``occluded`` (S, S) or None, the face where the judges look (``judged``) and the
-    colour statistics it is rendered with (``colour``, or None)."""
+    crop, the face where the judges look (``judged``), the colour statistics it is rendered with
+    (``colour``, or None) and ``occluders``, which gives its (S, S) occluder mask or None from
+    the crop and landmarks (:meth:`Pipeline._occluded`): found at the view's first render, so a
+    view that is never rendered (a track too small to judge, a try that ends at an earlier
+    view) costs no hand detection."""
 
     image: np.ndarray
     face: F.Face
     crop: np.ndarray
     lms: np.ndarray
-    occluded: np.ndarray | None
     judged: F.Face
     colour: np.ndarray | None
+    occluders: Callable[[np.ndarray, np.ndarray], np.ndarray | None]
+
+    @cached_property
+    def occluded(self) -> np.ndarray | None:
+        return self.occluders(self.crop, self.lms)
 
 
 @dataclass
@@ -539,8 +548,7 @@ class Pipeline:
         for image, face, judged, colour in views:
             crop = F.crop_face(image, face.crop)
             lms = face.crop.to_crop(face.landmarks)
-            prepared.append(_View(image, face, crop, lms, self._occluded(crop, lms), judged,
-                                  colour))
+            prepared.append(_View(image, face, crop, lms, judged, colour, self._occluded))
         crop0, lms0 = prepared[0].crop, prepared[0].lms
         bank = self.backend.bank
         judged = ([v for v in prepared if judgeable(v.judged, v.image.shape)]
