@@ -708,6 +708,18 @@ def _decode_jpeg(data: bytes) -> np.ndarray:
                         cv2.COLOR_BGR2RGB)
 
 
+def read_reviewed(lines: Iterable[str]) -> dict[str, str]:
+    """``{id: why}`` for :func:`build_bank`'s ``reviewed`` from lines of text, one donor id per
+    line with an optional reason after it (``ID  REASON``); blank lines and lines starting with
+    ``#`` are skipped (ids hold ``#``: ``photo.jpg#0``)."""
+    reviewed = {}
+    for line in lines:
+        fields = line.split(maxsplit=1)
+        if fields and not fields[0].startswith("#"):
+            reviewed[fields[0]] = fields[1].strip() if len(fields) > 1 else "rejected by a person"
+    return reviewed
+
+
 def build_bank(
     items: Iterable[DonorSource],
     size: int = BANK_SIZE,
@@ -847,6 +859,33 @@ def estimate_labels(bank: DonorBank, reference: np.ndarray, labels: np.ndarray,
                                                   labels, k)
     bank.meta["labels"] = (f"k-NN (k={k}, similarity-weighted) on FaceNet-CASIA embeddings of "
                            f"{len(reference)} labelled UTKFace faces; estimates, not ground truth")
+
+
+def face_thumb(crop: np.ndarray, size: int) -> np.ndarray:
+    """The middle 70% of an (S, S, 3) donor crop (the face and forehead), resized to
+    (``size``, ``size``, 3)."""
+    s = crop.shape[0]
+    m = int(round(0.15 * s))
+    return cv2.resize(crop[m : s - m, m : s - m], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def contact_sheet(
+    thumbs: list[np.ndarray], cols: int, labels: list[str] | None = None
+) -> np.ndarray:
+    """(t, t, 3) thumbnails in a grid of ``cols`` columns, in reading order, each captioned with
+    its label when given: (rows * t, cols * t, 3) uint8."""
+    t = thumbs[0].shape[0] if thumbs else 8
+    rows = max((len(thumbs) + cols - 1) // cols, 1)
+    out = np.zeros((rows * t, cols * t, 3), np.uint8)
+    for k, thumb in enumerate(thumbs):
+        r, c = divmod(k, cols)
+        thumb = thumb.copy()
+        if labels:
+            for colour, width in (((0, 0, 0), 3), ((255, 255, 0), 1)):
+                cv2.putText(thumb, labels[k], (2, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.33, colour,
+                            width)
+        out[r * t : (r + 1) * t, c * t : (c + 1) * t] = thumb
+    return out
 
 
 def sheet_cells(

@@ -19,13 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
 from fiftyone_faceanon.donors import (
-    BANK_FILE, REJECTIONS, DonorSource, build_bank, estimate_labels, knn_labels, save_bank,
-    sheet_cells, utkface_reference,
+    BANK_FILE, REJECTIONS, DonorSource, build_bank, contact_sheet, estimate_labels, face_thumb,
+    knn_labels, save_bank, sheet_cells, utkface_reference,
 )
 from fiftyone_faceanon.images import atomic_write, load_image
 from fiftyone_faceanon.metrics.identity import load_judges
@@ -76,24 +75,6 @@ def sheet_items(data: Path, on_sheet=None):
                                   np.ascontiguousarray(sheet[y0:y1, x0:x1]), (row, col), (x0, y0))
 
 
-def contact_sheet(
-    thumbs: list[np.ndarray], cols: int, labels: list[str] | None = None
-) -> np.ndarray:
-    """Thumbnails (t, t, 3) in a grid of ``cols`` columns, optionally captioned."""
-    t = thumbs[0].shape[0] if thumbs else 8
-    rows = max((len(thumbs) + cols - 1) // cols, 1)
-    out = np.zeros((rows * t, cols * t, 3), np.uint8)
-    for k, thumb in enumerate(thumbs):
-        r, c = divmod(k, cols)
-        thumb = thumb.copy()
-        if labels:
-            for colour, width in (((0, 0, 0), 3), ((255, 255, 0), 1)):
-                cv2.putText(thumb, labels[k], (2, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.33, colour,
-                            width)
-        out[r * t : (r + 1) * t, c * t : (c + 1) * t] = thumb
-    return out
-
-
 def write_png(path: Path, image: np.ndarray, palette: bool = False) -> None:
     """``image`` as PNG; ``palette``: 256 median-cut colours, dithered (a third of the size)."""
     im = Image.fromarray(image)
@@ -102,13 +83,6 @@ def write_png(path: Path, image: np.ndarray, palette: bool = False) -> None:
     buf = io.BytesIO()
     im.save(buf, "PNG", optimize=True)
     atomic_write(path, buf.getvalue())
-
-
-def face_thumb(crop: np.ndarray, size: int) -> np.ndarray:
-    """The middle 70% of a donor crop (the face and forehead), resized to ``size``."""
-    s = crop.shape[0]
-    m = int(round(0.15 * s))
-    return cv2.resize(crop[m : s - m, m : s - m], (size, size), interpolation=cv2.INTER_AREA)
 
 
 def main() -> None:

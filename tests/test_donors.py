@@ -16,7 +16,7 @@ from conftest import ROOT, SHARED_DATA, need_shared, read_rgb
 from fiftyone_faceanon import weights
 from fiftyone_faceanon.donors import (
     AGE_BINS, ATTRIBUTES, BANK_FILE, RACES, DonorBankError, DonorSource, build_bank,
-    face_attributes, load_bank, save_bank, sheet_cells,
+    face_attributes, face_thumb, load_bank, save_bank, sheet_cells,
 )
 from fiftyone_faceanon.faces import crop_face, crop_size_for, crop_transform, find_faces
 
@@ -242,5 +242,19 @@ def test_cli_builds_a_bank_from_a_folder(bank, tmp_path):
     assert {s.split("#")[0] for s in mine.ids} <= {f"r{r}c{c}.jpg" for r, c, _ in cut} | {
         f"more/r{r}c{c}.jpg" for r, c, _ in cut}
     assert (mine.cell == -1).all() and np.isnan(mine.age).all()
-    info = faceanon("donors", "info", str(out))
+    info = faceanon("donors", "info", str(out), "--ids")
     assert info.returncode == 0 and f"{len(mine)} donors" in info.stdout
+    assert f"0 {mine.ids[0]}" in info.stdout.splitlines()
+    # look at every donor, then leave one out by its id
+    sheet = tmp_path / "sheet.png"
+    assert faceanon("donors", "sheet", str(out), "-o", str(sheet), "--size", "64",
+                    "--cols", "2").returncode == 0
+    drawn = read_rgb(sheet)
+    assert drawn.shape == (64 * ((len(mine) + 1) // 2), 128, 3)
+    np.testing.assert_array_equal(drawn[16:64, 64:128], face_thumb(mine.image(1), 64)[16:])
+    (tmp_path / "reject.txt").write_text(f"# looked at\n{mine.ids[0]}  eyes half shut\n")
+    fewer = tmp_path / "fewer.npz"
+    run = faceanon("donors", "build", str(folder), "-o", str(fewer), "--device", "cpu",
+                   "--reject", str(tmp_path / "reject.txt"))
+    assert run.returncode == 1 and "reviewed 1" in run.stdout, run.stdout
+    assert list(load_bank(fewer).ids) == list(mine.ids[1:])

@@ -1,5 +1,6 @@
-"""``faceanon donors build DIR -o BANK`` and ``faceanon donors info [BANK]``: a donor bank from
-the user's own consented or synthetic photos, and what a bank holds."""
+"""``faceanon donors build DIR -o BANK``, ``faceanon donors info [BANK]`` and ``faceanon donors
+sheet [BANK] -o PNG``: a donor bank from the user's own consented or synthetic photos, what a bank
+holds, and every donor of it to look at."""
 
 from __future__ import annotations
 
@@ -24,8 +25,12 @@ def donors() -> None:
 @click.option("--utkface", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="UTKFace folder: estimate each donor's age, gender and race by k-NN on it.")
 @click.option("--quality", default=90, show_default=True, help="JPEG quality of the crops.")
+@click.option("--reject", type=click.File("r"),
+              help="Donor ids to leave out, one per line with an optional reason after it "
+                   "(`ID  REASON`; lines starting with # are skipped): what you saw on "
+                   "`faceanon donors sheet` and no filter catches.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def build(folder, out, utkface, quality, device):
+def build(folder, out, utkface, quality, reject, device):
     """Build a donor bank from every image under FOLDER: each face that passes the donor filters
     (frontal, eyes visible, colour, not occluded, sharp) becomes a donor.
 
@@ -33,7 +38,8 @@ def build(folder, out, utkface, quality, device):
     get one `error: <path>: <reason>` line and the run goes on; exit code 1 when any failed or
     no face passed.
     """
-    from ..donors import DonorSource, build_bank, estimate_labels, save_bank, utkface_reference
+    from ..donors import (DonorSource, build_bank, estimate_labels, read_reviewed, save_bank,
+                          utkface_reference)
     from ..images import IMAGE_EXTENSIONS, ImageError, load_image
 
     files = sorted(p for p in folder.rglob("*")
@@ -54,7 +60,8 @@ def build(folder, out, utkface, quality, device):
                 bar.update(1)
             yield DonorSource(str(path.relative_to(folder)), image)
 
-    bank, counts = build_bank(items(), quality=quality, device=device)
+    bank, counts = build_bank(items(), quality=quality, device=device,
+                              reviewed=read_reviewed(reject or ()))
     bar.close()
     rejected = ", ".join(f"{reason} {n}" for reason, n in counts.items() if n) or "none"
     click.echo(f"{len(bank)} donors from {len(files) - errors} images ({errors} unreadable); "
@@ -72,18 +79,24 @@ def build(folder, out, utkface, quality, device):
     sys.exit(1 if errors else 0)
 
 
-@donors.command()
-@click.argument("bank", required=False, type=click.Path(dir_okay=False, path_type=Path))
-def info(bank):
-    """Count, crop size and coverage of BANK (default: the shipped models/donors_sfhq.npz)."""
+def _load(bank: Path | None):
+    """The bank at ``bank`` (default: the shipped one), or exit 1 with its one-line error."""
     from ..donors import DonorBankError, load_bank
     from ..weights import WeightsError
 
     try:
-        loaded = load_bank(bank)
+        return load_bank(bank)
     except (DonorBankError, WeightsError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
+
+
+@donors.command()
+@click.argument("bank", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--ids", is_flag=True, help="Also list every donor: `INDEX ID`.")
+def info(bank, ids):
+    """Count, crop size and coverage of BANK (default: the shipped models/donors_sfhq.npz)."""
+    loaded = _load(bank)
     click.echo(f"{bank or 'models/donors_sfhq.npz'}: {len(loaded)} donors, "
                f"{loaded.size} px crops, {len(set(loaded.source))} source images, "
                f"judges: {', '.join(sorted(loaded.embeddings)) or 'none'}")
@@ -91,3 +104,29 @@ def info(bank):
         click.echo(f"labels: {loaded.meta['labels']}")
     for table, counts in loaded.coverage().items():
         click.echo(f"{table:7s} " + "  ".join(f"{k}: {v}" for k, v in counts.items()))
+    if ids:
+        for i, donor in enumerate(loaded.ids):
+            click.echo(f"{i} {donor}")
+
+
+@donors.command()
+@click.argument("bank", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The PNG to write.")
+@click.option("--size", default=96, show_default=True, help="Thumbnail side, px.")
+@click.option("--cols", default=16, show_default=True, help="Thumbnails per row.")
+def sheet(bank, out, size, cols):
+    """A contact sheet of every donor of BANK (default: the shipped one), each captioned with its
+    index (`faceanon donors info BANK --ids` gives the id): look at it before you use a bank,
+    and leave out what you do not want with `faceanon donors build ... --reject FILE`."""
+    import cv2
+
+    from ..donors import contact_sheet, face_thumb
+    from ..images import atomic_write
+
+    loaded = _load(bank)
+    image = contact_sheet([face_thumb(loaded.image(i), size) for i in range(len(loaded))], cols,
+                          [str(i) for i in range(len(loaded))])
+    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    atomic_write(out, data.tobytes())
+    click.echo(f"{len(loaded)} donors -> {out}")
