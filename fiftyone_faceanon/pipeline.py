@@ -15,7 +15,7 @@ import json
 import time
 import zlib
 from dataclasses import asdict, dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Callable
 
 import cv2
@@ -186,6 +186,9 @@ class IdentityPlan:
     similarity: dict[str, float] = field(default_factory=dict)
     #: per judge, how many judged views it matches even with the face masked out
     uninformative: dict[str, int] = field(default_factory=dict)
+    #: whether the face wears glasses (its first judged view's embedding), whose frames every
+    #: view keeps (:meth:`Pipeline._occluded`)
+    frames: bool = False
 
 
 @dataclass
@@ -319,6 +322,7 @@ class Pipeline:
         states = [self._start(*item) for item in items]
         if self.verifier is not None:
             self._embed_originals([st for st in states if st.faces])
+            self._keep_frames([st for st in states if st.faces])
         for attempt in range(self.settings.tries if self.verifier else 1):
             trying = [st for st in states if st.todo]
             for st in trying:
@@ -373,6 +377,17 @@ class Pipeline:
                 st.exclude = self.verifier.too_close(original, bank.embeddings)
         _share_verify(states, time.perf_counter() - t0, [len(st.faces) for st in states])
 
+    def _keep_frames(self, states: list[_Replacing]) -> None:
+        """Add the glasses frames (:func:`~.faces.frames_mask`) to the occluders of the faces
+        that wear glasses by their embeddings (:meth:`_wears_glasses`), with ``occluders`` on."""
+        if not self.settings.occluders:
+            return
+        for st in states:
+            t0 = time.perf_counter()
+            for i in np.flatnonzero(self._wears_glasses(st.original)):
+                st.occluded[i] = st.occluded[i] | F.frames_mask(st.crops[i], st.lms[i])
+            st.timings["occluders"] += time.perf_counter() - t0
+
     def _try(self, st: _Replacing, attempt: int) -> None:
         """Try ``attempt`` at the faces ``st.todo``: a donor each (none used twice in the image,
         none a judge finds close to the face), rendered; ``st.out`` gets every face's latest
@@ -416,13 +431,24 @@ class Pipeline:
             tries=attempt + 1, similarity={}, status="replaced", donor_index=donor)
         return target, record
 
-    def _occluded(self, crop: np.ndarray, lms: np.ndarray) -> np.ndarray | None:
+    def _occluded(self, crop: np.ndarray, lms: np.ndarray, frames: bool = False
+                  ) -> np.ndarray | None:
         """The (S, S) occluder mask of an (S, S, 3) crop with its (68, 2) crop-px landmarks:
-        what is not skin (:func:`~.faces.occluder_mask`) and the hands in the crop
-        (:func:`~.hands.hands_mask`), or None with ``occluders`` off."""
+        what is not skin (:func:`~.faces.occluder_mask`), the hands in the crop
+        (:func:`~.hands.hands_mask`) and, for a face that wears glasses (``frames``), their
+        frames (:func:`~.faces.frames_mask`); or None with ``occluders`` off."""
         if not self.settings.occluders:
             return None
-        return F.occluder_mask(crop, lms) | hands_mask(crop)
+        mask = F.occluder_mask(crop, lms) | hands_mask(crop)
+        return mask | F.frames_mask(crop, lms) if frames else mask
+
+    def _wears_glasses(self, original: dict[str, np.ndarray]) -> np.ndarray:
+        """(F,) bool: which faces (every judge's embeddings, ``{judge: (F, D)}``) wear glasses
+        by the glasses head on their FaceNet-CASIA embedding, so their own frames are kept
+        (``donor.keeps_frames``; the `donor` backend then gives them a donor without)."""
+        from .anonymizers.donor import keeps_frames
+
+        return keeps_frames(original["facenet_casia"])
 
     def _region(self, target: np.ndarray, size: int, wide: bool) -> np.ndarray:
         """The (S, S) region a try replaces around the (68, 2) crop-px ``target``: the face's
@@ -554,6 +580,7 @@ class Pipeline:
         judged = ([v for v in prepared if judgeable(v.judged, v.image.shape)]
                   if self.verifier is not None else [])
         original = identity = None
+        frames = False
         # per judge and view, what it gives the view with the face masked out (NaN: not needed)
         floor = {j: np.full(len(judged), np.nan) for j in self.verifier.judges} if judged else {}
         exclude = None if avoid is None else avoid.copy()
@@ -564,6 +591,9 @@ class Pipeline:
             t0 = time.perf_counter()
             original = self.verifier.embed_many([(v.image, [v.judged]) for v in judged])
             identity = {j: e[0] for j, e in original.items()}
+            frames = bool(self._wears_glasses({j: e[:1] for j, e in original.items()})[0])
+            for v in prepared:  # found at each view's first render
+                v.occluders = partial(self._occluded, frames=frames)
             if bank is not None:
                 close = self.verifier.too_close({j: e[:1] for j, e in original.items()},
                                                 bank.embeddings)[0]
@@ -574,7 +604,7 @@ class Pipeline:
             donor = self.backend.choose(crop0, lms0, face_rng(s.seed, key, index), attempt,
                                         exclude, identity)
             plan = IdentityPlan(index, donor, attempt, "replaced" if self.verifier is None
-                                else "too_small", {})
+                                else "too_small", {}, frames=frames)
             if not judged:
                 return plan
             plan.similarity = {j: -1.0 for j in original}
@@ -683,7 +713,7 @@ class Pipeline:
                                        plan.status.split(":")[1], seen)
             else:
                 t0 = time.perf_counter()
-                occluded = self._occluded(crop, lms)
+                occluded = self._occluded(crop, lms, plan.frames)
                 timings["occluders"] += time.perf_counter() - t0
                 record, rendered = self._render(face, crop, lms, occluded,
                                                 face_rng(s.seed, key, plan.index), plan.donor,
