@@ -172,9 +172,11 @@ def test_the_embedding_tells_glasses_where_the_edge_measure_cannot():
     """LFW evaluation-split faces (people the glasses head never saw): four without glasses
     that the edge measure scores above 0.6, whose verified outputs wore donors' glasses before
     the head, and four with glasses, one of which the measure puts under the rule's threshold.
-    Given their FaceNet-CASIA embeddings, the bare faces get no donor with glasses among their
-    first 20 candidates and the others get some."""
-    from fiftyone_faceanon.anonymizers.donor import GLASSES, NO_GLASSES, Donor, glasses
+    Given their FaceNet-CASIA embeddings, the head tells them apart: the wearers keep their own
+    frames (``keeps_frames``), the bare faces do not, and neither gets a donor with glasses
+    among its first 20 candidates (a wearer's would land beside its own frames)."""
+    from fiftyone_faceanon.anonymizers.donor import (GLASSES, NO_GLASSES, Donor, glasses,
+                                                     keeps_frames)
     from fiftyone_faceanon.metrics.identity import load_judges
 
     lfw = need_shared("lfw") / "images_deepfunneled"
@@ -185,7 +187,7 @@ def test_the_embedding_tells_glasses_where_the_edge_measure_cannot():
     judge = load_judges(["facenet_casia"], "cpu")[0]["facenet_casia"]
     donor = Donor()
     worn = np.asarray(donor.bank.attributes["glasses"]) > GLASSES
-    measured, head, candidates = {}, {}, {}
+    measured, head, kept, candidates = {}, {}, {}, {}
     for name in bare + wearing:
         image = read_rgb(lfw / name[:-5] / f"{name}.jpg")
         face = max(find_faces(image, device="cpu"),
@@ -195,14 +197,15 @@ def test_the_embedding_tells_glasses_where_the_edge_measure_cannot():
         identity = {"facenet_casia": judge.embed(image, [face])[0]}
         measured[name] = face_attributes(crop, lms)["glasses"]
         head[name] = float(glasses(identity["facenet_casia"][None])[0])
+        kept[name] = bool(keeps_frames(identity["facenet_casia"][None])[0])
         rng = np.random.default_rng(0)
         candidates[name] = [donor.choose(crop, lms, rng, rank, None, identity)
                             for rank in range(20)]
     assert min(measured[n] for n in bare) > 0.6 and measured["Alan_Greenspan_0001"] < 0.5
     assert max(head[n] for n in bare) < NO_GLASSES < 0.9 < min(head[n] for n in wearing), (
         head)
-    assert not any(worn[candidates[n]].any() for n in bare)
-    assert all(worn[candidates[n]].any() for n in wearing)
+    assert [kept[n] for n in bare + wearing] == [False] * len(bare) + [True] * len(wearing)
+    assert not any(worn[candidates[n]].any() for n in bare + wearing)
 
 
 def test_attributes_do_not_depend_on_the_crop_size(fixtures_dir):
