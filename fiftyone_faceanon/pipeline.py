@@ -26,7 +26,7 @@ from .anonymizers import DEFAULT_BACKEND, create_backend
 from .hands import hands_mask
 from .photometric import PhotometricSettings, postprocess
 from .verify import (ON_FAIL, VerificationError, Verifier, fail_closed, judgeable, judged_view,
-                     large_enough)
+                     large_enough, split_rows)
 
 #: :meth:`Pipeline.plan_identity` judges a try's views this many at a time and stops at the
 #: first match (a try that fails usually fails on its first views, the largest face first).
@@ -132,6 +132,15 @@ class Result:
         return [r for r in self.records if r.status.startswith("fail_closed")]
 
 
+def _wears_glasses(original: dict[str, np.ndarray]) -> np.ndarray:
+    """(F,) bool: which faces (every judge's embeddings, ``{judge: (F, D)}``) wear glasses by
+    the glasses head on their FaceNet-CASIA embedding, so their own frames are kept
+    (``donor.keeps_frames``; the `donor` backend then gives them a donor without)."""
+    from .anonymizers.donor import keeps_frames
+
+    return keeps_frames(original["facenet_casia"])
+
+
 def face_rng(seed: int, key: str, index: int) -> np.random.Generator:
     """The generator for face ``index`` of the image named ``key``: the same for the same seed
     whatever the order or the worker the image is processed in."""
@@ -195,7 +204,8 @@ class IdentityPlan:
 class _Replacing:
     """One image while :meth:`Pipeline.replace_many` replaces its faces: the ``image``, its
     ``faces`` and ``key``; per face its crop (S, S, 3), crop landmarks (68, 2), occluder mask
-    (S, S) or None, record and pasted ``(crop, mask)`` of its latest try; every judge's
+    (S, S) or None (found by :meth:`Pipeline._find_occluders` once the originals are embedded),
+    record and pasted ``(crop, mask)`` of its latest try; every judge's
     embeddings of the ``original`` faces (``{judge: (F, D)}``), the bank's donors too close to
     each (``exclude``, (F, M) bool); the faces still to try (``todo``), the output so far,
     what it goes through before it is seen (``released``, or None) and seconds per stage."""
@@ -322,7 +332,7 @@ class Pipeline:
         states = [self._start(*item) for item in items]
         if self.verifier is not None:
             self._embed_originals([st for st in states if st.faces])
-            self._keep_frames([st for st in states if st.faces])
+        self._find_occluders(states)
         for attempt in range(self.settings.tries if self.verifier else 1):
             trying = [st for st in states if st.todo]
             for st in trying:
@@ -352,16 +362,13 @@ class Pipeline:
 
     def _start(self, image: np.ndarray, faces: list[F.Face], key: str,
                released: Callable[[np.ndarray], np.ndarray] | None) -> _Replacing:
-        """The state of one image before its first try: every face's crop, crop landmarks and
-        occluder mask, every face to do, the output a copy of the image."""
+        """The state of one image before its first try: every face's crop and crop
+        landmarks, every face to do, the output a copy of the image."""
         crops = [F.crop_face(image, f.crop) for f in faces]
         lms = [f.crop.to_crop(f.landmarks) for f in faces]
-        t0 = time.perf_counter()
-        occluded = [self._occluded(c, lm) for c, lm in zip(crops, lms)]
         n = len(faces)
-        return _Replacing(image, faces, key, crops, lms, occluded,
-                          {"occluders": time.perf_counter() - t0, "backend": 0.0,
-                           "postprocess": 0.0, "verify": 0.0},
+        return _Replacing(image, faces, key, crops, lms, [None] * n,
+                          {"occluders": 0.0, "backend": 0.0, "postprocess": 0.0, "verify": 0.0},
                           records=[None] * n, pasted=[None] * n, todo=list(range(n)),
                           out=image.copy(), released=released)
 
@@ -377,15 +384,14 @@ class Pipeline:
                 st.exclude = self.verifier.too_close(original, bank.embeddings)
         _share_verify(states, time.perf_counter() - t0, [len(st.faces) for st in states])
 
-    def _keep_frames(self, states: list[_Replacing]) -> None:
-        """Add the glasses frames (:func:`~.faces.frames_mask`) to the occluders of the faces
-        that wear glasses by their embeddings (:meth:`_wears_glasses`), with ``occluders`` on."""
-        if not self.settings.occluders:
-            return
+    def _find_occluders(self, states: list[_Replacing]) -> None:
+        """Every face's occluder mask (:meth:`_occluded`), with its glasses frames where its
+        embedding (verification) says it wears glasses (:func:`_wears_glasses`)."""
         for st in states:
             t0 = time.perf_counter()
-            for i in np.flatnonzero(self._wears_glasses(st.original)):
-                st.occluded[i] = st.occluded[i] | F.frames_mask(st.crops[i], st.lms[i])
+            frames = (np.zeros(len(st.faces), bool) if st.original is None
+                      else _wears_glasses(st.original))
+            st.occluded = [self._occluded(c, lm, f) for c, lm, f in zip(st.crops, st.lms, frames)]
             st.timings["occluders"] += time.perf_counter() - t0
 
     def _try(self, st: _Replacing, attempt: int) -> None:
@@ -441,14 +447,6 @@ class Pipeline:
             return None
         mask = F.occluder_mask(crop, lms) | hands_mask(crop)
         return mask | F.frames_mask(crop, lms) if frames else mask
-
-    def _wears_glasses(self, original: dict[str, np.ndarray]) -> np.ndarray:
-        """(F,) bool: which faces (every judge's embeddings, ``{judge: (F, D)}``) wear glasses
-        by the glasses head on their FaceNet-CASIA embedding, so their own frames are kept
-        (``donor.keeps_frames``; the `donor` backend then gives them a donor without)."""
-        from .anonymizers.donor import keeps_frames
-
-        return keeps_frames(original["facenet_casia"])
 
     def _region(self, target: np.ndarray, size: int, wide: bool) -> np.ndarray:
         """The (S, S) region a try replaces around the (68, 2) crop-px ``target``: the face's
@@ -591,7 +589,7 @@ class Pipeline:
             t0 = time.perf_counter()
             original = self.verifier.embed_many([(v.image, [v.judged]) for v in judged])
             identity = {j: e[0] for j, e in original.items()}
-            frames = bool(self._wears_glasses({j: e[:1] for j, e in original.items()})[0])
+            frames = bool(_wears_glasses({j: e[:1] for j, e in original.items()})[0])
             for v in prepared:  # found at each view's first render
                 v.occluders = partial(self._occluded, frames=frames)
             if bank is not None:
@@ -737,10 +735,7 @@ class Pipeline:
              for j in self.verifier.judges},
             [(st.released(st.out) if st.released else st.out, [st.faces[i] for i in st.todo])
              for st in states])
-        bounds = np.cumsum([len(st.todo) for st in states])[:-1]
-        parts = {j: np.split(v, bounds) for j, v in scored.items()}
-        for n, st in enumerate(states):
-            sims = {j: p[n] for j, p in parts.items()}
+        for st, sims in zip(states, split_rows(scored, [len(st.todo) for st in states])):
             for k, i in enumerate(st.todo):
                 st.records[i].similarity = {j: float(v[k]) for j, v in sims.items()}
             matched.append(self.verifier.matched(sims, written=st.released is not None))

@@ -123,10 +123,7 @@ class Verifier:
     def embed_each(self, items: list[tuple[np.ndarray, list[Face]]]
                    ) -> list[dict[str, np.ndarray]]:
         """:meth:`embed_many`, split back into ``{judge: (F, D)}`` per ``(image, faces)``."""
-        embedded = self.embed_many(items)
-        bounds = np.cumsum([len(faces) for _, faces in items])[:-1]
-        parts = {j: np.split(e, bounds) for j, e in embedded.items()}
-        return [{j: p[k] for j, p in parts.items()} for k in range(len(items))]
+        return split_rows(self.embed_many(items), [len(faces) for _, faces in items])
 
     def floor(self, items: list[tuple[np.ndarray, Face]], original: dict[str, np.ndarray],
               feather: float = 0.04) -> dict[str, np.ndarray]:
@@ -209,6 +206,14 @@ class Verifier:
         if floor is not None:
             hits = [h & ~(floor[j] >= self.thresholds[j]) for h, j in zip(hits, similarity)]
         return np.any(hits, axis=0)
+
+
+def split_rows(rows: dict[str, np.ndarray], counts: list[int]) -> list[dict[str, np.ndarray]]:
+    """``{judge: (N, ...)}`` rows of several images' faces, in order, split back into one
+    ``{judge: (n_k, ...)}`` per image of ``counts[k]`` faces."""
+    bounds = np.cumsum(counts)[:-1]
+    parts = {j: np.split(r, bounds) for j, r in rows.items()}
+    return [{j: p[k] for j, p in parts.items()} for k in range(len(counts))]
 
 
 def fail_closed(crop: np.ndarray, region: np.ndarray, how: str) -> np.ndarray:
