@@ -188,8 +188,9 @@ class Worker:
         self.overwrite, self.max_pixels, self.gallery = overwrite, max_pixels, gallery
         self.video, self.threads = video, threads
         self.pipeline = Pipeline(settings)
-        self.embedder = (Embedder(settings=DetectSettings(device=settings.device)) if gallery
-                         else None)
+        self.embedder = (Embedder(settings=DetectSettings(device=settings.device,
+                                                          any_roll=settings.any_roll))
+                         if gallery else None)
         #: ``progress(stage, done, total)`` per video frame; only in the process that set it
         self.progress = None
 

@@ -127,6 +127,7 @@ def anonymize_samples(
     color_transfer: bool = True,
     detector: str = "mtcnn",
     device: str = "auto",
+    any_roll: bool = True,
     overwrite: bool = False,
     workers: int = 0,
     progress: Progress | None = None,
@@ -146,8 +147,9 @@ def anonymize_samples(
 
     One :class:`fiftyone_faceanon.batch.Job` per sample, run by a
     :class:`~fiftyone_faceanon.batch.Worker` as ``faceanon anonymize`` runs files, with the same
-    options (``geometry``, ``donors``, ``verify``, ``on_fail``; for videos ``detect_every``,
-    ``video_quality`` and ``strip_audio``: see ``faceanon anonymize --help``): the output's
+    options (``any_roll``, ``geometry``, ``donors``, ``verify``, ``on_fail``; for videos
+    ``detect_every``, ``video_quality`` and ``strip_audio``: see ``faceanon anonymize --help``):
+    the output's
     public sidecar ``<output>.json`` and private record ``<output_dir>.private/<output
     name>.json``; a rerun skips every sample whose record matches (its fields are set again from
     them) unless ``overwrite``. ``workers``: processes, ``0`` one per core when each gets 32
@@ -163,6 +165,7 @@ def anonymize_samples(
     "error": counts, "errors": [one line each]}``.
     """
     settings = Settings(backend=backend, seed=seed, detector=detector, device=device,
+                        any_roll=any_roll,
                         photometric=PhotometricSettings(relight, pyramid, color_transfer),
                         geometry=geometry, donors=str(donors) if donors else None,
                         verify=verify, on_fail=on_fail)

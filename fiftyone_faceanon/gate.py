@@ -274,9 +274,12 @@ class DetectSettings:
     threshold: float = 0.9
     min_face_size: int = 20
     device: str = "auto"
+    #: images: faces turned sideways or upside down too (:func:`~.faces.detect_any_roll`)
+    any_roll: bool = True
 
     def key(self) -> str:
-        text = f"v{CACHE_VERSION}:{self.detector}:{self.threshold}:{self.min_face_size}"
+        text = (f"v{CACHE_VERSION}:{self.detector}:{self.threshold}:{self.min_face_size}"
+                f":{'any_roll' if self.any_roll else 'upright'}")
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -382,7 +385,8 @@ class Embedder:
                 item.error = str(e)
         s = self.settings
         found = find_faces_batch(images, detector=s.detector, threshold=s.threshold,
-                                 min_face_size=s.min_face_size, device=s.device) if images else []
+                                 min_face_size=s.min_face_size, device=s.device,
+                                 any_roll=s.any_roll) if images else []
         found = [sorted(faces, key=lambda f: (float(f.box[0]), float(f.box[1])))
                  for faces in found]
         with_faces = [i for i, faces in enumerate(found) if faces]

@@ -60,6 +60,8 @@ class Settings:
     threshold: float = 0.9
     min_face_size: int = 20
     device: str = "auto"
+    #: also find faces turned sideways or upside down (:func:`~.faces.detect_any_roll`)
+    any_roll: bool = True
     feather: float = 0.04
     #: identity-neutral geometry strength, 0 (the paper: the original's landmarks) to 1
     geometry: float = DEFAULT_GEOMETRY
@@ -285,12 +287,13 @@ class Pipeline:
         :mod:`.batch` always groups the same images (fixed chunks)."""
         s = self.settings
         t0 = time.perf_counter()
-        detections = F.detect_boxes(images, s.detector, s.threshold, s.min_face_size, s.device)
+        detections = F.detect_faces(images, s.detector, s.threshold, s.min_face_size, s.device,
+                                    s.any_roll)
         detect = (time.perf_counter() - t0) / max(1, len(images))
         found, landmarks = [], []
-        for image, (boxes, scores) in zip(images, detections):
+        for image, (boxes, scores, turns) in zip(images, detections):
             t0 = time.perf_counter()
-            found.append([self._face(image, b, p) for b, p in zip(boxes, scores)])
+            found.append([self._face(image, *face) for face in zip(boxes, scores, turns)])
             landmarks.append(time.perf_counter() - t0)
         results: list[Result | VerificationError] = []
         released = released or [None] * len(images)
@@ -304,11 +307,14 @@ class Pipeline:
                                   {"detect": detect, "landmarks": seconds, **timings}))
         return results
 
-    def _face(self, image: np.ndarray, box: np.ndarray, score: float) -> F.Face:
-        """The :class:`~.faces.Face` (68 landmarks, crop transform) of one detector box."""
-        face = F.face_from_box(image, box, score, self.backend.crop_size or F.MIN_CROP)
+    def _face(self, image: np.ndarray, box: np.ndarray, score: float, turn: int = 0) -> F.Face:
+        """The :class:`~.faces.Face` (68 landmarks, crop transform) of one detector box, whose
+        face stands upright after ``turn`` quarter turns."""
+        face = F.face_from_box(image, box, score, self.backend.crop_size or F.MIN_CROP,
+                               turn=turn)
         if self.backend.crop_size is None:
-            face.crop = F.crop_transform(face.landmarks, F.crop_size_for(face.landmarks))
+            face.crop = F.crop_transform(face.landmarks, F.crop_size_for(face.landmarks),
+                                         turn=turn)
         return face
 
     def replace_many(

@@ -70,7 +70,8 @@ def judged_view(face: Face, size: int, margin: float = 0.25) -> np.ndarray:
     by ``margin`` of its size on each side: about what the judges' crops hold (FaceNet's crop
     grows the box by 32/128). A face still matched after every try is matched there by its hair
     and head outline, so the fail-closed replacement covers it."""
-    (x0, y0), (x1, y1) = face.crop.to_crop(np.array([face.box[:2], face.box[2:]], np.float64))
+    corners = face.crop.to_crop(np.array([face.box[:2], face.box[2:]], np.float64))
+    (x0, y0), (x1, y1) = corners.min(0), corners.max(0)
     w, h = (x1 - x0) * (1 + 2 * margin), (y1 - y0) * (1 + 2 * margin)
     mask = np.zeros((size, size), np.float32)
     cv2.ellipse(mask, (int(round((x0 + x1) / 2)), int(round((y0 + y1) / 2))),

@@ -138,6 +138,9 @@ class AnonymizeFaces(_FaceanonOperator):
                     label="Face detector")
         inputs.str("device", default=_default(fn, "device"), label="Device",
                    description="auto, cpu, cuda or cuda:N")
+        inputs.bool("any_roll", default=_default(fn, "any_roll"), label="Faces at any roll",
+                    description="Images: also find faces turned sideways or upside down "
+                                "(about three times the detection time)")
         inputs.int("detect_every", min=1, default=_default(fn, "detect_every"),
                    label="Videos: detect every N-th frame",
                    description="Run the face detector on every N-th frame and track faces in "

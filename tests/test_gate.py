@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -57,7 +58,7 @@ def configured_thresholds(judges) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     johns = need_shared("fixtures/dlib_johns/John_Salley")
-    no_face = need_shared("fixtures/dlib_faces/dogs.jpg")
+    no_face = need_shared("fixtures/faceapi/white.png")
     tmp = tmp_path_factory.mktemp("gate")
     with pytest.MonkeyPatch.context() as mp:
         for var in ("HOME", "XDG_CACHE_HOME", "PRE_COMMIT_HOME"):
@@ -75,7 +76,7 @@ def world(tmp_path_factory):
         files = tmp / "files"
         files.mkdir()
         shutil.copy(photos[1], files / "salley.jpg")
-        shutil.copy(no_face, files / "dogs.jpg")
+        shutil.copy(no_face, files / "white.png")
         (files / "corrupt.jpg").write_bytes(photos[2].read_bytes()[:600])
         anon = run_cli("anonymize", files / "salley.jpg", "-o", tmp / "anon")
         assert anon.exit_code == 0, anon.output
@@ -129,7 +130,7 @@ def test_commit_of_the_anonymized_photo_passes(world):
 
 
 def test_commit_of_a_photo_without_a_face_passes(world):
-    result = commit(world, "dogs.jpg")
+    result = commit(world, "white.png")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -162,10 +163,10 @@ def test_json_report_round_trips_and_matches_the_verdicts(world):
     data = json.loads((world["tmp"] / "report.json").read_text())
     assert json.loads(json.dumps(data)) == data
     by_name = {Path(f["file"]).name: f for f in data["files"]}
-    assert set(by_name) == {"salley.jpg", "salley_anonymized.jpg", "dogs.jpg", "corrupt.jpg"}
+    assert set(by_name) == {"salley.jpg", "salley_anonymized.jpg", "white.png", "corrupt.jpg"}
     verdicts = {n: {r["verdict"] for r in f["rows"]} for n, f in by_name.items()}
     assert "block" in verdicts["salley.jpg"]
-    assert verdicts["dogs.jpg"] == {"pass"} and by_name["dogs.jpg"]["faces"] == []
+    assert verdicts["white.png"] == {"pass"} and by_name["white.png"]["faces"] == []
     assert verdicts["corrupt.jpg"] == {"unverifiable"} and by_name["corrupt.jpg"]["error"]
     assert verdicts["salley_anonymized.jpg"] == {"pass"}
     for row in by_name["salley.jpg"]["rows"]:
@@ -235,6 +236,30 @@ def test_a_warm_run_loads_no_model(world):
     assert cached and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in cached)
 
 
+def test_a_photo_stored_sideways_is_blocked_then_anonymized(world, tmp_path):
+    # Without its EXIF orientation a phone photo is stored turned; the upright detector finds
+    # no face in it, so its person would pass the gate and leave anonymize untouched.
+    import cv2
+
+    from fiftyone_faceanon.images import load_image
+
+    sideways = tmp_path / "salley_sideways.png"
+    cv2.imwrite(str(sideways), cv2.cvtColor(
+        np.rot90(load_image(world["files"] / "salley.jpg").rgb, -1), cv2.COLOR_RGB2BGR))
+    gate = ["gate", "--gallery", world["gallery"], "--no-cache"]
+    blocked = run_cli(*gate, sideways)
+    assert blocked.exit_code == 1 and "BLOCK" in blocked.output, blocked.output
+    assert run_cli(*gate, "--upright-only", sideways).exit_code == 0
+
+    anon = run_cli("anonymize", sideways, "-o", tmp_path / "anon")
+    assert anon.exit_code == 0, anon.output
+    record = json.loads((tmp_path / "anon.private" / "salley_sideways.png.json").read_text())
+    (face,) = record["faces"]
+    assert face["crop"]["turn"] == 1 and face["anonymized"]["status"] == "verified"
+    passed = run_cli(*gate, tmp_path / "anon" / "salley_sideways.png")
+    assert passed.exit_code == 0, passed.output
+
+
 def test_light_import_path():
     code = ("import sys, fiftyone_faceanon.cli.gate, fiftyone_faceanon.gate; "
             "print(sorted(m for m in ('fiftyone', 'torch', 'dlib', 'facenet_pytorch') "
@@ -295,7 +320,7 @@ def test_thresholds_command_line_over_pyproject_over_calibration(tmp_path, monke
 
 
 def test_configuration_errors_exit_2(world, tmp_path):
-    photo = world["files"] / "dogs.jpg"
+    photo = world["files"] / "white.png"
     bad = run_cli("gate", photo, "--gallery", world["gallery"], "--threshold", "nobody=0.5")
     assert bad.exit_code == 2 and "unknown judge" in bad.output
     missing = run_cli("gate", photo, "--gallery", tmp_path / "none.npz")

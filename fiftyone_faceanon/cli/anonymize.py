@@ -80,7 +80,8 @@ def build_video_settings(detect_every, video_quality, strip_audio) -> VideoSetti
 
 
 def build_settings(backend, seed, relight, pyramid, color_transfer, levels, geometry, donors,
-                   verify, on_fail, verify_thresholds, detector, threshold, device) -> Settings:
+                   verify, on_fail, verify_thresholds, detector, threshold, device,
+                   any_roll) -> Settings:
     from ..gate import GateError, parse_threshold_overrides
 
     try:
@@ -89,6 +90,7 @@ def build_settings(backend, seed, relight, pyramid, color_transfer, levels, geom
         raise click.UsageError(str(e)) from None
     return Settings(
         backend=backend, seed=seed, detector=detector, threshold=threshold, device=device,
+        any_roll=any_roll,
         photometric=PhotometricSettings(relight, pyramid, color_transfer, levels=levels),
         geometry=geometry, donors=str(donors) if donors else None, verify=verify,
         on_fail=on_fail, verify_thresholds=tuple(sorted(overrides.items())),

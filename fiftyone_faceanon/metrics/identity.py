@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..faces import Face, face_model_path, resolve_device
+from ..faces import Face, face_model_path, resolve_device, turn_box, upright
 from ..images import atomic_write
 from ..weights import manifest, sha256_file
 
@@ -125,10 +125,13 @@ def _l2_normalise(x: np.ndarray) -> np.ndarray:
 
 def facenet_crops(image: np.ndarray, faces: list[Face], margin: int = FACENET_MARGIN) -> np.ndarray:
     """(F, 160, 160, 3) uint8 crops: facenet-pytorch's ``extract_face`` convention on each box
-    (box grown by ``margin`` px of the output, clipped to the image, INTER_AREA resize)."""
+    (box grown by ``margin`` px of the output, clipped to the image, INTER_AREA resize), in the
+    image turned as the face stands upright (its crop's ``turn``)."""
     from facenet_pytorch.models.utils.detect_face import extract_face
 
-    crops = [extract_face(image, face.box, FACENET_SIZE, margin) for face in faces]
+    crops = [extract_face(upright(image, face.crop.turn),
+                          turn_box(face.box, image.shape, face.crop.turn), FACENET_SIZE, margin)
+             for face in faces]
     out = np.zeros((len(faces), FACENET_SIZE, FACENET_SIZE, 3), np.uint8)
     for i, crop in enumerate(crops):
         out[i] = np.clip(np.rint(crop.permute(1, 2, 0).numpy()), 0, 255).astype(np.uint8)
