@@ -213,8 +213,10 @@ def detect_boxes(
     return results
 
 
-#: Detections of different quarter turns overlapping by at least this IoU are one face.
-SAME_FACE_IOU = 0.3
+#: Detections of different quarter turns are one face when their intersection covers at least
+#: this share of the smaller box (a "face" MTCNN finds upside down on a face's nose is part of
+#: that face).
+SAME_FACE_OVERLAP = 0.5
 #: MTCNN's score at which a face found turned is kept whatever dlib's HOG detector says there.
 TURNED_SCORE = 0.99
 #: :func:`upright_score` looks at the box grown by this share of its size on each side, resized
@@ -243,7 +245,7 @@ def detect_any_roll(
     scores highest. A turn other than upright must also convince one of the two detectors:
     HOG finds the face there (score 0 or more, its own threshold) or MTCNN scores it
     :data:`TURNED_SCORE` or more; a texture MTCNN takes for a face on its side (an ear, a hand,
-    a chin: 9 on the first 500 LFW DevTest photos, at MTCNN 0.90-0.96 and HOG -0.27 or less,
+    hair: 9 on the first 500 LFW DevTest photos, at MTCNN 0.90-0.96 and HOG -0.27 or less,
     against HOG 0.34 or more for every one of 200 faces upright) convinces neither. Faces come
     in the order of their turn, then of :func:`detect_boxes`, so an image whose faces are all
     upright gets what :func:`detect_boxes` gives it.
@@ -311,25 +313,25 @@ def upright_score(image: np.ndarray, box: np.ndarray, turn: int) -> float:
 
 def _same_face(boxes: np.ndarray, scores: np.ndarray, turns: np.ndarray) -> list[list[int]]:
     """Detections grouped into faces, greedily from the highest scored: each takes the
-    detections left of other turns that overlap it by :data:`SAME_FACE_IOU` or more (those of
-    one turn were already told apart by the detector); each group highest first."""
+    detections left of other turns that overlap it by :data:`SAME_FACE_OVERLAP` or more (those
+    of one turn were already told apart by the detector); each group highest first."""
     groups: list[list[int]] = []
     left = [int(i) for i in np.argsort(-scores, kind="stable")]
     while left:
         head = left[0]
         group = [i for i in left if i == head or (
-            turns[i] != turns[head] and _iou(boxes[head], boxes[i]) >= SAME_FACE_IOU)]
+            turns[i] != turns[head] and _overlap(boxes[head], boxes[i]) >= SAME_FACE_OVERLAP)]
         groups.append(group)
         left = [i for i in left if i not in group]
     return groups
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two ``(x0, y0, x1, y1)`` boxes."""
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection of two ``(x0, y0, x1, y1)`` boxes over the smaller one's area."""
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return float(w * h / union) if union > 0 else 0.0
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return float(w * h / smaller) if smaller > 0 else 0.0
 
 
 def landmarks_68(image: np.ndarray, box: np.ndarray, turn: int = 0) -> np.ndarray:
