@@ -574,35 +574,33 @@ class Pipeline:
         by default nothing). Seconds per stage are added to ``timings``."""
         s = self.settings
         released = released or (lambda image: image)
-        prepared = []
-        for image, face, judged, colour in views:
-            crop = F.crop_face(image, face.crop)
-            lms = face.crop.to_crop(face.landmarks)
-            prepared.append(_View(image, face, crop, lms, judged, colour, self._occluded))
-        crop0, lms0 = prepared[0].crop, prepared[0].lms
+        seen = ([i for i, (image, _, judged, _) in enumerate(views)
+                 if judgeable(judged, image.shape)] if self.verifier is not None else [])
         bank = self.backend.bank
-        judged = ([v for v in prepared if judgeable(v.judged, v.image.shape)]
-                  if self.verifier is not None else [])
         original = identity = None
         frames = False
-        # per judge and view, what it gives the view with the face masked out (NaN: not needed)
-        floor = {j: np.full(len(judged), np.nan) for j in self.verifier.judges} if judged else {}
         exclude = None if avoid is None else avoid.copy()
         timings = {} if timings is None else timings
         for k in ("backend", "postprocess", "verify"):
             timings.setdefault(k, 0.0)
-        if judged:
+        if seen:
             t0 = time.perf_counter()
-            original = self.verifier.embed_many([(v.image, [v.judged]) for v in judged])
+            original = self.verifier.embed_many([(views[i][0], [views[i][2]]) for i in seen])
             identity = {j: e[0] for j, e in original.items()}
             frames = bool(_wears_glasses({j: e[:1] for j, e in original.items()})[0])
-            for v in prepared:  # found at each view's first render
-                v.occluders = partial(self._occluded, frames=frames)
             if bank is not None:
                 close = self.verifier.too_close({j: e[:1] for j, e in original.items()},
                                                 bank.embeddings)[0]
                 exclude = close if exclude is None else exclude | close
             timings["verify"] += time.perf_counter() - t0
+        occluders = partial(self._occluded, frames=frames)  # found at each view's first render
+        prepared = [_View(image, face, F.crop_face(image, face.crop),
+                          face.crop.to_crop(face.landmarks), judged, colour, occluders)
+                    for image, face, judged, colour in views]
+        crop0, lms0 = prepared[0].crop, prepared[0].lms
+        judged = [prepared[i] for i in seen]
+        # per judge and view, what it gives the view with the face masked out (NaN: not needed)
+        floor = {j: np.full(len(judged), np.nan) for j in self.verifier.judges} if judged else {}
         tries = s.tries if judged else 1
         for attempt in range(tries):
             donor = self.backend.choose(crop0, lms0, face_rng(s.seed, key, index), attempt,

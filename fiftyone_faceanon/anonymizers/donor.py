@@ -157,10 +157,10 @@ class Donor(Anonymizer):
         a["proportion"] = proportion(landmarks)
         use = np.ones(len(self.keys), bool)
         if identity is not None and "facenet_casia" in identity:
-            a["female"], a["log_age"] = demographics(identity["facenet_casia"][None])[0]
-            a["glasses"] = float(glasses(identity["facenet_casia"][None])[0])
-            if a["glasses"] >= KEEP_FRAMES:  # its own frames stay: matched as without glasses
-                a["glasses"] = 0.0
+            casia = identity["facenet_casia"][None]
+            a["female"], a["log_age"] = demographics(casia)[0]
+            # a face whose own frames stay is matched as one without glasses
+            a["glasses"] = 0.0 if keeps_frames(casia)[0] else float(glasses(casia)[0])
         else:
             use = np.array([k not in DEMOGRAPHIC for k in self.keys])
         face = np.array([a.get(k, 0.0) for k in self.keys])
