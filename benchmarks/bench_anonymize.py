@@ -1,6 +1,7 @@
 """Throughput of ``faceanon anonymize`` on LFW images, per stage and end to end, and peak memory.
 
     python benchmarks/bench_anonymize.py --n 500 [--backend donor] [--no-verify] [--workers 0]
+        [--upright-only]
 
 Uses the first N images of LFW ``peopleDevTest.txt`` (250x250, one face each) from
 ``../shared/data``, linked into a temporary folder, and runs the same code as the CLI
@@ -45,9 +46,13 @@ def main() -> None:
                     help="score every face with the judges (the CLI's default)")
     ap.add_argument("--workers", type=int, default=0,
                     help="processes (0: faceanon anonymize's default, one per core)")
+    ap.add_argument("--any-roll", action=argparse.BooleanOptionalAction, default=True,
+                    help="find faces at any roll (the CLI's default; --upright-only: no)")
+    ap.add_argument("--upright-only", dest="any_roll", action="store_false")
     args = ap.parse_args()
 
-    settings = Settings(backend=args.backend, device="cpu", verify=args.verify)
+    settings = Settings(backend=args.backend, device="cpu", verify=args.verify,
+                        any_roll=args.any_roll)
     t0 = time.perf_counter()
     Pipeline(settings).anonymize(np.zeros((64, 64, 3), np.uint8))  # loads the models
     load_s = time.perf_counter() - t0
@@ -76,7 +81,8 @@ def main() -> None:
           f"{__import__('os').cpu_count()} cores, {platform.python_version()}")
     print(f"images: {n} ({faces} faces, {errors} errors, {unverified} unverified), "
           f"backend {args.backend}, "
-          f"verify {args.verify}, workers {args.workers}, model loading {load_s:.1f} s\n")
+          f"verify {args.verify}, any roll {args.any_roll}, workers {args.workers}, "
+          f"model loading {load_s:.1f} s\n")
     print("| stage | ms / image | images/s |\n| --- | --- | --- |")
     for k in STAGES:
         if any(stages[k]):  # a stage that did not run (verify) is left out
