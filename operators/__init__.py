@@ -140,7 +140,7 @@ class AnonymizeFaces(_FaceanonOperator):
                    description="auto, cpu, cuda or cuda:N")
         inputs.bool("any_roll", default=_default(fn, "any_roll"), label="Faces at any roll",
                     description="Images: also find faces turned sideways or upside down "
-                                "(about three times the detection time)")
+                                "(about four times the detection time)")
         inputs.int("detect_every", min=1, default=_default(fn, "detect_every"),
                    label="Videos: detect every N-th frame",
                    description="Run the face detector on every N-th frame and track faces in "

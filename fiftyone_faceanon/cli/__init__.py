@@ -26,7 +26,7 @@ def detector_options(threshold_flag: str) -> list:
         click.option("--any-roll/--upright-only", default=True, show_default=True,
                      help="Also find faces turned sideways or upside down (people lying down, "
                           "photos stored turned): the detector runs on each quarter turn, "
-                          "about three times the detection time. Videos: upright only."),
+                          "about four times the detection time. Videos: upright only."),
     ]
 
 
