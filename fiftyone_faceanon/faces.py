@@ -6,7 +6,7 @@ later stages need: the detector's box and score, the 68 landmarks in image coord
 :class:`CropTransform` that maps the image onto the face's square crop.
 
 The crop is a similarity made of a scale, a translation and a whole number of quarter turns
-(the turn that stands the face upright: :func:`detect_any_roll`), so the inverse used by
+(the turn that stands the face upright: :func:`detect_faces`), so the inverse used by
 :func:`paste_faces` is exact up to interpolation, and every pixel outside the pasted regions is
 returned bit for bit.
 """
@@ -224,20 +224,22 @@ TURNED_SCORE = 0.99
 ORIENT_MARGIN, ORIENT_FACE_PX = 0.5, 100
 
 
-def detect_any_roll(
+def detect_faces(
     images: list[np.ndarray],
     detector: str = "mtcnn",
     threshold: float = 0.9,
     min_face_size: int = 20,
     device: str = "auto",
+    any_roll: bool = False,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Faces at any roll (people lying down, photos stored sideways or upside down): per image
-    ``(boxes (F, 4) x0y0x1y1, scores (F,), turns (F,) int)``, ``turns[i]`` the quarter turns of
-    ``np.rot90`` that stand face ``i`` upright.
+    """Face boxes for each image, with ``any_roll`` at any roll too (people lying down, photos
+    stored sideways or upside down): per image ``(boxes (F, 4) x0y0x1y1, scores (F,), turns (F,)
+    int)``, ``turns[i]`` the quarter turns of ``np.rot90`` that stand face ``i`` upright (0
+    for every face without ``any_roll``: :func:`detect_boxes`).
 
-    MTCNN and dlib's HOG detector find faces within about 45 degrees of upright, so
-    :func:`detect_boxes` runs on the images as they are (alone, as without turns) and turned by
-    one, two and three quarter turns, and the boxes are mapped back. Detections of different
+    MTCNN and dlib's HOG detector find faces within about 45 degrees of upright, so with
+    ``any_roll`` :func:`detect_boxes` runs on the images as they are (alone, as without turns)
+    and turned by one, two and three quarter turns, and the boxes are mapped back. Detections of different
     turns that overlap are one face (:func:`_same_face`). A face found upright only is kept as
     :func:`detect_boxes` gives it. Otherwise MTCNN is no judge of which way is up (it scores
     some upright faces higher upside down), so dlib's HOG detector is
@@ -252,6 +254,8 @@ def detect_any_roll(
     """
     found = [[(b, p, np.zeros(len(p), int))]
              for b, p in detect_boxes(images, detector, threshold, min_face_size, device)]
+    if not any_roll:
+        return [per_turn[0] for per_turn in found]
     views = [upright(image, k) for k in (1, 2, 3) for image in images]
     detections = detect_boxes(views, detector, threshold, min_face_size, device)
     for v, (boxes, scores) in enumerate(detections):
@@ -275,22 +279,6 @@ def detect_any_roll(
         keep.sort()
         results.append((boxes[keep].reshape(-1, 4), scores[keep], turns[keep]))
     return results
-
-
-def detect_faces(
-    images: list[np.ndarray],
-    detector: str = "mtcnn",
-    threshold: float = 0.9,
-    min_face_size: int = 20,
-    device: str = "auto",
-    any_roll: bool = False,
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """:func:`detect_any_roll`, or with ``any_roll`` off :func:`detect_boxes` with every face
-    upright (turn 0)."""
-    if any_roll:
-        return detect_any_roll(images, detector, threshold, min_face_size, device)
-    return [(b, p, np.zeros(len(p), int))
-            for b, p in detect_boxes(images, detector, threshold, min_face_size, device)]
 
 
 def upright_score(image: np.ndarray, box: np.ndarray, turn: int) -> float:
@@ -409,7 +397,7 @@ def find_faces(
     any_roll: bool = False,
 ) -> list[Face]:
     """Every face in an RGB ``(H, W, 3)`` uint8 image, with landmarks and crop transform;
-    ``any_roll``: upside down and sideways too (:func:`detect_any_roll`)."""
+    ``any_roll``: upside down and sideways too (:func:`detect_faces`)."""
     return find_faces_batch([image], crop_size, detector, threshold, min_face_size, device,
                             context, any_roll)[0]
 

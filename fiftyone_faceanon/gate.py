@@ -274,7 +274,7 @@ class DetectSettings:
     threshold: float = 0.9
     min_face_size: int = 20
     device: str = "auto"
-    #: images: faces turned sideways or upside down too (:func:`~.faces.detect_any_roll`)
+    #: images: faces turned sideways or upside down too (:func:`~.faces.detect_faces`)
     any_roll: bool = True
 
     def key(self) -> str:

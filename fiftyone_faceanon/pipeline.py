@@ -60,7 +60,7 @@ class Settings:
     threshold: float = 0.9
     min_face_size: int = 20
     device: str = "auto"
-    #: also find faces turned sideways or upside down (:func:`~.faces.detect_any_roll`)
+    #: also find faces turned sideways or upside down (:func:`~.faces.detect_faces`)
     any_roll: bool = True
     feather: float = 0.04
     #: identity-neutral geometry strength, 0 (the paper: the original's landmarks) to 1

@@ -182,6 +182,6 @@ def test_textures_taken_for_turned_faces_are_left_alone(name):
               for k in (1, 2, 3) for view in [np.ascontiguousarray(np.rot90(image, k))]
               for b in F.detect_boxes([view])[0][0]]
     assert any(max(F._overlap(t, b) for b in boxes) < F.SAME_FACE_OVERLAP for t in turned)
-    found, _, turns = F.detect_any_roll([image])[0]
+    found, _, turns = F.detect_faces([image], any_roll=True)[0]
     np.testing.assert_array_equal(found, boxes)
     assert (turns == 0).all()
