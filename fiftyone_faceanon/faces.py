@@ -32,10 +32,17 @@ LEFT_EYE = slice(42, 48)
 MOUTH = slice(48, 68)
 
 
+_QUARTER_TURNS = [np.linalg.matrix_power(np.array([[0.0, 1.0], [-1.0, 0.0]]), k)
+                  for k in range(4)]
+for _turn in _QUARTER_TURNS:
+    _turn.setflags(write=False)
+
+
 def quarter_turn(k: int) -> np.ndarray:
     """(2, 2) rotation of the plane that ``np.rot90(image, k)`` applies to an image's ``(x, y)``
-    pixel coordinates (y down, so a counter-clockwise turn on screen), up to a translation."""
-    return np.linalg.matrix_power(np.array([[0.0, 1.0], [-1.0, 0.0]]), k % 4)
+    pixel coordinates (y down, so a counter-clockwise turn on screen), up to a translation
+    (read-only: computed once, as crops map points at every step)."""
+    return _QUARTER_TURNS[k % 4]
 
 
 def turn_points(points: np.ndarray, shape: tuple[int, ...], k: int) -> np.ndarray:
@@ -239,10 +246,10 @@ def detect_faces(
 
     MTCNN and dlib's HOG detector find faces within about 45 degrees of upright, so with
     ``any_roll`` :func:`detect_boxes` runs on the images as they are (alone, as without turns)
-    and turned by one, two and three quarter turns, and the boxes are mapped back. Detections of different
-    turns that overlap are one face (:func:`_same_face`). A face found upright only is kept as
-    :func:`detect_boxes` gives it. Otherwise MTCNN is no judge of which way is up (it scores
-    some upright faces higher upside down), so dlib's HOG detector is
+    and turned by one, two and three quarter turns, and the boxes are mapped back. Detections
+    of different turns that overlap are one face (:func:`_same_face`). A face found upright
+    only is kept as :func:`detect_boxes` gives it. Otherwise MTCNN is no judge of which way is
+    up (it scores some upright faces higher upside down), so dlib's HOG detector is
     (:func:`upright_score`): the face keeps the turn, among those it was found in, that HOG
     scores highest. A turn other than upright must also convince one of the two detectors:
     HOG finds the face there (score 0 or more, its own threshold) or MTCNN scores it

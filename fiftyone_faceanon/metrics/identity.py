@@ -129,7 +129,8 @@ def facenet_crops(image: np.ndarray, faces: list[Face], margin: int = FACENET_MA
     image turned as the face stands upright (its crop's ``turn``)."""
     from facenet_pytorch.models.utils.detect_face import extract_face
 
-    crops = [extract_face(upright(image, face.crop.turn),
+    turned = {k: upright(image, k) for k in {face.crop.turn for face in faces}}  # once a turn
+    crops = [extract_face(turned[face.crop.turn],
                           turn_box(face.box, image.shape, face.crop.turn), FACENET_SIZE, margin)
              for face in faces]
     out = np.zeros((len(faces), FACENET_SIZE, FACENET_SIZE, 3), np.uint8)
