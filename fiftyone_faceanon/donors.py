@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Mapping
 import cv2
 import numpy as np
 
-from .faces import LEFT_EYE, RIGHT_EYE
+from .faces import LEFT_EYE, RIGHT_EYE, box_iou
 from .images import atomic_write
 from .weights import model_path
 
@@ -471,19 +471,10 @@ def quality_measures(crop: np.ndarray, landmarks: np.ndarray) -> dict[str, float
     rects, scores, kinds = _dlib_detector().run(np.ascontiguousarray(crop), 0, -1.0)
     for rect, score, kind in zip(rects, scores, kinds):
         box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], float)
-        if kind == 0 and _iou(box, np.r_[lo, hi]) > 0.3:
+        if kind == 0 and box_iou(box, np.r_[lo, hi])[0, 0] > 0.3:
             frontal = max(frontal, float(score))
     return {"frontal": frontal, "sclera": sclera, "occlusion": occlusion, "texture": texture,
             "sharpness": sharp / max(skin_luma, 0.05) ** 2}
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two (4,) x0 y0 x1 y1 boxes."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 # --- the bank -----------------------------------------------------------------------------------

@@ -321,6 +321,19 @@ def _same_face(boxes: np.ndarray, scores: np.ndarray, turns: np.ndarray) -> list
     return groups
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, 4) and (M, 4) x0 y0 x1 y1 boxes -> (N, M) intersection over union (torchvision's
+    ``box_iou``, in float64)."""
+    import torch
+    from torchvision.ops import box_iou as iou
+
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    return iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+
+
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection of two ``(x0, y0, x1, y1)`` boxes over the smaller one's area."""
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -426,14 +439,16 @@ def find_faces_batch(
 
 
 def face_from_box(
-    image: np.ndarray, box: np.ndarray, score: float, crop_size: int = 128,
+    image: np.ndarray, box: np.ndarray, score: float, crop_size: int | None = 128,
     context: float = 2.0, turn: int = 0,
 ) -> Face:
     """A :class:`Face` from a detector box and the quarter turns that stand it upright: its 68
-    landmarks and crop transform."""
+    landmarks and crop transform, ``crop_size`` pixels square or, with None, the face's own
+    resolution (:func:`crop_size_for`)."""
     lms = landmarks_68(image, box, turn)
+    size = crop_size or crop_size_for(lms, context)
     return Face(np.asarray(box, float), float(score), lms,
-                crop_transform(lms, crop_size, context, turn))
+                crop_transform(lms, size, context, turn))
 
 
 def crop_face(image: np.ndarray, crop: CropTransform) -> np.ndarray:

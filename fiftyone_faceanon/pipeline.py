@@ -293,7 +293,8 @@ class Pipeline:
         found, landmarks = [], []
         for image, (boxes, scores, turns) in zip(images, detections):
             t0 = time.perf_counter()
-            found.append([self._face(image, *face) for face in zip(boxes, scores, turns)])
+            found.append([F.face_from_box(image, box, score, self.backend.crop_size, turn=turn)
+                          for box, score, turn in zip(boxes, scores, turns)])
             landmarks.append(time.perf_counter() - t0)
         results: list[Result | VerificationError] = []
         released = released or [None] * len(images)
@@ -306,16 +307,6 @@ class Pipeline:
             results.append(Result(out, faces, records,
                                   {"detect": detect, "landmarks": seconds, **timings}))
         return results
-
-    def _face(self, image: np.ndarray, box: np.ndarray, score: float, turn: int = 0) -> F.Face:
-        """The :class:`~.faces.Face` (68 landmarks, crop transform) of one detector box, whose
-        face stands upright after ``turn`` quarter turns."""
-        face = F.face_from_box(image, box, score, self.backend.crop_size or F.MIN_CROP,
-                               turn=turn)
-        if self.backend.crop_size is None:
-            face.crop = F.crop_transform(face.landmarks, F.crop_size_for(face.landmarks),
-                                         turn=turn)
-        return face
 
     def replace_many(
         self, items: list[tuple[np.ndarray, list[F.Face], str,

@@ -105,17 +105,6 @@ class Track:
         return np.zeros(4)
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, 4) and (M, 4) boxes -> (N, M) intersection over union (torchvision's ``box_iou``)."""
-    import torch
-    from torchvision.ops import box_iou as iou
-
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    return iou(torch.as_tensor(a, dtype=torch.float64),
-               torch.as_tensor(b, dtype=torch.float64)).numpy()
-
-
 def _area(box) -> float:
     return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
 
@@ -308,7 +297,7 @@ def _link(frame, t, boxes, scores, active, coasting, recent, next_id, shot, s) -
         tr.faces[t].box if t in tr.faces
         else _shifted(tr.faces[tr.last], tr.velocity(tr.last), t - tr.last).box
         for tr in active]).reshape(-1, 4)
-    iou = box_iou(np.asarray(boxes).reshape(-1, 4), predicted)
+    iou = F.box_iou(boxes, predicted)
     rows, cols = linear_sum_assignment(-iou) if iou.size else ([], [])
     matched = set()
     for d, k in zip(rows, cols):
@@ -328,7 +317,7 @@ def _link(frame, t, boxes, scores, active, coasting, recent, next_id, shot, s) -
     # the largest first, so that a detection inside a face found in the same frame meets it
     for d in sorted(set(range(len(boxes))) - matched, key=lambda d: -_area(boxes[d])):
         box = np.asarray(boxes[d], float)
-        if any(t in tr.faces and (box_iou(box[None], tr.faces[t].box[None])[0, 0] >= s.iou
+        if any(t in tr.faces and (F.box_iou(box, tr.faces[t].box)[0, 0] >= s.iou
                                   or part_of(box, tr.faces[t].box))
                for tr in active):
             continue  # a second detection of a face already followed, or a part of it
@@ -351,7 +340,7 @@ def _backfill(tr: Track, t: int, frame: Frame, recent: deque, active: list[Track
         if moved is None:
             tr.lost_start = True
             return
-        if any(g in o.faces and box_iou(moved.box[None], o.faces[g].box[None])[0, 0] >= s.iou
+        if any(g in o.faces and F.box_iou(moved.box, o.faces[g].box)[0, 0] >= s.iou
                for o in active):
             return
         tr.faces[g], face, later = moved, moved, earlier

@@ -11,8 +11,7 @@ from scipy.signal import lfilter
 
 from fiftyone_faceanon import faces as F
 from fiftyone_faceanon.images import load_image
-from fiftyone_faceanon.tracking import TrackSettings, box_iou, one_euro, smooth_track, \
-    track_faces
+from fiftyone_faceanon.tracking import TrackSettings, one_euro, smooth_track, track_faces
 
 
 def test_one_euro_without_speed_term_is_a_first_order_low_pass():
@@ -53,7 +52,7 @@ def _covered(tracks, detections) -> list[tuple[int, int]]:
     for t, (boxes, _) in enumerate(detections):
         have = np.array([tr.faces[t].box for tr in tracks if t in tr.faces]).reshape(-1, 4)
         missed += [(t, d) for d, b in enumerate(boxes)
-                   if not len(have) or box_iou(b[None], have).max() < 0.3]
+                   if not len(have) or F.box_iou(b[None], have).max() < 0.3]
     return missed
 
 
@@ -116,15 +115,15 @@ def test_a_detector_that_blinks_leaves_no_frame_uncovered(pan):
     blinked = []
     for t, (boxes, scores) in enumerate(detections):
         if 10 <= t <= 14 and len(boxes):
-            keep = box_iou(target[None], boxes)[0] < 0.3
+            keep = F.box_iou(target[None], boxes)[0] < 0.3
             boxes, scores = boxes[keep], scores[keep]
         blinked.append((boxes, scores))
     by_frame = {id(f): d for f, d in zip(frames, blinked)}
     tracks = track_faces(frames, lambda f: by_frame[id(f)], TrackSettings(detect_every=1))
     assert _covered(tracks, detections) == []  # covered against the full detections
     owner = [tr for tr in tracks if 9 in tr.faces
-             and box_iou(tr.faces[9].box[None], detections[9][0]).max() >= 0.3
-             and box_iou(tr.faces[9].box[None], target[None])[0, 0] > 0.2]
+             and F.box_iou(tr.faces[9].box[None], detections[9][0]).max() >= 0.3
+             and F.box_iou(tr.faces[9].box[None], target[None])[0, 0] > 0.2]
     assert len(owner) == 1 and all(t in owner[0].faces for t in range(9, 16))
     assert {owner[0].faces[t].source for t in range(10, 15)} <= {"tracked", "interpolated"}
 

@@ -234,7 +234,7 @@ def test_the_original_as_its_own_anonymization(pan, evaluator, tmp_path):
     assert t["jitter"]["output_mean"] == t["jitter"]["original_mean"] and t["jitter"]["ratio"] == 1
     assert t["jitter"]["count"] == 0
     # unreplaced: the faces the whole record leaves (the CLI's run), and the track left out
-    from fiftyone_faceanon.tracking import box_iou
+    from fiftyone_faceanon.faces import box_iou
 
     def lost(face: dict) -> bool:
         boxes = removed[face["frame"]]

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tracking import box_iou, part_of
+from ..faces import box_iou
+from ..tracking import part_of
 from .geometry import OUTER_EYE_CORNERS
 from .identity import cosine
 
