@@ -1,6 +1,6 @@
 """The ray engine on a Ray instance on this machine, with real models and photos: the bytes, the
-per-file lines and the exit codes of the local engine, for ``faceanon anonymize`` and
-``faceanon evaluate``; a one-line error when Ray is missing or its cluster cannot be reached."""
+per-file lines and the exit codes of the local engine, for ``faceanon anonymize`` (images and
+videos) and ``faceanon evaluate``; a one-line error when Ray is missing or its cluster cannot be reached."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from clips import pan_zoom_clip
 from conftest import (ENGINE_IMAGES, ENGINE_OPTIONS, ENGINE_SEED, file_tree, lfw_images,
                       need_ray, run_counts)
 
@@ -46,6 +47,28 @@ def test_ray_gives_the_bytes_of_the_local_engine(local_ray, engine_inputs, engin
     # resume, as locally: what was done is skipped; fail-closed files are reported again
     assert again["skipped"] + again["unverified"] == ENGINE_IMAGES
     assert again["unverified"] == counts["unverified"]
+
+
+def test_a_video_gets_the_bytes_of_the_local_engine(local_ray, fixtures_dir, tmp_path):
+    """A video beside a photo, verified (the default): a Ray task renders the video with the
+    threads it is given, locally it gets one per core; the tracks, their plans (donor
+    conflicts between six faces on screen) and the frames must not depend on that."""
+    src = tmp_path / "in"
+    src.mkdir()
+    pan_zoom_clip(fixtures_dir / "group/insightface_t1.jpg", src / "pan.mp4", frames=16)
+    (src / "photo.jpg").write_bytes(lfw_images(1)[0].read_bytes())
+    runs = {}
+    for engine, workers in (("local", 1), ("ray", 2)):
+        result = run_cli("anonymize", src, "-o", tmp_path / engine, "--engine", engine,
+                         "--workers", workers)
+        runs[engine] = (result.exit_code, run_counts(result.output),
+                        file_tree(tmp_path / engine), file_tree(tmp_path / f"{engine}.private"))
+    assert runs["ray"] == runs["local"]
+    exit_code, counts, tree, private = runs["ray"]
+    assert counts["ok"] + counts["unverified"] == 2 and exit_code == (counts["unverified"] > 0)
+    assert {"pan.mp4", "photo.jpg"} <= set(tree)
+    tracks = json.loads(private[next(k for k in private if k.endswith("pan.mp4.json"))])["tracks"]
+    assert len(tracks) >= 5  # the group photo's faces, each a track
 
 
 def test_bad_input_gives_the_lines_and_exit_code_of_the_local_engine(local_ray, fixtures_dir,
