@@ -168,6 +168,52 @@ def test_a_face_without_glasses_never_gets_a_donor_with_glasses(fixtures_dir):
     assert worn[chosen["bernadette"]].any()
 
 
+def test_a_mouth_open_wider_than_the_donor_takes_its_inside_from_a_mouth_donor(fixtures_dir):
+    """faceapi's surprised face (mouth open 0.38) given the bank's most closed mouth: the
+    donor's lips would be stretched over the opening as streaks; the inside of the lips comes
+    from the donor's mouth donor instead (open 0.2 or more), warped onto the same landmarks,
+    and nothing outside the mouth changes but the brightness match."""
+    from fiftyone_faceanon.anonymizers.donor import (MOUTH_TEETH, WIDE_OPEN, Donor,
+                                                      _inside_of_mouth)
+    from fiftyone_faceanon.anonymizers.ksame import control_points, piecewise_affine_warp
+    from fiftyone_faceanon.faces import face_region, feathered_mask
+
+    donor = Donor()
+    image = read_rgb(fixtures_dir / "faceapi/surprised.jpg")
+    (face,) = find_faces(image, crop_size=256, device="cpu")
+    crop, lms = crop_face(image, face.crop), face.crop.to_crop(face.landmarks)
+    closed = int(np.argmin(donor.opening))
+    mouth = int(donor.mouths[closed])
+    assert donor.opening[mouth] >= WIDE_OPEN and mouth != closed
+    assert np.all(donor.opening[donor.mouths] >= WIDE_OPEN)
+    assert np.all(np.asarray(donor.bank.attributes["teeth"])[donor.mouths] >= MOUTH_TEETH)
+    assert donor.mouth_weight(lms, closed) == 1.0
+    assert donor.mouth_weight(lms, int(np.argmax(donor.opening))) == 0.0  # open wider: its own
+
+    region = face_region(lms, 256)
+    out = donor.anonymize(crop[None], lms[None], region[None], [None], [closed])[0]
+    points = control_points(lms, 256)
+    plain, inside = (piecewise_affine_warp(donor.bank.image(d), donor.src_points[d], points,
+                                           donor.triangles, 256).astype(float)
+                     for d in (closed, mouth))
+    cavity = cv2.erode((_inside_of_mouth(lms, 256) > 0.98).astype(np.uint8), np.ones((3, 3)))
+    assert cavity.sum() > 200
+    sel = cavity > 0
+
+    def correlation(a, b):
+        return float(np.corrcoef(a[sel].mean(1), b[sel].mean(1))[0, 1])  # of the grey levels
+
+    assert correlation(out, inside) > 0.95  # 0.99 measured
+    assert correlation(out, plain) < 0.6  # 0.43
+    # outside the mouth (grown by 3 px), where the region is not feathered: the plain warp
+    # times the brightness gain, clipped
+    away = (cv2.dilate(cavity, np.ones((7, 7))) == 0) & (feathered_mask(region) > 0.999)
+    unclipped = away & (out < 255).all(-1)
+    gain = np.median(out[unclipped] / np.maximum(plain[unclipped], 1))
+    assert away.sum() > 500
+    assert np.abs(out[away] - np.clip(plain[away] * gain, 0, 255)).max() <= 2
+
+
 def test_the_embedding_tells_glasses_where_the_edge_measure_cannot():
     """LFW evaluation-split faces (people the glasses head never saw): four without glasses
     that the edge measure scores above 0.6, whose verified outputs wore donors' glasses before

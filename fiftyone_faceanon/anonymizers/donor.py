@@ -18,10 +18,11 @@ The face's candidate order is its ``CANDIDATES`` cheapest
 donors shuffled by the face's seeded generator, then the rest by cost, so different people (and
 different photos of one person) get different donors while each stays a good match; verification
 retries take the next candidate. The chosen donor crop is warped piecewise-affinely (the ``ksame``
-warp) onto the target landmarks at the face's own crop size and prepared the way an inpainting
-generator's output would look: its brightness is scaled to the original's over the region, and
-outside the region it is the original crop. The pipeline then relights, colour-matches and
-blends it (paper III-B-2).
+warp) onto the target landmarks at the face's own crop size (the inside of a mouth opened wider
+than the donor's from another donor's open mouth: :data:`MOUTH_FROM`) and prepared the way an
+inpainting generator's output would look: its brightness is scaled to the original's over the
+region, and outside the region it is the original crop. The pipeline then relights,
+colour-matches and blends it (paper III-B-2).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
@@ -65,6 +67,20 @@ DEMOGRAPHICS = "demographics_casia.npz"
 #: the edge measure, some dark and heavy ones), and a donor either finds wearing glasses is
 #: never given to a face without (docs/donors.md).
 GLASSES_HEAD = "glasses_casia.npz"
+#: A mouth open wider than its donor's (:func:`~fiftyone_faceanon.donors.mouth_opening`) would
+#: stretch the donor's closed lips across it, drawn as streaks like fangs (a video track keeps
+#: one donor while its mouth opens and closes: on the Hamilton clip the singer's donor has
+#: closed lips, 0.006, over a mouth open 0.12-0.23). From ``MOUTH_FROM`` wider than the donor's
+#: to ``MOUTH_FULL`` wider, the inside of the lips is blended over to the donor's *mouth donor*
+#: (:meth:`Donor.mouth_donors`), warped onto the same landmarks.
+MOUTH_FROM, MOUTH_FULL = 0.05, 0.1
+#: A mouth donor's mouth is open at least ``WIDE_OPEN`` and shows teeth over at least
+#: ``MOUTH_TEETH`` of the inside of its lips (30 of the 807 donors): of the 56 open that wide
+#: by their landmarks, those without teeth were, by eye, mostly pouting or pressed lips whose
+#: landmarks are off, which drew lips inside the mouth.
+WIDE_OPEN, MOUTH_TEETH = 0.2, 0.3
+#: Landmarks of the inner lips, whose polygon is the inside of the mouth.
+INNER_LIPS = slice(60, 68)
 
 
 @lru_cache(maxsize=None)
@@ -142,6 +158,8 @@ class Donor(Anonymizer):
         size = self.bank.size
         self.src_points = [control_points(l.astype(np.float64), size) for l in self.bank.landmarks]
         self.triangles = Delaunay(control_points(self.bank.landmarks.mean(0), size)).simplices
+        self.opening = attrs["mouth_open"]
+        self.mouths = self.mouth_donors()
 
     def costs(self, crop: np.ndarray, landmarks: np.ndarray,
               identity: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -185,6 +203,29 @@ class Donor(Anonymizer):
         order = np.concatenate([head[rng.permutation(len(head))], order[self.candidates:]])
         return int(order[rank % len(order)])
 
+    def mouth_donors(self) -> np.ndarray:
+        """(M,) each donor's mouth donor: of the other donors whose mouth is open
+        :data:`WIDE_OPEN` or more with teeth (:data:`MOUTH_TEETH`), the nearest in skin colour
+        (Cb, Cr and luma, each over its :data:`TERMS` tolerance), so the inside of a wide-open
+        mouth matches the lips around it. One per donor, so a video track's mouth keeps its
+        teeth from frame to frame."""
+        colour = [self.keys.index(k) for k in ("cb", "cr", "luma")]
+        tone = self.table[:, colour] / self.scale[colour]
+        teeth = self.table[:, self.keys.index("teeth")]
+        wide = np.flatnonzero((self.opening >= WIDE_OPEN) & (teeth >= MOUTH_TEETH))
+        distance = ((tone[:, None] - tone[wide][None]) ** 2).sum(-1)
+        distance[wide, np.arange(len(wide))] = np.inf
+        return wide[np.argmin(distance, 1)]
+
+    def mouth_weight(self, landmarks: np.ndarray, donor: int) -> float:
+        """How much of the inside of the mouth of a face at (68, 2) ``landmarks`` comes from
+        ``donor``'s mouth donor: 0 up to :data:`MOUTH_FROM` wider open than the donor, 1 from
+        :data:`MOUTH_FULL` wider, linear between."""
+        from ..donors import mouth_opening
+
+        wider = mouth_opening(landmarks) - self.opening[donor]
+        return float(np.clip((wider - MOUTH_FROM) / (MOUTH_FULL - MOUTH_FROM), 0.0, 1.0))
+
     def donor_landmarks(self, donor: int) -> np.ndarray:
         return self.bank.landmarks[donor].astype(np.float64)
 
@@ -192,18 +233,37 @@ class Donor(Anonymizer):
         return str(self.bank.ids[donor])
 
     def anonymize(self, crops, landmarks, regions, rngs, donors=None):
-        """Each donor crop warped so its 86 control points land on the face's, brightness-matched
-        over the region and set into the original crop: (N, S, S, 3) uint8."""
+        """Each donor crop warped so its 86 control points land on the face's, the inside of a
+        mouth opened wider than the donor's taken from its mouth donor (:meth:`mouth_weight`),
+        brightness-matched over the region and set into the original crop: (N, S, S, 3)
+        uint8."""
         from ..faces import feathered_mask
 
         size = crops.shape[1]
         out = []
         for crop, lms, region, d in zip(crops, landmarks, regions, donors):
-            warped = piecewise_affine_warp(self.bank.image(d), self.src_points[d],
-                                           control_points(lms, size), self.triangles, size)
+            points = control_points(lms, size)
+            warped = piecewise_affine_warp(self.bank.image(d), self.src_points[d], points,
+                                           self.triangles, size)
+            weight = self.mouth_weight(lms, d)
+            if weight > 0:
+                m = self.mouths[d]
+                inside = piecewise_affine_warp(self.bank.image(m), self.src_points[m], points,
+                                               self.triangles, size)
+                cavity = weight * _inside_of_mouth(lms, size)[..., None]
+                warped = np.rint(inside * cavity + warped * (1 - cavity)).astype(np.uint8)
             sel = region > 0
             gain = crop[sel].mean() / max(float(warped[sel].mean()), 1.0)
             warped = np.clip(warped.astype(np.float32) * gain, 0, 255)
             soft = feathered_mask(region)[..., None]
             out.append(np.rint(warped * soft + crop * (1 - soft)).astype(np.uint8))
         return np.stack(out)
+
+
+def _inside_of_mouth(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """(S, S) float32 mask of the inner lips' polygon (:data:`INNER_LIPS`) of (68, 2) crop-px
+    landmarks, its edge softened over about a pixel."""
+    mask = np.zeros((size, size), np.float32)
+    cv2.fillPoly(mask, [np.round(landmarks[INNER_LIPS] * 16).astype(np.int32)], 1.0,
+                 cv2.LINE_AA, shift=4)
+    return cv2.GaussianBlur(mask, (0, 0), 0.7)
