@@ -322,8 +322,8 @@ def _same_face(boxes: np.ndarray, scores: np.ndarray, turns: np.ndarray) -> list
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, 4) and (M, 4) x0 y0 x1 y1 boxes -> (N, M) intersection over union (torchvision's
-    ``box_iou``, in float64)."""
+    """(N, 4) and (M, 4) x0 y0 x1 y1 boxes (a single box may be given as (4,)) -> (N, M)
+    intersection over union (torchvision's ``box_iou``, in float64)."""
     import torch
     from torchvision.ops import box_iou as iou
 
