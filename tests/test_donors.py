@@ -3,6 +3,7 @@ bank file, and ``faceanon donors`` end to end."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -294,6 +295,14 @@ def test_cli_builds_a_bank_from_a_folder(bank, tmp_path):
     info = faceanon("donors", "info", str(out), "--ids")
     assert info.returncode == 0 and f"{len(mine)} donors" in info.stdout
     assert f"0 {mine.ids[0]}" in info.stdout.splitlines()
+    # anonymizing with it: a wide-open mouth (faceapi's surprised face, 0.38) and a bank of
+    # closed mouths, none of which can lend the inside of a mouth
+    photo = need_shared("fixtures") / "faceapi/surprised.jpg"
+    run = faceanon("anonymize", str(photo), "-o", str(tmp_path / "anon"), "--donors", str(out),
+                   "--no-verify", "--device", "cpu")
+    assert run.returncode == 0, run.stderr
+    (face,) = json.loads((tmp_path / "anon/surprised.jpg.json").read_text())["faces"]
+    assert face["donor"] in set(mine.ids)
     # look at every donor, then leave one out by its id
     sheet = tmp_path / "sheet.png"
     assert faceanon("donors", "sheet", str(out), "-o", str(sheet), "--size", "64",

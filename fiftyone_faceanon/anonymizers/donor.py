@@ -203,16 +203,19 @@ class Donor(Anonymizer):
         order = np.concatenate([head[rng.permutation(len(head))], order[self.candidates:]])
         return int(order[rank % len(order)])
 
-    def mouth_donors(self) -> np.ndarray:
+    def mouth_donors(self) -> np.ndarray | None:
         """(M,) each donor's mouth donor: of the other donors whose mouth is open
         :data:`WIDE_OPEN` or more with teeth (:data:`MOUTH_TEETH`), the nearest in skin colour
         (Cb, Cr and luma, each over its :data:`TERMS` tolerance), so the inside of a wide-open
         mouth matches the lips around it. One per donor, so a video track's mouth keeps its
-        teeth from frame to frame."""
+        teeth from frame to frame. None for a bank without such a donor (a user's own bank of
+        closed mouths): mouths are then warped from the donor alone."""
         colour = [self.keys.index(k) for k in ("cb", "cr", "luma")]
         tone = self.table[:, colour] / self.scale[colour]
         teeth = self.table[:, self.keys.index("teeth")]
         wide = np.flatnonzero((self.opening >= WIDE_OPEN) & (teeth >= MOUTH_TEETH))
+        if len(wide) == 0:
+            return None
         distance = ((tone[:, None] - tone[wide][None]) ** 2).sum(-1)
         distance[wide, np.arange(len(wide))] = np.inf
         return wide[np.argmin(distance, 1)]
@@ -220,9 +223,11 @@ class Donor(Anonymizer):
     def mouth_weight(self, landmarks: np.ndarray, donor: int) -> float:
         """How much of the inside of the mouth of a face at (68, 2) ``landmarks`` comes from
         ``donor``'s mouth donor: 0 up to :data:`MOUTH_FROM` wider open than the donor, 1 from
-        :data:`MOUTH_FULL` wider, linear between."""
+        :data:`MOUTH_FULL` wider, linear between; 0 when the bank has no mouth donors."""
         from ..donors import mouth_opening
 
+        if self.mouths is None:
+            return 0.0
         wider = mouth_opening(landmarks) - self.opening[donor]
         return float(np.clip((wider - MOUTH_FROM) / (MOUTH_FULL - MOUTH_FROM), 0.0, 1.0))
 
