@@ -158,7 +158,6 @@ class Donor(Anonymizer):
         size = self.bank.size
         self.src_points = [control_points(l.astype(np.float64), size) for l in self.bank.landmarks]
         self.triangles = Delaunay(control_points(self.bank.landmarks.mean(0), size)).simplices
-        self.opening = attrs["mouth_open"]
         self.mouths = self.mouth_donors()
 
     def costs(self, crop: np.ndarray, landmarks: np.ndarray,
@@ -202,6 +201,11 @@ class Donor(Anonymizer):
         head = order[: self.candidates]
         order = np.concatenate([head[rng.permutation(len(head))], order[self.candidates:]])
         return int(order[rank % len(order)])
+
+    @property
+    def opening(self) -> np.ndarray:
+        """(M,) each donor's mouth opening (:func:`~fiftyone_faceanon.donors.mouth_opening`)."""
+        return self.table[:, self.keys.index("mouth_open")]
 
     def mouth_donors(self) -> np.ndarray | None:
         """(M,) each donor's mouth donor: of the other donors whose mouth is open
