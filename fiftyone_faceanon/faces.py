@@ -646,6 +646,22 @@ def frames_mask(crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return closed.astype(bool) & zone
 
 
+def majority_mask(masks: list[np.ndarray], crops: list[CropTransform], at: CropTransform
+                  ) -> np.ndarray:
+    """(S, S) bool in the crop ``at``: the pixels that more than half of ``masks`` cover, each
+    (S_i, S_i) bool in its own crop ``crops[i]`` and carried onto ``at``'s through the image
+    (nearest neighbour; a mask covers nothing outside its crop). For one face's masks on
+    consecutive frames this is a median in time: what one frame finds and both of its
+    neighbours do not (or the reverse) no longer blinks."""
+    votes = np.zeros((at.size, at.size), np.uint8)
+    onto = np.vstack([at.matrix, [0.0, 0.0, 1.0]])
+    for mask, crop in zip(masks, crops):
+        moved = onto @ np.vstack([crop.inverse, [0.0, 0.0, 1.0]])
+        votes += cv2.warpAffine(mask.astype(np.uint8), moved[:2], (at.size, at.size),
+                                flags=cv2.INTER_NEAREST)
+    return 2 * votes > len(masks)
+
+
 def soften(mask: np.ndarray, width: int = 2) -> np.ndarray:
     """A bool (S, S) mask grown by ``width`` pixels with a soft edge: (S, S) float32 that is
     exactly 1 on ``mask`` and falls to 0 within about ``2 * width`` pixels of it."""

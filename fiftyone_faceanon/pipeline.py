@@ -164,10 +164,10 @@ class _View:
     """One view of a planned face (:meth:`Pipeline.plan_identity`): the ``image`` (H, W, 3)
     uint8, the ``face`` as rendered, its ``crop`` (S, S, 3), landmarks ``lms`` (68, 2) in the
     crop, the face where the judges look (``judged``), the colour statistics it is rendered with
-    (``colour``, or None) and ``occluders``, which gives its (S, S) occluder mask or None from
-    the crop and landmarks (:meth:`Pipeline._occluded`): found at the view's first render, so a
-    view that is never rendered (a track too small to judge, a try that ends at an earlier
-    view) costs no hand detection."""
+    (``colour``, or None) and ``occluders``, which gives its (S, S) occluder mask or None
+    (:meth:`Pipeline._occluded`): found at the view's first render, so a view that is never
+    rendered (a track too small to judge, a try that ends at an earlier view) costs no hand
+    detection."""
 
     image: np.ndarray
     face: F.Face
@@ -175,11 +175,11 @@ class _View:
     lms: np.ndarray
     judged: F.Face
     colour: np.ndarray | None
-    occluders: Callable[[np.ndarray, np.ndarray], np.ndarray | None]
+    occluders: Callable[[], np.ndarray | None]
 
     @cached_property
     def occluded(self) -> np.ndarray | None:
-        return self.occluders(self.crop, self.lms)
+        return self.occluders()
 
 
 @dataclass
@@ -434,16 +434,30 @@ class Pipeline:
             tries=attempt + 1, similarity={}, status="replaced", donor_index=donor)
         return target, record
 
-    def _occluded(self, crop: np.ndarray, lms: np.ndarray, frames: bool = False
-                  ) -> np.ndarray | None:
-        """The (S, S) occluder mask of an (S, S, 3) crop with its (68, 2) crop-px landmarks:
-        what is not skin (:func:`~.faces.occluder_mask`), the hands in the crop
-        (:func:`~.hands.hands_mask`) and, for a face that wears glasses (``frames``), their
-        frames (:func:`~.faces.frames_mask`); or None with ``occluders`` off."""
+    def occluders(self, crop: np.ndarray, lms: np.ndarray) -> np.ndarray | None:
+        """What crosses the face in an (S, S, 3) crop with its (68, 2) crop-px landmarks, as
+        (S, S) bool: what is not skin (:func:`~.faces.occluder_mask`) and the hands in the crop
+        (:func:`~.hands.hands_mask`); or None with ``occluders`` off."""
         if not self.settings.occluders:
             return None
-        mask = F.occluder_mask(crop, lms) | hands_mask(crop)
+        return F.occluder_mask(crop, lms) | hands_mask(crop)
+
+    def _occluded(self, crop: np.ndarray, lms: np.ndarray, frames: bool = False,
+                  found: np.ndarray | None = None) -> np.ndarray | None:
+        """The (S, S) occluder mask of a face, whose original pixels stay: ``found`` (what
+        :meth:`occluders` finds, e.g. filtered over a video's neighbouring frames) or else what
+        it finds in the crop, and for a face that wears glasses (``frames``), their frames
+        (:func:`~.faces.frames_mask`); or None with ``occluders`` off."""
+        mask = self.occluders(crop, lms) if found is None else found
+        if mask is None:
+            return None
         return mask | F.frames_mask(crop, lms) if frames else mask
+
+    def _view_occluded(self, crop: np.ndarray, lms: np.ndarray, frames: bool,
+                       found: Callable[[], np.ndarray | None] | None) -> np.ndarray | None:
+        """:meth:`_occluded` of a planned view, with what ``found`` gives (when given) as what
+        crosses it."""
+        return self._occluded(crop, lms, frames, None if found is None else found())
 
     def _region(self, target: np.ndarray, size: int, wide: bool) -> np.ndarray:
         """The (S, S) region a try replaces around the (68, 2) crop-px ``target``: the face's
@@ -545,7 +559,8 @@ class Pipeline:
                       avoid: np.ndarray | None = None,
                       timings: dict[str, float] | None = None,
                       margin: dict[str, float] | None = None,
-                      released: Callable[[np.ndarray], np.ndarray] | None = None
+                      released: Callable[[np.ndarray], np.ndarray] | None = None,
+                      found: list[Callable[[], np.ndarray | None]] | None = None
                       ) -> "IdentityPlan":
         """One fake identity for a face seen many times (a video track): the donor and try that
         every view of it is rendered with (:meth:`render_planned`).
@@ -562,7 +577,9 @@ class Pipeline:
         each judge's threshold every view must stay (the frames between the views vary around
         them); ``released``: what a rendered view goes through before it is judged, as the
         frames will be before anyone sees them (a video's encoder: :func:`~.videoio.as_encoded`;
-        by default nothing). Seconds per stage are added to ``timings``."""
+        by default nothing); ``found``: per view, what gives its occluders (as
+        :meth:`occluders`, e.g. filtered over a video's neighbouring frames) at its first render
+        (by default found in the view). Seconds per stage are added to ``timings``."""
         s = self.settings
         released = released or (lambda image: image)
         seen = ([i for i, (image, _, judged, _) in enumerate(views)
@@ -584,10 +601,11 @@ class Pipeline:
                                                 bank.embeddings)[0]
                 exclude = close if exclude is None else exclude | close
             timings["verify"] += time.perf_counter() - t0
-        occluders = partial(self._occluded, frames=frames)  # found at each view's first render
-        prepared = [_View(image, face, F.crop_face(image, face.crop),
-                          face.crop.to_crop(face.landmarks), judged, colour, occluders)
-                    for image, face, judged, colour in views]
+        prepared = []
+        for i, (image, face, judged, colour) in enumerate(views):
+            crop, lms = F.crop_face(image, face.crop), face.crop.to_crop(face.landmarks)
+            prepared.append(_View(image, face, crop, lms, judged, colour, partial(
+                self._view_occluded, crop, lms, frames, None if found is None else found[i])))
         crop0, lms0 = prepared[0].crop, prepared[0].lms
         judged = [prepared[i] for i in seen]
         # per judge and view, what it gives the view with the face masked out (NaN: not needed)
@@ -685,19 +703,23 @@ class Pipeline:
 
     def render_planned(self, image: np.ndarray, faces: list[F.Face], plans: list["IdentityPlan"],
                        key: str, stats: list[np.ndarray] | None = None,
-                       judged: list[F.Face] | None = None
+                       judged: list[F.Face] | None = None,
+                       found: list[np.ndarray | None] | None = None
                        ) -> tuple[np.ndarray, list[F.Face], dict[str, float]]:
         """Replace ``faces`` of an (H, W, 3) uint8 image, each as its plan says (its donor and
         try, or fail-closed), with no choice or verification of its own. ``stats``: per face,
         the colour statistics to transfer (:func:`~.photometric.color_stats`, e.g. smoothed
         along a track) or None; ``judged``: per face, where the judges found it (as its plan's
-        views, :meth:`plan_identity`), which a fail-closed cover covers too. Returns the new
-        image, each face at its new geometry and seconds per stage."""
+        views, :meth:`plan_identity`), which a fail-closed cover covers too; ``found``: per
+        face, what crosses it (as :meth:`occluders` finds, e.g. filtered over a video's
+        neighbouring frames), or None to find it here. Returns the new image, each face at its
+        new geometry and seconds per stage."""
         s = self.settings
         timings = {"occluders": 0.0, "backend": 0.0, "postprocess": 0.0}
         pasted, moved = [], []
-        for face, plan, colour, seen in zip(faces, plans, stats or [None] * len(faces),
-                                            judged or [None] * len(faces)):
+        none = [None] * len(faces)
+        for face, plan, colour, seen, crossing in zip(faces, plans, stats or none,
+                                                      judged or none, found or none):
             crop = F.crop_face(image, face.crop)
             lms = face.crop.to_crop(face.landmarks)
             if plan.status.startswith("fail_closed"):  # covered at the geometry of its last try
@@ -706,7 +728,7 @@ class Pipeline:
                                        plan.status.split(":")[1], seen)
             else:
                 t0 = time.perf_counter()
-                occluded = self._occluded(crop, lms, plan.frames)
+                occluded = self._occluded(crop, lms, plan.frames, crossing)
                 timings["occluders"] += time.perf_counter() - t0
                 record, rendered = self._render(face, crop, lms, occluded,
                                                 face_rng(s.seed, key, plan.index), plan.donor,

@@ -109,13 +109,14 @@ def anonymize_video(pipeline: Pipeline, src: Path, dst: Path, key: str,
     sizes = {tr.id: _crop_size(pipeline, tr) for tr in tracks}
     timings["smooth"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    colours, views = _colours_and_views(pipeline, src, info, raw, tracks, sizes,
-                                        settings.samples)
+    occluders = _Occluders(pipeline)
+    colours, views, found = _colours_and_views(pipeline, src, info, raw, tracks, sizes,
+                                               settings.samples, occluders)
     timings["colours"] = time.perf_counter() - t0
     released = partial(as_encoded, codec=codec_for(dst), quality=settings.quality)
-    plans = _plan(pipeline, key, tracks, views, timings, threads, released)
+    plans = _plan(pipeline, key, tracks, views, found, timings, threads, released)
     frames = _render(pipeline, src, dst, key, info, raw, tracks, plans, sizes, colours,
-                     settings, timings, progress, threads)
+                     occluders, settings, timings, progress, threads)
     timings["total"] = time.perf_counter() - start
     return VideoResult(info, tracks, plans, frames, timings)
 
@@ -206,13 +207,58 @@ def _cutout(frame: np.ndarray, face: F.Face, judged: F.Face
     return np.ascontiguousarray(frame[y0:y1, x0:x1]), moved(face), moved(judged)
 
 
-def _colours_and_views(pipeline, src, info, raw, tracks, sizes, samples
-                       ) -> tuple[dict[tuple[int, int], np.ndarray], dict[int, list[tuple]]]:
+class _Occluders:
+    """What crosses each track's face on each frame (:meth:`~.pipeline.Pipeline.occluders`),
+    found once whichever asks first, the plan (a view and its neighbours) or the render, and
+    filtered over the frame and its two neighbours in the track (:func:`~.faces.majority_mask`):
+    a hand or hair that the search misses on one frame, or finds on one frame only, does not
+    blink in or out. A track's first and last frames keep what is found on them."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+        self.found: dict[tuple[int, int], tuple[np.ndarray | None, F.CropTransform]] = {}
+
+    def find(self, tid: int, t: int, crop: np.ndarray, lms: np.ndarray,
+             transform: F.CropTransform) -> None:
+        """Search track ``tid``'s (S, S, 3) ``crop`` of frame ``t`` (its (68, 2) crop-px
+        ``lms``, taken with ``transform``), unless done already."""
+        if (tid, t) not in self.found:
+            self.found[tid, t] = (self.pipeline.occluders(crop, lms), transform)
+
+    def steady(self, tid: int, t: int) -> np.ndarray | None:
+        """The (S, S) mask of track ``tid`` on frame ``t`` filtered in time, from what
+        :meth:`find` found on ``t`` and on its neighbours in the track."""
+        before, (mask, at), after = (self.found.get((tid, s)) for s in (t - 1, t, t + 1))
+        if mask is None or before is None or after is None:
+            return mask
+        return F.majority_mask([before[0], mask, after[0]], [before[1], at, after[1]], at)
+
+    def view(self, tid: int, t: int,
+             near: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, F.CropTransform]]
+             ) -> np.ndarray | None:
+        """:meth:`steady` of a planned view, its frame's and neighbours' crops in ``near``."""
+        for s in (t - 1, t, t + 1):
+            if (tid, s) in near:
+                self.find(tid, s, *near[tid, s])
+        return self.steady(tid, t)
+
+    def forget(self, t: int, tids: list[int]) -> None:
+        """Drop what was found on frame ``t`` for the tracks ``tids`` (the render is past it
+        and past its next frame)."""
+        for tid in tids:
+            self.found.pop((tid, t), None)
+
+
+def _colours_and_views(pipeline, src, info, raw, tracks, sizes, samples, occluders
+                       ) -> tuple[dict[tuple[int, int], np.ndarray], dict[int, list[tuple]],
+                                  dict[int, list[Callable[[], np.ndarray | None]]]]:
     """One more pass over the frames: each track's colour statistics on every frame of it,
     smoothed in frame order (:class:`~.photometric.StatsFilter`), by ``(track, frame)``; and
     each track's views for :meth:`~.pipeline.Pipeline.plan_identity` (:func:`_views`: cut out
-    with :func:`_cutout`, judged at the ``raw`` geometry, with those statistics), so that the
-    plan judges the faces as they will be rendered."""
+    with :func:`_cutout`, judged at the ``raw`` geometry, with those statistics) with what
+    gives their occluders (``occluders``, :meth:`_Occluders.view`: the crops of each view's
+    frame and its neighbours are kept for it), so that the plan judges the faces as they will
+    be rendered."""
     order = {tr.id: _views(tr, samples) for tr in tracks}
     present: dict[int, list[Track]] = {}
     for tr in tracks:
@@ -223,27 +269,34 @@ def _colours_and_views(pipeline, src, info, raw, tracks, sizes, samples
     colours: dict[tuple[int, int], np.ndarray] = {}
     viewed = {(tid, t) for tid, frames in order.items() for t in frames}
     cut: dict[tuple[int, int], tuple] = {}
+    near: dict[tuple[int, int], tuple] = {}
     for t, frame in read_some_frames(src, present):
         for tr in present[t]:
             face = _face(tr.faces[t], sizes[tr.id])
-            colours[tr.id, t] = filters[tr.id](_colour_stats(pipeline, frame, face))
+            crop, lms = F.crop_face(frame, face.crop), face.crop.to_crop(face.landmarks)
+            colours[tr.id, t] = filters[tr.id](_colour_stats(pipeline, crop, lms))
+            if {(tr.id, t - 1), (tr.id, t), (tr.id, t + 1)} & viewed:
+                near[tr.id, t] = (crop, lms, face.crop)
             if (tr.id, t) in viewed:
                 cut[tr.id, t] = (*_cutout(frame, face, _face(unsmoothed[tr.id].faces[t],
                                                               sizes[tr.id])), colours[tr.id, t])
-    return colours, {tid: [cut[tid, t] for t in frames] for tid, frames in order.items()}
+    return (colours, {tid: [cut[tid, t] for t in frames] for tid, frames in order.items()},
+            {tid: [partial(occluders.view, tid, t, near) for t in frames]
+             for tid, frames in order.items()})
 
 
-def _colour_stats(pipeline: Pipeline, frame: np.ndarray, face: F.Face) -> np.ndarray:
-    """:func:`~.photometric.color_stats` of ``face``'s region in the (H, W, 3) frame."""
-    crop = F.crop_face(frame, face.crop)
-    region = F.face_region(face.crop.to_crop(face.landmarks), face.crop.size,
-                           pipeline.backend.forehead)
+def _colour_stats(pipeline: Pipeline, crop: np.ndarray, lms: np.ndarray) -> np.ndarray:
+    """:func:`~.photometric.color_stats` of the face region of an (S, S, 3) crop with its
+    (68, 2) crop-px landmarks."""
+    region = F.face_region(lms, crop.shape[0], pipeline.backend.forehead)
     return color_stats(crop / np.float32(255), region)
 
 
-def _plan(pipeline, key, tracks, views, timings, threads, released) -> dict[int, IdentityPlan]:
-    """One :class:`IdentityPlan` per track, from its ``views`` (:func:`_colours_and_views`),
-    each judged as the encoder gives it back (``released``).
+def _plan(pipeline, key, tracks, views, found, timings, threads, released
+          ) -> dict[int, IdentityPlan]:
+    """One :class:`IdentityPlan` per track, from its ``views`` and what gives their occluders
+    (``found``; :func:`_colours_and_views`), each judged as the encoder gives it back
+    (``released``).
     The tracks are planned by ``threads`` threads, each on its own; then, in track order, a
     track whose donor an earlier track shows is planned again without it, so no two faces on
     screen share a donor and the result does not depend on the threads."""
@@ -256,7 +309,7 @@ def _plan(pipeline, key, tracks, views, timings, threads, released) -> dict[int,
     def plan(tid: int, avoid=None) -> IdentityPlan:
         spent.append({})  # one per call: the threads do not add into one dict
         return pipeline.plan_identity(views[tid], key, tid, avoid, spent[-1], VIDEO_MARGIN,
-                                      released)
+                                      released, found[tid])
 
     with ThreadPoolExecutor(threads) as pool:
         plans = dict(zip(by_id, pool.map(plan, by_id)))
@@ -280,31 +333,60 @@ def _shows_donor(plan: IdentityPlan) -> bool:
     return plan.donor is not None and not plan.status.startswith("fail_closed")
 
 
-def _render(pipeline, src, dst, key, info, raw, tracks, plans, sizes, colours, settings,
-            timings, progress, threads) -> list[list[FrameFace]]:
-    """Render every frame, with each track's smoothed ``colours`` (by ``(track, frame)``), and
-    encode it; the faces of every frame. The frames are rendered by ``threads`` threads
-    (OpenCV, numpy and torch release the GIL) and encoded in order."""
+def _render(pipeline, src, dst, key, info, raw, tracks, plans, sizes, colours, occluders,
+            settings, timings, progress, threads) -> list[list[FrameFace]]:
+    """Render every frame, with each track's smoothed ``colours`` (by ``(track, frame)``) and
+    its occluders filtered in time (:class:`_Occluders`), and encode it; the faces of every
+    frame. Frames are searched for occluders and rendered by ``threads`` threads (OpenCV,
+    numpy and torch release the GIL), each rendered once the next one has been searched, and
+    encoded in order."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     by_id = {tr.id: tr for tr in raw}
+    shown = {tr.id for tr in tracks if not plans[tr.id].status.startswith("fail_closed")}
     out_faces: list[list[FrameFace]] = []
     spent = {"occluders": 0.0, "backend": 0.0, "postprocess": 0.0, "encode": 0.0}
+    searched: dict = {}
     pending: deque = deque()
+
+    def present(t: int) -> list[Track]:
+        return [tr for tr in tracks if t in tr.faces]
+
+    def search(t: int, frame: np.ndarray) -> float:
+        t0 = time.perf_counter()
+        for tr in present(t):
+            if tr.id in shown:
+                face = _face(tr.faces[t], sizes[tr.id])
+                occluders.find(tr.id, t, F.crop_face(frame, face.crop),
+                               face.crop.to_crop(face.landmarks), face.crop)
+        return time.perf_counter() - t0
+
+    def render(t: int, frame: np.ndarray, on: list[Track]):
+        for s in (t - 1, t, t + 1):  # each submitted before this; gone once drained
+            if (future := searched.get(s)) is not None:
+                future.result()
+        return pipeline.render_planned(
+            frame, [_face(tr.faces[t], sizes[tr.id]) for tr in on],
+            [plans[tr.id] for tr in on], key, [colours[tr.id, t] for tr in on],
+            [_face(by_id[tr.id].faces[t], sizes[tr.id]) for tr in on],
+            [occluders.steady(tr.id, t) if tr.id in shown else None for tr in on])
 
     def drain(writer, keep: int) -> None:
         while len(pending) > keep:
-            t, present, future = pending.popleft()
+            t, on, future = pending.popleft()
             out, moved, used = future.result()
             for k, v in used.items():
                 spent[k] += v
+            spent["occluders"] += searched[t].result()
+            del searched[t]
+            occluders.forget(t - 1, [tr.id for tr in present(t - 1)])
             t1 = time.perf_counter()
             writer.write(out)
             spent["encode"] += time.perf_counter() - t1
             out_faces.append([
                 FrameFace(tr.id, _face(by_id[tr.id].faces[t], sizes[tr.id]), m,
-                          tr.faces[t].source) for tr, m in zip(present, moved)])
+                          tr.faces[t].source) for tr, m in zip(on, moved)])
             if progress:
                 progress("render", t + 1, info.frames)
 
@@ -312,14 +394,17 @@ def _render(pipeline, src, dst, key, info, raw, tracks, plans, sizes, colours, s
     with (VideoWriter(dst, info, source=src, quality=settings.quality,
                       strip_audio=settings.strip_audio) as writer,
           ThreadPoolExecutor(threads) as pool):
+        previous = None
         for t, frame in enumerate(read_frames(src)):
-            present = [tr for tr in tracks if t in tr.faces]
-            faces = [_face(tr.faces[t], sizes[tr.id]) for tr in present]
-            pending.append((t, present, pool.submit(
-                pipeline.render_planned, frame, faces, [plans[tr.id] for tr in present], key,
-                [colours[tr.id, t] for tr in present],
-                [_face(by_id[tr.id].faces[t], sizes[tr.id]) for tr in present])))
+            searched[t] = pool.submit(search, t, frame)
+            if previous is not None:
+                on = present(t - 1)
+                pending.append((t - 1, on, pool.submit(render, t - 1, previous, on)))
+            previous = frame
             drain(writer, 2 * threads)
+        if previous is not None:
+            on = present(t)
+            pending.append((t, on, pool.submit(render, t, previous, on)))
         drain(writer, 0)
     timings["render"] = time.perf_counter() - t0  # wall time; the rest add the threads' seconds
     timings.update({f"render_{k}": v for k, v in spent.items()})

@@ -90,6 +90,27 @@ def test_crop_transform_round_trip_and_placement(astronaut):
     assert crop.shape == (128, 128, 3) and crop.dtype == np.uint8
 
 
+def test_majority_mask_votes_over_masks_carried_through_the_image():
+    """Against a reference: each pixel of the target crop taken to the image and into each
+    mask's crop, counted where it lands inside. The crops differ by whole pixels and a quarter
+    turn, so every pixel lands on a pixel (no rounding convention to match)."""
+    rng = np.random.default_rng(0)
+    at = F.CropTransform(2.0, -100.0, -60.0, 64)
+    crops = [F.CropTransform(2.0, -96.0, -62.0, 64), at, F.CropTransform(2.0, -58.0, 163.0, 64, 1)]
+    masks = [rng.random((64, 64)) < 0.5 for _ in crops]
+    v, u = np.mgrid[0:64, 0:64]
+    image = at.to_image(np.c_[u.ravel(), v.ravel()])
+    votes = np.zeros(64 * 64, int)
+    for mask, crop in zip(masks, crops):
+        uv = np.rint(crop.to_crop(image)).astype(int)
+        inside = ((uv >= 0) & (uv < 64)).all(1)
+        votes[inside] += mask[uv[inside, 1], uv[inside, 0]]
+        assert inside.mean() > 0.5  # the crops overlap mostly
+    np.testing.assert_array_equal(F.majority_mask(masks, crops, at), (votes >= 2).reshape(64, 64))
+    # masks of one crop: a plain vote, pixel by pixel
+    np.testing.assert_array_equal(F.majority_mask(masks, [at] * 3, at), sum(masks) >= 2)
+
+
 def test_feathered_mask_stays_inside_crop(astronaut):
     (face,) = F.find_faces(astronaut)
     region = F.face_region(face.crop.to_crop(face.landmarks), 128)
