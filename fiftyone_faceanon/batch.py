@@ -377,7 +377,7 @@ def video_records(result: VideoResult, pipeline: Pipeline) -> tuple[dict, dict]:
         donor = None if plan.donor is None else pipeline.backend.donor_id(plan.donor)
         geometry = (min(1.0, step + 0.25 * plan.attempt) if pipeline.shape is not None
                     else 0.0)
-        anonymized = {"donor": donor, "geometry": geometry, "tries": plan.attempt + 1,
+        anonymized = {"donor": donor, "geometry": geometry, "tries": plan.tries,
                       "status": plan.status}
         public_tracks.append({"track": tr.id, "first": tr.first, "last": tr.last, **anonymized})
         private_tracks.append({"track": tr.id, "first": tr.first, "last": tr.last,

@@ -12,9 +12,10 @@ Layout on each sample (one image or video per sample; the dataset stays flat):
   field and saved query of the user's dataset keeps working unchanged.
 - ``faces``: ``fo.Detections``, one ``face`` per detection, at the *anonymized* face's geometry
   (relative ``[x, y, w, h]`` box, detector score as ``confidence``), with the per-face fields of
-  the sidecar: ``donor``, ``geometry``, ``tries``, ``verification`` (``verified``, ``replaced``
-  or ``fail_closed:<how>``) and ``similarity_<judge>`` (each judge's final cosine to the
-  original); :func:`evaluate_samples` puts each face's metrics on it.
+  the sidecar: ``donor``, ``geometry``, ``tries``, ``verification`` (``verified``, ``replaced``,
+  ``too_small``, ``fail_closed:<how>``, or on a video ``covered:<how>``) and
+  ``similarity_<judge>`` (each judge's final cosine to the original); :func:`evaluate_samples`
+  puts each face's metrics on it.
 - ``face_landmarks``: ``fo.Keypoints``, one per face, the anonymized face's 68 iBUG points in
   relative ``[x, y]``: what a release carries (the original's landmarks stay in the private
   record, ``<output_dir>.private``).

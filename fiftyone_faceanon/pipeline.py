@@ -90,7 +90,8 @@ class FaceRecord:
     ``similarity``: each judge's final cosine to the original (empty without verification);
     ``status``: ``replaced`` (not verified), ``too_small`` (replaced over the wide region, not
     verified: smaller than :data:`~.verify.MIN_JUDGED_SIZE`), ``verified``, or
-    ``fail_closed:<blur|mask>``."""
+    ``fail_closed:<blur|mask>``; a video track's plan can also be ``covered:<blur|mask>``
+    (:meth:`Pipeline.plan_identity`)."""
 
     original: F.Face
     anonymized: F.Face
@@ -200,6 +201,18 @@ class IdentityPlan:
     #: whether the face wears glasses (its first judged view's embedding), whose frames every
     #: view keeps (:meth:`Pipeline._occluded`)
     frames: bool = False
+
+    @property
+    def covered(self) -> bool:
+        """Whether every view is covered (:meth:`Pipeline._cover`, ``<how>`` after the colon)
+        instead of showing the donor: after a failed verification (``fail_closed:<how>``) or
+        without a donor tried (``covered:<how>``)."""
+        return self.status.startswith(("fail_closed:", "covered:"))
+
+    @property
+    def tries(self) -> int:
+        """How many donors were tried: none for a face covered outright."""
+        return 0 if self.status.startswith("covered:") else self.attempt + 1
 
 
 @dataclass
@@ -560,8 +573,8 @@ class Pipeline:
                       timings: dict[str, float] | None = None,
                       margin: dict[str, float] | None = None,
                       released: Callable[[np.ndarray], np.ndarray] | None = None,
-                      found: list[Callable[[], np.ndarray | None]] | None = None
-                      ) -> "IdentityPlan":
+                      found: list[Callable[[], np.ndarray | None]] | None = None,
+                      cover: bool = False) -> "IdentityPlan":
         """One fake identity for a face seen many times (a video track): the donor and try that
         every view of it is rendered with (:meth:`render_planned`).
 
@@ -579,7 +592,10 @@ class Pipeline:
         frames will be before anyone sees them (a video's encoder: :func:`~.videoio.as_encoded`;
         by default nothing); ``found``: per view, what gives its occluders (as
         :meth:`occluders`, e.g. filtered over a video's neighbouring frames) at its first render
-        (by default found in the view). Seconds per stage are added to ``timings``."""
+        (by default found in the view); ``cover``: no donor is tried, every view is covered
+        (status ``covered:<how>``: a mask with ``on_fail`` mask, else a blur, or a mask where a
+        judge still matches the blur), for a face that may not be one (a video track the
+        detector seldom confirmed). Seconds per stage are added to ``timings``."""
         s = self.settings
         released = released or (lambda image: image)
         seen = ([i for i, (image, _, judged, _) in enumerate(views)
@@ -610,6 +626,14 @@ class Pipeline:
         judged = [prepared[i] for i in seen]
         # per judge and view, what it gives the view with the face masked out (NaN: not needed)
         floor = {j: np.full(len(judged), np.nan) for j in self.verifier.judges} if judged else {}
+        if cover:
+            plan = IdentityPlan(index, None, 0, "covered:mask" if s.on_fail == "mask"
+                                else "covered:blur", frames=frames)
+            if judged and plan.status == "covered:blur" and self._still_matched(
+                    judged, plan, original, {j: np.full(len(judged), -1.0) for j in original},
+                    released):
+                plan.status = "covered:mask"
+            return plan
         tries = s.tries if judged else 1
         for attempt in range(tries):
             donor = self.backend.choose(crop0, lms0, face_rng(s.seed, key, index), attempt,
@@ -678,7 +702,7 @@ class Pipeline:
             sims, {j: np.nan_to_num(f[part], nan=-1.0) for j, f in floor.items()}, margin)
 
     def _still_matched(self, views, plan, original, floor, released) -> bool:
-        """Whether a judge still matches a view covered as ``plan`` fails closed, as ``released``
+        """Whether a judge still matches a view blurred as ``plan`` covers it, as ``released``
         gives it back (beyond what it gives the face masked out), judged :data:`VIEW_CHUNK`
         views at a time up to the first match: a blur keeps the head's outline and colours,
         which dlib sometimes still matches; the plan then masks instead."""
@@ -687,8 +711,8 @@ class Pipeline:
             covered = []
             for v in views[part]:
                 _, record = self._target(v.face, v.lms, plan.donor, plan.attempt)
-                patch, mask = self._cover(v.face, v.crop, v.lms, record.anonymized,
-                                          judged=v.judged)
+                patch, mask = self._cover(v.face, v.crop, v.lms, record.anonymized, "blur",
+                                          v.judged)
                 covered.append((released(F.paste_faces(v.image, [v.face], [patch], [mask])),
                                 [v.judged]))
             sims = self.verifier.score({j: e[part] for j, e in original.items()}, covered)
@@ -707,7 +731,7 @@ class Pipeline:
                        found: list[np.ndarray | None] | None = None
                        ) -> tuple[np.ndarray, list[F.Face], dict[str, float]]:
         """Replace ``faces`` of an (H, W, 3) uint8 image, each as its plan says (its donor and
-        try, or fail-closed), with no choice or verification of its own. ``stats``: per face,
+        try, or covered), with no choice or verification of its own. ``stats``: per face,
         the colour statistics to transfer (:func:`~.photometric.color_stats`, e.g. smoothed
         along a track) or None; ``judged``: per face, where the judges found it (as its plan's
         views, :meth:`plan_identity`), which a fail-closed cover covers too; ``found``: per
@@ -722,7 +746,7 @@ class Pipeline:
                                                       judged or none, found or none):
             crop = F.crop_face(image, face.crop)
             lms = face.crop.to_crop(face.landmarks)
-            if plan.status.startswith("fail_closed"):  # covered at the geometry of its last try
+            if plan.covered:  # at the geometry of its last try
                 _, record = self._target(face, lms, plan.donor, plan.attempt)
                 rendered = self._cover(face, crop, lms, record.anonymized,
                                        plan.status.split(":")[1], seen)

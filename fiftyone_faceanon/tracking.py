@@ -66,6 +66,10 @@ class TrackSettings:
     cut_histogram: float = 0.1
 
 
+#: the share of a face's box inside the frame that counts it as in view (:func:`detected_share`)
+IN_VIEW = 0.85
+
+
 @dataclass
 class TrackedFace:
     """One face of a track in one frame: box (4,), landmarks (68, 2), detector score (the last
@@ -360,6 +364,27 @@ def _finish(tr: Track, coasted: int, t: int, s: TrackSettings) -> Track:
         for g in range(1, s.extend + 1):
             tr.faces[first - g] = _shifted(tr.faces[first], -v, g)
     return tr
+
+
+def detected_share(track: Track, every: int, shape: tuple[int, ...]) -> float:
+    """The share of a track's chances on which the detector found its face: about 1 for a
+    face, low for a false detection that the tracker followed back and on (a hand, a patch of
+    hair). A chance is a detection frame of its life (each ``every``-th frame, and the first of
+    its shot) where the face was found, or was in view: :data:`IN_VIEW` of its box inside the
+    (H, W) frame ``shape`` (the detector misses a face leaving the frame, and those frames do
+    not count)."""
+    h, w = shape[:2]
+
+    def chance(t: int) -> bool:
+        face = track.faces[t]
+        if face.source == "detected":
+            return True
+        x0, y0, x1, y1 = face.box
+        inside = max(0.0, min(x1, w) - max(x0, 0.0)) * max(0.0, min(y1, h) - max(y0, 0.0))
+        return (t % every == 0 or t == track.shot) and inside >= IN_VIEW * _area(face.box)
+
+    chances = [t for t in track.faces if chance(t)]
+    return sum(track.faces[t].source == "detected" for t in chances) / max(len(chances), 1)
 
 
 def one_euro(x: np.ndarray, rate: float, min_cutoff: float = 1.0, beta: float = 0.5,

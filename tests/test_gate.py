@@ -413,6 +413,7 @@ def test_video_findings_in_sarif_and_the_baseline(videos, world, tmp_path):
     assert run_cli("gate", clip, "--gallery", world["gallery"], "--baseline",
                    baseline).exit_code == 0
     rerun = run_cli("gate", clip, "--gallery", world["gallery"], "--sarif", tmp_path / "b.sarif")
+    assert rerun.exit_code == 1, rerun.output  # no baseline: the face blocks again
     (result,) = json.loads((tmp_path / "b.sarif").read_text())["runs"][0]["results"]
     assert result["partialFingerprints"] == found["partialFingerprints"]
 

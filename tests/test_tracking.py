@@ -11,7 +11,9 @@ from scipy.signal import lfilter
 
 from fiftyone_faceanon import faces as F
 from fiftyone_faceanon.images import load_image
-from fiftyone_faceanon.tracking import TrackSettings, one_euro, smooth_track, track_faces
+from fiftyone_faceanon.tracking import (TrackSettings, detected_share, one_euro, smooth_track,
+                                        track_faces)
+from fiftyone_faceanon.video import DOUBTFUL
 
 
 def test_one_euro_without_speed_term_is_a_first_order_low_pass():
@@ -126,6 +128,24 @@ def test_a_detector_that_blinks_leaves_no_frame_uncovered(pan):
              and F.box_iou(tr.faces[9].box[None], target[None])[0, 0] > 0.2]
     assert len(owner) == 1 and all(t in owner[0].faces for t in range(9, 16))
     assert {owner[0].faces[t].source for t in range(10, 15)} <= {"tracked", "interpolated"}
+
+
+@pytest.mark.slow
+def test_a_false_face_found_once_is_doubtful(pan):
+    """The real detections and, on frame 20 only, a "face" on the shirt (as MTCNN finds one on
+    a hand or in hair): the tracker follows it back and on through the other frames, but the
+    detector found it on 1 of the 6 detection frames of its life, in view on all; the real face
+    on all of them."""
+    frames, detections = pan
+    false = np.array([[150.0, 220.0, 190.0, 270.0]])
+    seen = [(np.concatenate([b, false]), np.concatenate([s, [0.95]])) if t == 20 else (b, s)
+            for t, (b, s) in enumerate(detections)]
+    by_frame = {id(f): d for f, d in zip(frames, seen)}
+    tracks = track_faces(frames, lambda f: by_frame[id(f)], TrackSettings(detect_every=5))
+    (shirt,) = [tr for tr in tracks if F.box_iou(tr.faces[20].box[None], false)[0, 0] > 0.5]
+    share = detected_share(shirt, 5, frames[0].shape)
+    assert len(shirt.faces) > 20 and share == pytest.approx(1 / 6) and share < DOUBTFUL
+    assert all(detected_share(tr, 5, frames[0].shape) == 1.0 for tr in tracks if tr is not shirt)
 
 
 @pytest.mark.slow
