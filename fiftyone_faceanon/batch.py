@@ -68,6 +68,8 @@ class Outcome:
     identity: dict = field(default_factory=dict)
     #: faces too small for the judges (``too_small``): replaced, not verified
     unjudged: int = 0
+    #: a video's tracks covered with no donor tried (``covered:<how>``: seldom confirmed)
+    covered: int = 0
 
 
 class _Pending(NamedTuple):
@@ -330,7 +332,8 @@ class Worker:
                         "embeddings": self._track_embeddings(job.src, result)}
         return Outcome(job.rel, status, len(result.tracks), message,
                        timings={**result.timings, "cpu": time.process_time() - cpu0},
-                       identity=identity)
+                       identity=identity, covered=sum(plan.status.startswith("covered:")
+                                                      for plan in result.plans.values()))
 
     def _track_embeddings(self, src: Path, result: VideoResult) -> dict:
         """Every judge's embedding of each track's original face at

@@ -207,5 +207,7 @@ def test_a_false_face_on_a_hand_is_covered_not_given_a_face(fixtures_dir, tmp_pa
     assert tracks[hand]["status"].startswith("covered:"), tracks[hand]
     assert tracks[hand]["tries"] == 0 and tracks[hand]["donor"] is None
     assert tracks[hand]["first"] <= 5
+    covered = sum(t["status"].startswith("covered:") for t in tracks.values())
+    assert f"note: {covered} video track(s) that the detector confirmed on" in result.output
     singer = max(boxes, key=lambda k: boxes[k][2] - boxes[k][0])
     assert not tracks[singer]["status"].startswith("covered:"), tracks[singer]

@@ -115,6 +115,7 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
 
     counts = {"ok": 0, "no_face": 0, "skipped": 0, "unverified": 0, "error": 0}
     unjudged = [0]  # faces too small for the judges, in the files done by this run
+    covered = [0]  # video tracks covered with no donor tried, in the files done by this run
     bar = tqdm(desc="anonymize", unit="file", file=sys.stderr, dynamic_ncols=True)
     frames = {}
 
@@ -130,6 +131,7 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
     def on_outcome(outcome):
         counts[outcome.status] += 1
         unjudged[0] += outcome.unjudged
+        covered[0] += outcome.covered
         for old in frames.values():
             old.close()
         frames.clear()
@@ -166,6 +168,11 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
         click.echo(f"note: {unjudged[0]} face(s) under {MIN_JUDGED_SIZE} px replaced over the wide "
                    "region but not judged (too small for the judges; status too_small in the "
                    "sidecars)", err=True)
+    if covered[0]:
+        click.echo(f"note: {covered[0]} video track(s) that the detector confirmed on "
+                   "fewer than half of their detection frames covered (blurred or masked) "
+                   "instead of given a donor face (status covered:<how> in the sidecars)",
+                   err=True)
     return 1 if counts["error"] or counts["unverified"] else 0
 
 
