@@ -334,6 +334,16 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
 
 
+def in_view(box: np.ndarray, shape: tuple[int, ...]) -> float:
+    """The share of an ``(x0, y0, x1, y1)`` box's area inside an image of ``shape`` (H, W, ...)
+    (0 for an empty box)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    h, w = shape[:2]
+    area = max(x1 - x0, 0.0) * max(y1 - y0, 0.0)
+    inside = max(0.0, min(x1, w) - max(x0, 0.0)) * max(0.0, min(y1, h) - max(y0, 0.0))
+    return inside / area if area > 0 else 0.0
+
+
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection of two ``(x0, y0, x1, y1)`` boxes over the smaller one's area."""
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))

@@ -627,13 +627,9 @@ class Pipeline:
         # per judge and view, what it gives the view with the face masked out (NaN: not needed)
         floor = {j: np.full(len(judged), np.nan) for j in self.verifier.judges} if judged else {}
         if cover:
-            plan = IdentityPlan(index, None, 0, "covered:mask" if s.on_fail == "mask"
-                                else "covered:blur", frames=frames)
-            if judged and plan.status == "covered:blur" and self._still_matched(
-                    judged, plan, original, {j: np.full(len(judged), -1.0) for j in original},
-                    released):
-                plan.status = "covered:mask"
-            return plan
+            return self._covered(IdentityPlan(index, None, 0, "", frames=frames), "covered",
+                                 "mask" if s.on_fail == "mask" else "blur", judged, original,
+                                 floor, released)
         tries = s.tries if judged else 1
         for attempt in range(tries):
             donor = self.backend.choose(crop0, lms0, face_rng(s.seed, key, index), attempt,
@@ -666,10 +662,17 @@ class Pipeline:
         if s.on_fail == "error":
             raise VerificationError(f"still matched after {s.tries} tries (" + ", ".join(
                 f"{j} {v:.3f}" for j, v in plan.similarity.items()) + ")")
-        plan.status = f"fail_closed:{s.on_fail}"
+        return self._covered(plan, "fail_closed", s.on_fail, judged, original, floor, released)
+
+    def _covered(self, plan, why, how, judged, original, floor, released) -> "IdentityPlan":
+        """``plan`` with every view covered, status ``<why>:<how>``: a blur that a judge still
+        matches on a ``judged`` view (:meth:`_still_matched`, beyond the ``floor`` known so
+        far) becomes a mask."""
+        plan.status = f"{why}:{how}"
         known = {j: np.nan_to_num(f, nan=-1.0) for j, f in floor.items()}
-        if s.on_fail == "blur" and self._still_matched(judged, plan, original, known, released):
-            plan.status = "fail_closed:mask"
+        if how == "blur" and judged and self._still_matched(judged, plan, original, known,
+                                                            released):
+            plan.status = f"{why}:mask"
         return plan
 
     def _judge_views(self, views, original, floor, part, plan, key, margin, timings, released

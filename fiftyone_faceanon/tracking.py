@@ -373,15 +373,10 @@ def detected_share(track: Track, every: int, shape: tuple[int, ...]) -> float:
     its shot) where the face was found, or was in view: :data:`IN_VIEW` of its box inside the
     (H, W) frame ``shape`` (the detector misses a face leaving the frame, and those frames do
     not count)."""
-    h, w = shape[:2]
-
     def chance(t: int) -> bool:
         face = track.faces[t]
-        if face.source == "detected":
-            return True
-        x0, y0, x1, y1 = face.box
-        inside = max(0.0, min(x1, w) - max(x0, 0.0)) * max(0.0, min(y1, h) - max(y0, 0.0))
-        return (t % every == 0 or t == track.shot) and inside >= IN_VIEW * _area(face.box)
+        return face.source == "detected" or (
+            (t % every == 0 or t == track.shot) and F.in_view(face.box, shape) >= IN_VIEW)
 
     chances = [t for t in track.faces if chance(t)]
     return sum(track.faces[t].source == "detected" for t in chances) / max(len(chances), 1)

@@ -52,12 +52,7 @@ def large_enough(face: Face) -> bool:
 def judgeable(face: Face, shape: tuple[int, ...]) -> bool:
     """Whether the judges can score ``face`` in an image of ``shape`` (H, W, ...): it is
     :func:`large_enough` and :data:`MIN_INSIDE` of its box is in view."""
-    if not large_enough(face):
-        return False
-    x0, y0, x1, y1 = (float(v) for v in face.box)
-    h, w = shape[:2]
-    inside = max(0.0, min(x1, w) - max(x0, 0)) * max(0.0, min(y1, h) - max(y0, 0))
-    return inside >= MIN_INSIDE * (x1 - x0) * (y1 - y0)
+    return large_enough(face) and F.in_view(face.box, shape) >= MIN_INSIDE
 
 
 class VerificationError(RuntimeError):
