@@ -224,13 +224,14 @@ def track_faces(
     settings: TrackSettings = TrackSettings(),
     on_frame: Callable[[int], None] | None = None,
     pool: Executor | None = None,
+    ahead: int = 1,
 ) -> list[Track]:
     """Every face of a video as tracks, ordered by first frame (module docstring).
 
     ``frames``: the video's RGB frames in order; ``detect(frame)``: ``(boxes (F, 4), scores
     (F,))``; ``on_frame(t)`` is called after each frame. With a ``pool``, the detector runs
-    there on each ``detect_every``-th frame ``detect_every`` frames ahead, while the frames
-    before it are followed (the same tracks: only where the detector runs changes). Track ids
+    there on each ``detect_every``-th frame, on ``ahead`` such frames at once, while the frames
+    before them are followed (the same tracks: only where the detector runs changes). Track ids
     count from 0 in order of birth.
     """
     s = settings
@@ -241,7 +242,8 @@ def track_faces(
     next_id = 0
     t = -1
     previous, shot = None, 0
-    for t, (rgb, ahead) in enumerate(_read_ahead(frames, detect, s.detect_every, pool)):
+    for t, (rgb, ahead) in enumerate(_read_ahead(frames, detect, s.detect_every, pool,
+                                                           ahead)):
         frame = Frame.of(rgb)
         thumb = thumbnail(frame)
         cut = previous is not None and shot_cut(previous, thumb, s)
@@ -275,18 +277,18 @@ def track_faces(
     return sorted((tr for tr in done if tr.faces), key=lambda tr: (tr.first, tr.id))
 
 
-def _read_ahead(frames: Iterable[np.ndarray], detect, every: int, pool: Executor | None
-                ) -> Iterator[tuple[np.ndarray, Future | None]]:
+def _read_ahead(frames: Iterable[np.ndarray], detect, every: int, pool: Executor | None,
+                ahead: int = 1) -> Iterator[tuple[np.ndarray, Future | None]]:
     """``(frame, its detections)`` in order: with a ``pool``, a future of ``detect(frame)`` for
-    every ``every``-th frame, submitted ``every`` frames before the frame is handed on;
-    otherwise None."""
+    every ``every``-th frame, submitted ``ahead * every`` frames before the frame is handed on
+    (so ``ahead`` detections run at once); otherwise None."""
     if pool is None:
         yield from ((rgb, None) for rgb in frames)
         return
     waiting: deque = deque()
     for t, rgb in enumerate(frames):
         waiting.append((rgb, pool.submit(detect, rgb) if t % every == 0 else None))
-        if len(waiting) > every:
+        if len(waiting) > ahead * every:
             yield waiting.popleft()
     yield from waiting
 

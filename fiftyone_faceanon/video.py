@@ -141,26 +141,26 @@ def _detector(pipeline: Pipeline):
 
 
 def _track(pipeline, src, info, settings, timings, progress, threads) -> list[Track]:
-    """The tracks of the video; with ``threads`` > 1 the detector runs in a thread of its own,
-    ahead of the frames being followed. ``timings``: ``track``, the pass's wall time
+    """The tracks of the video; with ``threads`` > 1 the detector runs in that many threads of
+    its own, ahead of the frames being followed. ``timings``: ``track``, the pass's wall time
     (decoding, detecting and following); ``detect``, the detector's seconds within it."""
     from concurrent.futures import ThreadPoolExecutor
 
     detect = _detector(pipeline)
-    spent = {"detect": 0.0}
+    spent: list[float] = []  # one per call: the threads do not add into one number
 
     def timed_detect(frame):
         t0 = time.perf_counter()
         found = detect(frame)
-        spent["detect"] += time.perf_counter() - t0
+        spent.append(time.perf_counter() - t0)
         return found
 
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(1) if threads > 1 else nullcontext() as pool:
+    with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
         tracks = track_faces(read_frames(src), timed_detect, settings,
                              (lambda t: progress("track", t + 1, info.frames)) if progress
-                             else None, pool)
-    timings["detect"] = spent["detect"]
+                             else None, pool, threads)
+    timings["detect"] = sum(spent)
     timings["track"] = time.perf_counter() - t0
     return tracks
 

@@ -81,13 +81,15 @@ def _same(a, b) -> bool:
 
 
 @pytest.mark.slow
-def test_detecting_ahead_in_a_thread_gives_the_same_tracks(pan):
+@pytest.mark.parametrize("threads", [1, 3])
+def test_detecting_ahead_in_threads_gives_the_same_tracks(pan, threads):
     frames, detections = pan
     by_frame = {id(f): d for f, d in zip(frames, detections)}
     detect = lambda f: by_frame[id(f)]  # noqa: E731
     alone = track_faces(frames, detect, TrackSettings(detect_every=5))
-    with ThreadPoolExecutor(1) as pool:
-        assert _same(track_faces(frames, detect, TrackSettings(detect_every=5), pool=pool), alone)
+    with ThreadPoolExecutor(threads) as pool:
+        assert _same(track_faces(frames, detect, TrackSettings(detect_every=5), pool=pool,
+                                 ahead=threads), alone)
 
 
 @pytest.mark.slow

@@ -117,6 +117,25 @@ def test_rerun_resumes_and_same_seed_gives_same_bytes(pan_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_output_does_not_depend_on_the_threads(fixtures_dir, tmp_path):
+    """A 24-frame pan over the group photo (six people) anonymized by one thread and by three
+    (the detector runs ahead in as many threads, the tracks are planned and the frames rendered
+    concurrently): the same file and plans."""
+    from fiftyone_faceanon.pipeline import Pipeline, Settings
+    from fiftyone_faceanon.video import anonymize_video
+
+    clip = pan_zoom_clip(fixtures_dir / "group" / "insightface_t1.jpg", tmp_path / "pan.mp4",
+                         frames=24)
+    pipeline = Pipeline(Settings())
+    runs = [anonymize_video(pipeline, clip, tmp_path / f"out{n}.mp4", "pan.mp4", threads=n)
+            for n in (1, 3)]
+    assert (tmp_path / "out1.mp4").read_bytes() == (tmp_path / "out3.mp4").read_bytes()
+    one, three = ({tid: (p.donor, p.attempt, p.status) for tid, p in r.plans.items()}
+                  for r in runs)
+    assert one == three and len(one) >= 5
+
+
+@pytest.mark.slow
 def test_crossfade_keeps_one_identity_while_the_person_stays(fixtures_dir, tmp_path):
     """Cross-fades through one person's photos: each photo's face is one track, replaced on
     every frame in which the detector finds it."""
