@@ -258,7 +258,7 @@ def track_faces(
                     tr.faces[t] = moved
                     continue
             coasting[tr.id] = coasting.get(tr.id, 0) + 1
-        if t % s.detect_every == 0 or cut:
+        if detection_frame(t, s.detect_every, shot):
             boxes, scores = ahead.result() if ahead else detect(rgb)
             next_id = _link(frame, t, boxes, scores, active, coasting, recent, next_id, shot,
                             s)
@@ -275,6 +275,12 @@ def track_faces(
     for tr in done:  # extrapolation never reaches past the video or across a cut
         tr.faces = {k: v for k, v in tr.faces.items() if tr.shot <= k < n}
     return sorted((tr for tr in done if tr.faces), key=lambda tr: (tr.first, tr.id))
+
+
+def detection_frame(t: int, every: int, shot: int) -> bool:
+    """Whether :func:`track_faces` runs the detector on frame ``t``: every ``every``-th frame,
+    and the first frame of a shot (``shot``, the frame the shot of ``t`` began)."""
+    return t % every == 0 or t == shot
 
 
 def _read_ahead(frames: Iterable[np.ndarray], detect, every: int, pool: Executor | None,
@@ -371,14 +377,14 @@ def _finish(tr: Track, coasted: int, t: int, s: TrackSettings) -> Track:
 def detected_share(track: Track, every: int, shape: tuple[int, ...]) -> float:
     """The share of a track's chances on which the detector found its face: about 1 for a
     face, low for a false detection that the tracker followed back and on (a hand, a patch of
-    hair). A chance is a detection frame of its life (each ``every``-th frame, and the first of
-    its shot) where the face was found, or was in view: :data:`IN_VIEW` of its box inside the
-    (H, W) frame ``shape`` (the detector misses a face leaving the frame, and those frames do
-    not count)."""
+    hair). A chance is a frame of its life on which the detector ran (:func:`detection_frame`)
+    where the face was found, or was in view: :data:`IN_VIEW` of its box inside the (H, W)
+    frame ``shape`` (the detector misses a face leaving the frame, and those frames do not
+    count)."""
     def chance(t: int) -> bool:
         face = track.faces[t]
         return face.source == "detected" or (
-            (t % every == 0 or t == track.shot) and F.in_view(face.box, shape) >= IN_VIEW)
+            detection_frame(t, every, track.shot) and F.in_view(face.box, shape) >= IN_VIEW)
 
     chances = [t for t in track.faces if chance(t)]
     return sum(track.faces[t].source == "detected" for t in chances) / max(len(chances), 1)
