@@ -242,8 +242,8 @@ def track_faces(
     next_id = 0
     t = -1
     previous, shot = None, 0
-    for t, (rgb, ahead) in enumerate(_read_ahead(frames, detect, s.detect_every, pool,
-                                                           ahead)):
+    for t, (rgb, detecting) in enumerate(_read_ahead(frames, detect, s.detect_every, pool,
+                                                     ahead)):
         frame = Frame.of(rgb)
         thumb = thumbnail(frame)
         cut = previous is not None and shot_cut(previous, thumb, s)
@@ -259,7 +259,7 @@ def track_faces(
                     continue
             coasting[tr.id] = coasting.get(tr.id, 0) + 1
         if detection_frame(t, s.detect_every, shot):
-            boxes, scores = ahead.result() if ahead else detect(rgb)
+            boxes, scores = detecting.result() if detecting else detect(rgb)
             next_id = _link(frame, t, boxes, scores, active, coasting, recent, next_id, shot,
                             s)
         for tr in list(active):
