@@ -7,10 +7,11 @@ Default VIDEO: ``fixtures/face_recognition/examples/short_hamilton_clip.mp4`` fr
 ``../shared/data`` (275 frames, 640x360). Runs the same code as the CLI
 (``batch.anonymize_files``, one worker, the video rendered by as many threads as the machine has
 cores), decode and encode included; frames/s is over the video's own time, the run's time adds
-loading the models. ``--coverage`` also runs the
-detector on every frame of the original and counts the faces it finds (probability 0.9 or
-more) that no replaced face of the output covers (box IoU 0.3): what ``--detect-every`` misses.
-Prints Markdown tables for docs/benchmarks.md.
+loading the models; ``CPU s`` is the CPU time of the process and its finished children over
+the run (all threads), ``cores`` that over the run's wall time: how much of the machine the run
+kept busy. ``--coverage`` also runs the detector on every frame of the original and counts the
+faces it finds (probability 0.9 or more) that no replaced face of the output covers (box IoU
+0.3): what ``--detect-every`` misses. Prints Markdown tables for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ STAGES = ("detect", "track", "plan", "render", "render_occluders", "render_backe
           "render_postprocess", "render_encode")
 
 
+def cpu_seconds() -> float:
+    """User and system CPU time so far of this process (all threads) and its finished
+    children."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def uncovered(video: Path, record: dict) -> list[dict]:
     """``{"frame", "box"}`` of every face MTCNN finds in the original that no face of the
     record covers (:func:`~fiftyone_faceanon.metrics.temporal.unreplaced_faces`)."""
@@ -66,16 +74,16 @@ def main() -> None:
             out = Path(tmp) / "out"
             video = VideoSettings(tracking=TrackSettings(detect_every=every))
             with TreeMemory() as memory:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), cpu_seconds()
                 (outcome,) = anonymize_files([args.video], out, settings, workers=1,
                                              video=video)
-                wall = time.perf_counter() - t0
+                wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
             assert outcome.status in ("ok", "unverified"), outcome.message
             record = json.loads((records_dir(out) / f"{args.video.name}.json").read_text())
             frames = record["video"]["frames"]
             total = outcome.timings["total"]
             row = {"every": every, "frames": frames, "wall": wall, "total": total,
-                   "fps": frames / total,
+                   "fps": frames / total, "cpu": cpu, "cores": cpu / wall,
                    "tracks": len(record["tracks"]),
                    "fail_closed": sum(t["anonymized"]["status"].startswith("fail_closed")
                                       for t in record["tracks"]),
@@ -87,11 +95,13 @@ def main() -> None:
 
     print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{args.video.name}, verification {'on' if args.verify else 'off'}\n")
-    print("| detect every | frames/s | s video | s run | " + " | ".join(f"{k} s" for k in STAGES)
+    print("| detect every | frames/s | s video | s run | CPU s | cores | "
+          + " | ".join(f"{k} s" for k in STAGES)
           + " | tracks | fail-closed | peak MiB |" + (" missed faces |" if args.coverage else ""))
-    print("| --- " * (len(STAGES) + 7 + bool(args.coverage)) + "|")
+    print("| --- " * (len(STAGES) + 9 + bool(args.coverage)) + "|")
     for r in rows:
         print(f"| {r['every']} | {r['fps']:.1f} | {r['total']:.1f} | {r['wall']:.1f} | "
+              f"{r['cpu']:.1f} | {r['cores']:.2f} | "
               + " | ".join(f"{r[k]:.1f}" for k in STAGES)
               + f" | {r['tracks']} | {r['fail_closed']} | {r['peak']:.0f} |"
               + (f" {len(r['missed'])} |" if args.coverage else ""))
