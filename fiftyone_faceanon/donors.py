@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import zipfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -364,23 +365,51 @@ def utkface_reference(
     """Embeddings and labels of ``n`` UTKFace chips drawn with ``seed`` from ``folder``: (M, D)
     float32 unit rows of ``judge`` and (M, 3) int ``(age, gender, race)``, M <= n (chips where
     MTCNN finds no face are skipped; the largest face of a chip is used)."""
+    files = sorted(p for p in Path(folder).glob("*.jpg") if utkface_labels(p.name))
+    pick = np.random.default_rng(seed).choice(len(files), min(n, len(files)), replace=False)
+    embeddings, kept = embed_largest_faces([files[i] for i in np.sort(pick)], {"j": judge},
+                                           device)
+    return embeddings["j"], np.array([utkface_labels(p.name) for p in kept],
+                                     np.int64).reshape(-1, 3)
+
+
+def utkface_500(files: list[Path]) -> list[Path]:
+    """The UTKFace 500 of docs/benchmarks.md among ``files`` (UTKFace chips in name order):
+    100 per race code, drawn by ``random.Random(0)`` from each code's chips. The demographic
+    heads are checked on them and trained on the rest."""
+    by: dict[int, list[Path]] = {}
+    for f in files:
+        by.setdefault(utkface_labels(f.name)[2], []).append(f)
+    rng = random.Random(0)
+    return [f for race in sorted(by) for f in rng.sample(by[race], 100)]
+
+
+def embed_largest_faces(files: list[Path], judges: dict, device: str = "auto",
+                        progress: Callable[[int], None] | None = None,
+                        load: Callable[[Path], np.ndarray] | None = None
+                        ) -> tuple[dict[str, np.ndarray], list[Path]]:
+    """Each of ``judges``' (M, D) float32 unit embeddings of the largest face MTCNN finds in
+    each of ``files`` (64 at a time; ``progress(images done)`` after each), and the M files it
+    found one in. ``load`` reads a file as (H, W, 3) uint8 RGB (default: as it is)."""
     from .faces import find_faces_batch
     from .images import load_image
 
-    files = sorted(p for p in Path(folder).glob("*.jpg") if utkface_labels(p.name))
-    pick = np.random.default_rng(seed).choice(len(files), min(n, len(files)), replace=False)
-    rows, labels = [], []
-    for start in range(0, len(pick), 64):
-        chunk = [files[i] for i in np.sort(pick[start : start + 64])]
-        images = [load_image(p).rgb for p in chunk]
+    load = load or (lambda path: load_image(path).rgb)
+    rows: dict[str, list[np.ndarray]] = {name: [] for name in judges}
+    kept: list[Path] = []
+    for start in range(0, len(files), 64):
+        chunk = files[start : start + 64]
+        images = [load(p) for p in chunk]
         found = find_faces_batch(images, device=device)
         items = [(im, [max(f, key=lambda x: _box_area(x.box))])
                  for im, f in zip(images, found) if f]
-        names = [p.name for p, f in zip(chunk, found) if f]
-        if items:
-            rows.extend(judge.embed_many(items))
-            labels.extend(utkface_labels(name) for name in names)
-    return np.concatenate(rows).astype(np.float32), np.array(labels, np.int64).reshape(-1, 3)
+        kept.extend(p for p, f in zip(chunk, found) if f)
+        for name, judge in judges.items():
+            rows[name].extend(judge.embed_many(items) if items else [])
+        if progress:
+            progress(len(chunk))
+    return {name: (np.concatenate(r).astype(np.float32) if r else
+                   np.zeros((0, judges[name].dim), np.float32)) for name, r in rows.items()}, kept
 
 
 def _box_area(box: np.ndarray) -> float:
