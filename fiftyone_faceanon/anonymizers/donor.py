@@ -9,10 +9,11 @@ on the pipeline's crop and every donor gets the matching cost
 
 over pose (yaw, pitch), expression state (mouth opening, teeth, eye opening), skin tone (Cb, Cr,
 luma), face proportions (jaw width over face height), beard and glasses, and, when the
-pipeline has the face's FaceNet-CASIA embedding (verification on), the estimated gender and age
-(linear heads on that embedding, ``models/demographics_casia.npz``, applied to the donors'
-embeddings too), and the face's glasses are then read from it as well (:func:`glasses`; a
-donor's glasses are the larger of that head's and the edge measure's, :data:`GLASSES_HEAD`);
+pipeline has the face's judge embeddings (verification on), the estimated gender and age
+(linear heads on its FaceNet-CASIA and dlib embeddings, ``models/demographics.npz``, applied to
+the donors' embeddings too), and the face's glasses are then read from its FaceNet-CASIA
+embedding as well (:func:`glasses`; a donor's glasses are the larger of that head's and the
+edge measure's, :data:`GLASSES_HEAD`);
 ``sigma_k`` is a fixed tolerance per attribute (:data:`TERMS`).
 The face's candidate order is its ``CANDIDATES`` cheapest
 donors shuffled by the face's seeded generator, then the rest by cost, so different people (and
@@ -46,7 +47,7 @@ TERMS = {
     "proportion": (0.3, 0.1), "beard": (2.0, 0.2), "glasses": (1.0, 0.25),
     "female": (2.0, 0.25), "log_age": (1.0, 0.3),
 }
-#: Terms that need the face's FaceNet-CASIA embedding.
+#: Terms that need the face's judge embeddings (:data:`DEMOGRAPHIC_JUDGES`).
 DEMOGRAPHIC = ("female", "log_age")
 #: How many of the cheapest donors the seed chooses among.
 CANDIDATES = 6
@@ -59,7 +60,12 @@ NO_GLASSES, GLASSES = 0.3, 0.5
 #: Matched to donors with glasses instead, 16 of 36 verified LFW wearers looked at came out
 #: bare: the bank has few such donors, most of them young (docs/donors.md).
 KEEP_FRAMES = 0.5
-DEMOGRAPHICS = "demographics_casia.npz"
+#: Linear heads for gender and age on the concatenated embeddings of
+#: :data:`DEMOGRAPHIC_JUDGES` (``scripts/build_demographics_head.py``): on FaceNet-CASIA's
+#: alone they told the gender of 67% of the synthetic donors (labelled by eye), with dlib's
+#: beside it 96% (docs/donors.md, "Gender and age").
+DEMOGRAPHICS = "demographics.npz"
+DEMOGRAPHIC_JUDGES = ("facenet_casia", "dlib")
 #: The face's ``glasses`` when the pipeline has its FaceNet-CASIA embedding (:func:`glasses`):
 #: the edge measure, fitted on synthetic faces, hardly ranks LFW's glasses above bare faces
 #: (ROC AUC 0.68; the head 0.94, ``scripts/build_glasses_head.py``). A donor's is the larger of
@@ -85,8 +91,8 @@ INNER_LIPS = slice(60, 68)
 
 @lru_cache(maxsize=None)
 def _head(name: str) -> dict[str, np.ndarray]:
-    """The weight vectors ((513,) each, the last the bias) of a shipped ``.npz`` of linear heads
-    on the FaceNet-CASIA embedding, read once (checksum verified)."""
+    """The weight vectors ((D + 1,) each, the last the bias) of a shipped ``.npz`` of linear
+    heads on judge embeddings, read once (checksum verified)."""
     from ..weights import model_path
 
     with np.load(model_path(name)) as heads:
@@ -94,7 +100,7 @@ def _head(name: str) -> dict[str, np.ndarray]:
 
 
 def linear_head(embeddings: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(N, 512) embeddings and (513,) weights, the last the bias -> (N,) ``[e, 1] . w``."""
+    """(N, D) embeddings and (D + 1,) weights, the last the bias -> (N,) ``[e, 1] . w``."""
     return np.hstack([embeddings, np.ones((len(embeddings), 1))]).astype(np.float64) @ weights
 
 
@@ -103,12 +109,18 @@ def logistic_head(embeddings: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-linear_head(embeddings, weights)))
 
 
-def demographics(embeddings: np.ndarray) -> np.ndarray:
-    """(N, 512) FaceNet-CASIA unit embeddings -> (N, 2): probability of female and
-    log(1 + age), from the shipped linear heads."""
+def demographic_features(embeddings: dict[str, np.ndarray]) -> np.ndarray:
+    """``{judge: (N, D_j) unit embeddings}`` -> (N, 640): those of :data:`DEMOGRAPHIC_JUDGES`
+    (FaceNet-CASIA 512, dlib 128) side by side, what the demographic heads read."""
+    return np.hstack([np.asarray(embeddings[j], np.float32) for j in DEMOGRAPHIC_JUDGES])
+
+
+def demographics(embeddings: dict[str, np.ndarray]) -> np.ndarray:
+    """``{judge: (N, D_j) unit embeddings}`` of :data:`DEMOGRAPHIC_JUDGES` -> (N, 2):
+    probability of female and log(1 + age), from the shipped linear heads."""
     heads = _head(DEMOGRAPHICS)
-    return np.stack([logistic_head(embeddings, heads["gender"]),
-                     linear_head(embeddings, heads["log_age"])], 1)
+    x = demographic_features(embeddings)
+    return np.stack([logistic_head(x, heads["gender"]), linear_head(x, heads["log_age"])], 1)
 
 
 def glasses(embeddings: np.ndarray) -> np.ndarray:
@@ -147,8 +159,7 @@ class Donor(Anonymizer):
         attrs = {k: np.asarray(self.bank.attributes[k], np.float64)
                  for k in TERMS if k != "proportion" and k not in DEMOGRAPHIC}
         attrs["proportion"] = np.array([proportion(l) for l in self.bank.landmarks])
-        attrs["female"], attrs["log_age"] = demographics(
-            self.bank.embeddings["facenet_casia"]).T
+        attrs["female"], attrs["log_age"] = demographics(self.bank.embeddings).T
         attrs["glasses"] = np.maximum(attrs["glasses"],
                                       glasses(self.bank.embeddings["facenet_casia"]))
         self.keys = list(TERMS)
@@ -164,20 +175,24 @@ class Donor(Anonymizer):
               identity: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """(M,) matching cost of every donor for one (S, S, 3) crop and its (68, 2) landmarks,
         infinite for a donor with glasses on a face without (:data:`NO_GLASSES`); ``identity``
-        holds the face's judge embeddings ((D,) each) when the pipeline has them, which adds the
-        gender and age terms and measures the face's glasses with :func:`glasses`; a face that
-        wears them by it keeps its own frames and is matched as one without (:data:`KEEP_FRAMES`).
+        holds the face's judge embeddings ((D,) each) when the pipeline has them: those of
+        :data:`DEMOGRAPHIC_JUDGES` add the gender and age terms, FaceNet-CASIA's measures the
+        face's glasses with :func:`glasses`; a face that wears them by it keeps its own frames
+        and is matched as one without (:data:`KEEP_FRAMES`).
         """
         from ..donors import face_attributes
 
         a = face_attributes(crop, landmarks)
         a["proportion"] = proportion(landmarks)
         use = np.ones(len(self.keys), bool)
-        if identity is not None and "facenet_casia" in identity:
+        identity = identity or {}
+        if "facenet_casia" in identity:
             casia = identity["facenet_casia"][None]
-            a["female"], a["log_age"] = demographics(casia)[0]
             # a face whose own frames stay is matched as one without glasses
             a["glasses"] = 0.0 if keeps_frames(casia)[0] else float(glasses(casia)[0])
+        if all(j in identity for j in DEMOGRAPHIC_JUDGES):
+            a["female"], a["log_age"] = demographics({j: identity[j][None]
+                                                      for j in DEMOGRAPHIC_JUDGES})[0]
         else:
             use = np.array([k not in DEMOGRAPHIC for k in self.keys])
         face = np.array([a.get(k, 0.0) for k in self.keys])
