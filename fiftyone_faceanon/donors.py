@@ -385,16 +385,21 @@ def utkface_500(files: list[Path]) -> list[Path]:
 
 
 def embed_largest_faces(files: list[Path], judges: dict, device: str = "auto",
-                        progress: Callable[[int], None] | None = None,
-                        load: Callable[[Path], np.ndarray] | None = None
+                        progress: Callable[[int], None] | None = None, grey: bool = False
                         ) -> tuple[dict[str, np.ndarray], list[Path]]:
     """Each of ``judges``' (M, D) float32 unit embeddings of the largest face MTCNN finds in
     each of ``files`` (64 at a time; ``progress(images done)`` after each), and the M files it
-    found one in. ``load`` reads a file as (H, W, 3) uint8 RGB (default: as it is)."""
+    found one in. ``grey``: each image taken in grey first (every channel the mean of the
+    three, rounded)."""
     from .faces import find_faces_batch
     from .images import load_image
 
-    load = load or (lambda path: load_image(path).rgb)
+    def load(path: Path) -> np.ndarray:
+        rgb = load_image(path).rgb
+        if not grey:
+            return rgb
+        return np.repeat(np.rint(rgb.mean(2, keepdims=True)).astype(np.uint8), 3, 2)
+
     rows: dict[str, list[np.ndarray]] = {name: [] for name in judges}
     kept: list[Path] = []
     for start in range(0, len(files), 64):

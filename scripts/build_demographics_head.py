@@ -25,7 +25,6 @@ from tqdm import tqdm
 from fiftyone_faceanon.anonymizers.donor import (DEMOGRAPHIC_JUDGES, DEMOGRAPHICS,
                                                  demographic_features)
 from fiftyone_faceanon.donors import embed_largest_faces, utkface_500, utkface_labels
-from fiftyone_faceanon.images import load_image
 from fiftyone_faceanon.metrics.identity import load_judges
 from fiftyone_faceanon.weights import models_dir, record
 
@@ -57,12 +56,6 @@ def ridge_fit(x: np.ndarray, y: np.ndarray, ridge: float = 1.0) -> np.ndarray:
     return np.linalg.solve(xb.T @ xb + ridge * np.eye(xb.shape[1]), xb.T @ y)
 
 
-def grey(path: Path) -> np.ndarray:
-    """The image at ``path`` in grey: (H, W, 3) uint8, each channel the mean of its three."""
-    rgb = load_image(path).rgb
-    return np.repeat(np.rint(rgb.mean(2, keepdims=True)).astype(np.uint8), 3, 2)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -75,8 +68,9 @@ def main() -> None:
     held = {p.name for p in utkface_500(files)}
     x, labels, test = {}, {}, {}
     with tqdm(total=2 * len(files), unit="chip") as bar:
-        for look, load in (("colour", None), ("grey", grey)):
-            embeddings, kept = embed_largest_faces(files, judges, "cpu", bar.update, load)
+        for look in ("colour", "grey"):
+            embeddings, kept = embed_largest_faces(files, judges, "cpu", bar.update,
+                                                   grey=look == "grey")
             x[look] = demographic_features(embeddings)
             labels[look] = np.array([utkface_labels(p.name) for p in kept], np.float64)
             test[look] = np.array([p.name in held for p in kept])

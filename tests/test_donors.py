@@ -274,13 +274,9 @@ def test_the_demographic_heads_tell_faces_they_never_saw():
     chips = [p for race in range(len(RACES))
              for p in [q for q in adults if utkface_labels(q.name)[2] == race][:15]]
     judges = load_judges(list(DEMOGRAPHIC_JUDGES), "cpu")[0]
-
-    def grey(path: Path) -> np.ndarray:
-        return np.repeat(np.rint(read_rgb(path).mean(2, keepdims=True)).astype(np.uint8), 3, 2)
-
     ages = {}
-    for look, load in (("colour", None), ("grey", grey)):
-        embeddings, kept = embed_largest_faces(chips, judges, "cpu", load=load)
+    for look in ("colour", "grey"):
+        embeddings, kept = embed_largest_faces(chips, judges, "cpu", grey=look == "grey")
         female, log_age = demographics(embeddings).T
         age, gender, _ = np.array([utkface_labels(p.name) for p in kept]).T
         assert len(kept) >= 70
