@@ -5,7 +5,7 @@ donor crops with their 68 landmarks and attributes measured by
 :func:`~fiftyone_faceanon.donors.face_attributes`. For each face the same attributes are measured
 on the pipeline's crop and every donor gets the matching cost
 
-    ``c(d) = sum_k w_k ((a_k - d_k) / sigma_k)^2``
+    ``c(d) = sum_k w_k ((a_k - d_k) / sigma_k)^2 + w_l max(0, z(d))^2``
 
 over pose (yaw, pitch), expression state (mouth opening, teeth, eye opening), skin tone (Cb, Cr,
 luma), face proportions (jaw width over face height), beard and glasses, and, when the
@@ -14,7 +14,9 @@ pipeline has the face's judge embeddings (verification on), the estimated gender
 the donors' embeddings too), and the face's glasses are then read from its FaceNet-CASIA
 embedding as well (:func:`glasses`; a donor's glasses are the larger of that head's and the
 edge measure's, :data:`GLASSES_HEAD`);
-``sigma_k`` is a fixed tolerance per attribute (:data:`TERMS`).
+``sigma_k`` is a fixed tolerance per attribute (:data:`TERMS`). With the judge embeddings the
+last term, :func:`likeness`, puts off donors the judges find more like the face than the bank's
+average donor (weight ``w_l``, :data:`LIKENESS`).
 The face's candidate order is its ``CANDIDATES`` cheapest
 donors shuffled by the face's seeded generator, then the rest by cost, so different people (and
 different photos of one person) get different donors while each stays a good match; verification
@@ -47,6 +49,13 @@ TERMS = {
     "proportion": (0.3, 0.1), "beard": (2.0, 0.2), "glasses": (1.0, 0.25),
     "female": (2.0, 0.25), "log_age": (1.0, 0.3),
 }
+#: Weight ``w_l`` of :func:`likeness` in the matching cost. A donor of the face's gender and
+#: age is nearer the face in the judges' eyes, and a video track is verified only when all of
+#: its up to 24 judged frames are: without the term, 6 of the Hamilton clip's 12 tracks failed
+#: closed at each of seeds 0-2; with weight 1, 4, 5 and 4 (weight 3: 4, 5, 5; 10: 5, 5 at
+#: seeds 1-2). On images it leaves fewer faces to later tries (docs/benchmarks.md, "Donors
+#: unlike the face").
+LIKENESS = 1.0
 #: Terms that need the face's judge embeddings (:data:`DEMOGRAPHIC_JUDGES`).
 DEMOGRAPHIC = ("female", "log_age")
 #: How many of the cheapest donors the seed chooses among.
@@ -136,6 +145,16 @@ def keeps_frames(embeddings: np.ndarray) -> np.ndarray:
     return glasses(embeddings) >= KEEP_FRAMES
 
 
+def likeness(identity: dict[str, np.ndarray], bank: dict[str, np.ndarray]) -> np.ndarray:
+    """``{judge: (D_j,) unit embedding}`` of one face and ``{judge: (M, D_j)}`` of M donors
+    -> (M,) ``z(d) = max_j (s_j(d) - mean_d s_j) / std_d s_j``, each donor's cosine ``s_j(d)``
+    to the face standardised over the donors, the largest over the judges: how much more like
+    the face than the average donor a judge finds it (the scale of each judge's cosines and
+    their offset for one face differ, hence per judge and per face)."""
+    sims = [bank[j] @ e for j, e in identity.items()]
+    return np.max([(s - s.mean()) / s.std() for s in sims], 0)
+
+
 def proportion(landmarks: np.ndarray) -> float:
     """Jaw width (points 0-16) over the chin-to-brow height of (68, 2) landmarks."""
     width = np.linalg.norm(landmarks[16] - landmarks[0])
@@ -178,7 +197,8 @@ class Donor(Anonymizer):
         holds the face's judge embeddings ((D,) each) when the pipeline has them: those of
         :data:`DEMOGRAPHIC_JUDGES` add the gender and age terms, FaceNet-CASIA's measures the
         face's glasses with :func:`glasses`; a face that wears them by it keeps its own frames
-        and is matched as one without (:data:`KEEP_FRAMES`).
+        and is matched as one without (:data:`KEEP_FRAMES`); every judge's adds to its donors'
+        :func:`likeness` (:data:`LIKENESS`).
         """
         from ..donors import face_attributes
 
@@ -198,6 +218,9 @@ class Donor(Anonymizer):
         face = np.array([a.get(k, 0.0) for k in self.keys])
         terms = self.weights * ((self.table - face) / self.scale) ** 2
         cost = terms[:, use].sum(1)
+        judged = {j: e for j, e in identity.items() if j in self.bank.embeddings}
+        if judged:
+            cost = cost + LIKENESS * np.maximum(likeness(judged, self.bank.embeddings), 0) ** 2
         worn = self.table[:, self.keys.index("glasses")] > GLASSES
         if a["glasses"] < NO_GLASSES and not worn.all():
             cost[worn] = np.inf
