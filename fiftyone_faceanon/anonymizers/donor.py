@@ -53,8 +53,10 @@ TERMS = {
 #: age is nearer the face in the judges' eyes, and a video track is verified only when all of
 #: its up to 24 judged frames are: without the term, 6 of the Hamilton clip's 12 tracks failed
 #: closed at each of seeds 0-2; with weight 1, 4, 5 and 4 (weight 3: 4, 5, 5; 10: 5, 5 at
-#: seeds 1-2). On images it leaves fewer faces to later tries (docs/benchmarks.md, "Donors
-#: unlike the face").
+#: seeds 1-2), though on the pan over the group photo 3 of 6 at each seed instead of 2, 3, 2.
+#: On images it leaves fewer faces to later tries, whose stronger geometry and wider region
+#: also made photos of one person harder to link (docs/benchmarks.md, "Donors unlike the
+#: face").
 LIKENESS = 1.0
 #: Terms that need the face's judge embeddings (:data:`DEMOGRAPHIC_JUDGES`).
 DEMOGRAPHIC = ("female", "log_age")
