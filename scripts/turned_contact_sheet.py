@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path,
                     default=ROOT / "docs" / "benchmark_contact_sheet_turned.png")
     args = ap.parse_args()
+    if not FIXTURES.is_dir():
+        sys.exit(f"{FIXTURES}: not found; the fixtures are read from ../shared/data")
     with tempfile.TemporaryDirectory() as tmp:
         inputs = write_inputs(Path(tmp) / "turned")
         subprocess.run([sys.executable, "-m", "fiftyone_faceanon", "benchmark", str(inputs),
