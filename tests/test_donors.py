@@ -115,11 +115,22 @@ def test_saving_the_shipped_bank_reproduces_its_bytes(bank, tmp_path):
     np.testing.assert_array_equal(again.embeddings["dlib"], bank.embeddings["dlib"])
 
 
+def largest_face(image: np.ndarray, **find):
+    """The largest face ``find_faces`` finds in ``image`` (on the CPU, ``find`` passed on)."""
+    return max(find_faces(image, device="cpu", **find),
+               key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+
+
+def pipeline_crop(image: np.ndarray, face) -> tuple[np.ndarray, np.ndarray]:
+    """The face's crop at the size the pipeline gives it, and its landmarks in that crop."""
+    at = crop_transform(face.landmarks, crop_size_for(face.landmarks))
+    return crop_face(image, at), at.to_crop(face.landmarks)
+
+
 def attributes_of(path: Path, size: int = 256) -> dict[str, float]:
     """:func:`face_attributes` of the largest face of a photo, on a pipeline-style crop."""
     image = read_rgb(path)
-    face = max(find_faces(image, crop_size=size, device="cpu"),
-               key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    face = largest_face(image, crop_size=size)
     return face_attributes(crop_face(image, face.crop), face.crop.to_crop(face.landmarks))
 
 
@@ -159,8 +170,7 @@ def test_a_face_without_glasses_never_gets_a_donor_with_glasses(fixtures_dir):
     chosen = {}
     for name, path in photos.items():
         image = read_rgb(path)
-        face = max(find_faces(image, crop_size=256, device="cpu"),
-                   key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+        face = largest_face(image, crop_size=256)
         crop, lms = crop_face(image, face.crop), face.crop.to_crop(face.landmarks)
         rng = np.random.default_rng(0)
         chosen[name] = [donor.choose(crop, lms, rng, rank, None) for rank in range(20)]
@@ -237,10 +247,8 @@ def test_the_embedding_tells_glasses_where_the_edge_measure_cannot():
     measured, head, kept, candidates = {}, {}, {}, {}
     for name in bare + wearing:
         image = read_rgb(lfw / name[:-5] / f"{name}.jpg")
-        face = max(find_faces(image, device="cpu"),
-                   key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-        at = crop_transform(face.landmarks, crop_size_for(face.landmarks))  # as the pipeline
-        crop, lms = crop_face(image, at), at.to_crop(face.landmarks)
+        face = largest_face(image)
+        crop, lms = pipeline_crop(image, face)
         identity = {"facenet_casia": judge.embed(image, [face])[0]}
         measured[name] = face_attributes(crop, lms)["glasses"]
         head[name] = float(glasses(identity["facenet_casia"][None])[0])
@@ -286,8 +294,7 @@ def test_the_demographic_heads_tell_faces_they_never_saw():
     both = ages["colour"].keys() & ages["grey"].keys()
     assert abs(np.median([ages["grey"][p] - ages["colour"][p] for p in both])) < 3
     women = [demo_images()[name] for name in ("grace_hopper.jpg", "astronaut.png")]
-    faces = [max(find_faces(im, device="cpu"),
-                 key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) for im in women]
+    faces = [largest_face(im) for im in women]
     embeddings = {j: np.concatenate([judges[j].embed(im, [f]) for im, f in zip(women, faces)])
                   for j in DEMOGRAPHIC_JUDGES}
     assert (demographics(embeddings)[:, 0] > 0.5).all()
@@ -392,10 +399,8 @@ def test_donors_more_like_the_face_than_the_average_donor_are_put_off(fixtures_d
     seen = {w: [] for w in (0.0, donor_module.LIKENESS)}
     for path in files:
         image = read_rgb(path)
-        face = max(find_faces(image, device="cpu"),
-                   key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-        at = crop_transform(face.landmarks, crop_size_for(face.landmarks))  # as the pipeline
-        crop, lms = crop_face(image, at), at.to_crop(face.landmarks)
+        face = largest_face(image)
+        crop, lms = pipeline_crop(image, face)
         identity = {j: judges[j].embed(image, [face])[0] for j in judges}
         z = donor_module.likeness(identity, emb)
         reference = np.max([zscore(emb[j] @ identity[j]) for j in identity], 0)
