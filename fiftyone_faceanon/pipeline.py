@@ -168,7 +168,8 @@ class _View:
     (``colour``, or None) and ``occluders``, which gives its (S, S) occluder mask or None
     (:meth:`Pipeline._occluded`): found at the view's first render, so a view that is never
     rendered (a track too small to judge, a try that ends at an earlier view) costs no hand
-    detection."""
+    detection. ``original``: each judge's (D,) embedding of the judged face as it was, made
+    when the view is first judged (:meth:`Pipeline._originals`), for the same reason."""
 
     image: np.ndarray
     face: F.Face
@@ -177,6 +178,7 @@ class _View:
     judged: F.Face
     colour: np.ndarray | None
     occluders: Callable[[], np.ndarray | None]
+    original: dict[str, np.ndarray] | None = None
 
     @cached_property
     def occluded(self) -> np.ndarray | None:
@@ -601,20 +603,20 @@ class Pipeline:
         seen = ([i for i, (image, _, judged, _) in enumerate(views)
                  if judgeable(judged, image.shape)] if self.verifier is not None else [])
         bank = self.backend.bank
-        original = identity = None
+        identity, head = None, []
         frames = False
         exclude = None if avoid is None else avoid.copy()
         timings = {} if timings is None else timings
         for k in ("backend", "postprocess", "verify"):
             timings.setdefault(k, 0.0)
-        if seen:
+        if seen:  # the first views' originals now, the others' when they are first judged
             t0 = time.perf_counter()
-            original = self.verifier.embed_many([(views[i][0], [views[i][2]]) for i in seen])
-            identity = {j: e[0] for j, e in original.items()}
-            frames = bool(_wears_glasses({j: e[:1] for j, e in original.items()})[0])
+            head = self.verifier.embed_each([(views[i][0], [views[i][2]])
+                                             for i in seen[:VIEW_CHUNK]])
+            identity = {j: e[0] for j, e in head[0].items()}
+            frames = bool(_wears_glasses(head[0])[0])
             if bank is not None:
-                close = self.verifier.too_close({j: e[:1] for j, e in original.items()},
-                                                bank.embeddings)[0]
+                close = self.verifier.too_close(head[0], bank.embeddings)[0]
                 exclude = close if exclude is None else exclude | close
             timings["verify"] += time.perf_counter() - t0
         prepared = []
@@ -624,12 +626,14 @@ class Pipeline:
                 self._view_occluded, crop, lms, frames, None if found is None else found[i])))
         crop0, lms0 = prepared[0].crop, prepared[0].lms
         judged = [prepared[i] for i in seen]
+        for view, rows in zip(judged, head):
+            view.original = {j: e[0] for j, e in rows.items()}
         # per judge and view, what it gives the view with the face masked out (NaN: not needed)
         floor = {j: np.full(len(judged), np.nan) for j in self.verifier.judges} if judged else {}
         if cover:
             return self._covered(IdentityPlan(index, None, 0, "", frames=frames), "covered",
-                                 "mask" if s.on_fail == "mask" else "blur", judged, original,
-                                 floor, released)
+                                 "mask" if s.on_fail == "mask" else "blur", judged, floor,
+                                 released)
         tries = s.tries if judged else 1
         for attempt in range(tries):
             donor = self.backend.choose(crop0, lms0, face_rng(s.seed, key, index), attempt,
@@ -638,12 +642,11 @@ class Pipeline:
                                 else "too_small", {}, frames=frames)
             if not judged:
                 return plan
-            plan.similarity = {j: -1.0 for j in original}
+            plan.similarity = {j: -1.0 for j in self.verifier.judges}
             for start in range(0, len(judged), VIEW_CHUNK):  # a try ends at its first match
                 part = slice(start, start + VIEW_CHUNK)
-                matched = self._judge_views(judged[part], {j: e[part] for j, e in
-                                                           original.items()},
-                                            floor, part, plan, key, margin, timings, released)
+                matched = self._judge_views(judged[part], floor, part, plan, key, margin,
+                                            timings, released)
                 if matched.any():
                     # the next try judges these views first: what one donor's face gives away
                     # there, the next one's often does too (the outcome does not depend on the
@@ -651,7 +654,6 @@ class Pipeline:
                     hits = start + np.flatnonzero(matched)
                     first = np.concatenate([hits, np.delete(np.arange(len(judged)), hits)])
                     judged = [judged[k] for k in first]
-                    original = {j: e[first] for j, e in original.items()}
                     floor = {j: f[first] for j, f in floor.items()}
                     break
             plan.uninformative = {j: int((f >= self.verifier.thresholds[j]).sum())
@@ -662,23 +664,21 @@ class Pipeline:
         if s.on_fail == "error":
             raise VerificationError(f"still matched after {s.tries} tries (" + ", ".join(
                 f"{j} {v:.3f}" for j, v in plan.similarity.items()) + ")")
-        return self._covered(plan, "fail_closed", s.on_fail, judged, original, floor, released)
+        return self._covered(plan, "fail_closed", s.on_fail, judged, floor, released)
 
-    def _covered(self, plan, why, how, judged, original, floor, released) -> "IdentityPlan":
+    def _covered(self, plan, why, how, judged, floor, released) -> "IdentityPlan":
         """``plan`` with every view covered, status ``<why>:<how>``: a blur that a judge still
         matches on a ``judged`` view (:meth:`_still_matched`, beyond the ``floor`` known so
         far) becomes a mask."""
         plan.status = f"{why}:{how}"
         known = {j: np.nan_to_num(f, nan=-1.0) for j, f in floor.items()}
-        if how == "blur" and judged and self._still_matched(judged, plan, original, known,
-                                                            released):
+        if how == "blur" and judged and self._still_matched(judged, plan, known, released):
             plan.status = f"{why}:mask"
         return plan
 
-    def _judge_views(self, views, original, floor, part, plan, key, margin, timings, released
-                     ) -> bool:
+    def _judge_views(self, views, floor, part, plan, key, margin, timings, released) -> bool:
         """Render ``plan`` on ``views`` and judge them, as ``released`` gives them back, against
-        their ``original`` embeddings; fill the views' entries (``part`` of the track's) of
+        their originals (:meth:`_originals`); fill the views' entries (``part`` of the track's) of
         ``floor`` where a judge matches and ``plan.similarity`` with the highest similarities;
         (len(views),) bool: which views a judge matches beyond their floor."""
         rendered = []
@@ -689,6 +689,7 @@ class Pipeline:
             rendered.append((released(F.paste_faces(v.image, [v.face], [anon], [mask])),
                              [v.judged]))
         t0 = time.perf_counter()
+        original = self._originals(views)
         sims = self.verifier.score(original, rendered, margin)
         known = {j: f[part] for j, f in floor.items()}
         unknown = np.isnan(next(iter(known.values())))
@@ -704,7 +705,7 @@ class Pipeline:
         return self.verifier.matched(
             sims, {j: np.nan_to_num(f[part], nan=-1.0) for j, f in floor.items()}, margin)
 
-    def _still_matched(self, views, plan, original, floor, released) -> bool:
+    def _still_matched(self, views, plan, floor, released) -> bool:
         """Whether a judge still matches a view blurred as ``plan`` covers it, as ``released``
         gives it back (beyond what it gives the face masked out), judged :data:`VIEW_CHUNK`
         views at a time up to the first match: a blur keeps the head's outline and colours,
@@ -718,10 +719,20 @@ class Pipeline:
                                           v.judged)
                 covered.append((released(F.paste_faces(v.image, [v.face], [patch], [mask])),
                                 [v.judged]))
-            sims = self.verifier.score({j: e[part] for j, e in original.items()}, covered)
+            sims = self.verifier.score(self._originals(views[part]), covered)
             if self.verifier.matched(sims, {j: f[part] for j, f in floor.items()}).any():
                 return True
         return False
+
+    def _originals(self, views: list[_View]) -> dict[str, np.ndarray]:
+        """``{judge: (len(views), D)}``: each view's :attr:`_View.original`, embedding those not
+        embedded yet in one pass."""
+        todo = [v for v in views if v.original is None]
+        if todo:
+            rows = self.verifier.embed_each([(v.image, [v.judged]) for v in todo])
+            for v, e in zip(todo, rows):
+                v.original = {j: r[0] for j, r in e.items()}
+        return {j: np.stack([v.original[j] for v in views]) for j in self.verifier.judges}
 
     def _floor(self, views, original) -> dict[str, np.ndarray]:
         """:meth:`~.verify.Verifier.floor` of the views (:class:`_View`), where judged."""
