@@ -179,6 +179,35 @@ def test_a_face_without_glasses_never_gets_a_donor_with_glasses(fixtures_dir):
     assert worn[chosen["bernadette"]].any()
 
 
+def test_a_face_the_heads_are_sure_of_never_gets_a_donor_sure_of_the_other_gender():
+    """The demo's Grace Hopper (P(female) 0.74) and cameraman: none of their first 20
+    candidates is a donor the heads are sure is of the other gender. Without the rule, Grace
+    Hopper's six cheapest held an old man (P(female) 0.06): the age and eye-opening terms of the
+    few old women in the bank outweighed the gender term, and the seed chose him on the demo
+    contact sheet."""
+    from fiftyone_faceanon.anonymizers.donor import (DEMOGRAPHIC_JUDGES, SURE_DONOR, SURE_FACE,
+                                                     Donor, demographics)
+    from fiftyone_faceanon.demo import demo_images
+    from fiftyone_faceanon.metrics.identity import load_judges
+
+    donor = Donor()
+    judges = load_judges(list(DEMOGRAPHIC_JUDGES), "cpu")[0]
+    female = demographics(donor.bank.embeddings)[:, 0]
+    for name, sure in (("grace_hopper.jpg", SURE_FACE), ("cameraman.png", 1 - SURE_FACE)):
+        image = demo_images()[name]
+        image = np.repeat(image[..., None], 3, 2) if image.ndim == 2 else image
+        face = largest_face(image)
+        identity = {j: judges[j].embed(image, [face])[0] for j in DEMOGRAPHIC_JUDGES}
+        own = demographics({j: e[None] for j, e in identity.items()})[0, 0]
+        crop, lms = pipeline_crop(image, face)
+        rng = np.random.default_rng(0)
+        chosen = [donor.choose(crop, lms, rng, rank, None, identity) for rank in range(20)]
+        if sure == SURE_FACE:
+            assert own >= SURE_FACE and (female[chosen] > 1 - SURE_DONOR).all(), name
+        else:
+            assert own <= sure and (female[chosen] < SURE_DONOR).all(), name
+
+
 def test_a_mouth_open_wider_than_the_donor_takes_its_inside_from_a_mouth_donor(fixtures_dir):
     """faceapi's surprised face (mouth open 0.38) given the bank's most closed mouth: the
     donor's lips would be stretched over the opening as streaks; the inside of the lips comes
@@ -274,10 +303,10 @@ def test_the_demographic_heads_tell_faces_they_never_saw():
     adults per race code, in colour and in grey. Gender is right on at least 90% (95% on all
     287 adults of the 500), and its probabilities at ``GENDER_TEMPERATURE`` fit these faces
     better than the head's own (a lower log loss), age within a median of 10 years (7.5 on all
-    287), and a photo in grey is not aged: its estimate moves by a median under 3 years (the FaceNet-CASIA head
-    trained on colour alone aged these 7.5). The demo's Grace Hopper and astronaut, to whom
-    that head gave P(female) 0.32 and 0.34 (Grace Hopper got a man's face on the video contact
-    sheet), are women to these heads."""
+    287), and a photo in grey is not aged: its estimate moves by a median under 3 years (the
+    FaceNet-CASIA head trained on colour alone aged these 7.5). The demo's Grace Hopper and
+    astronaut, to whom that head gave P(female) 0.32 and 0.34 (Grace Hopper got a man's face on
+    the video contact sheet), are women to these heads."""
     from fiftyone_faceanon.anonymizers.donor import DEMOGRAPHIC_JUDGES, demographics
     from fiftyone_faceanon.demo import demo_images
     from fiftyone_faceanon.donors import embed_largest_faces, utkface_500, utkface_labels
