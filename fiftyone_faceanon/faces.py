@@ -491,7 +491,8 @@ def feathered_mask(region: np.ndarray, feather: float = 0.04) -> np.ndarray:
     """Soft version of a binary (S, S) mask of 0 and 1: eroded, then Gaussian-blurred with sigma
     ``feather * S``, so it is 1 inside the face, falls to 0 at about the region's edge and is
     exactly 0 well before the crop border. (S, S) float32. The erosion runs on an 8-bit copy, the
-    same 0 and 1, which OpenCV erodes three times as fast as float32 (11 ms at 512 px)."""
+    same 0 and 1, which OpenCV erodes three times as fast as float32 (5 against 15 ms at 512
+    px)."""
     size = region.shape[0]
     sigma = max(feather * size, 0.5)
     r = int(np.ceil(sigma))
