@@ -359,13 +359,19 @@ def utkface_labels(name: str) -> tuple[int, int, int] | None:
     return (age, gender, race) if gender in (0, 1) and 0 <= race < len(RACES) else None
 
 
+def utkface_chips(folder: Path) -> list[Path]:
+    """The UTKFace chips in ``folder`` whose file names carry labels (:func:`utkface_labels`), in
+    name order."""
+    return sorted(p for p in Path(folder).glob("*.jpg") if utkface_labels(p.name))
+
+
 def utkface_reference(
     folder: Path, judge, n: int = 2000, seed: int = 0, device: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings and labels of ``n`` UTKFace chips drawn with ``seed`` from ``folder``: (M, D)
     float32 unit rows of ``judge`` and (M, 3) int ``(age, gender, race)``, M <= n (chips where
     MTCNN finds no face are skipped; the largest face of a chip is used)."""
-    files = sorted(p for p in Path(folder).glob("*.jpg") if utkface_labels(p.name))
+    files = utkface_chips(folder)
     pick = np.random.default_rng(seed).choice(len(files), min(n, len(files)), replace=False)
     embeddings, kept = embed_largest_faces([files[i] for i in np.sort(pick)], {"j": judge},
                                            device)

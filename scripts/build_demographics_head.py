@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from fiftyone_faceanon.anonymizers.donor import (DEMOGRAPHIC_JUDGES, DEMOGRAPHICS,
                                                  demographic_features)
-from fiftyone_faceanon.donors import embed_largest_faces, utkface_500, utkface_labels
+from fiftyone_faceanon.donors import (embed_largest_faces, utkface_500, utkface_chips,
+                                      utkface_labels)
 from fiftyone_faceanon.metrics.identity import load_judges
 from fiftyone_faceanon.weights import models_dir, record
 
@@ -63,7 +64,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    files = sorted(p for p in (args.data / "utkface").glob("*.jpg") if utkface_labels(p.name))
+    files = utkface_chips(args.data / "utkface")
     judges, _ = load_judges(list(DEMOGRAPHIC_JUDGES), device="cpu")
     held = {p.name for p in utkface_500(files)}
     x, labels, test = {}, {}, {}

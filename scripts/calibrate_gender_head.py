@@ -28,7 +28,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import logit as log_odds
 
 from fiftyone_faceanon.anonymizers.donor import DEMOGRAPHIC_JUDGES, demographics
-from fiftyone_faceanon.donors import embed_largest_faces, utkface_500, utkface_labels
+from fiftyone_faceanon.donors import (embed_largest_faces, utkface_500, utkface_chips,
+                                      utkface_labels)
 from fiftyone_faceanon.metrics.identity import load_judges
 
 #: Chips of the head's training part the temperature is fitted on.
@@ -49,7 +50,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    files = sorted(p for p in (args.data / "utkface").glob("*.jpg") if utkface_labels(p.name))
+    files = utkface_chips(args.data / "utkface")
     held = utkface_500(files)
     names = {p.name for p in held}
     fit = random.Random(1).sample([p for p in files if p.name not in names], FIT)

@@ -309,10 +309,11 @@ def test_the_demographic_heads_tell_faces_they_never_saw():
     the video contact sheet), are women to these heads."""
     from fiftyone_faceanon.anonymizers.donor import DEMOGRAPHIC_JUDGES, demographics
     from fiftyone_faceanon.demo import demo_images
-    from fiftyone_faceanon.donors import embed_largest_faces, utkface_500, utkface_labels
+    from fiftyone_faceanon.donors import (embed_largest_faces, utkface_500, utkface_chips,
+                                          utkface_labels)
     from fiftyone_faceanon.metrics.identity import load_judges
 
-    files = sorted(p for p in need_shared("utkface").glob("*.jpg") if utkface_labels(p.name))
+    files = utkface_chips(need_shared("utkface"))
     adults = [p for p in utkface_500(files) if utkface_labels(p.name)[0] >= 18]
     chips = [p for race in range(len(RACES))
              for p in [q for q in adults if utkface_labels(q.name)[2] == race][:15]]
