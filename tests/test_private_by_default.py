@@ -148,6 +148,23 @@ def test_forced_verification_failure_fails_closed_and_exits_non_zero(tmp_path, a
     assert not (tmp_path / "err/a.png").exists()
 
 
+@pytest.mark.parametrize("size", [20, 85, 256, 513])
+def test_fail_closed_blur_equals_opencvs_blur_of_the_mosaic(astronaut, size):
+    """The fail-closed blur, computed per block, is OpenCV's Gaussian blur of the upscaled
+    mosaic in float32, to rounding."""
+    import cv2
+
+    from fiftyone_faceanon.verify import MOSAIC, fail_closed
+
+    crop = cv2.resize(astronaut[20:220, 150:350], (size, size), interpolation=cv2.INTER_AREA)
+    out = fail_closed(crop, np.ones((size, size), np.uint8), "blur")
+    mosaic = cv2.resize(cv2.resize(crop, (MOSAIC, MOSAIC), interpolation=cv2.INTER_AREA),
+                        (size, size), interpolation=cv2.INTER_NEAREST)
+    reference = cv2.GaussianBlur(mosaic.astype(np.float32), (0, 0), size / 12)
+    assert out.dtype == np.uint8 and out.shape == crop.shape
+    assert np.abs(out - reference).max() <= 0.5 + 1e-3
+
+
 def test_faces_are_verified_as_their_written_file_gives_them_back(tmp_path):
     """The judges score an image as its JPEG file gives it back: each face's recorded
     similarities are what the judges get from the released file (the encoder moves them by
