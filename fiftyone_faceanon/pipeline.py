@@ -25,8 +25,8 @@ from . import faces as F
 from .anonymizers import DEFAULT_BACKEND, create_backend
 from .hands import hands_mask
 from .photometric import PhotometricSettings, postprocess
-from .verify import (ON_FAIL, VerificationError, Verifier, fail_closed, judgeable, judged_view,
-                     large_enough, split_rows)
+from .verify import (JUDGING_ORDER, ON_FAIL, VerificationError, Verifier, fail_closed, judgeable,
+                     judged_view, large_enough, split_rows)
 
 #: :meth:`Pipeline.plan_identity` judges a try's views this many at a time and stops at the
 #: first match (a try that fails usually fails on its first views, the largest face first).
@@ -169,7 +169,7 @@ class _View:
     (:meth:`Pipeline._occluded`): found at the view's first render, so a view that is never
     rendered (a track too small to judge, a try that ends at an earlier view) costs no hand
     detection. ``original``: each judge's (D,) embedding of the judged face as it was, made
-    when the view is first judged (:meth:`Pipeline._originals`), for the same reason."""
+    when the judge first judges the view (:meth:`Pipeline._originals`), for the same reason."""
 
     image: np.ndarray
     face: F.Face
@@ -178,7 +178,7 @@ class _View:
     judged: F.Face
     colour: np.ndarray | None
     occluders: Callable[[], np.ndarray | None]
-    original: dict[str, np.ndarray] | None = None
+    original: dict[str, np.ndarray] = field(default_factory=dict)
 
     @cached_property
     def occluded(self) -> np.ndarray | None:
@@ -190,8 +190,10 @@ class IdentityPlan:
     """How every view of one face is rendered (:meth:`Pipeline.plan_identity`): its seed
     ``index``, ``donor`` (bank index or None) and ``attempt`` (0-based try: geometry strength
     ``geometry + 0.25 attempt``), the verification ``status`` (as :class:`FaceRecord`'s) and each
-    judge's highest similarity over the judged views (faces at least
-    :data:`~.verify.MIN_JUDGED_SIZE` px and mostly in view)."""
+    judge's highest similarity over the views judged at the last try (faces at least
+    :data:`~.verify.MIN_JUDGED_SIZE` px and mostly in view; a try ends at its first match, so
+    a judge later in :data:`~.verify.JUDGING_ORDER` than the one that matched a failed last
+    try may have no entry)."""
 
     index: int
     donor: int | None
@@ -642,7 +644,6 @@ class Pipeline:
                                 else "too_small", {}, frames=frames)
             if not judged:
                 return plan
-            plan.similarity = {j: -1.0 for j in self.verifier.judges}
             for start in range(0, len(judged), VIEW_CHUNK):  # a try ends at its first match
                 part = slice(start, start + VIEW_CHUNK)
                 matched = self._judge_views(judged[part], floor, part, plan, key, margin,
@@ -678,9 +679,12 @@ class Pipeline:
 
     def _judge_views(self, views, floor, part, plan, key, margin, timings, released) -> bool:
         """Render ``plan`` on ``views`` and judge them, as ``released`` gives them back, against
-        their originals (:meth:`_originals`); fill the views' entries (``part`` of the track's) of
-        ``floor`` where a judge matches and ``plan.similarity`` with the highest similarities;
-        (len(views),) bool: which views a judge matches beyond their floor."""
+        their originals (:meth:`_originals`), one judge after another in
+        :data:`~.verify.JUDGING_ORDER` up to the first that matches a view beyond its floor:
+        a try that fails ends there, so the costlier judge seldom runs on it. Fills the views'
+        entries (``part`` of the track's) of a judge's ``floor`` where it matches and
+        ``plan.similarity`` with each judge's highest similarity; (len(views),) bool: which
+        views the matching judge matches beyond their floor (none: no judge matches)."""
         rendered = []
         for v in views:
             _, (anon, mask) = self._render(v.face, v.crop, v.lms, v.occluded,
@@ -689,21 +693,22 @@ class Pipeline:
             rendered.append((released(F.paste_faces(v.image, [v.face], [anon], [mask])),
                              [v.judged]))
         t0 = time.perf_counter()
-        original = self._originals(views)
-        sims = self.verifier.score(original, rendered, margin)
-        known = {j: f[part] for j, f in floor.items()}
-        unknown = np.isnan(next(iter(known.values())))
-        hit = self.verifier.matched(sims, margin=margin) & unknown
-        if hit.any():
-            found = self._floor([v for v, h in zip(views, hit) if h],
-                                {j: e[hit] for j, e in original.items()})
-            for j in floor:
-                floor[j][np.arange(part.start, part.start + len(views))[hit]] = found[j]
+        at = np.arange(part.start, part.start + len(views))
+        matched = np.zeros(len(views), bool)
+        for j in JUDGING_ORDER:
+            original = {j: self._originals(views, j)}
+            sims = self.verifier.score(original, rendered, margin)
+            plan.similarity[j] = max(plan.similarity.get(j, -1.0), float(sims[j].max()))
+            hit = self.verifier.matched(sims, margin=margin) & np.isnan(floor[j][at])
+            if hit.any():
+                floor[j][at[hit]] = self._floor([v for v, h in zip(views, hit) if h],
+                                                {j: original[j][hit]})[j]
+            matched = self.verifier.matched(sims, {j: np.nan_to_num(floor[j][at], nan=-1.0)},
+                                            margin)
+            if matched.any():
+                break
         timings["verify"] += time.perf_counter() - t0
-        for j, v in sims.items():
-            plan.similarity[j] = max(plan.similarity[j], float(v.max()))
-        return self.verifier.matched(
-            sims, {j: np.nan_to_num(f[part], nan=-1.0) for j, f in floor.items()}, margin)
+        return matched
 
     def _still_matched(self, views, plan, floor, released) -> bool:
         """Whether a judge still matches a view blurred as ``plan`` covers it, as ``released``
@@ -719,20 +724,21 @@ class Pipeline:
                                           v.judged)
                 covered.append((released(F.paste_faces(v.image, [v.face], [patch], [mask])),
                                 [v.judged]))
-            sims = self.verifier.score(self._originals(views[part]), covered)
-            if self.verifier.matched(sims, {j: f[part] for j, f in floor.items()}).any():
-                return True
+            for j in JUDGING_ORDER:
+                sims = self.verifier.score({j: self._originals(views[part], j)}, covered)
+                if self.verifier.matched(sims, {j: floor[j][part]}).any():
+                    return True
         return False
 
-    def _originals(self, views: list[_View]) -> dict[str, np.ndarray]:
-        """``{judge: (len(views), D)}``: each view's :attr:`_View.original`, embedding those not
-        embedded yet in one pass."""
-        todo = [v for v in views if v.original is None]
+    def _originals(self, views: list[_View], judge: str) -> np.ndarray:
+        """(len(views), D): each view's :attr:`_View.original` by ``judge``, embedding those
+        not embedded yet in one pass."""
+        todo = [v for v in views if judge not in v.original]
         if todo:
-            rows = self.verifier.embed_each([(v.image, [v.judged]) for v in todo])
+            rows = self.verifier.embed_each([(v.image, [v.judged]) for v in todo], (judge,))
             for v, e in zip(todo, rows):
-                v.original = {j: r[0] for j, r in e.items()}
-        return {j: np.stack([v.original[j] for v in views]) for j in self.verifier.judges}
+                v.original[judge] = e[judge][0]
+        return np.stack([v.original[judge] for v in views])
 
     def _floor(self, views, original) -> dict[str, np.ndarray]:
         """:meth:`~.verify.Verifier.floor` of the views (:class:`_View`), where judged."""

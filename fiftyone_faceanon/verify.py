@@ -23,6 +23,10 @@ from .faces import Face
 
 #: The judges every verification uses (both ship with the package).
 VERIFY_JUDGES = ("facenet_casia", "dlib")
+#: The order :meth:`~.pipeline.Pipeline.plan_identity` judges a try's views in, cheapest first
+#: (dlib's ResNet about 6-8 ms per face on one CPU thread, FaceNet-CASIA 23-41): a try ends at
+#: the first judge that matches a view, and on video tracks that fail it is mostly dlib.
+JUDGING_ORDER = ("dlib", "facenet_casia")
 THRESHOLD = "far_1e-3"
 #: Verification passes a face judged before it is encoded only this far below each judge's
 #: threshold: a JPEG moves a similarity by a few hundredths (on LFW 102 of 565 verified faces sat
@@ -111,17 +115,19 @@ class Verifier:
         #: "close" for choosing donors: the looser accuracy-optimal threshold
         self.close = {j: min(limits[j]["accuracy"], self.thresholds[j]) for j in self.judges}
 
-    def embed_many(self, items: list[tuple[np.ndarray, list[Face]]]
-                   ) -> dict[str, np.ndarray]:
+    def embed_many(self, items: list[tuple[np.ndarray, list[Face]]],
+                   judges: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         """``{judge: (N, D)}`` unit embeddings of the faces of several images (``(image,
-        faces)`` pairs), in order, each judge's network run once over all of them."""
-        return {j: np.concatenate([np.zeros((0, judge.dim), np.float32),
-                                   *judge.embed_many(items)]) for j, judge in self.judges.items()}
+        faces)`` pairs), in order, each judge's network (of ``judges``; default all) run once
+        over all of them."""
+        return {j: np.concatenate([np.zeros((0, self.judges[j].dim), np.float32),
+                                   *self.judges[j].embed_many(items)])
+                for j in judges or self.judges}
 
-    def embed_each(self, items: list[tuple[np.ndarray, list[Face]]]
-                   ) -> list[dict[str, np.ndarray]]:
+    def embed_each(self, items: list[tuple[np.ndarray, list[Face]]],
+                   judges: tuple[str, ...] | None = None) -> list[dict[str, np.ndarray]]:
         """:meth:`embed_many`, split back into ``{judge: (F, D)}`` per ``(image, faces)``."""
-        return split_rows(self.embed_many(items), [len(faces) for _, faces in items])
+        return split_rows(self.embed_many(items, judges), [len(faces) for _, faces in items])
 
     def floor(self, items: list[tuple[np.ndarray, Face]], original: dict[str, np.ndarray],
               feather: float = 0.04) -> dict[str, np.ndarray]:
@@ -163,17 +169,19 @@ class Verifier:
     def score(self, original: dict[str, np.ndarray], items: list[tuple[np.ndarray, list[Face]]],
               margin: dict[str, float] | None = None) -> dict[str, np.ndarray]:
         """``{judge: (N,)}`` similarity of the N faces of ``items`` (``(image, faces)`` pairs)
-        to their originals (``original``: ``{judge: (N, D)}`` embeddings): :meth:`similarities`
-        of :meth:`embed_many`, for less. A judge with a fast path (``Judge.fast``: FaceNet-CASIA
-        on a CPU with native bfloat16) embeds the faces in bfloat16, then again at full
-        precision those within :data:`~.metrics.identity.BF16_ERROR` of its threshold less
-        ``margin`` or above: every decision (:meth:`matched`, a floor) is then the full-precision
-        one, and a similarity under that line may differ from it by up to BF16_ERROR."""
+        to their originals (``original``: ``{judge: (N, D)}`` embeddings, by the judges to score
+        with): :meth:`similarities` of :meth:`embed_many`, for less. A judge with a fast path
+        (``Judge.fast``: FaceNet-CASIA on a CPU with native bfloat16) embeds the faces in
+        bfloat16, then again at full precision those within
+        :data:`~.metrics.identity.BF16_ERROR` of its threshold less ``margin`` or above: every
+        decision (:meth:`matched`, a floor) is then the full-precision one, and a similarity
+        under that line may differ from it by up to BF16_ERROR."""
         from .metrics.identity import BF16_ERROR
 
         margin = margin or {}
         sims = {}
-        for j, judge in self.judges.items():
+        for j in original:
+            judge = self.judges[j]
             crops = [c for image, faces in items for c in judge.crops(image, faces)]
             sims[j] = np.einsum("fd,fd->f", original[j], judge.embed_crops(crops, judge.fast))
             if judge.fast:

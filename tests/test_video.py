@@ -152,9 +152,10 @@ def test_crossfade_keeps_one_identity_while_the_person_stays(fixtures_dir, tmp_p
 def test_a_track_is_judged_as_the_encoder_will_show_it(fixtures_dir):
     """Frame 150 of the Hamilton clip: MTCNN's false face on a hand holding a microphone
     (34 px). With the donor of seed 3 the judges do not know it again as rendered (CASIA
-    0.34), but H.264 at the default quality takes the donor's detail away and they do (0.49;
-    with seed 1's donor before the glasses head, a frame leaked there in the written video).
-    The plan judges its views encoded."""
+    0.35, dlib 0.898), but H.264 at the default quality takes the donor's detail away and they
+    do (CASIA 0.49, dlib 0.924 over its 0.922; with seed 1's donor before the glasses head, a
+    frame leaked there in the written video). The plan judges its views encoded; dlib, judging
+    first, ends that try."""
     from fiftyone_faceanon.pipeline import Pipeline, Settings
     from fiftyone_faceanon.videoio import as_encoded
 
@@ -169,7 +170,33 @@ def test_a_track_is_judged_as_the_encoder_will_show_it(fixtures_dir):
     encoded = pipeline.plan_identity(views, "hamilton.mp4", 6, released=as_encoded)
     assert rendered.donor == encoded.donor
     assert rendered.status == "verified" and encoded.status.startswith("fail_closed")
-    assert encoded.similarity["facenet_casia"] > rendered.similarity["facenet_casia"] + 0.1
+    assert set(encoded.similarity) == {"dlib"}
+    assert encoded.similarity["dlib"] > rendered.similarity["dlib"] + 0.02
+
+
+def test_a_try_ends_at_the_first_judge_that_matches(fixtures_dir):
+    """A planned face is judged by dlib first (JUDGING_ORDER, cheapest first), and a try that
+    dlib matches ends there: FaceNet-CASIA, four times dlib's cost per face, does not run on it.
+    A real photo (dlib 0.87 to its donor at seed 0) with dlib's threshold set to 0.85 fails at
+    dlib; with FaceNet-CASIA's at 0.1 it fails at FaceNet-CASIA, after dlib judged it."""
+    from fiftyone_faceanon.pipeline import Pipeline, Settings
+    from fiftyone_faceanon.verify import JUDGING_ORDER
+
+    assert JUDGING_ORDER == ("dlib", "facenet_casia")
+    photo = sorted((fixtures_dir / "dlib_johns" / "John_Salley").glob("*.jpg"))[0]
+    image = read_rgb(photo)
+    face = max(F.find_faces(image), key=lambda f: f.box[2] - f.box[0])
+    face.crop = F.crop_transform(face.landmarks, F.crop_size_for(face.landmarks))
+    views = [(image, face, face, None)]
+    plans = {th: Pipeline(Settings(tries=1, verify_thresholds=th)).plan_identity(
+        views, photo.name, 0) for th in [(), (("dlib", 0.85),), (("facenet_casia", 0.1),)]}
+    verified, by_dlib, by_casia = plans.values()
+    assert verified.status == "verified" and set(verified.similarity) == set(JUDGING_ORDER)
+    assert by_dlib.status.startswith("fail_closed") and set(by_dlib.similarity) == {"dlib"}
+    assert by_dlib.similarity["dlib"] >= 0.85
+    assert by_casia.status.startswith("fail_closed")
+    assert set(by_casia.similarity) == set(JUDGING_ORDER)
+    assert by_casia.similarity["facenet_casia"] >= 0.1
 
 
 def test_a_hand_the_palm_detector_misses_on_one_frame_stays_in_front(tmp_path):
