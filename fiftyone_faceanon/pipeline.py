@@ -712,20 +712,27 @@ class Pipeline:
 
     def _still_matched(self, views, plan, floor, released) -> bool:
         """Whether a judge still matches a view blurred as ``plan`` covers it, as ``released``
-        gives it back (beyond what it gives the face masked out), judged :data:`VIEW_CHUNK`
-        views at a time up to the first match: a blur keeps the head's outline and colours,
-        which dlib sometimes still matches; the plan then masks instead."""
-        for start in range(0, len(views), VIEW_CHUNK):
-            part = slice(start, start + VIEW_CHUNK)
-            covered = []
-            for v in views[part]:
-                _, record = self._target(v.face, v.lms, plan.donor, plan.attempt)
-                patch, mask = self._cover(v.face, v.crop, v.lms, record.anonymized, "blur",
-                                          v.judged)
-                covered.append((released(F.paste_faces(v.image, [v.face], [patch], [mask])),
-                                [v.judged]))
-            for j in JUDGING_ORDER:
-                sims = self.verifier.score({j: self._originals(views[part], j)}, covered)
+        gives it back (beyond what it gives the face masked out): a blur keeps the head's
+        outline and colours, which dlib sometimes still matches; the plan then masks instead.
+        Judged one judge after another (:data:`~.verify.JUDGING_ORDER`), each over the views
+        :data:`VIEW_CHUNK` at a time, up to the first match; each chunk is blurred once."""
+        covered: dict[int, list] = {}
+
+        def blurred(start: int) -> list:
+            if start not in covered:
+                covered[start] = []
+                for v in views[start:start + VIEW_CHUNK]:
+                    _, record = self._target(v.face, v.lms, plan.donor, plan.attempt)
+                    patch, mask = self._cover(v.face, v.crop, v.lms, record.anonymized, "blur",
+                                              v.judged)
+                    covered[start].append((released(F.paste_faces(v.image, [v.face], [patch],
+                                                                   [mask])), [v.judged]))
+            return covered[start]
+
+        for j in JUDGING_ORDER:
+            for start in range(0, len(views), VIEW_CHUNK):
+                part = slice(start, start + VIEW_CHUNK)
+                sims = self.verifier.score({j: self._originals(views[part], j)}, blurred(start))
                 if self.verifier.matched(sims, {j: floor[j][part]}).any():
                     return True
         return False

@@ -40,6 +40,7 @@ from . import faces as F
 from .photometric import StatsFilter, color_stats
 from .pipeline import IdentityPlan, Pipeline
 from .tracking import Track, TrackSettings, detected_share, smooth_track, track_faces
+from .verify import judgeable
 from .videoio import (VideoInfo, VideoWriter, as_encoded, codec_for, probe, read_frames,
                       read_some_frames)
 
@@ -324,8 +325,13 @@ def _plan(pipeline, key, tracks, views, found, doubtful, timings, threads, relea
         return pipeline.plan_identity(views[tid], key, tid, avoid, spent[-1], VIDEO_MARGIN,
                                       released, found[tid], tid in doubtful)
 
+    # the tracks with the most views to judge first, those covered or too small to judge last:
+    # they fill the threads' ends, and the plans do not depend on the order
+    order = sorted(by_id, key=lambda tid: (tid in doubtful, -sum(
+        judgeable(judged, image.shape) for image, _, judged, _ in views[tid])))
     with ThreadPoolExecutor(threads) as pool:
-        plans = dict(zip(by_id, pool.map(plan, by_id)))
+        done = dict(zip(order, pool.map(plan, order)))
+    plans = {tid: done[tid] for tid in by_id}
     bank = pipeline.backend.bank
     if bank is not None:
         used = np.zeros(len(bank), bool)
