@@ -15,7 +15,7 @@ import json
 import time
 import zlib
 from dataclasses import asdict, dataclass, field, replace
-from functools import cached_property, partial
+from functools import cache, cached_property, partial
 from typing import Callable
 
 import cv2
@@ -25,8 +25,8 @@ from . import faces as F
 from .anonymizers import DEFAULT_BACKEND, create_backend
 from .hands import hands_mask
 from .photometric import PhotometricSettings, postprocess
-from .verify import (JUDGING_ORDER, ON_FAIL, VerificationError, Verifier, fail_closed, judgeable,
-                     judged_view, large_enough, split_rows)
+from .verify import (ON_FAIL, VerificationError, Verifier, fail_closed, judgeable, judged_view,
+                     large_enough, split_rows)
 
 #: :meth:`Pipeline.plan_identity` judges a try's views this many at a time and stops at the
 #: first match (a try that fails usually fails on its first views, the largest face first).
@@ -192,7 +192,7 @@ class IdentityPlan:
     ``geometry + 0.25 attempt``), the verification ``status`` (as :class:`FaceRecord`'s) and each
     judge's highest similarity over the views judged at the last try (faces at least
     :data:`~.verify.MIN_JUDGED_SIZE` px and mostly in view; a try ends at its first match, so
-    a judge later in :data:`~.verify.JUDGING_ORDER` than the one that matched a failed last
+    a judge later in :data:`~.verify.VERIFY_JUDGES` than the one that matched a failed last
     try may have no entry)."""
 
     index: int
@@ -680,7 +680,7 @@ class Pipeline:
     def _judge_views(self, views, floor, part, plan, key, margin, timings, released) -> bool:
         """Render ``plan`` on ``views`` and judge them, as ``released`` gives them back, against
         their originals (:meth:`_originals`), one judge after another in
-        :data:`~.verify.JUDGING_ORDER` up to the first that matches a view beyond its floor:
+        :data:`~.verify.VERIFY_JUDGES` up to the first that matches a view beyond its floor:
         a try that fails ends there, so the costlier judge seldom runs on it. Fills the views'
         entries (``part`` of the track's) of a judge's ``floor`` where it matches and
         ``plan.similarity`` with each judge's highest similarity; (len(views),) bool: which
@@ -695,7 +695,7 @@ class Pipeline:
         t0 = time.perf_counter()
         at = np.arange(part.start, part.start + len(views))
         matched = np.zeros(len(views), bool)
-        for j in JUDGING_ORDER:
+        for j in self.verifier.judges:
             original = {j: self._originals(views, j)}
             sims = self.verifier.score(original, rendered, margin)
             plan.similarity[j] = max(plan.similarity.get(j, -1.0), float(sims[j].max()))
@@ -714,22 +714,21 @@ class Pipeline:
         """Whether a judge still matches a view blurred as ``plan`` covers it, as ``released``
         gives it back (beyond what it gives the face masked out): a blur keeps the head's
         outline and colours, which dlib sometimes still matches; the plan then masks instead.
-        Judged one judge after another (:data:`~.verify.JUDGING_ORDER`), each over the views
+        Judged one judge after another (:data:`~.verify.VERIFY_JUDGES`), each over the views
         :data:`VIEW_CHUNK` at a time, up to the first match; each chunk is blurred once."""
-        covered: dict[int, list] = {}
 
+        @cache
         def blurred(start: int) -> list:
-            if start not in covered:
-                covered[start] = []
-                for v in views[start:start + VIEW_CHUNK]:
-                    _, record = self._target(v.face, v.lms, plan.donor, plan.attempt)
-                    patch, mask = self._cover(v.face, v.crop, v.lms, record.anonymized, "blur",
-                                              v.judged)
-                    covered[start].append((released(F.paste_faces(v.image, [v.face], [patch],
-                                                                   [mask])), [v.judged]))
-            return covered[start]
+            covered = []
+            for v in views[start:start + VIEW_CHUNK]:
+                _, record = self._target(v.face, v.lms, plan.donor, plan.attempt)
+                patch, mask = self._cover(v.face, v.crop, v.lms, record.anonymized, "blur",
+                                          v.judged)
+                covered.append((released(F.paste_faces(v.image, [v.face], [patch], [mask])),
+                                [v.judged]))
+            return covered
 
-        for j in JUDGING_ORDER:
+        for j in self.verifier.judges:
             for start in range(0, len(views), VIEW_CHUNK):
                 part = slice(start, start + VIEW_CHUNK)
                 sims = self.verifier.score({j: self._originals(views[part], j)}, blurred(start))

@@ -21,12 +21,11 @@ import numpy as np
 from . import faces as F
 from .faces import Face
 
-#: The judges every verification uses (both ship with the package).
-VERIFY_JUDGES = ("facenet_casia", "dlib")
-#: The order :meth:`~.pipeline.Pipeline.plan_identity` judges a try's views in, cheapest first
-#: (dlib's ResNet about 6-8 ms per face on one CPU thread, FaceNet-CASIA 23-41): a try ends at
-#: the first judge that matches a view, and on video tracks that fail it is mostly dlib.
-JUDGING_ORDER = ("dlib", "facenet_casia")
+#: The judges every verification uses (both ship with the package), cheapest first (dlib's
+#: ResNet about 6-8 ms per face on one CPU thread, FaceNet-CASIA 23-41): a planned face's try
+#: (:meth:`~.pipeline.Pipeline.plan_identity`) is judged in this order and ends at the first
+#: judge that matches a view; on video tracks that fail it is mostly dlib.
+VERIFY_JUDGES = ("dlib", "facenet_casia")
 THRESHOLD = "far_1e-3"
 #: Verification passes a face judged before it is encoded only this far below each judge's
 #: threshold: a JPEG moves a similarity by a few hundredths (on LFW 102 of 565 verified faces sat

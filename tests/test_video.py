@@ -175,14 +175,14 @@ def test_a_track_is_judged_as_the_encoder_will_show_it(fixtures_dir):
 
 
 def test_a_try_ends_at_the_first_judge_that_matches(fixtures_dir):
-    """A planned face is judged by dlib first (JUDGING_ORDER, cheapest first), and a try that
+    """A planned face is judged by dlib first (VERIFY_JUDGES, cheapest first), and a try that
     dlib matches ends there: FaceNet-CASIA, four times dlib's cost per face, does not run on it.
     A real photo (dlib 0.87 to its donor at seed 0) with dlib's threshold set to 0.85 fails at
     dlib; with FaceNet-CASIA's at 0.1 it fails at FaceNet-CASIA, after dlib judged it."""
     from fiftyone_faceanon.pipeline import Pipeline, Settings
-    from fiftyone_faceanon.verify import JUDGING_ORDER
+    from fiftyone_faceanon.verify import VERIFY_JUDGES
 
-    assert JUDGING_ORDER == ("dlib", "facenet_casia")
+    assert VERIFY_JUDGES == ("dlib", "facenet_casia")
     photo = sorted((fixtures_dir / "dlib_johns" / "John_Salley").glob("*.jpg"))[0]
     image = read_rgb(photo)
     face = max(F.find_faces(image), key=lambda f: f.box[2] - f.box[0])
@@ -191,11 +191,11 @@ def test_a_try_ends_at_the_first_judge_that_matches(fixtures_dir):
     plans = {th: Pipeline(Settings(tries=1, verify_thresholds=th)).plan_identity(
         views, photo.name, 0) for th in [(), (("dlib", 0.85),), (("facenet_casia", 0.1),)]}
     verified, by_dlib, by_casia = plans.values()
-    assert verified.status == "verified" and set(verified.similarity) == set(JUDGING_ORDER)
+    assert verified.status == "verified" and set(verified.similarity) == set(VERIFY_JUDGES)
     assert by_dlib.status.startswith("fail_closed") and set(by_dlib.similarity) == {"dlib"}
     assert by_dlib.similarity["dlib"] >= 0.85
     assert by_casia.status.startswith("fail_closed")
-    assert set(by_casia.similarity) == set(JUDGING_ORDER)
+    assert set(by_casia.similarity) == set(VERIFY_JUDGES)
     assert by_casia.similarity["facenet_casia"] >= 0.1
 
 
