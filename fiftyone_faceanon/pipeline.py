@@ -15,7 +15,7 @@ import json
 import time
 import zlib
 from dataclasses import asdict, dataclass, field, replace
-from functools import cache, cached_property, partial
+from functools import cache, partial
 from typing import Callable
 
 import cv2
@@ -165,8 +165,10 @@ class _View:
     """One view of a planned face (:meth:`Pipeline.plan_identity`): the ``image`` (H, W, 3)
     uint8, the ``face`` as rendered, its ``crop`` (S, S, 3), landmarks ``lms`` (68, 2) in the
     crop, the face where the judges look (``judged``), the colour statistics it is rendered with
-    (``colour``, or None) and ``occluders``, which gives its (S, S) occluder mask or None
-    (:meth:`Pipeline._occluded`): found at the view's first render, so a view that is never
+    (``colour``, or None) and ``occluders()``, its (S, S) occluder mask or None
+    (:meth:`Pipeline._occluded`): found at the view's first render and kept (a
+    :func:`functools.cache`, which unlike ``cached_property`` in Python 3.11 holds no lock
+    shared by every view while it searches), so a view that is never
     rendered (a track too small to judge, a try that ends at an earlier view) costs no hand
     detection. ``original``: each judge's (D,) embedding of the judged face as it was, made
     when the judge first judges the view (:meth:`Pipeline._originals`), for the same reason."""
@@ -179,10 +181,6 @@ class _View:
     colour: np.ndarray | None
     occluders: Callable[[], np.ndarray | None]
     original: dict[str, np.ndarray] = field(default_factory=dict)
-
-    @cached_property
-    def occluded(self) -> np.ndarray | None:
-        return self.occluders()
 
 
 @dataclass
@@ -624,8 +622,8 @@ class Pipeline:
         prepared = []
         for i, (image, face, judged, colour) in enumerate(views):
             crop, lms = F.crop_face(image, face.crop), face.crop.to_crop(face.landmarks)
-            prepared.append(_View(image, face, crop, lms, judged, colour, partial(
-                self._view_occluded, crop, lms, frames, None if found is None else found[i])))
+            prepared.append(_View(image, face, crop, lms, judged, colour, cache(partial(
+                self._view_occluded, crop, lms, frames, None if found is None else found[i]))))
         crop0, lms0 = prepared[0].crop, prepared[0].lms
         judged = [prepared[i] for i in seen]
         for view, rows in zip(judged, head):
@@ -687,7 +685,7 @@ class Pipeline:
         views the matching judge matches beyond their floor (none: no judge matches)."""
         rendered = []
         for v in views:
-            _, (anon, mask) = self._render(v.face, v.crop, v.lms, v.occluded,
+            _, (anon, mask) = self._render(v.face, v.crop, v.lms, v.occluders(),
                                            face_rng(self.settings.seed, key, plan.index),
                                            plan.donor, plan.attempt, timings, v.colour)
             rendered.append((released(F.paste_faces(v.image, [v.face], [anon], [mask])),
