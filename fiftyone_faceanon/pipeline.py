@@ -29,7 +29,9 @@ from .verify import (ON_FAIL, VerificationError, Verifier, fail_closed, judgeabl
                      large_enough, split_rows)
 
 #: :meth:`Pipeline.plan_identity` judges a try's views this many at a time and stops at the
-#: first match (a try that fails usually fails on its first views, the largest face first).
+#: first match (a try that fails usually fails on its first views, the largest face first, or
+#: on those the last try was matched on, which a retry judges first on their own:
+#: :func:`view_chunks`).
 VIEW_CHUNK = 4
 #: Default identity-neutral geometry strength (``--geometry``), chosen by measurement
 #: (docs/benchmarks.md, "Geometry strength").
@@ -142,6 +144,14 @@ def _wears_glasses(original: dict[str, np.ndarray]) -> np.ndarray:
     from .anonymizers.donor import keeps_frames
 
     return keeps_frames(original["facenet_casia"])
+
+
+def view_chunks(n: int, lead: int = 0) -> list[slice]:
+    """The parts of a try's ``n`` views judged together: the first ``lead`` on their own (the
+    views the last try was matched on: on the Hamilton clip a retry's first match is one of
+    them in 14 of 27 retries), then :data:`VIEW_CHUNK` at a time."""
+    starts = [0, *range(lead, n, VIEW_CHUNK)] if 0 < lead < n else [*range(0, n, VIEW_CHUNK)]
+    return [slice(a, b) for a, b in zip(starts, starts[1:] + [n])]
 
 
 def face_rng(seed: int, key: str, index: int) -> np.random.Generator:
@@ -635,6 +645,7 @@ class Pipeline:
                                  "mask" if s.on_fail == "mask" else "blur", judged, floor,
                                  released)
         tries = s.tries if judged else 1
+        lead = 0  # how many views first (the last try's matches) are judged on their own
         for attempt in range(tries):
             donor = self.backend.choose(crop0, lms0, face_rng(s.seed, key, index), attempt,
                                         exclude, identity)
@@ -642,15 +653,15 @@ class Pipeline:
                                 else "too_small", {}, frames=frames)
             if not judged:
                 return plan
-            for start in range(0, len(judged), VIEW_CHUNK):  # a try ends at its first match
-                part = slice(start, start + VIEW_CHUNK)
+            for part in view_chunks(len(judged), lead):  # a try ends at its first match
                 matched = self._judge_views(judged[part], floor, part, plan, key, margin,
                                             timings, released)
                 if matched.any():
                     # the next try judges these views first: what one donor's face gives away
                     # there, the next one's often does too (the outcome does not depend on the
                     # order, only how soon a matched try ends)
-                    hits = start + np.flatnonzero(matched)
+                    hits = part.start + np.flatnonzero(matched)
+                    lead = len(hits)
                     first = np.concatenate([hits, np.delete(np.arange(len(judged)), hits)])
                     judged = [judged[k] for k in first]
                     floor = {j: f[first] for j, f in floor.items()}

@@ -199,6 +199,27 @@ def test_a_try_ends_at_the_first_judge_that_matches(fixtures_dir):
     assert by_casia.similarity["facenet_casia"] >= 0.1
 
 
+def test_a_retry_judges_the_views_the_last_try_was_matched_on_alone_first():
+    """A try's views are judged four at a time (VIEW_CHUNK) and the try ends at the first
+    matched part. A retry puts the views its last try was matched on first and judges them on
+    their own: when one of them is matched again, the try ends without rendering the others of
+    a part of four. Every view is still judged once when none is matched."""
+    from fiftyone_faceanon.pipeline import VIEW_CHUNK, view_chunks
+
+    def bounds(n: int, lead: int) -> list[tuple[int, int]]:
+        return [(part.start, part.stop) for part in view_chunks(n, lead)]
+
+    assert VIEW_CHUNK == 4
+    assert bounds(24, 0) == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 20), (20, 24)]
+    assert bounds(10, 1) == [(0, 1), (1, 5), (5, 9), (9, 10)]
+    assert bounds(10, 3) == [(0, 3), (3, 7), (7, 10)]
+    assert bounds(3, 3) == [(0, 3)] and bounds(2, 5) == [(0, 2)] and bounds(0, 0) == []
+    for n in range(30):
+        for lead in range(n + 2):
+            covered = [k for part in view_chunks(n, lead) for k in range(part.start, part.stop)]
+            assert covered == list(range(n))
+
+
 def test_a_hand_the_palm_detector_misses_on_one_frame_stays_in_front(tmp_path):
     """Seven frames of an LFW photo of a man drinking from a bottle that his hand holds over
     his mouth (Adrian_Annus_0001); the middle one blurred as by a shaken camera (sigma 3 px),
