@@ -28,11 +28,12 @@ milliseconds, detecting faces in it a hundred):
 from __future__ import annotations
 
 import time
+from collections import deque
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -123,7 +124,7 @@ def anonymize_video(pipeline: Pipeline, src: Path, dst: Path, key: str,
     t0 = time.perf_counter()
     occluders = _Occluders(pipeline)
     colours, views, found = _colours_and_views(pipeline, src, info, raw, tracks, sizes,
-                                               settings.samples, occluders)
+                                               settings.samples, occluders, threads)
     timings["colours"] = time.perf_counter() - t0
     released = partial(as_encoded, codec=codec_for(dst), quality=settings.quality)
     doubtful = {tr.id for tr in tracks if detected_share(
@@ -263,7 +264,7 @@ class _Occluders:
             self.found.pop((tid, t), None)
 
 
-def _colours_and_views(pipeline, src, info, raw, tracks, sizes, samples, occluders
+def _colours_and_views(pipeline, src, info, raw, tracks, sizes, samples, occluders, threads
                        ) -> tuple[dict[tuple[int, int], np.ndarray], dict[int, list[tuple]],
                                   dict[int, list[Callable[[], np.ndarray | None]]]]:
     """One more pass over the frames: each track's colour statistics on every frame of it,
@@ -272,7 +273,9 @@ def _colours_and_views(pipeline, src, info, raw, tracks, sizes, samples, occlude
     with :func:`_cutout`, judged at the ``raw`` geometry, with those statistics) with what
     gives their occluders (``occluders``, :meth:`_Occluders.view`: the crops of each view's
     frame and its neighbours are kept for it), so that the plan judges the faces as they will
-    be rendered."""
+    be rendered. The faces of ``threads`` frames are cut out and measured at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
     order = {tr.id: _views(tr, samples) for tr in tracks}
     present: dict[int, list[Track]] = {}
     for tr in tracks:
@@ -284,19 +287,43 @@ def _colours_and_views(pipeline, src, info, raw, tracks, sizes, samples, occlude
     viewed = {(tid, t) for tid, frames in order.items() for t in frames}
     cut: dict[tuple[int, int], tuple] = {}
     near: dict[tuple[int, int], tuple] = {}
-    for t, frame in read_some_frames(src, present):
+
+    def measured(t: int, frame: np.ndarray) -> list[tuple]:
+        """Each face of frame ``t``: its track, face, crop, crop landmarks and colours."""
+        faces = []
         for tr in present[t]:
             face = _face(tr.faces[t], sizes[tr.id])
             crop, lms = F.crop_face(frame, face.crop), face.crop.to_crop(face.landmarks)
-            colours[tr.id, t] = filters[tr.id](_colour_stats(pipeline, crop, lms))
-            if {(tr.id, t - 1), (tr.id, t), (tr.id, t + 1)} & viewed:
-                near[tr.id, t] = (crop, lms, face.crop)
-            if (tr.id, t) in viewed:
-                cut[tr.id, t] = (*_cutout(frame, face, _face(unsmoothed[tr.id].faces[t],
-                                                              sizes[tr.id])), colours[tr.id, t])
+            faces.append((tr, face, crop, lms, _colour_stats(pipeline, crop, lms)))
+        return faces
+
+    with ThreadPoolExecutor(threads) as pool:
+        for (t, frame), faces in _in_order(pool, measured, read_some_frames(src, present),
+                                           2 * threads):
+            for tr, face, crop, lms, stats in faces:
+                colours[tr.id, t] = filters[tr.id](stats)
+                if {(tr.id, t - 1), (tr.id, t), (tr.id, t + 1)} & viewed:
+                    near[tr.id, t] = (crop, lms, face.crop)
+                if (tr.id, t) in viewed:
+                    cut[tr.id, t] = (*_cutout(frame, face, _face(unsmoothed[tr.id].faces[t],
+                                                                  sizes[tr.id])),
+                                     colours[tr.id, t])
     return (colours, {tid: [cut[tid, t] for t in frames] for tid, frames in order.items()},
             {tid: [partial(occluders.view, tid, t, near) for t in frames]
              for tid, frames in order.items()})
+
+
+def _in_order(pool, fn: Callable, items: Iterable[tuple], ahead: int) -> Iterator[tuple]:
+    """``(item, fn(*item))`` for each item, in order, computed by ``pool`` up to ``ahead``
+    items ahead of the one handed on."""
+    waiting: deque = deque()
+    for item in items:
+        waiting.append((item, pool.submit(fn, *item)))
+        if len(waiting) > ahead:
+            item, done = waiting.popleft()
+            yield item, done.result()
+    for item, done in waiting:
+        yield item, done.result()
 
 
 def _colour_stats(pipeline: Pipeline, crop: np.ndarray, lms: np.ndarray) -> np.ndarray:
@@ -359,7 +386,6 @@ def _render(pipeline, src, dst, key, info, raw, tracks, plans, sizes, colours, o
     frame. Frames are searched for occluders and rendered by ``threads`` threads (OpenCV,
     numpy and torch release the GIL), each rendered once the next one has been searched, and
     encoded in order."""
-    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     by_id = {tr.id: tr for tr in raw}
