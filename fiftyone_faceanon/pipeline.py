@@ -686,7 +686,8 @@ class Pipeline:
             plan.status = f"{why}:mask"
         return plan
 
-    def _judge_views(self, views, floor, part, plan, key, margin, timings, released) -> bool:
+    def _judge_views(self, views, floor, part, plan, key, margin, timings, released
+                     ) -> np.ndarray:
         """Render ``plan`` on ``views`` and judge them, as ``released`` gives them back, against
         their originals (:meth:`_originals`), one judge after another in
         :data:`~.verify.VERIFY_JUDGES` up to the first that matches a view beyond its floor:
@@ -727,9 +728,9 @@ class Pipeline:
         :data:`VIEW_CHUNK` at a time, up to the first match; each chunk is blurred once."""
 
         @cache
-        def blurred(start: int) -> list:
+        def blurred(start: int, stop: int) -> list:  # (a slice is not hashable in 3.11)
             covered = []
-            for v in views[start:start + VIEW_CHUNK]:
+            for v in views[start:stop]:
                 _, record = self._target(v.face, v.lms, plan.donor, plan.attempt)
                 patch, mask = self._cover(v.face, v.crop, v.lms, record.anonymized, "blur",
                                           v.judged)
@@ -738,9 +739,9 @@ class Pipeline:
             return covered
 
         for j in self.verifier.judges:
-            for start in range(0, len(views), VIEW_CHUNK):
-                part = slice(start, start + VIEW_CHUNK)
-                sims = self.verifier.score({j: self._originals(views[part], j)}, blurred(start))
+            for part in view_chunks(len(views)):
+                sims = self.verifier.score({j: self._originals(views[part], j)},
+                                           blurred(part.start, part.stop))
                 if self.verifier.matched(sims, {j: floor[j][part]}).any():
                     return True
         return False
