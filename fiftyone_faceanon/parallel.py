@@ -10,6 +10,8 @@ loads the models once.
 from __future__ import annotations
 
 import os
+from collections import deque
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -65,3 +67,17 @@ def imap(fn: Callable[[J], R], jobs: Iterable[J], workers: int, chunksize: int =
     ctx = mp.get_context("forkserver" if os.name == "posix" else "spawn")
     with ctx.Pool(min(workers, len(jobs)), initializer=_init, initargs=(fn,)) as pool:
         yield from pool.imap(_call, jobs, chunksize)
+
+
+def in_order(pool: Executor, fn: Callable, items: Iterable[tuple], ahead: int
+             ) -> Iterator[tuple]:
+    """``(item, fn(*item))`` for each item, in order, computed by ``pool`` (threads) up to
+    ``ahead`` items ahead of the one handed on."""
+    waiting: deque = deque()
+    for item in items:
+        waiting.append((item, pool.submit(fn, *item)))
+        if len(waiting) > ahead:
+            item, done = waiting.popleft()
+            yield item, done.result()
+    for item, done in waiting:
+        yield item, done.result()

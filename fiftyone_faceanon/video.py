@@ -33,11 +33,12 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from . import faces as F
+from .parallel import in_order
 from .photometric import StatsFilter, color_stats
 from .pipeline import IdentityPlan, Pipeline
 from .tracking import Track, TrackSettings, detected_share, smooth_track, track_faces
@@ -298,7 +299,7 @@ def _colours_and_views(pipeline, src, info, raw, tracks, sizes, samples, occlude
         return faces
 
     with ThreadPoolExecutor(threads) as pool:
-        for (t, frame), faces in _in_order(pool, measured, read_some_frames(src, present),
+        for (t, frame), faces in in_order(pool, measured, read_some_frames(src, present),
                                            2 * threads):
             for tr, face, crop, lms, stats in faces:
                 colours[tr.id, t] = filters[tr.id](stats)
@@ -311,19 +312,6 @@ def _colours_and_views(pipeline, src, info, raw, tracks, sizes, samples, occlude
     return (colours, {tid: [cut[tid, t] for t in frames] for tid, frames in order.items()},
             {tid: [partial(occluders.view, tid, t, near) for t in frames]
              for tid, frames in order.items()})
-
-
-def _in_order(pool, fn: Callable, items: Iterable[tuple], ahead: int) -> Iterator[tuple]:
-    """``(item, fn(*item))`` for each item, in order, computed by ``pool`` up to ``ahead``
-    items ahead of the one handed on."""
-    waiting: deque = deque()
-    for item in items:
-        waiting.append((item, pool.submit(fn, *item)))
-        if len(waiting) > ahead:
-            item, done = waiting.popleft()
-            yield item, done.result()
-    for item, done in waiting:
-        yield item, done.result()
 
 
 def _colour_stats(pipeline: Pipeline, crop: np.ndarray, lms: np.ndarray) -> np.ndarray:
