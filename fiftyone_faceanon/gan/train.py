@@ -33,6 +33,7 @@ import copy
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..parallel import in_order
 from .nets import Discriminator, Generator, NetConfig, parameter_count
 from .shards import conditioning, load_faces
 
@@ -87,7 +89,8 @@ PRESETS = {
     "cpu": TrainConfig(NetConfig(64, 16, 64, 64), batch=8, lr_g=0.001, lr_d=0.001, ema=0.99,
                        log_every=25, sample_every=250, checkpoint_every=250, l1=1.0, div=0.1),
     # The GPU configuration: 128 px, 5.2 M generator parameters (10 MiB in fp16).
-    "base": TrainConfig(NetConfig(128, 64, 192, 128), batch=64, ema=0.999, r1_gamma=1.0,
+    "base": TrainConfig(NetConfig(128, 64, 192, 128), batch=64, lr_g=1e-4, lr_d=1e-4,
+                        ema=0.999, r1_gamma=10.0,
                         l1=0.0, div=0.05, steps=100_000, sample_every=2000,
                         checkpoint_every=2000, log_every=100),
 }
@@ -96,6 +99,18 @@ PRESETS = {
 def batch_rng(cfg: TrainConfig, rank: int, step: int) -> np.random.Generator:
     """The generator that draws step ``step``'s batch on ``rank``."""
     return np.random.default_rng([cfg.seed, rank, step])
+
+
+def draw_batch(cfg: TrainConfig, rank: int, step: int, crops: np.ndarray,
+               landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The :func:`conditioning` of step ``step``'s batch on ``rank``: ``cfg.batch`` faces of
+    ``crops`` (N, S, S, 3) and ``landmarks`` (N, 68, 2) drawn by :func:`batch_rng`, each mirrored
+    with probability 1/2. A function of its arguments alone, so batches can be prepared ahead in
+    other threads."""
+    rng = batch_rng(cfg, rank, step)
+    idx = rng.integers(len(crops), size=cfg.batch)
+    flips = rng.random(cfg.batch) < 0.5
+    return conditioning(crops[idx], landmarks[idx], flips)
 
 
 def masked_l1(a: torch.Tensor, b: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -142,14 +157,12 @@ class Trainer:
     def tensors(self, arrays) -> list[torch.Tensor]:
         return [torch.from_numpy(a).to(self.device, non_blocking=True) for a in arrays]
 
-    def step(self, crops: np.ndarray, landmarks: np.ndarray) -> dict:
-        """One D step (+ R1 every ``r1_every``), one G step and the EMA update, on the batch that
-        ``batch_rng`` draws from ``crops`` (N, S, S, 3) and ``landmarks`` (N, 68, 2)."""
+    def step(self, batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict:
+        """One D step (+ R1 every ``r1_every``), one G step and the EMA update, on ``batch``:
+        this step's :func:`draw_batch`. Returns the losses as 0-d tensors on the device, so that the
+        step does not wait for the device to finish it (read them every ``log_every`` steps)."""
         cfg, t = self.cfg, self.step_count
-        rng = batch_rng(cfg, self.rank, t)
-        idx = rng.integers(len(crops), size=cfg.batch)
-        flips = rng.random(cfg.batch) < 0.5
-        x, m, l = self.tensors(conditioning(crops[idx], landmarks[idx], flips))
+        x, m, l = self.tensors(batch)
         z = self.noise(t, cfg.batch, 0)
         logs = {}
 
@@ -161,7 +174,7 @@ class Trainer:
         loss_d.backward()
         all_reduce_grads(self.D.parameters(), self.world)
         self.opt_d.step()
-        logs["loss_d"] = loss_d.item()
+        logs["loss_d"] = loss_d.detach()
 
         if t % cfg.r1_every == 0:
             xr = x.detach().requires_grad_(True)
@@ -171,29 +184,29 @@ class Trainer:
             (r1 * cfg.r1_gamma / 2 * cfg.r1_every).backward()
             all_reduce_grads(self.D.parameters(), self.world)
             self.opt_d.step()
-            logs["r1"] = r1.item()
+            logs["r1"] = r1.detach()
 
         with self.autocast():
             fake = self.G(x, m, l, z)
             adv = F.softplus(-self.D(fake, m, l)).mean()
             loss_g = adv
-            logs["adv"] = adv.item()
+            logs["adv"] = adv.detach()
             if cfg.l1:
                 l1 = masked_l1(fake, x, m)
                 loss_g = loss_g + cfg.l1 * l1
-                logs["l1"] = l1.item()
+                logs["l1"] = l1.detach()
             if cfg.div:
                 h = max(cfg.batch // 2, 1)
                 z2 = self.noise(t, h, 1)
                 fake2 = self.G(x[:h], m[:h], l[:h], z2)
                 ratio = masked_l1(fake[:h], fake2, m[:h]) / (z[:h] - z2).abs().mean()
                 loss_g = loss_g - cfg.div * ratio.clamp(max=1.0)
-                logs["diversity"] = ratio.item()
+                logs["diversity"] = ratio.detach()
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         all_reduce_grads(self.G.parameters(), self.world)
         self.opt_g.step()
-        logs["loss_g"] = loss_g.item()
+        logs["loss_g"] = loss_g.detach()
 
         beta = min(cfg.ema, (1 + t) / (10 + t))
         with torch.no_grad():
@@ -223,7 +236,7 @@ class Trainer:
 
     def portable(self) -> dict:
         """The state of :data:`PORTABLE`: EMA G and D in bfloat16, no optimiser state."""
-        half = lambda net: {k: v.bfloat16() for k, v in net.state_dict().items()}  # noqa: E731
+        half = lambda net: {k: v.bfloat16().cpu() for k, v in net.state_dict().items()}  # noqa: E731
         return {"config": self.cfg.as_dict(), "step": self.step_count,
                 "train_seconds": self.train_seconds, "hardware": hardware(self.device, self.world),
                 "G_ema": half(self.G_ema), "D": half(self.D)}
@@ -309,6 +322,8 @@ def train(shards: Path, run: Path, preset: str = "base", steps: int | None = Non
     else:
         dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                            if device == "auto" else device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     run = Path(run)
     found = [p for p in (run / CHECKPOINT, run / PORTABLE) if p.is_file()]
     state = load_checkpoint(found[0], dev) if found else None
@@ -336,24 +351,30 @@ def train(shards: Path, run: Path, preset: str = "base", steps: int | None = Non
     sums: dict[str, float] = {}
     last: dict = {}
     tick = time.monotonic()
-    while trainer.step_count < cfg.steps and time.monotonic() < deadline:
-        for k, v in trainer.step(crops, landmarks).items():
-            sums[k] = sums.get(k, 0.0) + v
-        t = trainer.step_count
-        now = time.monotonic()
-        trainer.train_seconds += now - tick
-        tick = now
-        if rank == 0 and t % cfg.log_every == 0:
-            last = {"step": t, "train_seconds": round(trainer.train_seconds, 1),
-                    **{k: v / cfg.log_every for k, v in sums.items()}}
-            with open(run / "log.jsonl", "a") as f:
-                f.write(json.dumps(last) + "\n")
-            on_log(last)
-            sums = {}
-        if rank == 0 and t % cfg.sample_every == 0:
-            write_samples(trainer, held_crops, held_lms, run / f"samples/step-{t:07d}.png")
-        if rank == 0 and t % cfg.checkpoint_every == 0:
-            save_checkpoint(trainer, run)
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        steps_left = ((cfg, rank, t, crops, landmarks)
+                      for t in range(trainer.step_count, cfg.steps))
+        for _, batch in in_order(pool, draw_batch, steps_left, 2 * workers):
+            if time.monotonic() >= deadline:
+                break
+            for k, v in trainer.step(batch).items():
+                sums[k] = sums.get(k, 0.0) + v
+            t = trainer.step_count
+            now = time.monotonic()
+            trainer.train_seconds += now - tick
+            tick = now
+            if rank == 0 and t % cfg.log_every == 0:
+                last = {"step": t, "train_seconds": round(trainer.train_seconds, 1),
+                        **{k: float(v) / cfg.log_every for k, v in sums.items()}}
+                with open(run / "log.jsonl", "a") as f:
+                    f.write(json.dumps(last) + "\n")
+                on_log(last)
+                sums = {}
+            if rank == 0 and t % cfg.sample_every == 0:
+                write_samples(trainer, held_crops, held_lms, run / f"samples/step-{t:07d}.png")
+            if rank == 0 and t % cfg.checkpoint_every == 0:
+                save_checkpoint(trainer, run)
     if rank == 0:
         save_checkpoint(trainer, run)
         write_samples(trainer, held_crops, held_lms,
