@@ -24,6 +24,7 @@ from fiftyone_faceanon.gan.train import (
     PORTABLE,
     PRESETS,
     Trainer,
+    draw_batch,
     export,
     load_checkpoint,
     train,
@@ -158,6 +159,28 @@ def test_train_resume_export_backend(shards, tmp_path):
     big, big_lms = load_faces(folder, size=128, limit=1)
     resized = backend.anonymize(big, big_lms, None, [np.random.default_rng(0)])
     assert resized.shape == (1, 128, 128, 3)
+
+
+def test_channels_last_trains_the_same_numbers(shards):
+    """The (N, H, W, C) layout is a memory layout only: the same losses from the same start (up
+    to float rounding), weights that stay in it, and a state that loads into either layout."""
+    torch.set_num_threads(1)
+    cfg = PRESETS["tiny"]
+    crops, lms = load_faces(shards[0])
+    trainers = [Trainer(cfg, torch.device("cpu"), channels_last=last) for last in (False, True)]
+    for t in range(2):
+        batch = draw_batch(cfg, 0, t, crops, lms)
+        plain, last = (trainer.step(batch) for trainer in trainers)
+        assert plain.keys() == last.keys()
+        for key in plain:
+            np.testing.assert_allclose(float(last[key]), float(plain[key]), rtol=1e-3,
+                                       atol=1e-5, err_msg=key)
+    weights = [p for p in trainers[1].G.parameters() if p.dim() == 4]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    plain = Trainer(cfg, torch.device("cpu"))
+    plain.load(trainers[1].state())
+    for a, b in zip(plain.G_ema.parameters(), trainers[1].G_ema.parameters()):
+        assert torch.equal(a, b) and a.is_contiguous()
 
 
 def test_training_path_needs_only_torch_numpy_opencv():

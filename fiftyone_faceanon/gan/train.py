@@ -131,13 +131,18 @@ def all_reduce_grads(params, world: int) -> None:
 
 
 class Trainer:
-    """G, D, the EMA copy of G and their optimisers; :meth:`step` runs one iteration."""
+    """G, D, the EMA copy of G and their optimisers; :meth:`step` runs one iteration.
+    ``channels_last``: weights and batches in the (N, H, W, C) memory layout, which cuDNN's
+    tensor-core convolutions work in; the same numbers up to float rounding
+    (``benchmarks/bench_gan_train.py`` times both)."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, rank: int = 0, world: int = 1):
+    def __init__(self, cfg: TrainConfig, device: torch.device, rank: int = 0, world: int = 1,
+                 channels_last: bool = False):
         self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format
         torch.manual_seed(cfg.seed)
-        self.G = Generator(cfg.net).to(device)
-        self.D = Discriminator(cfg.net).to(device)
+        self.G = Generator(cfg.net).to(device, memory_format=self.layout)
+        self.D = Discriminator(cfg.net).to(device, memory_format=self.layout)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         r1_ratio = cfg.r1_every / (cfg.r1_every + 1)  # lazy-regularisation correction
         self.opt_g = torch.optim.Adam(self.G.parameters(), cfg.lr_g, betas=(0.0, 0.99))
@@ -155,7 +160,9 @@ class Trainer:
         return torch.randn(n, self.cfg.net.z_dim, generator=g).to(self.device)
 
     def tensors(self, arrays) -> list[torch.Tensor]:
-        return [torch.from_numpy(a).to(self.device, non_blocking=True) for a in arrays]
+        """(N, C, S, S) arrays -> tensors on the device, in the trainer's memory layout."""
+        return [torch.from_numpy(a).to(self.device, non_blocking=True)
+                .contiguous(memory_format=self.layout) for a in arrays]
 
     def step(self, batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict:
         """One D step (+ R1 every ``r1_every``), one G step and the EMA update, on ``batch``:
@@ -236,7 +243,9 @@ class Trainer:
 
     def portable(self) -> dict:
         """The state of :data:`PORTABLE`: EMA G and D in bfloat16, no optimiser state."""
-        half = lambda net: {k: v.bfloat16().cpu() for k, v in net.state_dict().items()}  # noqa: E731
+        def half(net: torch.nn.Module) -> dict:
+            return {k: v.bfloat16().cpu() for k, v in net.state_dict().items()}
+
         return {"config": self.cfg.as_dict(), "step": self.step_count,
                 "train_seconds": self.train_seconds, "hardware": hardware(self.device, self.world),
                 "G_ema": half(self.G_ema), "D": half(self.D)}
@@ -297,15 +306,15 @@ def sample_grid(G: Generator, crops: np.ndarray, landmarks: np.ndarray, device: 
 def train(shards: Path, run: Path, preset: str = "base", steps: int | None = None,
           minutes: float | None = None, resolution: int | None = None, batch: int | None = None,
           limit: int | None = None, device: str = "auto", threads: int | None = None,
-          on_log=lambda record: None) -> dict:
+          channels_last: bool = False, on_log=lambda record: None) -> dict:
     """Train (or continue) the run in ``run`` on the faces in ``shards`` until ``steps`` are done
     or ``minutes`` have passed, whichever comes first; return the last log record.
 
     A fresh run takes ``PRESETS[preset]`` (``resolution`` and ``batch`` override it); a run with
     a ``checkpoint.pt`` continues from it exactly, one with only a ``portable.pt`` (brought from
     another machine) from its weights; either way with its own config (``steps`` may raise the
-    target). Writes ``checkpoint.pt``, ``portable.pt``, ``log.jsonl`` and
-    ``samples/step-NNNNNNN.png`` into ``run``.
+    target); ``channels_last`` as :class:`Trainer` takes it. Writes ``checkpoint.pt``,
+    ``portable.pt``, ``log.jsonl`` and ``samples/step-NNNNNNN.png`` into ``run``.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -335,7 +344,7 @@ def train(shards: Path, run: Path, preset: str = "base", steps: int | None = Non
                       batch=batch or cfg.batch)
     if steps is not None:
         cfg = replace(cfg, steps=steps)
-    trainer = Trainer(cfg, dev, rank, world)
+    trainer = Trainer(cfg, dev, rank, world, channels_last)
     if state is not None:
         (trainer.load if "opt_g" in state else trainer.load_portable)(state)
     crops, landmarks = load_faces(shards, cfg.net.resolution, limit)
@@ -435,9 +444,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--channels-last", action="store_true")
     a = ap.parse_args(argv)
     result = train(a.shards, a.run_dir, a.preset, a.steps, a.minutes, a.resolution, a.batch,
-                   a.limit, a.device, a.threads, on_log=lambda r: print(json.dumps(r), flush=True))
+                   a.limit, a.device, a.threads, a.channels_last,
+                   on_log=lambda r: print(json.dumps(r), flush=True))
     print(json.dumps(result))
 
 
