@@ -5,6 +5,10 @@ from more (MTCNN on a 250 px image: 0.13 s with 1 thread, several seconds with 2
 2-core machine), so parallelism comes from processes. A pool process receives the callable by
 pickling, so a callable that holds models pickles its settings (``__reduce__``) and each process
 loads the models once.
+
+:func:`in_order` is the threaded counterpart inside one process, for work that releases the GIL
+(OpenCV, torch): a bounded look-ahead that hands results on in order (a video's colour pass, the
+GAN's training batches).
 """
 
 from __future__ import annotations

@@ -357,7 +357,7 @@ def train(shards: Path, run: Path, preset: str = "base", steps: int | None = Non
              "g_parameters": parameter_count(trainer.G),
              "d_parameters": parameter_count(trainer.D)}, indent=2))
     deadline = time.monotonic() + 60 * minutes if minutes else float("inf")
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}  # each loss summed on the device since the last log
     last: dict = {}
     tick = time.monotonic()
     workers = min(8, os.cpu_count() or 1)
