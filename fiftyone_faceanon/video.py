@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -147,8 +148,6 @@ def _track(pipeline, src, info, settings, timings, progress, threads) -> list[Tr
     """The tracks of the video; with ``threads`` > 1 the detector runs in that many threads of
     its own, ahead of the frames being followed. ``timings``: ``track``, the pass's wall time
     (decoding, detecting and following); ``detect``, the detector's seconds within it."""
-    from concurrent.futures import ThreadPoolExecutor
-
     detect = _detector(pipeline)
     spent: list[float] = []  # one per call: the threads do not add into one number
 
@@ -275,8 +274,6 @@ def _colours_and_views(pipeline, src, info, raw, tracks, sizes, samples, occlude
     gives their occluders (``occluders``, :meth:`_Occluders.view`: the crops of each view's
     frame and its neighbours are kept for it), so that the plan judges the faces as they will
     be rendered. The faces of ``threads`` frames are cut out and measured at once."""
-    from concurrent.futures import ThreadPoolExecutor
-
     order = {tr.id: _views(tr, samples) for tr in tracks}
     present: dict[int, list[Track]] = {}
     for tr in tracks:
@@ -329,8 +326,6 @@ def _plan(pipeline, key, tracks, views, found, doubtful, timings, threads, relea
     The tracks are planned by ``threads`` threads, each on its own; then, in track order, a
     track whose donor an earlier track shows is planned again without it, so no two faces on
     screen share a donor and the result does not depend on the threads."""
-    from concurrent.futures import ThreadPoolExecutor
-
     t0 = time.perf_counter()
     by_id = {tr.id: tr for tr in tracks}
     spent: list[dict[str, float]] = []
@@ -374,8 +369,6 @@ def _render(pipeline, src, dst, key, info, raw, tracks, plans, sizes, colours, o
     frame. Frames are searched for occluders and rendered by ``threads`` threads (OpenCV,
     numpy and torch release the GIL), each rendered once the next one has been searched, and
     encoded in order."""
-    from concurrent.futures import ThreadPoolExecutor
-
     by_id = {tr.id: tr for tr in raw}
     shown = {tr.id for tr in tracks if not plans[tr.id].covered}
     out_faces: list[list[FrameFace]] = []
