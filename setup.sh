@@ -7,8 +7,20 @@ set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
+# A full venv takes about 7.5 GB (torch's CUDA libraries, unused on the CPU, are 4 GB of it).
+need_mb=8000
+free_mb=$(df -Pm "$(dirname "$VENV")" | awk 'NR == 2 {print $4}')
+if [ ! -x "$VENV/bin/python" ] && [ "$free_mb" -lt "$need_mb" ]; then
+  echo "setup.sh: $VENV needs about $need_mb MB free on its disk, $free_mb MB are" >&2; exit 1
+fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "is ignored" || true; }
+# pip, quiet but for its errors; a failed install stops the script with pip's reason.
+pip() {
+  local out rc=0
+  out=$("$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1) || rc=$?
+  [ -z "$out" ] || grep -v "is ignored" <<<"$out" || true
+  [ "$rc" -eq 0 ] || { echo "setup.sh: pip $* failed (exit $rc)" >&2; exit "$rc"; }
+}
 pip install torch==2.14.1 torchvision==0.29.1
 if [ "${1:-}" = "--dev" ]; then pip install -e ".[test,ray]"; else pip install .; fi
 # Declared pins that cannot be met offline (torch<2.3, tensorflow): installed without them.
