@@ -230,9 +230,9 @@ def test_bfloat16_screen_gives_the_full_precision_decisions():
     """The verifier's screen (:meth:`Verifier.score`) against the full-precision reference, on
     real faces at every level of likeness: 10 LFW faces, each against itself, blurred at three
     strengths and anonymized. FaceNet-CASIA's bfloat16 embeddings stay within BF16_ERROR of the
-    float32 ones; every similarity the screen reports at or above its line is the float32 one,
-    every one under it is under the judge's threshold in float32 too, so each decision is
-    float32's."""
+    float32 ones; every similarity the screen reports within its band (:meth:`Verifier.screen`)
+    is the float32 one, every one under it is under the judge's threshold in float32 too, every
+    one above it is above the judge's limit in float32 too, so each decision is float32's."""
     from fiftyone_faceanon.verify import Verifier
 
     verifier = Verifier()
@@ -254,13 +254,17 @@ def test_bfloat16_screen_gives_the_full_precision_decisions():
     assert 0 < drift.max() < BF16_ERROR
     for margin in ({}, {"facenet_casia": 0.05}):
         screened = verifier.score(original, items, margin)
-        line = verifier.thresholds["facenet_casia"] - margin.get("facenet_casia", 0) - BF16_ERROR
-        above = screened["facenet_casia"] >= line
-        assert 0 < above.sum() < len(items)  # both sides of the line are tested
-        np.testing.assert_allclose(screened["facenet_casia"][above],
-                                   full["facenet_casia"][above], atol=1e-5)
-        assert np.all(full["facenet_casia"][~above] < line + BF16_ERROR)
-        assert np.abs(screened["facenet_casia"] - full["facenet_casia"])[~above].max() > 1e-4
+        low, high = verifier.screen("facenet_casia", margin)
+        assert low == verifier.thresholds["facenet_casia"] - margin.get("facenet_casia", 0) \
+            - BF16_ERROR and high == verifier.limits["facenet_casia"] + BF16_ERROR
+        sim, ref = screened["facenet_casia"], full["facenet_casia"]
+        under, over = sim < low, sim >= high
+        band = ~under & ~over
+        assert under.any() and band.any() and over.any()  # each side of the band is tested
+        np.testing.assert_allclose(sim[band], ref[band], atol=1e-5)
+        assert np.all(ref[under] < low + BF16_ERROR)
+        assert np.all(ref[over] >= high - BF16_ERROR)
+        assert np.abs(sim - ref)[under].max() > 1e-4 and np.abs(sim - ref)[over].max() > 1e-4
         np.testing.assert_allclose(screened["dlib"], full["dlib"], atol=1e-5)
         for written in (False, True):
             np.testing.assert_array_equal(verifier.matched(screened, margin=margin,

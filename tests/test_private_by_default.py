@@ -191,10 +191,11 @@ def test_faces_are_verified_as_their_written_file_gives_them_back(tmp_path):
             for judge, sim in sims.items():
                 # to 1e-3 (the record's landmarks are rounded to 0.01 px): judged before the
                 # encoder, these records differ from the files' by up to 0.009; a similarity
-                # the bfloat16 screen left under its line (Verifier.score) by up to BF16_ERROR
+                # the bfloat16 screen left outside its band (Verifier.screen) by up to
+                # BF16_ERROR
                 recorded = face["similarity"][judge]
-                screened = (verifier.judges[judge].fast
-                            and recorded < verifier.thresholds[judge] - BF16_ERROR)
+                low, high = verifier.screen(judge)
+                screened = verifier.judges[judge].fast and not low <= recorded < high
                 assert abs(sim[k] - recorded) < (BF16_ERROR if screened else 1e-3), (
                     path.name, judge)
             if face["anonymized"]["status"] == "verified":
