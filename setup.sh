@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-# A full venv takes about 7.5 GB (torch's CUDA libraries, unused on the CPU, are 4 GB of it).
+# A full venv takes about 7.5 GB, 4 GB of it torch's CUDA libraries (PyPI's only build of it).
 need_mb=8000
 free_mb=$(df -Pm "$(dirname "$VENV")" | awk 'NR == 2 {print $4}')
 if [ ! -x "$VENV/bin/python" ] && [ "$free_mb" -lt "$need_mb" ]; then
