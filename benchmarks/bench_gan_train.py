@@ -55,8 +55,6 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=2000, help="Faces to load from the shards.")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     cfg = PRESETS[args.preset]
     crops, landmarks = load_faces(args.shards, cfg.net.resolution, args.faces)
     rows = {name: time_layout(args.preset, last, crops, landmarks, device, args.warmup,

@@ -177,8 +177,6 @@ class Verifier:
         the full-precision one; a similarity outside that band may differ from it by up to
         BF16_ERROR (one above it is matched at every line: 1 in 7 of the tries' faces on LFW,
         which no longer cost a second embedding)."""
-        from .metrics.identity import BF16_ERROR
-
         margin = margin or {}
         sims = {}
         for j in original:

@@ -297,7 +297,7 @@ def _colours_and_views(pipeline, src, info, raw, tracks, sizes, samples, occlude
 
     with ThreadPoolExecutor(threads) as pool:
         for (t, frame), faces in in_order(pool, measured, read_some_frames(src, present),
-                                           2 * threads):
+                                          2 * threads):
             for tr, face, crop, lms, stats in faces:
                 colours[tr.id, t] = filters[tr.id](stats)
                 if {(tr.id, t - 1), (tr.id, t), (tr.id, t + 1)} & viewed:

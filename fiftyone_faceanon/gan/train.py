@@ -134,12 +134,15 @@ class Trainer:
     """G, D, the EMA copy of G and their optimisers; :meth:`step` runs one iteration.
     ``channels_last``: weights and batches in the (N, H, W, C) memory layout, which cuDNN's
     tensor-core convolutions work in; the same numbers up to float rounding
-    (``benchmarks/bench_gan_train.py`` times both)."""
+    (``benchmarks/bench_gan_train.py`` times both). On a CUDA device it turns on cuDNN's
+    benchmark mode for the process (the shapes never change)."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device, rank: int = 0, world: int = 1,
                  channels_last: bool = False):
         self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
         self.layout = torch.channels_last if channels_last else torch.contiguous_format
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN picks its fastest kernels
         torch.manual_seed(cfg.seed)
         self.G = Generator(cfg.net).to(device, memory_format=self.layout)
         self.D = Discriminator(cfg.net).to(device, memory_format=self.layout)
@@ -331,8 +334,6 @@ def train(shards: Path, run: Path, preset: str = "base", steps: int | None = Non
     else:
         dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                            if device == "auto" else device)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     run = Path(run)
     found = [p for p in (run / CHECKPOINT, run / PORTABLE) if p.is_file()]
     state = load_checkpoint(found[0], dev) if found else None
