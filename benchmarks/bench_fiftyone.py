@@ -172,7 +172,13 @@ def main() -> None:
     if args.worker:
         worker(args.worker, args.paths[0], args.paths[1], args.backend, m)
         return
-    tmp = Path(tempfile.mkdtemp(prefix="bench-fo-"))
+    # the inputs' links, the outputs and the MongoDB database: deleted at the end
+    with tempfile.TemporaryDirectory(prefix="bench-fo-", ignore_cleanup_errors=True) as tmp:
+        compare(args, m, Path(tmp))
+
+
+def compare(args: argparse.Namespace, m: int, tmp: Path) -> None:
+    """Both tables, the CLI and FiftyOne processes working in ``tmp``."""
     env = {**os.environ, "FIFTYONE_DATABASE_DIR": str(tmp / "db"),
            "FIFTYONE_PLUGINS_DIR": str(tmp / "plugins"), "FIFTYONE_DO_NOT_TRACK": "true",
            "FIFTYONE_DATABASE_VALIDATION": "false", "FIFTYONE_SHOW_PROGRESS_BARS": "false"}

@@ -4,12 +4,14 @@ plugin's API, captured by headless Chromium (Debian's ``chromium``).
     python scripts/fiftyone_app_screenshot.py [--out docs/fiftyone_app.png]
 
 Only the bundled public-domain demo photos (:mod:`fiftyone_faceanon.demo`) are shown. The App is
-served on 127.0.0.1 from a private database in a temporary folder and closed afterwards.
+served on 127.0.0.1 from a private database in a temporary folder, closed afterwards and the
+folder deleted.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import shutil
 import subprocess
@@ -28,6 +30,9 @@ def main() -> None:
     ap.add_argument("--backend", default="ksame")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="faceanon-shot-"))
+    # registered before fiftyone's own exit handler, so it runs after it: the demo images, the
+    # screenshot and the MongoDB database (about 300 MB) are deleted at exit
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     os.environ.update(FIFTYONE_DATABASE_DIR=str(tmp / "db"), FIFTYONE_DO_NOT_TRACK="true",
                       FIFTYONE_DATABASE_VALIDATION="false", FIFTYONE_SHOW_PROGRESS_BARS="false")
     import fiftyone as fo

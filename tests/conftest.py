@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 # One intra-op thread for torch, OpenBLAS and OpenCV's OpenMP in this process and every CLI it
@@ -20,6 +23,33 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
+os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
+
+#: fiftyone's MongoDB and plugins folder for this session (and the CLIs it starts), never the
+#: user's; fiftyone reads them at import. Deleted at exit: the database is about 300 MB.
+FIFTYONE_DIR = Path(tempfile.mkdtemp(prefix="faceanon-tests-fiftyone-"))
+os.environ["FIFTYONE_DATABASE_DIR"] = str(FIFTYONE_DIR / "db")
+os.environ["FIFTYONE_PLUGINS_DIR"] = str(FIFTYONE_DIR / "plugins")
+
+
+@atexit.register
+def remove_fiftyone_dir() -> None:
+    """Stop the MongoDB that serves the session's database, if a test started one, and delete
+    the session's fiftyone folder. Registered before fiftyone is imported, so it runs after
+    fiftyone's own exit handler, which deletes the non-persistent datasets through that MongoDB
+    (and would wait 30 s for it if it were gone)."""
+    import psutil
+
+    servers = [p for p in psutil.process_iter(["cmdline"])  # mongod and fiftyone's wrapper
+               if os.environ["FIFTYONE_DATABASE_DIR"] in (p.info["cmdline"] or [])]
+    for server in servers:
+        try:
+            server.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(servers, timeout=60)
+    shutil.rmtree(FIFTYONE_DIR, ignore_errors=True)
 
 
 def need_shared(path: str = "") -> Path:

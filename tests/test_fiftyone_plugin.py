@@ -1,35 +1,24 @@
-"""The ``@faceanon/faceanon`` plugin through real fiftyone: its own MongoDB and plugins folder,
-real fixture photos, each operator run immediately and delegated."""
+"""The ``@faceanon/faceanon`` plugin through real fiftyone: the session's own MongoDB and plugins
+folder (conftest.py), real fixture photos, each operator run immediately and delegated."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
-import pytest
-
-# fiftyone reads these at import: a private database and plugins folder for this module
-_TMP = Path(tempfile.mkdtemp(prefix="faceanon-fo-"))
-if "fiftyone" not in sys.modules:
-    os.environ["FIFTYONE_DATABASE_DIR"] = str(_TMP / "db")
-os.environ["FIFTYONE_PLUGINS_DIR"] = str(_TMP / "plugins")
-os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
-os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
-
 import fiftyone as fo
-import fiftyone.operators as foo  # noqa: E402
-from fiftyone import ViewField as F  # noqa: E402
-from fiftyone.operators.delegated import DelegatedOperationService  # noqa: E402
+import fiftyone.operators as foo
+import pytest
+from fiftyone import ViewField as F
+from fiftyone.operators.delegated import DelegatedOperationService
 
-from fiftyone_faceanon import fiftyone_api as api  # noqa: E402
-from fiftyone_faceanon.metrics.identity import judge_thresholds  # noqa: E402
+from fiftyone_faceanon import fiftyone_api as api
+from fiftyone_faceanon.metrics.identity import judge_thresholds
 
-fo.config.plugins_dir = str(_TMP / "plugins")
+PLUGINS = Path(fo.config.plugins_dir)  # the session's own (conftest.py)
 PREFIX = "@faceanon/faceanon/"
 OPERATORS = ("anonymize_faces", "compute_anonymization_metrics", "flag_reidentifiable_faces",
              "export_anonymized_release")
@@ -42,12 +31,13 @@ def sha(path: str | Path) -> str:
 
 @pytest.fixture(scope="module")
 def plugin():
-    api.install_plugin(_TMP / "plugins")
-    return _TMP / "plugins" / "faceanon"
+    api.install_plugin(PLUGINS)
+    return PLUGINS / "faceanon"
 
 
-def make_dataset(fixtures_dir: Path, tag: str) -> fo.Dataset:
-    bad = _TMP / f"{tag}-corrupt.jpg"
+def make_dataset(fixtures_dir: Path, folder: Path, tag: str) -> fo.Dataset:
+    """The fixture photos and a corrupt file written into ``folder``."""
+    bad = folder / f"{tag}-corrupt.jpg"
     bad.write_bytes(b"\xff\xd8 this is not a jpeg")
     ds = fo.Dataset(f"faceanon-test-{tag}-{uuid.uuid4().hex[:6]}")
     ds.add_samples([fo.Sample(filepath=str(fixtures_dir / p)) for p in PHOTOS]
@@ -75,21 +65,21 @@ def run(uri: str, ds: fo.Dataset, params: dict, delegated: bool):
 def test_plugin_is_listed(plugin):
     for name in OPERATORS:
         assert foo.operator_exists(PREFIX + name), name
-    env = {**os.environ, "FIFTYONE_PLUGINS_DIR": str(_TMP / "plugins")}
     out = subprocess.run([str(Path(sys.executable).parent / "fiftyone"), "operators", "list"],
-                         env=env, capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120)
     listed = out.stdout + out.stderr
     for name in OPERATORS:
         assert PREFIX + name in listed, listed
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["immediate", "delegated"])
-def anonymized(request, plugin, fixtures_dir):
+def anonymized(request, plugin, fixtures_dir, tmp_path_factory):
     """A dataset anonymized through the operator, with what the test needs to check it."""
     delegated = request.param
-    ds = make_dataset(fixtures_dir, "deleg" if delegated else "immed")
+    folder = tmp_path_factory.mktemp("deleg" if delegated else "immed")
+    ds = make_dataset(fixtures_dir, folder, "deleg" if delegated else "immed")
     before = {p: sha(fixtures_dir / p) for p in PHOTOS}
-    out = _TMP / f"out-{ds.name}"
+    out = folder / f"out-{ds.name}"
     summary = run("anonymize_faces", ds, {"output_dir": str(out), "backend": "blur",
                                           "verify": False}, delegated)
     yield {"ds": ds, "out": out, "summary": summary, "before": before, "delegated": delegated}
@@ -179,7 +169,7 @@ def test_metrics_run_fields_and_flags(anonymized):
 
 
 def test_python_call_and_form_validation(plugin, fixtures_dir, tmp_path):
-    ds = make_dataset(fixtures_dir, "form")
+    ds = make_dataset(fixtures_dir, tmp_path, "form")
     try:
         # the operator object is callable with the API function's parameters
         op = foo.get_operator(PREFIX + "export_anonymized_release")
@@ -200,7 +190,7 @@ def test_python_call_and_form_validation(plugin, fixtures_dir, tmp_path):
 def test_workers_give_the_same_output_and_fields(plugin, fixtures_dir, tmp_path):
     """anonymize_samples in two processes and in one: the same output and sidecar bytes, the
     same fields, errors and summary."""
-    ds = make_dataset(fixtures_dir, "workers")
+    ds = make_dataset(fixtures_dir, tmp_path, "workers")
     ds.add_samples([fo.Sample(filepath=str(fixtures_dir / "faceapi" / p))
                     for p in ("bbt1.jpg", "sad.jpg")])
 
@@ -262,7 +252,8 @@ def test_ray_engine_gives_the_output_and_fields_of_the_local_engine(plugin, loca
                 [s[n] for n in api.METRIC_FIELDS])
         return found
 
-    local, on_ray = make_dataset(fixtures_dir, "engine-local"), make_dataset(fixtures_dir, "ray")
+    local = make_dataset(fixtures_dir, tmp_path, "engine-local")
+    on_ray = make_dataset(fixtures_dir, tmp_path, "ray")
     try:
         # ksame: an output that does not depend on the sample ids, which differ between the two
         # datasets and seed each face's donor choice (verification stays on).

@@ -1,7 +1,7 @@
 """FiftyOne video datasets through ``anonymize_samples``, the ``anonymize_faces`` operator and the
 release: a clip made at test time from a photo of two people (the real detector, tracker, donor
-backend, judges and encoder), a truncated copy of it, and the private database and plugins
-folder of ``test_fiftyone_plugin``."""
+backend, judges and encoder), a truncated copy of it, and the session's private database and
+plugins folder (conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,39 +9,36 @@ import json
 import uuid
 from pathlib import Path
 
+import fiftyone as fo
 import numpy as np
 import pytest
+from fiftyone import ViewField as F
 
 from clips import pan_zoom_clip, truncated_copy
-from test_fiftyone_plugin import _TMP, plugin, run, sha  # noqa: F401  (plugin: a fixture)
-
-import fiftyone as fo  # noqa: E402  (after test_fiftyone_plugin has set up its database)
-from fiftyone import ViewField as F  # noqa: E402
-
-from fiftyone_faceanon import fiftyone_api as api  # noqa: E402
-from fiftyone_faceanon.images import records_dir  # noqa: E402
-from fiftyone_faceanon.videoio import probe  # noqa: E402
+from fiftyone_faceanon import fiftyone_api as api
+from fiftyone_faceanon.images import records_dir
+from fiftyone_faceanon.videoio import probe
+from test_fiftyone_plugin import plugin, run, sha  # noqa: F401  (plugin: a fixture)
 
 FRAMES = 24
 
 
 @pytest.fixture(scope="module")
-def clips(fixtures_dir) -> dict[str, Path]:
+def clips(fixtures_dir, tmp_path_factory) -> dict[str, Path]:
     """A camera move over a photo of two people, and its first half as a cut download."""
-    folder = _TMP / "clips"
-    folder.mkdir(exist_ok=True)
+    folder = tmp_path_factory.mktemp("clips")
     pan = pan_zoom_clip(fixtures_dir / "face_recognition" / "examples" / "two_people.jpg",
                         folder / "pan.mp4", frames=FRAMES)
     return {"pan": pan, "cut": truncated_copy(pan, folder / "cut.mp4", 0.5)}
 
 
 @pytest.fixture(scope="module")
-def video_run(clips):
+def video_run(clips, tmp_path_factory):
     """A video dataset (the clip, the cut clip) anonymized by ``anonymize_samples`` with the
     defaults but ``detect_every=4``, its progress calls recorded."""
     ds = fo.Dataset(f"faceanon-test-video-{uuid.uuid4().hex[:6]}")
     ds.add_samples([fo.Sample(filepath=str(clips["pan"])), fo.Sample(filepath=str(clips["cut"]))])
-    out = _TMP / f"out-{ds.name}"
+    out = tmp_path_factory.mktemp("video") / f"out-{ds.name}"
     calls: list[tuple[float, int]] = []
     summary = api.anonymize_samples(ds, out, detect_every=4, workers=1,
                                     progress=lambda done, total: calls.append((done, total)))

@@ -7,33 +7,22 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import sys
-import tempfile
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-# fiftyone reads these at import: a private database for this module
-_TMP = Path(tempfile.mkdtemp(prefix="faceanon-vmetrics-"))
-if "fiftyone" not in sys.modules:
-    os.environ["FIFTYONE_DATABASE_DIR"] = str(_TMP / "db")
-os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
-os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
-
-from clips import pan_zoom_clip, text_as_video, write_clip  # noqa: E402
-from fiftyone_faceanon import faces as F  # noqa: E402
-from fiftyone_faceanon.cli import main  # noqa: E402
-from fiftyone_faceanon.images import records_dir  # noqa: E402
-from fiftyone_faceanon.metrics.identity import judge_thresholds, same_person_means  # noqa: E402
-from fiftyone_faceanon.metrics.temporal import (consecutive, jitter, leaked_frames,  # noqa: E402
+from clips import pan_zoom_clip, text_as_video, write_clip
+from fiftyone_faceanon import faces as F
+from fiftyone_faceanon.cli import main
+from fiftyone_faceanon.images import records_dir
+from fiftyone_faceanon.metrics.identity import judge_thresholds, same_person_means
+from fiftyone_faceanon.metrics.temporal import (consecutive, jitter, leaked_frames,
                                                 stability, unreplaced_faces, video_scalars)
-from fiftyone_faceanon.metrics.video import evaluate_video  # noqa: E402
-from fiftyone_faceanon.videoio import read_frames  # noqa: E402
+from fiftyone_faceanon.metrics.video import evaluate_video
+from fiftyone_faceanon.videoio import read_frames
 
 FRAMES, STEP = 24, 12
 
