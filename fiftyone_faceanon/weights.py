@@ -1,7 +1,9 @@
 """Weights the project ships: ``models/manifest.json`` and checksum-verified loading.
 
 The manifest maps each file in ``models/`` to its sha256, size, source, training data, licence
-and the metrics it achieved. :func:`model_path` refuses a file whose checksum differs.
+and the metrics it achieved. :func:`model_path` refuses a file whose checksum differs. Files
+under ``models/training/`` are the GAN's training state kept between GPU sessions
+(:func:`~.gan.train.keep_state`), listed like the others but left out of the wheel.
 """
 
 from __future__ import annotations

@@ -3,9 +3,11 @@
 # "What a GPU session must run next"). With LAYOUT "auto" (the default) it first times a training
 # step in both memory layouts (benchmarks/bench_gan_train.py, about 40 s; table in bench.md) and
 # trains in the faster one. Trains the run folder RUN (continuing from its checkpoint.pt or
-# portable.pt when there) on the shards in SHARDS for MINUTES, and leaves in $OUT what the next
-# session needs: portable.pt, log.jsonl, config.json, train.log, bench.md and the last three
-# sample grids (one every 2,000 steps and the last step's): 8 files, as many as come back.
+# portable.pt when there, else from the state the last session kept in
+# models/training/dp68_<S>_state.pt, checksum checked, when there) on the shards in SHARDS for
+# MINUTES, and leaves in $OUT what the next session needs: portable.pt, log.jsonl, config.json,
+# train.log, bench.md and the last three sample grids (one every 2,000 steps and the last
+# step's): 8 files, as many as come back.
 # portable.pt and log.jsonl are copied to $OUT every 45 s while it trains, so a command killed
 # at its time limit still returns them.
 #
@@ -29,6 +31,16 @@ fi
 flags=()
 if [ "$layout" = channels_last ]; then flags=(--channels-last); fi
 echo "layout: ${layout:-contiguous (the benchmark failed)}"
+if [ ! -f "$run/checkpoint.pt" ] && [ ! -f "$run/portable.pt" ]; then
+    kept=$(python3 -c "from fiftyone_faceanon.gan.train import KEPT_STATE, PRESETS
+print(KEPT_STATE.format(resolution=PRESETS['$preset'].net.resolution))")
+    if [ -f "models/$kept" ]; then
+        start=$(python3 -c "from fiftyone_faceanon.weights import model_path
+print(model_path('$kept'))") || exit 1
+        flags+=(--start-from "$start")
+        echo "starting from models/$kept"
+    fi
+fi
 
 snapshot() {
     for f in portable.pt log.jsonl; do

@@ -26,6 +26,7 @@ from fiftyone_faceanon.gan.train import (
     Trainer,
     draw_batch,
     export,
+    keep_state,
     load_checkpoint,
     train,
 )
@@ -159,6 +160,38 @@ def test_train_resume_export_backend(shards, tmp_path):
     big, big_lms = load_faces(folder, size=128, limit=1)
     resized = backend.anonymize(big, big_lms, None, [np.random.default_rng(0)])
     assert resized.shape == (1, 128, 128, 3)
+
+
+def test_kept_state_continues_the_run_in_a_new_run_folder(shards, tmp_path):
+    """A run's portable state kept in a models folder (as ``faceanon keep-dp68-state`` keeps it
+    for the next GPU session) starts a new run folder where the run left off, with the weights
+    a run folder holding that portable.pt continues from."""
+    torch.set_num_threads(1)
+    folder = shards[0]
+    train(folder, tmp_path / "run", "tiny", steps=3, device="cpu")
+    with pytest.raises(ValueError, match="a full checkpoint"):
+        keep_state(tmp_path / "run" / CHECKPOINT, tmp_path / "models")
+    kept, meta = keep_state(tmp_path / "run" / PORTABLE, tmp_path / "models")
+    assert kept == tmp_path / "models/training/dp68_64_state.pt"
+    assert (meta["training_steps"], meta["resolution"]) == (3, 64)
+    assert meta["config"]["net"] == PRESETS["tiny"].as_dict()["net"]
+
+    # the next session: a new run folder, started from the kept state
+    out = train(folder, tmp_path / "next", "base", steps=5, device="cpu", start=kept)
+    assert out["step"] == 5
+    config = json.loads((tmp_path / "next/config.json").read_text())
+    assert config["net"] == PRESETS["tiny"].as_dict()["net"]  # the state's config, not "base"
+    # the same weights as continuing a run folder that holds the portable state
+    (tmp_path / "same").mkdir()
+    (tmp_path / "same" / PORTABLE).write_bytes((tmp_path / "run" / PORTABLE).read_bytes())
+    train(folder, tmp_path / "same", "tiny", steps=5, device="cpu")
+    a, b = (load_checkpoint(tmp_path / r / CHECKPOINT, torch.device("cpu"))
+            for r in ("next", "same"))
+    for key in ("G", "D", "G_ema", "step"):
+        assert states_equal(a[key], b[key]), key
+    # a run folder's own state comes first: a later start is not taken
+    assert train(folder, tmp_path / "next", "tiny", steps=6, device="cpu",
+                 start=kept)["step"] == 6
 
 
 def test_channels_last_trains_the_same_numbers(shards):

@@ -61,8 +61,10 @@ def prepare_data(data, out, size, limit, quality, device):
 @click.option("--threads", type=int, help="torch CPU threads.")
 @click.option("--channels-last", is_flag=True,
               help="Weights and batches in the (N, H, W, C) layout (faster on some GPUs).")
+@click.option("--start-from", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A new run starts from this portable state (e.g. the one kept in models/).")
 def train(shards, run_dir, preset, steps, minutes, resolution, batch, limit, device, threads,
-          channels_last):
+          channels_last, start_from):
     """Train the dp68 generator (resumable; for several GPUs use torchrun with
     `python -m fiftyone_faceanon.gan.train`, which takes the same options)."""
     from ..gan.train import train as run_training
@@ -74,10 +76,16 @@ def train(shards, run_dir, preset, steps, minutes, resolution, batch, limit, dev
         bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "step"}, refresh=True)
 
     result = run_training(shards, run_dir, preset, steps, minutes, resolution, batch, limit,
-                          device, threads, channels_last, on_log)
+                          device, threads, channels_last, start_from, on_log)
     bar.close()
     click.echo(f"step {result['step']}, {result['train_seconds']:.0f} s of training -> {run_dir}",
                err=True)
+
+
+#: What the dp68 weights are trained on and their licence, for their manifest entries.
+TRAINING_DATA = ("faceanon prepare-data: LFW peopleDevTrain.txt identities + UTKFace crop_part1 "
+                 "(training split; LFW peopleDevTest never used)")
+LICENCE = "weights derived from LFW (research use) and UTKFace (non-commercial research)"
 
 
 @main.command("export-dp68")
@@ -101,9 +109,34 @@ def export_dp68(checkpoint, metrics_json, note):
     entry = record(
         name, **meta, kind="dp68 generator (EMA, float16)",
         source=f"trained here: faceanon train, exported from {checkpoint.name}",
-        training_data="faceanon prepare-data: LFW peopleDevTrain.txt identities + UTKFace "
-                      "crop_part1 (training split; LFW peopleDevTest never used)",
-        licence="weights derived from LFW (research use) and UTKFace (non-commercial research)",
-        metrics=metrics, note=note,
+        training_data=TRAINING_DATA, licence=LICENCE, metrics=metrics, note=note,
+    )
+    click.echo(json.dumps({name: entry}, indent=2))
+
+
+@main.command("keep-dp68-state")
+@click.argument("portable", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--note", default="", help="Free text for the manifest entry.")
+def keep_dp68_state(portable, note):
+    """Keep a run's PORTABLE state (portable.pt) in models/training/ with a manifest entry, so
+    the next GPU session continues the run instead of starting again (scripts/train_dp68_gpu.sh
+    starts from it); it is not a model the backend uses, and not in the wheel."""
+    import json
+
+    from ..gan.train import keep_state
+    from ..weights import models_dir, record
+
+    try:
+        path, meta = keep_state(portable, models_dir())
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    name = path.relative_to(models_dir()).as_posix()
+    entry = record(
+        name, **meta, kind="dp68 training state (EMA G and D, bfloat16; no optimiser state)",
+        source=f"trained here: faceanon train, the run's {portable.name}",
+        training_data=TRAINING_DATA, licence=LICENCE,
+        metrics="none: a training state, continued by the next GPU session; export-dp68 makes "
+                "the generator that is evaluated",
+        note=note,
     )
     click.echo(json.dumps({name: entry}, indent=2))

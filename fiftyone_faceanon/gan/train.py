@@ -50,6 +50,12 @@ CHECKPOINT = "checkpoint.pt"
 #: The EMA generator and D in bfloat16, no optimiser state: small enough (15 MiB for ``base``) to
 #: come back from a GPU machine and travel to the next one with the shards.
 PORTABLE = "portable.pt"
+#: Where a run's :data:`PORTABLE` state is kept between GPU sessions, inside ``models/`` (with a
+#: manifest entry, left out of the wheel): the development machine and ``.data`` do not outlive
+#: a session, so without it each session's training would start again at step 0.
+KEPT_STATE = "training/dp68_{resolution}_state.pt"
+#: Largest state :func:`keep_state` keeps (``base``: 15.5 MiB; a full checkpoint is ~113 MiB).
+KEPT_STATE_MAX = 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -309,15 +315,18 @@ def sample_grid(G: Generator, crops: np.ndarray, landmarks: np.ndarray, device: 
 def train(shards: Path, run: Path, preset: str = "base", steps: int | None = None,
           minutes: float | None = None, resolution: int | None = None, batch: int | None = None,
           limit: int | None = None, device: str = "auto", threads: int | None = None,
-          channels_last: bool = False, on_log=lambda record: None) -> dict:
+          channels_last: bool = False, start: Path | None = None,
+          on_log=lambda record: None) -> dict:
     """Train (or continue) the run in ``run`` on the faces in ``shards`` until ``steps`` are done
     or ``minutes`` have passed, whichever comes first; return the last log record.
 
-    A fresh run takes ``PRESETS[preset]`` (``resolution`` and ``batch`` override it); a run with
-    a ``checkpoint.pt`` continues from it exactly, one with only a ``portable.pt`` (brought from
-    another machine) from its weights; either way with its own config (``steps`` may raise the
-    target); ``channels_last`` as :class:`Trainer` takes it. Writes ``checkpoint.pt``,
-    ``portable.pt``, ``log.jsonl`` and ``samples/step-NNNNNNN.png`` into ``run``.
+    A fresh run takes ``PRESETS[preset]`` (``resolution`` and ``batch`` override it), or, with
+    ``start`` (a :data:`PORTABLE` state, e.g. the one :func:`keep_state` kept in ``models/``),
+    that state's config and weights; a run with a ``checkpoint.pt`` continues from it exactly,
+    one with only a ``portable.pt`` (brought from another machine) from its weights; either way
+    with its own config (``steps`` may raise the target); ``channels_last`` as :class:`Trainer`
+    takes it. Writes ``checkpoint.pt``, ``portable.pt``, ``log.jsonl`` and
+    ``samples/step-NNNNNNN.png`` into ``run``.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -336,6 +345,8 @@ def train(shards: Path, run: Path, preset: str = "base", steps: int | None = Non
                            if device == "auto" else device)
     run = Path(run)
     found = [p for p in (run / CHECKPOINT, run / PORTABLE) if p.is_file()]
+    if not found and start is not None:
+        found = [Path(start)]
     state = load_checkpoint(found[0], dev) if found else None
     if state is not None:
         cfg = TrainConfig.from_dict(state["config"])
@@ -423,6 +434,30 @@ def export(checkpoint: Path, folder: Path) -> tuple[Path, dict]:
     }
 
 
+def keep_state(portable: Path, folder: Path) -> tuple[Path, dict]:
+    """Copy a run's :data:`PORTABLE` state to ``folder/``:data:`KEPT_STATE` (``folder``: the
+    models folder), so the next GPU session continues it (:func:`train`'s ``start``); return
+    its path and its metadata for the manifest. Refuses a full ``checkpoint.pt`` and anything
+    over :data:`KEPT_STATE_MAX`."""
+    state = torch.load(portable, map_location="cpu", weights_only=True)
+    if "opt_g" in state:
+        raise ValueError(f"{portable}: a full checkpoint; keep the run's {PORTABLE}")
+    if Path(portable).stat().st_size > KEPT_STATE_MAX:
+        raise ValueError(f"{portable}: over the {KEPT_STATE_MAX >> 20} MiB kept in models/")
+    cfg = TrainConfig.from_dict(state["config"])
+    out = Path(folder) / KEPT_STATE.format(resolution=cfg.net.resolution)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic(state, out)
+    return out, {
+        "resolution": cfg.net.resolution,
+        "training_steps": state["step"],
+        "training_batch": cfg.batch,
+        "training_seconds": round(state["train_seconds"]),
+        "hardware": state["hardware"],
+        "config": cfg.as_dict(),
+    }
+
+
 def load_generator(path: Path, device: torch.device) -> Generator:
     """The exported generator at ``path`` as a float32 module in eval mode on ``device``."""
     data = torch.load(path, map_location="cpu", weights_only=True)
@@ -446,9 +481,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--start-from", type=Path)
     a = ap.parse_args(argv)
     result = train(a.shards, a.run_dir, a.preset, a.steps, a.minutes, a.resolution, a.batch,
-                   a.limit, a.device, a.threads, a.channels_last,
+                   a.limit, a.device, a.threads, a.channels_last, a.start_from,
                    on_log=lambda r: print(json.dumps(r), flush=True))
     print(json.dumps(result))
 
