@@ -203,13 +203,18 @@ def detect_boxes(
             boxes = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], float)
             results[i] = (boxes.reshape(-1, 4), np.asarray(scores, float))
         return results
+    import torch
+
     mtcnn = _mtcnn(resolve_device(device), min_face_size)
     by_size: dict[tuple[int, ...], list[int]] = {}
     for i, img in enumerate(images):
         by_size.setdefault(img.shape, []).append(i)
     for indices in by_size.values():
-        batch = np.stack([images[i] for i in indices])
-        boxes, probs = mtcnn.detect(batch)
+        # MTCNN turns the (N, H, W, 3) batch into (N, 3, H, W) with a permute; given a view of
+        # planar memory, that permute is contiguous, and its pyramid's area resampling runs
+        # on contiguous planes, 40% faster, to the same bits (docs/benchmarks.md)
+        batch = torch.from_numpy(np.stack([images[i] for i in indices]))
+        boxes, probs = mtcnn.detect(batch.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1))
         for i, b, p in zip(indices, boxes, probs):
             if b is None:
                 continue
