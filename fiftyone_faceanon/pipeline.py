@@ -69,7 +69,8 @@ class Settings:
     geometry: float = DEFAULT_GEOMETRY
     #: donor bank file for donor backends; None: the shipped one
     donors: str | None = None
-    #: score every replaced face with the judges, retry, fail closed
+    #: score every replaced face with the judges, retry, fail closed (without it a donor backend
+    #: still reads the judges' embeddings of each original to choose its donor)
     verify: bool = True
     #: tries per face before ``on_fail`` (on LFW, 5 instead of 3 leaves 30% fewer faces to it)
     tries: int = 5
@@ -283,8 +284,10 @@ class Pipeline:
             from .geometry import load_shape_model
 
             self.shape = load_shape_model()
+        # the judges: they verify each try and, for a backend that chooses donors, read each
+        # original's gender, age and glasses and keep away donors like it, verifying or not
         self.verifier = (Verifier(settings.device, dict(settings.verify_thresholds))
-                         if settings.verify else None)
+                         if settings.verify or self.backend.bank is not None else None)
 
     def anonymize(self, image: np.ndarray, key: str = "") -> Result:
         """Find and replace every face of an RGB (H, W, 3) uint8 image. ``key`` (e.g. the
@@ -355,11 +358,11 @@ class Pipeline:
         if self.verifier is not None:
             self._embed_originals([st for st in states if st.faces])
         self._find_occluders(states)
-        for attempt in range(self.settings.tries if self.verifier else 1):
+        for attempt in range(self.settings.tries if self.settings.verify else 1):
             trying = [st for st in states if st.todo]
             for st in trying:
                 self._try(st, attempt)
-            if self.verifier is None:
+            if not self.settings.verify:
                 break
             for st in trying:
                 for i in st.todo:
@@ -373,7 +376,7 @@ class Pipeline:
                 st.todo = [i for i, m in zip(st.todo, matched) if m]
         results: list = []
         for st in states:
-            if self.verifier is not None:
+            if self.settings.verify:
                 try:
                     self._settle(st)
                 except VerificationError as e:
@@ -431,7 +434,8 @@ class Pipeline:
             t0 = time.perf_counter()
             donor = self.backend.choose(
                 st.crops[i], st.lms[i], rng, attempt, avoid,
-                None if st.original is None else {j: e[i] for j, e in st.original.items()})
+                None if st.original is None else {j: e[i] for j, e in st.original.items()},
+                self.settings.verify)
             st.timings["backend"] += time.perf_counter() - t0
             wide = attempt >= WIDEN_FROM or not large_enough(st.faces[i])
             st.records[i], st.pasted[i] = self._render(st.faces[i], st.crops[i], st.lms[i],
@@ -635,7 +639,7 @@ class Pipeline:
             prepared.append(_View(image, face, crop, lms, judged, colour, cache(partial(
                 self._view_occluded, crop, lms, frames, None if found is None else found[i]))))
         crop0, lms0 = prepared[0].crop, prepared[0].lms
-        judged = [prepared[i] for i in seen]
+        judged = [prepared[i] for i in seen] if s.verify else []
         for view, rows in zip(judged, head):
             view.original = {j: e[0] for j, e in rows.items()}
         # per judge and view, what it gives the view with the face masked out (NaN: not needed)
@@ -648,9 +652,9 @@ class Pipeline:
         lead = 0  # how many views first (the last try's matches) are judged on their own
         for attempt in range(tries):
             donor = self.backend.choose(crop0, lms0, face_rng(s.seed, key, index), attempt,
-                                        exclude, identity)
-            plan = IdentityPlan(index, donor, attempt, "replaced" if self.verifier is None
-                                else "too_small", {}, frames=frames)
+                                        exclude, identity, s.verify)
+            plan = IdentityPlan(index, donor, attempt, "too_small" if s.verify else "replaced",
+                                {}, frames=frames)
             if not judged:
                 return plan
             for part in view_chunks(len(judged), lead):  # a try ends at its first match

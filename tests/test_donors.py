@@ -208,6 +208,27 @@ def test_a_face_the_heads_are_sure_of_never_gets_a_donor_sure_of_the_other_gende
             assert own <= sure and (female[chosen] < SURE_DONOR).all(), name
 
 
+def test_unverified_faces_get_donors_less_like_them():
+    """A face that will not be verified weighs the donors' likeness more
+    (:data:`LIKENESS_UNVERIFIED`): its cheapest donors are further from it in the judges'
+    eyes than those of the same face verified, whose tries the judges would redo."""
+    from fiftyone_faceanon.anonymizers.donor import DEMOGRAPHIC_JUDGES, Donor, likeness
+    from fiftyone_faceanon.demo import demo_images
+    from fiftyone_faceanon.metrics.identity import load_judges
+
+    donor = Donor()
+    judges = load_judges(list(DEMOGRAPHIC_JUDGES), "cpu")[0]
+    for name in ("astronaut.png", "grace_hopper.jpg"):
+        image = demo_images()[name]
+        face = largest_face(image)
+        identity = {j: judges[j].embed(image, [face])[0] for j in DEMOGRAPHIC_JUDGES}
+        z = likeness(identity, donor.bank.embeddings)
+        crop, lms = pipeline_crop(image, face)
+        cheapest = {verified: np.argsort(donor.costs(crop, lms, identity, verified))[:6]
+                    for verified in (True, False)}
+        assert z[cheapest[False]].mean() < z[cheapest[True]].mean(), name
+
+
 def test_a_mouth_open_wider_than_the_donor_takes_its_inside_from_a_mouth_donor(fixtures_dir):
     """faceapi's surprised face (mouth open 0.38) given the bank's most closed mouth: the
     donor's lips would be stretched over the opening as streaks; the inside of the lips comes

@@ -115,6 +115,27 @@ def test_verified_faces_record_every_judge(tmp_path, astronaut):
         assert sim < limits[judge]["far_1e-3"]
 
 
+def test_unverified_faces_still_get_donors_of_their_gender_and_age():
+    """Without verification the pipeline still reads each original with the judges to choose
+    its donor. Without that reading (until 2026-12-04) both of these smiling adults, LFW's
+    Brian_Williams_0001 and Caroline_Link_0001, got the bank's one-year-old, and no donor the
+    judges find like the face was kept away."""
+    lfw = need_shared("lfw/images_deepfunneled")
+    pipeline = Pipeline(Settings(verify=False))
+    assert pipeline.verifier is not None
+    backend = pipeline.backend
+    female = backend.table[:, backend.keys.index("female")]
+    age = np.expm1(backend.table[:, backend.keys.index("log_age")])
+    for name, woman in (("Brian_Williams", False), ("Caroline_Link", True)):
+        image = read_rgb(lfw / name / f"{name}_0001.jpg")
+        (record,) = pipeline.anonymize(image, key=name).records
+        assert record.status == "replaced" and not record.similarity  # not judged
+        d = record.donor_index
+        assert age[d] >= 16 and (female[d] > 0.5) == woman, (name, age[d], female[d])
+        original = pipeline.verifier.embed_many([(image, [record.original])])
+        assert not pipeline.verifier.too_close(original, backend.bank.embeddings)[0, d]
+
+
 def test_forced_verification_failure_fails_closed_and_exits_non_zero(tmp_path, astronaut):
     src = tmp_path / "in"
     src.mkdir()

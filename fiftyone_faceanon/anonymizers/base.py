@@ -45,11 +45,13 @@ class Anonymizer(abc.ABC):
         rank: int,
         exclude: np.ndarray | None,
         identity: dict[str, np.ndarray] | None = None,
+        verified: bool = True,
     ) -> int | None:
         """The donor for one (S, S, 3) crop with (68, 2) crop-px landmarks: the ``rank``-th of
         this face's seeded candidate order, skipping ``exclude`` ((M,) bool over the donors);
-        ``identity``: the face's judge embeddings ({judge: (D,)}) when verification computed
-        them. ``None`` for backends without donors."""
+        ``identity``: the face's judge embeddings ({judge: (D,)}), which the pipeline computes
+        for a backend with donors; ``verified``: whether the judges will score the result.
+        ``None`` for backends without donors."""
         return None
 
     def donor_landmarks(self, donor: int) -> np.ndarray:
