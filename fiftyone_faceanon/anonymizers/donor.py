@@ -64,7 +64,7 @@ LIKENESS = 1.0
 #: LFW DevTest 500 without verification it takes the re-ID rates (dlib / FaceNet-CASIA) from
 #: 9.4% / 24.4% (the term as verified) to 6.4% / 15.2%; weight 10 gave 4.8% / 15.4% and photos
 #: of one person matched each other more often (10.9% against 7.9%; docs/benchmarks.md,
-#: "Without verification: the judges' reading of each face").
+#: "Without verification: the judges read each face").
 LIKENESS_UNVERIFIED = (3.0, 1.0)
 #: Terms that need the face's judge embeddings (:data:`DEMOGRAPHIC_JUDGES`).
 DEMOGRAPHIC = ("female", "log_age")
