@@ -399,11 +399,12 @@ class Pipeline:
 
     def _embed_originals(self, states: list[_Replacing]) -> None:
         """Every judge's embeddings of the states' original faces, in one pass, and for each
-        face the bank's donors a judge finds close to it."""
+        face the bank's donors a judge finds close to it; without verification in bfloat16
+        where a judge has that fast path, since they then only choose the donor."""
         t0 = time.perf_counter()
         bank = self.backend.bank
         for st, original in zip(states, self.verifier.embed_each(
-                [(st.image, st.faces) for st in states])):
+                [(st.image, st.faces) for st in states], fast=not self.settings.verify)):
             st.original = original
             if bank is not None:
                 st.exclude = self.verifier.too_close(original, bank.embeddings)
@@ -626,7 +627,7 @@ class Pipeline:
         if seen:  # the first views' originals now, the others' when they are first judged
             t0 = time.perf_counter()
             head = self.verifier.embed_each([(views[i][0], [views[i][2]])
-                                             for i in seen[:VIEW_CHUNK]])
+                                             for i in seen[:VIEW_CHUNK]], fast=not s.verify)
             identity = {j: e[0] for j, e in head[0].items()}
             frames = bool(_wears_glasses(head[0])[0])
             if bank is not None:

@@ -115,18 +115,22 @@ class Verifier:
         self.close = {j: min(limits[j]["accuracy"], self.thresholds[j]) for j in self.judges}
 
     def embed_many(self, items: list[tuple[np.ndarray, list[Face]]],
-                   judges: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+                   judges: tuple[str, ...] | None = None, fast: bool = False
+                   ) -> dict[str, np.ndarray]:
         """``{judge: (N, D)}`` unit embeddings of the faces of several images (``(image,
         faces)`` pairs), in order, each judge's network (of ``judges``; default all) run once
-        over all of them."""
+        over all of them; ``fast``: in bfloat16 where a judge has that fast path, for what
+        decides nothing at a threshold (the donor choice of faces that are not verified)."""
         return {j: np.concatenate([np.zeros((0, self.judges[j].dim), np.float32),
-                                   *self.judges[j].embed_many(items)])
+                                   *self.judges[j].embed_many(items, fast)])
                 for j in judges or self.judges}
 
     def embed_each(self, items: list[tuple[np.ndarray, list[Face]]],
-                   judges: tuple[str, ...] | None = None) -> list[dict[str, np.ndarray]]:
+                   judges: tuple[str, ...] | None = None, fast: bool = False
+                   ) -> list[dict[str, np.ndarray]]:
         """:meth:`embed_many`, split back into ``{judge: (F, D)}`` per ``(image, faces)``."""
-        return split_rows(self.embed_many(items, judges), [len(faces) for _, faces in items])
+        return split_rows(self.embed_many(items, judges, fast),
+                          [len(faces) for _, faces in items])
 
     def floor(self, items: list[tuple[np.ndarray, Face]], original: dict[str, np.ndarray],
               feather: float = 0.04) -> dict[str, np.ndarray]:
