@@ -119,8 +119,8 @@ class Verifier:
                    ) -> dict[str, np.ndarray]:
         """``{judge: (N, D)}`` unit embeddings of the faces of several images (``(image,
         faces)`` pairs), in order, each judge's network (of ``judges``; default all) run once
-        over all of them; ``fast``: in bfloat16 where a judge has that fast path, for what
-        decides nothing at a threshold (the donor choice of faces that are not verified)."""
+        over all of them; ``fast``: in bfloat16 where a judge has that fast path, for what no
+        verification depends on (the donor choice of faces that are not verified)."""
         return {j: np.concatenate([np.zeros((0, self.judges[j].dim), np.float32),
                                    *self.judges[j].embed_many(items, fast)])
                 for j in judges or self.judges}
