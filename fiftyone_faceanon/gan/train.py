@@ -54,8 +54,9 @@ PORTABLE = "portable.pt"
 #: manifest entry, left out of the wheel): the development machine and ``.data`` do not outlive
 #: a session, so without it each session's training would start again at step 0.
 KEPT_STATE = "training/dp68_{resolution}_state.pt"
-#: Largest state :func:`keep_state` keeps (``base``: 15.5 MiB; a full checkpoint is ~113 MiB).
-KEPT_STATE_MAX = 32 * 2**20
+#: Largest file :func:`keep_state` and ``faceanon export-dp68`` put into ``models/`` (``base``'s
+#: portable state: 15.5 MiB, its generator 10 MiB; a full checkpoint is ~113 MiB).
+MODELS_FILE_MAX = 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -423,14 +424,19 @@ def export(checkpoint: Path, folder: Path) -> tuple[Path, dict]:
     weights = {k: v.half() for k, v in state["G_ema"].items()}
     out = Path(folder) / f"dp68_{cfg.net.resolution}.pt"
     save_atomic({"config": cfg.net.as_dict(), "state": weights, "step": state["step"]}, out)
-    return out, {
+    return out, {**run_metadata(state, cfg),
+                 "parameters": sum(v.numel() for v in weights.values()),
+                 "net": cfg.net.as_dict()}
+
+
+def run_metadata(state: dict, cfg: TrainConfig) -> dict:
+    """What the manifest records of the run a checkpoint or portable ``state`` comes from."""
+    return {
         "resolution": cfg.net.resolution,
-        "parameters": sum(v.numel() for v in weights.values()),
         "training_steps": state["step"],
         "training_batch": cfg.batch,
         "training_seconds": round(state["train_seconds"]),
         "hardware": state["hardware"],
-        "net": cfg.net.as_dict(),
     }
 
 
@@ -438,24 +444,17 @@ def keep_state(portable: Path, folder: Path) -> tuple[Path, dict]:
     """Copy a run's :data:`PORTABLE` state to ``folder/``:data:`KEPT_STATE` (``folder``: the
     models folder), so the next GPU session continues it (:func:`train`'s ``start``); return
     its path and its metadata for the manifest. Refuses a full ``checkpoint.pt`` and anything
-    over :data:`KEPT_STATE_MAX`."""
+    over :data:`MODELS_FILE_MAX`."""
     state = torch.load(portable, map_location="cpu", weights_only=True)
     if "opt_g" in state:
         raise ValueError(f"{portable}: a full checkpoint; keep the run's {PORTABLE}")
-    if Path(portable).stat().st_size > KEPT_STATE_MAX:
-        raise ValueError(f"{portable}: over the {KEPT_STATE_MAX >> 20} MiB kept in models/")
+    if Path(portable).stat().st_size > MODELS_FILE_MAX:
+        raise ValueError(f"{portable}: over the {MODELS_FILE_MAX >> 20} MiB limit of models/")
     cfg = TrainConfig.from_dict(state["config"])
     out = Path(folder) / KEPT_STATE.format(resolution=cfg.net.resolution)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_atomic(state, out)
-    return out, {
-        "resolution": cfg.net.resolution,
-        "training_steps": state["step"],
-        "training_batch": cfg.batch,
-        "training_seconds": round(state["train_seconds"]),
-        "hardware": state["hardware"],
-        "config": cfg.as_dict(),
-    }
+    return out, {**run_metadata(state, cfg), "config": cfg.as_dict()}
 
 
 def load_generator(path: Path, device: torch.device) -> Generator:
