@@ -215,6 +215,28 @@ def mouth_opening(landmarks: np.ndarray) -> float:
     return float(gap / max(np.linalg.norm(pts[48] - pts[54]), 1e-6))
 
 
+def mouth_redness(crop: np.ndarray, landmarks: np.ndarray) -> float:
+    """How much redder the inside of the lips is than the lips: the median Cr over the inner-lip
+    polygon (60-67) minus that over the lips around it (the outer polygon 48-59 without it),
+    in the canonical frame (:func:`canonical_face`), Cr in [0, 1]. (S, S, 3) uint8 RGB crop,
+    (68, 2) crop-px landmarks -> float.
+
+    Negative where the mouth shows its inside (teeth, the cavity, the tongue in its shadow, all
+    less red than lips); zero or more where the inner-lip points lie on the lips themselves
+    (closed or pouting lips whose landmarks part them). On faceapi's photos: -0.007 to -0.088
+    for the open mouths (surprised, fearful, happy), +0.001 to +0.019 for the closed ones
+    (angry, disgusted, the Big Bang Theory cast); of the bank's wide-open mouths measured
+    with teeth, the three that are closed or pouting by eye score +0.006 to +0.022.
+    """
+    image, pts = canonical_face(crop, landmarks)
+    inner = _fill(pts[60:68], image.shape[:2])
+    lips = _fill(pts[48:60], image.shape[:2]) & ~inner
+    if inner.sum() < 4 or lips.sum() < 4:
+        return 0.0
+    cr = cv2.cvtColor(image.astype(np.float32) / 255, cv2.COLOR_RGB2YCrCb)[..., 1]
+    return float(np.median(cr[inner]) - np.median(cr[lips]))
+
+
 #: Teeth (:func:`face_attributes`): lips open by at least ``TEETH_MIN_OPEN``; a pixel of the
 #: inner-lip polygon is a tooth when its HSV saturation is below ``TEETH_MAX_SAT`` and its luma
 #: above ``TEETH_MIN_LUMA`` times the skin's median luma.

@@ -17,7 +17,7 @@ from conftest import ROOT, SHARED_DATA, need_shared, read_rgb
 from fiftyone_faceanon import weights
 from fiftyone_faceanon.donors import (
     AGE_BINS, ATTRIBUTES, BANK_FILE, RACES, DonorBankError, DonorSource, build_bank,
-    face_attributes, face_thumb, load_bank, save_bank, sheet_cells,
+    face_attributes, face_thumb, load_bank, mouth_redness, save_bank, sheet_cells,
 )
 from fiftyone_faceanon.faces import crop_face, crop_size_for, crop_transform, find_faces
 
@@ -227,6 +227,31 @@ def test_unverified_faces_get_donors_less_like_them():
         cheapest = {verified: np.argsort(donor.costs(crop, lms, identity, verified))[:6]
                     for verified in (True, False)}
         assert z[cheapest[False]].mean() < z[cheapest[True]].mean(), name
+
+
+def test_the_inside_of_an_open_mouth_is_less_red_than_its_lips(fixtures_dir):
+    """faceapi's open mouths show teeth or the cavity inside their inner-lip points, its closed
+    ones show lips there; and no mouth donor of the bank has lips inside its lips: a baby's
+    pout, which dlib parts and whose pale lips pass for teeth, had given 20 donors' wide-open
+    mouths a pink tongue-like inside (LFW's Brock_Berlin_0001, laughing)."""
+    from fiftyone_faceanon.anonymizers.donor import Donor
+
+    faceapi = fixtures_dir / "faceapi"
+    redness = {}
+    for name in ("surprised", "fearful", "happy", "angry", "disgusted"):
+        image = read_rgb(faceapi / f"{name}.jpg")
+        redness[name] = mouth_redness(*pipeline_crop(image, largest_face(image)))
+    assert max(redness[n] for n in ("surprised", "fearful", "happy")) < 0  # -0.007 at most
+    assert min(redness["angry"], redness["disgusted"]) > 0  # 0.001 at least
+
+    donor = Donor()
+    mouths = np.unique(donor.mouths)
+    assert len(mouths) >= 20
+    for m in mouths:
+        assert mouth_redness(donor.bank.image(m), donor.bank.landmarks[m]) < 0
+    pout = list(donor.bank.ids).index(
+        "synthetic_faces/sfhq_t2i/textual_search_1_age_male_top_8_matches.jpg#r0c5")
+    assert pout not in mouths
 
 
 def test_a_mouth_open_wider_than_the_donor_takes_its_inside_from_a_mouth_donor(fixtures_dir):

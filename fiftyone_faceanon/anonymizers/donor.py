@@ -117,9 +117,12 @@ GLASSES_HEAD = "glasses_casia.npz"
 #: (:meth:`Donor.mouth_donors`), warped onto the same landmarks.
 MOUTH_FROM, MOUTH_FULL = 0.05, 0.1
 #: A mouth donor's mouth is open at least ``WIDE_OPEN`` and shows teeth over at least
-#: ``MOUTH_TEETH`` of the inside of its lips (30 of the 807 donors): of the 56 open that wide
-#: by their landmarks, those without teeth were, by eye, mostly pouting or pressed lips whose
-#: landmarks are off, which drew lips inside the mouth.
+#: ``MOUTH_TEETH`` of the inside of its lips: of the 56 open that wide by their landmarks,
+#: those without teeth were, by eye, mostly pouting or pressed lips whose landmarks are off,
+#: which drew lips inside the mouth. Pale lips pass for teeth, so the inside must also be less
+#: red than the lips (:func:`~fiftyone_faceanon.donors.mouth_redness`): that leaves out a
+#: baby's pout and two closed smiles, which had put lips inside 40 donors' wide-open mouths
+#: (27 mouth donors of the 807 donors).
 WIDE_OPEN, MOUTH_TEETH = 0.2, 0.3
 #: Landmarks of the inner lips, whose polygon is the inside of the mouth.
 INNER_LIPS = slice(60, 68)
@@ -291,15 +294,20 @@ class Donor(Anonymizer):
 
     def mouth_donors(self) -> np.ndarray | None:
         """(M,) each donor's mouth donor: of the other donors whose mouth is open
-        :data:`WIDE_OPEN` or more with teeth (:data:`MOUTH_TEETH`), the nearest in skin colour
-        (Cb, Cr and luma, each over its :data:`TERMS` tolerance), so the inside of a wide-open
-        mouth matches the lips around it. One per donor, so a video track's mouth keeps its
-        teeth from frame to frame. None for a bank without such a donor (a user's own bank of
-        closed mouths): mouths are then warped from the donor alone."""
+        :data:`WIDE_OPEN` or more with teeth (:data:`MOUTH_TEETH`) and whose inside of the lips
+        is less red than the lips (:func:`~fiftyone_faceanon.donors.mouth_redness` < 0), the
+        nearest in skin colour (Cb, Cr and luma, each over its :data:`TERMS` tolerance), so the
+        inside of a wide-open mouth matches the lips around it. One per donor, so a video
+        track's mouth keeps its teeth from frame to frame. None for a bank without such a donor
+        (a user's own bank of closed mouths): mouths are then warped from the donor alone."""
+        from ..donors import mouth_redness
+
         colour = [self.keys.index(k) for k in ("cb", "cr", "luma")]
         tone = self.table[:, colour] / self.scale[colour]
         teeth = self.table[:, self.keys.index("teeth")]
-        wide = np.flatnonzero((self.opening >= WIDE_OPEN) & (teeth >= MOUTH_TEETH))
+        wide = np.array([d for d in np.flatnonzero((self.opening >= WIDE_OPEN)
+                                                   & (teeth >= MOUTH_TEETH))
+                         if mouth_redness(self.bank.image(d), self.bank.landmarks[d]) < 0], int)
         if len(wide) == 0:
             return None
         distance = ((tone[:, None] - tone[wide][None]) ** 2).sum(-1)
