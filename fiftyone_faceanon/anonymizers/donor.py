@@ -122,7 +122,7 @@ MOUTH_FROM, MOUTH_FULL = 0.05, 0.1
 #: which drew lips inside the mouth. Pale lips pass for teeth, so the inside must also be less
 #: red than the lips (:func:`~fiftyone_faceanon.donors.mouth_redness`): that leaves out a
 #: baby's pout and two closed smiles, which had put lips inside 40 donors' wide-open mouths
-#: (27 mouth donors of the 807 donors).
+#: (27 mouth donors of the 799 donors).
 WIDE_OPEN, MOUTH_TEETH = 0.2, 0.3
 #: Landmarks of the inner lips, whose polygon is the inside of the mouth.
 INNER_LIPS = slice(60, 68)
