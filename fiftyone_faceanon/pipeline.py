@@ -648,7 +648,7 @@ class Pipeline:
         if cover:
             return self._covered(IdentityPlan(index, None, 0, "", frames=frames), "covered",
                                  "mask" if s.on_fail == "mask" else "blur", judged, floor,
-                                 released)
+                                 released, margin)
         tries = s.tries if judged else 1
         lead = 0  # how many views first (the last try's matches) are judged on their own
         for attempt in range(tries):
@@ -679,15 +679,16 @@ class Pipeline:
         if s.on_fail == "error":
             raise VerificationError(f"still matched after {s.tries} tries (" + ", ".join(
                 f"{j} {v:.3f}" for j, v in plan.similarity.items()) + ")")
-        return self._covered(plan, "fail_closed", s.on_fail, judged, floor, released)
+        return self._covered(plan, "fail_closed", s.on_fail, judged, floor, released, margin)
 
-    def _covered(self, plan, why, how, judged, floor, released) -> "IdentityPlan":
+    def _covered(self, plan, why, how, judged, floor, released, margin) -> "IdentityPlan":
         """``plan`` with every view covered, status ``<why>:<how>``: a blur that a judge still
         matches on a ``judged`` view (:meth:`_still_matched`, beyond the ``floor`` known so
-        far) becomes a mask."""
+        far, within ``margin`` of its threshold as a try's views are) becomes a mask."""
         plan.status = f"{why}:{how}"
         known = {j: np.nan_to_num(f, nan=-1.0) for j, f in floor.items()}
-        if how == "blur" and judged and self._still_matched(judged, plan, known, released):
+        if how == "blur" and judged and self._still_matched(judged, plan, known, released,
+                                                            margin):
             plan.status = f"{why}:mask"
         return plan
 
@@ -725,12 +726,13 @@ class Pipeline:
         timings["verify"] += time.perf_counter() - t0
         return matched
 
-    def _still_matched(self, views, plan, floor, released) -> bool:
+    def _still_matched(self, views, plan, floor, released, margin) -> bool:
         """Whether a judge still matches a view blurred as ``plan`` covers it, as ``released``
-        gives it back (beyond what it gives the face masked out): a blur keeps the head's
-        outline and colours, which dlib sometimes still matches; the plan then masks instead.
-        Judged one judge after another (:data:`~.verify.VERIFY_JUDGES`), each over the views
-        :data:`VIEW_CHUNK` at a time, up to the first match; each chunk is blurred once."""
+        gives it back (beyond what it gives the face masked out, within ``margin`` of its
+        threshold): a blur keeps the head's outline and colours, which dlib sometimes still
+        matches; the plan then masks instead. Judged one judge after another
+        (:data:`~.verify.VERIFY_JUDGES`), each over the views :data:`VIEW_CHUNK` at a time, up
+        to the first match; each chunk is blurred once."""
 
         @cache
         def blurred(start: int, stop: int) -> list:  # (a slice is not hashable in 3.11)
@@ -747,7 +749,7 @@ class Pipeline:
             for part in view_chunks(len(views)):
                 sims = self.verifier.score({j: self._originals(views[part], j)},
                                            blurred(part.start, part.stop))
-                if self.verifier.matched(sims, {j: floor[j][part]}).any():
+                if self.verifier.matched(sims, {j: floor[j][part]}, margin).any():
                     return True
         return False
 
