@@ -85,7 +85,7 @@ def main() -> None:
           f"model loading {load_s:.1f} s\n")
     print("| stage | ms / image | images/s |\n| --- | --- | --- |")
     for k in STAGES:
-        if any(stages[k]):  # a stage that did not run (verify) is left out
+        if any(stages[k]):  # a stage that did not run (judge, for ksame without verification)
             ms = 1000 * float(np.mean(stages[k]))
             print(f"| {k} | {ms:.1f} | {1000 / ms:.0f} |")
     print(f"| **end to end** (wall) | {1000 * wall / n:.1f} | **{n / wall:.1f}** |")

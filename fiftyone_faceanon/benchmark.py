@@ -17,10 +17,12 @@ Tables (rows: backends; cells: the metrics suite's ``{"mean", "std", "n"}`` over
   (landmarks only / + relighting / + Laplacian pyramid / + colour transfer), paper Table VI's
   columns;
 - timings: wall seconds per image per pipeline stage (``Outcome.timings``: decode, detect,
-  landmarks, backend, postprocess, encode; kept in ``OUT/timings.json`` so a resumed run still
-  has them), the CPU seconds per image of anonymizing and per pair of evaluating (this call's
-  work only, summed over the worker processes: wall time on a shared machine overstates the
-  cost), and the main process's peak resident memory so far (workers not included).
+  landmarks, occluders, backend, postprocess, judge (the identity judges, verifying or only reading
+  the originals for the donor choice; ``verify`` before 2026-12-05), encode; kept in
+  ``OUT/timings.json`` so a resumed run still has them), the CPU seconds per image of anonymizing
+  and per pair of evaluating (this call's work only, summed over the worker processes: wall time on
+  a shared machine overstates the cost), and the main process's peak resident memory so far (workers
+  not included).
 
 Radar (paper Fig. 5): five axes in [0, 1], higher is better, each a fixed function of the
 summary (no min-max over the backends, so a backend's score does not depend on the others and
@@ -59,7 +61,7 @@ from .images import ImageError, LoadedImage, atomic_write, encode_image, load_im
 from .photometric import PhotometricSettings
 from .pipeline import Settings
 
-STAGES = ("decode", "detect", "landmarks", "occluders", "backend", "postprocess", "verify",
+STAGES = ("decode", "detect", "landmarks", "occluders", "backend", "postprocess", "judge",
           "encode")
 
 #: Table VI rows: each photometric step switched on in turn.

@@ -259,12 +259,12 @@ class _Replacing:
                                  [p[1] for p in self.pasted])
 
 
-def _share_verify(states: list[_Replacing], seconds: float, faces: list[int]) -> None:
+def _share_judging(states: list[_Replacing], seconds: float, faces: list[int]) -> None:
     """Charge the seconds of one judging pass over several images to each in proportion to
     the faces it had judged."""
     total = sum(faces) or 1
     for st, n in zip(states, faces):
-        st.timings["verify"] += seconds * n / total
+        st.timings["judge"] += seconds * n / total
 
 
 class Pipeline:
@@ -341,8 +341,9 @@ class Pipeline:
                                 Callable[[np.ndarray], np.ndarray] | None]]
     ) -> list[tuple[np.ndarray, list[FaceRecord], dict[str, float]] | VerificationError]:
         """Replace the given faces of each ``(image, faces, key, released)``; per item the new
-        image, a record per face and seconds per stage (``backend``, ``postprocess``,
-        ``verify``), or the :class:`~.verify.VerificationError` of ``on_fail="error"``.
+        image, a record per face and seconds per stage (``occluders``, ``backend``,
+        ``postprocess``, ``judge``: the judges reading the originals and, with verification,
+        scoring each try), or the :class:`~.verify.VerificationError` of ``on_fail="error"``.
         ``released``: what the image goes through before it is seen, which the judges score
         (:meth:`anonymize_many`), or None.
 
@@ -393,7 +394,7 @@ class Pipeline:
         lms = [f.crop.to_crop(f.landmarks) for f in faces]
         n = len(faces)
         return _Replacing(image, faces, key, crops, lms, [None] * n,
-                          {"occluders": 0.0, "backend": 0.0, "postprocess": 0.0, "verify": 0.0},
+                          {"occluders": 0.0, "backend": 0.0, "postprocess": 0.0, "judge": 0.0},
                           records=[None] * n, pasted=[None] * n, todo=list(range(n)),
                           out=image.copy(), released=released)
 
@@ -408,7 +409,7 @@ class Pipeline:
             st.original = original
             if bank is not None:
                 st.exclude = self.verifier.too_close(original, bank.embeddings)
-        _share_verify(states, time.perf_counter() - t0, [len(st.faces) for st in states])
+        _share_judging(states, time.perf_counter() - t0, [len(st.faces) for st in states])
 
     def _find_occluders(self, states: list[_Replacing]) -> None:
         """Every face's occluder mask (:meth:`_occluded`), with its glasses frames where its
@@ -622,7 +623,7 @@ class Pipeline:
         frames = False
         exclude = None if avoid is None else avoid.copy()
         timings = {} if timings is None else timings
-        for k in ("backend", "postprocess", "verify"):
+        for k in ("backend", "postprocess", "judge"):
             timings.setdefault(k, 0.0)
         if seen:  # the first views' originals now, the others' when they are first judged
             t0 = time.perf_counter()
@@ -633,7 +634,7 @@ class Pipeline:
             if bank is not None:
                 close = self.verifier.too_close(head[0], bank.embeddings)[0]
                 exclude = close if exclude is None else exclude | close
-            timings["verify"] += time.perf_counter() - t0
+            timings["judge"] += time.perf_counter() - t0
         prepared = []
         for i, (image, face, judged, colour) in enumerate(views):
             crop, lms = F.crop_face(image, face.crop), face.crop.to_crop(face.landmarks)
@@ -723,7 +724,7 @@ class Pipeline:
                                             margin)
             if matched.any():
                 break
-        timings["verify"] += time.perf_counter() - t0
+        timings["judge"] += time.perf_counter() - t0
         return matched
 
     def _still_matched(self, views, plan, floor, released, margin) -> bool:
@@ -823,5 +824,5 @@ class Pipeline:
             for k, i in enumerate(st.todo):
                 st.records[i].similarity = {j: float(v[k]) for j, v in sims.items()}
             matched.append(self.verifier.matched(sims, written=st.released is not None))
-        _share_verify(states, time.perf_counter() - t0, [len(st.todo) for st in states])
+        _share_judging(states, time.perf_counter() - t0, [len(st.todo) for st in states])
         return matched

@@ -351,7 +351,7 @@ def _plan(pipeline, key, tracks, views, found, doubtful, timings, threads, relea
             if _shows_donor(plans[tid]):
                 used[plans[tid].donor] = True
     timings["plan"] = time.perf_counter() - t0
-    for k in ("backend", "postprocess", "verify"):
+    for k in ("backend", "postprocess", "judge"):
         timings[f"plan_{k}"] = sum(d.get(k, 0.0) for d in spent)
     return plans
 
