@@ -53,7 +53,7 @@ def main() -> None:
 
     FaceNetJudge.embed_crops = counted
     pipeline = Pipeline(Settings(device="cpu"))
-    if not pipeline.verifier.judges["facenet_casia"].fast:
+    if not pipeline.panel.judges["facenet_casia"].fast:
         raise SystemExit("this CPU has no native bfloat16: verification runs in float32 only")
     t0 = time.perf_counter()
     if args.video:

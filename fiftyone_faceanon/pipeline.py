@@ -284,10 +284,10 @@ class Pipeline:
             from .geometry import load_shape_model
 
             self.shape = load_shape_model()
-        # the judges: they verify each try and, for a backend that chooses donors, read each
-        # original's gender, age and glasses and keep away donors like it, verifying or not
-        self.verifier = (Verifier(settings.device, dict(settings.verify_thresholds))
-                         if settings.verify or self.backend.bank is not None else None)
+        # the judges' panel: it verifies each try and, for a backend that chooses donors, reads
+        # each original's gender, age and glasses and keeps away donors like it, verifying or not
+        self.panel = (Verifier(settings.device, dict(settings.verify_thresholds))
+                      if settings.verify or self.backend.bank is not None else None)
 
     def anonymize(self, image: np.ndarray, key: str = "") -> Result:
         """Find and replace every face of an RGB (H, W, 3) uint8 image. ``key`` (e.g. the
@@ -356,7 +356,7 @@ class Pipeline:
         summation follows the batch size), so its bytes do not depend on the others.
         """
         states = [self._start(*item) for item in items]
-        if self.verifier is not None:
+        if self.panel is not None:
             self._embed_originals([st for st in states if st.faces])
         self._find_occluders(states)
         for attempt in range(self.settings.tries if self.settings.verify else 1):
@@ -404,11 +404,11 @@ class Pipeline:
         where a judge has that fast path, since they then only choose the donor."""
         t0 = time.perf_counter()
         bank = self.backend.bank
-        for st, original in zip(states, self.verifier.embed_each(
+        for st, original in zip(states, self.panel.embed_each(
                 [(st.image, st.faces) for st in states], fast=not self.settings.verify)):
             st.original = original
             if bank is not None:
-                st.exclude = self.verifier.too_close(original, bank.embeddings)
+                st.exclude = self.panel.too_close(original, bank.embeddings)
         _share_judging(states, time.perf_counter() - t0, [len(st.faces) for st in states])
 
     def _find_occluders(self, states: list[_Replacing]) -> None:
@@ -617,7 +617,7 @@ class Pipeline:
         s = self.settings
         released = released or (lambda image: image)
         seen = ([i for i, (image, _, judged, _) in enumerate(views)
-                 if judgeable(judged, image.shape)] if self.verifier is not None else [])
+                 if judgeable(judged, image.shape)] if self.panel is not None else [])
         bank = self.backend.bank
         identity, head = None, []
         frames = False
@@ -627,12 +627,12 @@ class Pipeline:
             timings.setdefault(k, 0.0)
         if seen:  # the first views' originals now, the others' when they are first judged
             t0 = time.perf_counter()
-            head = self.verifier.embed_each([(views[i][0], [views[i][2]])
-                                             for i in seen[:VIEW_CHUNK]], fast=not s.verify)
+            head = self.panel.embed_each([(views[i][0], [views[i][2]])
+                                          for i in seen[:VIEW_CHUNK]], fast=not s.verify)
             identity = {j: e[0] for j, e in head[0].items()}
             frames = bool(_wears_glasses(head[0])[0])
             if bank is not None:
-                close = self.verifier.too_close(head[0], bank.embeddings)[0]
+                close = self.panel.too_close(head[0], bank.embeddings)[0]
                 exclude = close if exclude is None else exclude | close
             timings["judge"] += time.perf_counter() - t0
         prepared = []
@@ -645,7 +645,7 @@ class Pipeline:
         for view, rows in zip(judged, head):
             view.original = {j: e[0] for j, e in rows.items()}
         # per judge and view, what it gives the view with the face masked out (NaN: not needed)
-        floor = {j: np.full(len(judged), np.nan) for j in self.verifier.judges} if judged else {}
+        floor = {j: np.full(len(judged), np.nan) for j in self.panel.judges} if judged else {}
         if cover:
             return self._covered(IdentityPlan(index, None, 0, "", frames=frames), "covered",
                                  "mask" if s.on_fail == "mask" else "blur", judged, floor,
@@ -672,7 +672,7 @@ class Pipeline:
                     judged = [judged[k] for k in first]
                     floor = {j: f[first] for j, f in floor.items()}
                     break
-            plan.uninformative = {j: int((f >= self.verifier.thresholds[j]).sum())
+            plan.uninformative = {j: int((f >= self.panel.thresholds[j]).sum())
                                   for j, f in floor.items()}
             if not matched.any():
                 plan.status = "verified"
@@ -712,16 +712,16 @@ class Pipeline:
         t0 = time.perf_counter()
         at = np.arange(part.start, part.start + len(views))
         matched = np.zeros(len(views), bool)
-        for j in self.verifier.judges:
+        for j in self.panel.judges:
             original = {j: self._originals(views, j)}
-            sims = self.verifier.score(original, rendered, margin)
+            sims = self.panel.score(original, rendered, margin)
             plan.similarity[j] = max(plan.similarity.get(j, -1.0), float(sims[j].max()))
-            hit = self.verifier.matched(sims, margin=margin) & np.isnan(floor[j][at])
+            hit = self.panel.matched(sims, margin=margin) & np.isnan(floor[j][at])
             if hit.any():
                 floor[j][at[hit]] = self._floor([v for v, h in zip(views, hit) if h],
                                                 {j: original[j][hit]})[j]
-            matched = self.verifier.matched(sims, {j: np.nan_to_num(floor[j][at], nan=-1.0)},
-                                            margin)
+            matched = self.panel.matched(sims, {j: np.nan_to_num(floor[j][at], nan=-1.0)},
+                                         margin)
             if matched.any():
                 break
         timings["judge"] += time.perf_counter() - t0
@@ -746,11 +746,11 @@ class Pipeline:
                                 [v.judged]))
             return covered
 
-        for j in self.verifier.judges:
+        for j in self.panel.judges:
             for part in view_chunks(len(views)):
-                sims = self.verifier.score({j: self._originals(views[part], j)},
-                                           blurred(part.start, part.stop))
-                if self.verifier.matched(sims, {j: floor[j][part]}, margin).any():
+                sims = self.panel.score({j: self._originals(views[part], j)},
+                                        blurred(part.start, part.stop))
+                if self.panel.matched(sims, {j: floor[j][part]}, margin).any():
                     return True
         return False
 
@@ -759,15 +759,15 @@ class Pipeline:
         not embedded yet in one pass."""
         todo = [v for v in views if judge not in v.original]
         if todo:
-            rows = self.verifier.embed_each([(v.image, [v.judged]) for v in todo], (judge,))
+            rows = self.panel.embed_each([(v.image, [v.judged]) for v in todo], (judge,))
             for v, e in zip(todo, rows):
                 v.original[judge] = e[judge][0]
         return np.stack([v.original[judge] for v in views])
 
     def _floor(self, views, original) -> dict[str, np.ndarray]:
         """:meth:`~.verify.Verifier.floor` of the views (:class:`_View`), where judged."""
-        return self.verifier.floor([(v.image, v.judged) for v in views], original,
-                                   self.settings.feather)
+        return self.panel.floor([(v.image, v.judged) for v in views], original,
+                                self.settings.feather)
 
     def render_planned(self, image: np.ndarray, faces: list[F.Face], plans: list["IdentityPlan"],
                        key: str, stats: list[np.ndarray] | None = None,
@@ -815,14 +815,14 @@ class Pipeline:
             return []
         t0 = time.perf_counter()
         matched = []
-        scored = self.verifier.score(
+        scored = self.panel.score(
             {j: np.concatenate([st.original[j][st.todo] for st in states])
-             for j in self.verifier.judges},
+             for j in self.panel.judges},
             [(st.released(st.out) if st.released else st.out, [st.faces[i] for i in st.todo])
              for st in states])
         for st, sims in zip(states, split_rows(scored, [len(st.todo) for st in states])):
             for k, i in enumerate(st.todo):
                 st.records[i].similarity = {j: float(v[k]) for j, v in sims.items()}
-            matched.append(self.verifier.matched(sims, written=st.released is not None))
+            matched.append(self.panel.matched(sims, written=st.released is not None))
         _share_judging(states, time.perf_counter() - t0, [len(st.todo) for st in states])
         return matched

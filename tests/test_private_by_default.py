@@ -122,7 +122,7 @@ def test_unverified_faces_still_get_donors_of_their_gender_and_age():
     judges find like the face was kept away."""
     lfw = need_shared("lfw/images_deepfunneled")
     pipeline = Pipeline(Settings(verify=False))
-    assert pipeline.verifier is not None
+    assert pipeline.panel is not None
     backend = pipeline.backend
     female = backend.table[:, backend.keys.index("female")]
     age = np.expm1(backend.table[:, backend.keys.index("log_age")])
@@ -132,8 +132,8 @@ def test_unverified_faces_still_get_donors_of_their_gender_and_age():
         assert record.status == "replaced" and not record.similarity  # not judged
         d = record.donor_index
         assert age[d] >= 16 and (female[d] > 0.5) == woman, (name, age[d], female[d])
-        original = pipeline.verifier.embed_many([(image, [record.original])], fast=True)
-        assert not pipeline.verifier.too_close(original, backend.bank.embeddings)[0, d]
+        original = pipeline.panel.embed_many([(image, [record.original])], fast=True)
+        assert not pipeline.panel.too_close(original, backend.bank.embeddings)[0, d]
 
 
 def test_forced_verification_failure_fails_closed_and_exits_non_zero(tmp_path, astronaut):
