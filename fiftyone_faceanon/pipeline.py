@@ -625,10 +625,12 @@ class Pipeline:
         timings = {} if timings is None else timings
         for k in ("backend", "postprocess", "judge"):
             timings.setdefault(k, 0.0)
-        if seen:  # the first views' originals now, the others' when they are first judged
+        if seen:  # the first views' originals now, the others' when they are first judged;
+            # without verification only the first, which chooses the donor
             t0 = time.perf_counter()
             head = self.panel.embed_each([(views[i][0], [views[i][2]])
-                                          for i in seen[:VIEW_CHUNK]], fast=not s.verify)
+                                          for i in seen[:VIEW_CHUNK if s.verify else 1]],
+                                         fast=not s.verify)
             identity = {j: e[0] for j, e in head[0].items()}
             frames = bool(_wears_glasses(head[0])[0])
             if bank is not None:

@@ -28,6 +28,7 @@ from fiftyone_faceanon.gan.train import (
     export,
     keep_state,
     load_checkpoint,
+    save_atomic,
     train,
 )
 
@@ -160,6 +161,17 @@ def test_train_resume_export_backend(shards, tmp_path):
     big, big_lms = load_faces(folder, size=128, limit=1)
     resized = backend.anonymize(big, big_lms, None, [np.random.default_rng(0)])
     assert resized.shape == (1, 128, 128, 3)
+
+
+def test_a_file_over_the_limit_is_not_written_and_the_old_one_stays(tmp_path):
+    """What ``export`` and ``keep_state`` write into models/ is refused over the limit before
+    it replaces anything: a shipped generator is not lost to a too large export."""
+    path = tmp_path / "dp68_64.pt"
+    save_atomic({"w": torch.zeros(4)}, path)
+    old = path.read_bytes()
+    with pytest.raises(ValueError, match="limit of models/"):
+        save_atomic({"w": torch.zeros(4096)}, path, limit=len(old) + 1024)
+    assert path.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
 def test_kept_state_continues_the_run_in_a_new_run_folder(shards, tmp_path):

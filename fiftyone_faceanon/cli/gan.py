@@ -97,14 +97,14 @@ def export_dp68(checkpoint, metrics_json, note):
     """Ship CHECKPOINT's EMA generator (float16) as models/dp68_<S>.pt with a manifest entry."""
     import json
 
-    from ..gan.train import MODELS_FILE_MAX, export
+    from ..gan.train import export
     from ..weights import models_dir, record
 
-    path, meta = export(checkpoint, models_dir())
+    try:
+        path, meta = export(checkpoint, models_dir())
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     name = path.name
-    if path.stat().st_size > MODELS_FILE_MAX:
-        path.unlink()
-        raise click.ClickException(f"{path}: over the {MODELS_FILE_MAX >> 20} MiB limit of models/")
     metrics = json.loads(metrics_json.read_text()) if metrics_json else "pending"
     entry = record(
         name, **meta, kind="dp68 generator (EMA, float16)",

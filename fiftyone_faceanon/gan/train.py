@@ -278,12 +278,16 @@ def hardware(device: torch.device, world: int) -> str:
     return f"CPU, {torch.get_num_threads()} thread(s) x {world} process(es)"
 
 
-def save_atomic(obj, path: Path) -> None:
+def save_atomic(obj, path: Path, limit: int | None = None) -> None:
     """``torch.save`` through a temporary file and a rename, so an interrupted run never leaves
-    a half-written checkpoint. (Not ``images.atomic_write``: that module imports Pillow, which a
-    stock PyTorch machine may lack.)"""
+    a half-written checkpoint; a file over ``limit`` bytes is not written (ValueError), and
+    ``path`` keeps what it held. (Not ``images.atomic_write``: that module imports Pillow,
+    which a stock PyTorch machine may lack.)"""
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(obj, tmp)
+    if limit is not None and tmp.stat().st_size > limit:
+        tmp.unlink()
+        raise ValueError(f"{path}: over the {limit >> 20} MiB limit of models/")
     os.replace(tmp, path)
 
 
@@ -418,12 +422,13 @@ def export(checkpoint: Path, folder: Path) -> tuple[Path, dict]:
     """Write the EMA generator of ``checkpoint`` (full or portable) in float16 to
     ``folder/dp68_<S>.pt``
     (``{"config": NetConfig dict, "state": state dict, "step": int}``); return its path and its
-    metadata for the manifest."""
+    metadata for the manifest. Refuses a generator over :data:`MODELS_FILE_MAX`."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg = TrainConfig.from_dict(state["config"])
     weights = {k: v.half() for k, v in state["G_ema"].items()}
     out = Path(folder) / f"dp68_{cfg.net.resolution}.pt"
-    save_atomic({"config": cfg.net.as_dict(), "state": weights, "step": state["step"]}, out)
+    save_atomic({"config": cfg.net.as_dict(), "state": weights, "step": state["step"]}, out,
+                MODELS_FILE_MAX)
     return out, {**run_metadata(state, cfg),
                  "parameters": sum(v.numel() for v in weights.values()),
                  "net": cfg.net.as_dict()}
@@ -448,12 +453,10 @@ def keep_state(portable: Path, folder: Path) -> tuple[Path, dict]:
     state = torch.load(portable, map_location="cpu", weights_only=True)
     if "opt_g" in state:
         raise ValueError(f"{portable}: a full checkpoint; keep the run's {PORTABLE}")
-    if Path(portable).stat().st_size > MODELS_FILE_MAX:
-        raise ValueError(f"{portable}: over the {MODELS_FILE_MAX >> 20} MiB limit of models/")
     cfg = TrainConfig.from_dict(state["config"])
     out = Path(folder) / KEPT_STATE.format(resolution=cfg.net.resolution)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic(state, out)
+    save_atomic(state, out, MODELS_FILE_MAX)
     return out, {**run_metadata(state, cfg), "config": cfg.as_dict()}
 
 
