@@ -208,6 +208,32 @@ def test_a_face_the_heads_are_sure_of_never_gets_a_donor_sure_of_the_other_gende
             assert own <= sure and (female[chosen] < SURE_DONOR).all(), name
 
 
+def test_a_face_showing_teeth_never_gets_a_donor_with_a_dark_open_mouth(fixtures_dir):
+    """John Salley's smiles (the cross-fade clip's four photos, teeth 0.86-0.95) and faceapi's
+    ``happy`` (0.63): none of their first 20 candidates opens its mouth over a dark cavity. Without
+    the rule three of the five held one among their six cheapest (the seed chooses among those),
+    and the clip at seed 2 drew it: the smile became a scream and its landmarks jittered."""
+    from fiftyone_faceanon.anonymizers.donor import (DARK_OPEN, DARK_TEETH, DEMOGRAPHIC_JUDGES,
+                                                     SHOWS_TEETH, Donor)
+    from fiftyone_faceanon.donors import face_attributes
+    from fiftyone_faceanon.metrics.identity import load_judges
+
+    donor = Donor()
+    judges = load_judges(list(DEMOGRAPHIC_JUDGES), "cpu")[0]
+    dark = (donor.opening >= DARK_OPEN) & (donor.table[:, donor.keys.index("teeth")] < DARK_TEETH)
+    assert dark.sum() > 20  # the rule has donors to leave out
+    photos = sorted((fixtures_dir / "dlib_johns" / "John_Salley").glob("*.jpg"))[:4]
+    for path in photos + [fixtures_dir / "faceapi" / "happy.jpg"]:
+        image = read_rgb(path)
+        face = largest_face(image)
+        crop, lms = pipeline_crop(image, face)
+        assert face_attributes(crop, lms)["teeth"] >= SHOWS_TEETH, path.name
+        identity = {j: judges[j].embed(image, [face])[0] for j in DEMOGRAPHIC_JUDGES}
+        rng = np.random.default_rng(0)
+        chosen = [donor.choose(crop, lms, rng, rank, None, identity) for rank in range(20)]
+        assert not dark[chosen].any(), path.name
+
+
 def test_unverified_faces_get_donors_less_like_them():
     """A face that will not be verified weighs the donors' likeness more
     (:data:`LIKENESS_UNVERIFIED`): its cheapest donors are further from it in the judges'

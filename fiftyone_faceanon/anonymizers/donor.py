@@ -74,6 +74,14 @@ CANDIDATES = 6
 #: the first never gets a donor whose measure is over the second: as a cost term alone, glasses
 #: drawn onto a bare face (the most visible wrong attribute) reached 24 of 554 verified LFW faces.
 NO_GLASSES, GLASSES = 0.3, 0.5
+#: A face whose ``teeth`` is at least ``SHOWS_TEETH`` never gets a donor whose mouth is open
+#: ``DARK_OPEN`` or more (:func:`~fiftyone_faceanon.donors.mouth_opening`) with ``teeth`` under
+#: ``DARK_TEETH``: warped onto a smile, such a donor's dark cavity replaces the teeth and turns
+#: the smile into a scream. As cost terms alone (teeth and mouth opening) this was rare on
+#: photos, but the bank has few smiling donors with teeth of some skin tones: a smiling dark
+#: skinned man of the cross-fade clip drew a wide-eyed, open-mouthed donor, whose landmarks then
+#: jittered (docs/video.md). It leaves out 48 of the 799 donors for such a face.
+SHOWS_TEETH, DARK_OPEN, DARK_TEETH = 0.5, 0.1, 0.1
 #: A face whose P(female) (:func:`demographics`, calibrated) is at least ``SURE_FACE`` never
 #: gets a donor at most ``1 - SURE_DONOR``, and one at most ``1 - SURE_FACE`` none at least
 #: ``SURE_DONOR``. As a cost term alone, the age and eye-opening terms of the bank's few old
@@ -265,6 +273,9 @@ class Donor(Anonymizer):
         worn = self.table[:, self.keys.index("glasses")] > GLASSES
         if a["glasses"] < NO_GLASSES and not worn.all():
             cost[worn] = np.inf
+        dark = (self.opening >= DARK_OPEN) & (self.table[:, self.keys.index("teeth")] < DARK_TEETH)
+        if a["teeth"] >= SHOWS_TEETH and not (dark | ~np.isfinite(cost)).all():
+            cost[dark] = np.inf
         if gendered:
             female = self.table[:, self.keys.index("female")]
             other = (female <= 1 - SURE_DONOR if a["female"] >= SURE_FACE else
