@@ -41,7 +41,11 @@ SOURCES = {
 #: verification), dlib's landmarks taking the tongue for a lower lip. Looking at every donor
 #: again for glasses (2026-12-05) found 8 whose frames neither glasses measure finds ("missed
 #: glasses": thin, clear or sparkly frames): as donors without glasses, they drew their frames
-#: on bare faces (8 of the 565 faces of the LFW benchmark with verification).
+#: on bare faces (8 of the 565 faces of the LFW benchmark with verification). Looking at the
+#: foreheads (2026-12-05, later) found 38 with a headband, cap, hat brim or head wrap inside the
+#: region a later try replaces (``pipeline.WIDE_FOREHEAD``), and 6 copies of them that the
+#: de-duplication then let in: a verified LFW face was given a feathered headdress's band
+#: across his forehead.
 REVIEWED = {"synthetic_faces/" + cell: why for cell, why in {
     "sfhq_t2i/textual_search_1_expression_top_8_matches.jpg#r7c4f0": "tongue out",
     "sfhq_t2i/textual_search_1_expression_top_8_matches.jpg#r7c5": "tongue out",
@@ -67,6 +71,50 @@ REVIEWED = {"synthetic_faces/" + cell: why for cell, why in {
     "sfhq_t2i/textual_search_2_Glasses_Style_top_10_matches.jpg#r3c8": "missed glasses",
     "sfhq/SFHQ_variability_ethnicity.jpg#r5c9": "missed glasses",
     "sfhq/SFHQ_variability_age_X_ethnicity_2.jpg#r5c7": "missed glasses",
+    "sfhq/SFHQ_variability_hair_color.jpg#r0c7": "headwear on the forehead",
+    "sfhq_t2i/textual_search_1_age_female_top_8_matches.jpg#r0c3": "headwear on the forehead",
+    "sfhq_t2i/textual_search_1_ethnicity_top_8_matches.jpg#r1c0": "headwear on the forehead",
+    "sfhq_t2i/textual_search_1_ethnicity_top_8_matches.jpg#r6c0": "headwear on the forehead",
+    "sfhq_t2i/textual_search_1_ethnicity_top_8_matches.jpg#r6c4": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_top_10_matches.jpg#r1c0": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_top_10_matches.jpg#r1c7": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_top_10_matches.jpg#r1c8": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_top_10_matches.jpg#r2c2": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_top_10_matches.jpg#r2c5": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_top_10_matches.jpg#r3c4": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_top_10_matches.jpg#r4c3": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_top_10_matches.jpg#r4c5": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_top_10_matches.jpg#r4c7": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_top_10_matches.jpg#r4c8": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_top_10_matches.jpg#r4c9": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_top_10_matches.jpg#r5c0": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_1_top_10_matches.jpg#r1c0": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_1_top_10_matches.jpg#r1c8": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_1_top_10_matches.jpg#r2c2": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_1_top_10_matches.jpg#r2c5": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_1_top_10_matches.jpg#r3c7": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_1_top_10_matches.jpg#r4c6": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_1_top_10_matches.jpg#r5c1f0": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_1_top_10_matches.jpg#r5c2": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_1_top_10_matches.jpg#r5c8": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_2_top_10_matches.jpg#r1c8": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_2_top_10_matches.jpg#r2c9": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_2_top_10_matches.jpg#r4c5": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_2_top_10_matches.jpg#r5c0": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_2_top_10_matches.jpg#r5c1": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_2_top_10_matches.jpg#r5c3": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_2_top_10_matches.jpg#r5c7": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_3_top_10_matches.jpg#r1c1": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_3_top_10_matches.jpg#r1c2": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_3_top_10_matches.jpg#r1c7": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_3_top_10_matches.jpg#r4c4": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_3_top_10_matches.jpg#r5c4": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_top_10_matches.jpg#r1c9": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_top_10_matches.jpg#r4c1": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_top_10_matches.jpg#r5c7": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_1_top_10_matches.jpg#r5c4": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_2_top_10_matches.jpg#r4c2": "headwear on the forehead",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_2_top_10_matches.jpg#r4c7": "headwear on the forehead",
 }.items()}
 LICENCE = ("repositories MIT; the author states that the images, being synthetic, carry no "
            "privacy or licence restrictions; every donor is a face of a person who does not "

@@ -413,9 +413,9 @@ def test_the_demographic_heads_tell_faces_they_never_saw():
 def test_the_demographic_heads_tell_the_donors_gender():
     """The same heads on the donors (synthetic faces, which they never saw): right on at least
     90% of ``tests/data/donor_gender_by_eye.json``, 100 donors drawn with numpy's seed 1 and
-    labelled by eye, the 31 children and unclear faces left out, and one man since taken out of
-    the bank for his glasses (95.6%). The FaceNet-CASIA head alone was right on 67% of them: on
-    the donors its gender term drew at random."""
+    labelled by eye, the 31 children and unclear faces left out, and six men since taken out of
+    the bank (one for his glasses, five for their headwear; 95.2%). The FaceNet-CASIA head alone
+    was right on 67% of them: on the donors its gender term drew at random."""
     from fiftyone_faceanon.anonymizers.donor import demographics
 
     bank = load_bank()
@@ -424,7 +424,7 @@ def test_the_demographic_heads_tell_the_donors_gender():
     rows = [index[donor] for donor in labels]
     female = demographics({j: e[rows] for j, e in bank.embeddings.items()})[:, 0] > 0.5
     truth = np.array([label == "F" for label in labels.values()])
-    assert len(rows) == 68 and (female == truth).mean() >= 0.9
+    assert len(rows) == 63 and (female == truth).mean() >= 0.9
 
 
 def test_attributes_do_not_depend_on_the_crop_size(fixtures_dir):
