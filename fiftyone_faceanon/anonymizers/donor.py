@@ -270,18 +270,17 @@ class Donor(Anonymizer):
             weight, offset = (LIKENESS, 0.0) if verified else LIKENESS_UNVERIFIED
             z = likeness(judged, self.bank.embeddings)
             cost = cost + weight * np.maximum(z + offset, 0) ** 2
-        worn = self.table[:, self.keys.index("glasses")] > GLASSES
-        if a["glasses"] < NO_GLASSES and not worn.all():
-            cost[worn] = np.inf
-        dark = (self.opening >= DARK_OPEN) & (self.table[:, self.keys.index("teeth")] < DARK_TEETH)
-        if a["teeth"] >= SHOWS_TEETH and not (dark | ~np.isfinite(cost)).all():
-            cost[dark] = np.inf
+        if a["glasses"] < NO_GLASSES:
+            cost = rule_out(cost, self.table[:, self.keys.index("glasses")] > GLASSES)
+        if a["teeth"] >= SHOWS_TEETH:
+            cost = rule_out(cost, (self.opening >= DARK_OPEN)
+                            & (self.table[:, self.keys.index("teeth")] < DARK_TEETH))
         if gendered:
             female = self.table[:, self.keys.index("female")]
-            other = (female <= 1 - SURE_DONOR if a["female"] >= SURE_FACE else
-                     female >= SURE_DONOR if a["female"] <= 1 - SURE_FACE else None)
-            if other is not None and not (other | ~np.isfinite(cost)).all():
-                cost[other] = np.inf
+            if a["female"] >= SURE_FACE:
+                cost = rule_out(cost, female <= 1 - SURE_DONOR)
+            elif a["female"] <= 1 - SURE_FACE:
+                cost = rule_out(cost, female >= SURE_DONOR)
         return cost
 
     def choose(self, crop, landmarks, rng, rank, exclude, identity=None, verified=True):
@@ -290,8 +289,7 @@ class Donor(Anonymizer):
         are as without ``exclude``, and the verification that set it fails the face closed."""
         cost = self.costs(crop, landmarks, identity, verified)
         if exclude is not None:
-            kept = np.where(exclude, np.inf, cost)
-            cost = kept if np.isfinite(kept).any() else cost
+            cost = rule_out(cost, exclude)
         order = np.argsort(cost, kind="stable")
         order = order[np.isfinite(cost[order])]
         head = order[: self.candidates]
@@ -368,6 +366,14 @@ class Donor(Anonymizer):
             soft = feathered_mask(region)[..., None]
             out.append(np.rint(warped * soft + crop * (1 - soft)).astype(np.uint8))
         return np.stack(out)
+
+
+def rule_out(cost: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """(M,) ``cost`` with the donors where ``out`` ((M,) bool) is set made infinite, unless that
+    leaves no donor of finite cost: then ``cost`` unchanged (a rule never leaves a face without a
+    candidate)."""
+    kept = np.where(out, np.inf, cost)
+    return kept if np.isfinite(kept).any() else cost
 
 
 def _inside_of_mouth(landmarks: np.ndarray, size: int) -> np.ndarray:
