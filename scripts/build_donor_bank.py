@@ -92,7 +92,8 @@ HEADWEAR = (
 #: foreheads (2026-12-05, later) found 38 with a headband, cap, hat brim or head wrap inside the
 #: region a later try replaces (``pipeline.WIDE_FOREHEAD``), and 6 copies of them that the
 #: de-duplication then let in: a verified LFW face was given a feathered headdress's band
-#: across his forehead.
+#: across his forehead. Looking between the brows (2026-12-05, later) found a red tilak and a
+#: black dot on the forehead, which the tilak's donor drew on Grace Hopper in the video sheet.
 REVIEWED = {"synthetic_faces/" + cell: why for cell, why in {
     "sfhq_t2i/textual_search_1_expression_top_8_matches.jpg#r7c4f0": "tongue out",
     "sfhq_t2i/textual_search_1_expression_top_8_matches.jpg#r7c5": "tongue out",
@@ -119,6 +120,8 @@ REVIEWED = {"synthetic_faces/" + cell: why for cell, why in {
     "sfhq/SFHQ_variability_ethnicity.jpg#r5c9": "missed glasses",
     "sfhq/SFHQ_variability_age_X_ethnicity_2.jpg#r5c7": "missed glasses",
     **dict.fromkeys(HEADWEAR, "headwear on the forehead"),
+    "sfhq/SFHQ_variability_ethnicity.jpg#r4c5": "a tilak between the brows",
+    "sfhq_t2i/textual_search_2_Ethnicity_x_Age_3_top_10_matches.jpg#r2c1": "a dot on the forehead",
 }.items()}
 LICENCE = ("repositories MIT; the author states that the images, being synthetic, carry no "
            "privacy or licence restrictions; every donor is a face of a person who does not "

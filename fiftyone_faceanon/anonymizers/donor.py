@@ -80,7 +80,7 @@ NO_GLASSES, GLASSES = 0.3, 0.5
 #: the smile into a scream. As cost terms alone (teeth and mouth opening) this was rare on
 #: photos, but the bank has few smiling donors with teeth of some skin tones: a smiling dark
 #: skinned man of the cross-fade clip drew a wide-eyed, open-mouthed donor, whose landmarks then
-#: jittered (docs/video.md). It leaves out 47 of the 761 donors for such a face.
+#: jittered (docs/video.md). It leaves out 47 of the 759 donors for such a face.
 SHOWS_TEETH, DARK_OPEN, DARK_TEETH = 0.5, 0.1, 0.1
 #: A face whose P(female) (:func:`demographics`, calibrated) is at least ``SURE_FACE`` never
 #: gets a donor at most ``1 - SURE_DONOR``, and one at most ``1 - SURE_FACE`` none at least
@@ -130,7 +130,7 @@ MOUTH_FROM, MOUTH_FULL = 0.05, 0.1
 #: which drew lips inside the mouth. Pale lips pass for teeth, so the inside must also be less
 #: red than the lips (:func:`~fiftyone_faceanon.donors.mouth_redness`): that leaves out a
 #: baby's pout and two closed smiles, which had put lips inside 40 donors' wide-open mouths
-#: (26 mouth donors of the 761 donors).
+#: (26 mouth donors of the 759 donors).
 WIDE_OPEN, MOUTH_TEETH = 0.2, 0.3
 #: Landmarks of the inner lips, whose polygon is the inside of the mouth.
 INNER_LIPS = slice(60, 68)
