@@ -75,6 +75,13 @@ def load_image(path: os.PathLike | str, max_pixels: int = MAX_PIXELS) -> LoadedI
         raise ImageError(path, f"corrupt or truncated image ({e})") from None
 
 
+def expose(rgb: np.ndarray, gain: float) -> np.ndarray:
+    """(H, W, 3) uint8 sRGB -> the same photo taken at ``gain`` times the exposure: every
+    channel scaled by ``gain`` in linear light (gamma 2.2), clipped to white."""
+    linear = (rgb.astype(np.float64) / 255) ** 2.2 * gain
+    return np.rint(np.clip(linear, 0, 1) ** (1 / 2.2) * 255).astype(np.uint8)
+
+
 def image_size(path: os.PathLike | str) -> tuple[int, int]:
     """``(width, height)`` from the file's header, without decoding (no EXIF orientation: meant
     for the metadata-free files :func:`encode_image` writes)."""

@@ -427,6 +427,69 @@ def test_the_demographic_heads_tell_the_donors_gender():
     assert len(rows) == 63 and (female == truth).mean() >= 0.9
 
 
+def test_the_skin_head_reads_skin_tone_not_exposure():
+    """The head that matches a donor's skin tone to the face's (``models/skin_luma.npz``) on
+    UTKFace faces held out of its training: 15 adults of race code 0 (White) and 15 of code 1
+    (Black), each taken at half and at twice the exposure (``images.expose``). The measured
+    skin luma moves with the exposure; the head's moves less than a quarter as much. An
+    under-exposed White face measures darker than an over-exposed Black one, yet the head
+    reads it lighter in at least 80% of such pairs."""
+    from fiftyone_faceanon.anonymizers.donor import DEMOGRAPHIC_JUDGES, skin_luma
+    from fiftyone_faceanon.donors import utkface_500, utkface_chips, utkface_labels
+    from fiftyone_faceanon.images import expose
+    from fiftyone_faceanon.metrics.identity import load_judges
+
+    files = utkface_chips(need_shared("utkface"))
+    adults = [p for p in utkface_500(files) if utkface_labels(p.name)[0] >= 18]
+    judges = load_judges(list(DEMOGRAPHIC_JUDGES), "cpu")[0]
+    read: dict[int, list] = {0: [], 1: []}  # race code -> (measured, head) at gains 0.5 and 2
+    for race in read:
+        for path in [p for p in adults if utkface_labels(p.name)[2] == race][:15]:
+            row = []
+            for gain in (0.5, 2.0):
+                image = expose(read_rgb(path), gain)
+                face = largest_face(image)
+                crop, lms = pipeline_crop(image, face)
+                head = skin_luma({j: judges[j].embed(image, [face]) for j in DEMOGRAPHIC_JUDGES})
+                row.append((face_attributes(crop, lms)["luma"], float(head[0])))
+            read[race].append(row)
+    rows = np.array(read[0] + read[1])  # (N, gain, measured/head)
+    moved = np.abs(rows[:, 1] - rows[:, 0])
+    assert np.median(moved[:, 1]) < 0.25 * np.median(moved[:, 0])
+    white_dark, black_bright = np.array(read[0])[:, 0], np.array(read[1])[:, 1]
+    lighter = white_dark[:, None] > black_bright[None]  # (White, Black, measured/head)
+    assert lighter[..., 1].mean() >= 0.8 and lighter[..., 0].mean() < 0.5
+
+
+def test_a_face_gets_a_donor_of_its_own_skin_tone_at_any_exposure(fixtures_dir):
+    """John Salley's first two photos (dark skin) and John Simm's first (light), each at
+    0.35, 1 and 2.5 times the exposure: averaged over the three, the six cheapest donors' skin
+    tone (by the skin head) is within 0.05 of the face's as photographed. Matched on the
+    measured luma alone (until 2026-12-05), they were 0.055 to 0.131 away: John Salley's
+    donors lighter at every exposure, an under-exposed John Simm's 0.12 darker."""
+    from fiftyone_faceanon.anonymizers.donor import DEMOGRAPHIC_JUDGES, Donor, skin_luma
+    from fiftyone_faceanon.images import expose
+    from fiftyone_faceanon.metrics.identity import load_judges
+
+    donor = Donor()
+    judges = load_judges(list(DEMOGRAPHIC_JUDGES), "cpu")[0]
+    skin = donor.table[:, donor.keys.index("skin")]
+    johns = fixtures_dir / "dlib_johns"
+    photos = (sorted((johns / "John_Salley").glob("*.jpg"))[:2]
+              + sorted((johns / "John_Simm").glob("*.jpg"))[:1])
+    for path in photos:
+        own, gaps = None, []
+        for gain in (1.0, 0.35, 2.5):
+            image = expose(read_rgb(path), gain)
+            face = largest_face(image)
+            identity = {j: judges[j].embed(image, [face])[0] for j in DEMOGRAPHIC_JUDGES}
+            if own is None:
+                own = skin_luma({j: e[None] for j, e in identity.items()})[0]
+            crop, lms = pipeline_crop(image, face)
+            gaps.append(abs(skin[np.argsort(donor.costs(crop, lms, identity))[:6]].mean() - own))
+        assert np.mean(gaps) < 0.05, (path.name, gaps)
+
+
 def test_attributes_do_not_depend_on_the_crop_size(fixtures_dir):
     big = attributes_of(fixtures_dir / "faceapi/angry.jpg", 384)
     small = attributes_of(fixtures_dir / "faceapi/angry.jpg", 128)

@@ -151,17 +151,17 @@ def test_crossfade_keeps_one_identity_while_the_person_stays(fixtures_dir, tmp_p
 
 def test_a_track_is_judged_as_the_encoder_will_show_it(fixtures_dir):
     """Frame 150 of the Hamilton clip: MTCNN's false face on a hand holding a microphone
-    (34 px). With the donor of seed 3 the judges do not know it again as rendered (CASIA
-    0.35, dlib 0.898), but H.264 at the default quality takes the donor's detail away and they
-    do (CASIA 0.49, dlib 0.924 over its 0.922; with seed 1's donor before the glasses head, a
-    frame leaked there in the written video). The plan judges its views encoded; dlib, judging
-    first, ends that try."""
+    (34 px). With the donor of seed 2 the judges do not know it again as rendered (CASIA
+    0.35, dlib 0.912), but H.264 at the default quality takes the donor's detail away and dlib
+    does (0.933 over its 0.922; seed 3's donor did so before the skin head, and with seed 1's
+    donor before the glasses head a frame leaked there in the written video). The plan judges
+    its views encoded; dlib, judging first, ends that try."""
     from fiftyone_faceanon.pipeline import Pipeline, Settings
     from fiftyone_faceanon.videoio import as_encoded
 
     clip = fixtures_dir / "face_recognition/examples/short_hamilton_clip.mp4"
     frame = next(f for t, f in enumerate(read_frames(clip)) if t == 150)
-    pipeline = Pipeline(Settings(seed=3, tries=1))
+    pipeline = Pipeline(Settings(seed=2, tries=1))
     hand = min(F.find_faces(frame), key=lambda f: np.abs(f.box[:2] - [193, 163]).sum())
     assert np.abs(hand.box[:2] - [193, 163]).max() < 2
     hand.crop = F.crop_transform(hand.landmarks, F.crop_size_for(hand.landmarks))

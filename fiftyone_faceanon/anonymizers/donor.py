@@ -47,7 +47,7 @@ TERMS = {
     "yaw": (1.0, 8.0), "pitch": (0.5, 8.0), "mouth_open": (1.5, 0.05), "teeth": (0.5, 0.2),
     "eye_open": (1.0, 0.04), "cb": (2.0, 0.015), "cr": (2.0, 0.015), "luma": (1.0, 0.08),
     "proportion": (0.3, 0.1), "beard": (2.0, 0.2), "glasses": (1.0, 0.25),
-    "female": (2.0, 0.25), "log_age": (1.0, 0.3),
+    "female": (2.0, 0.25), "log_age": (1.0, 0.3), "skin": (2.0, 0.04),
 }
 #: Weight ``w_l`` of :func:`likeness` in the matching cost. A donor of the face's gender and
 #: age is nearer the face in the judges' eyes, and a video track is verified only when all of
@@ -67,7 +67,14 @@ LIKENESS = 1.0
 #: "Without verification: the judges read each face").
 LIKENESS_UNVERIFIED = (3.0, 1.0)
 #: Terms that need the face's judge embeddings (:data:`DEMOGRAPHIC_JUDGES`).
-DEMOGRAPHIC = ("female", "log_age")
+DEMOGRAPHIC = ("female", "log_age", "skin")
+#: How many tries match the donor's skin tone (the ``skin`` term). A donor of the face's skin
+#: tone is more like it to the judges: with the term on every try, the cross-fade clip's dark
+#: skinned man failed closed at seeds 0-2 (every frame of his track blurred), each of his five
+#: donors matched by dlib on some of his 24 judged frames. Later tries, with the stronger
+#: geometry and the wider region, choose without it (docs/benchmarks.md, "Skin tone read from
+#: the judges' embeddings").
+SKIN_TRIES = 2
 #: How many of the cheapest donors the seed chooses among.
 CANDIDATES = 6
 #: A face whose ``glasses`` (:func:`glasses` with verification, else the edge measure) is under
@@ -117,6 +124,9 @@ GENDER_TEMPERATURE = 1.8
 #: the edge measure, some dark and heavy ones), and a donor either finds wearing glasses is
 #: never given to a face without (docs/donors.md).
 GLASSES_HEAD = "glasses_casia.npz"
+#: The linear head that reads skin luma from the judges' embeddings, at any exposure
+#: (:func:`skin_luma`, ``scripts/build_skin_head.py``).
+SKIN_HEAD = "skin_luma.npz"
 #: A mouth open wider than its donor's (:func:`~fiftyone_faceanon.donors.mouth_opening`) would
 #: stretch the donor's closed lips across it, drawn as streaks like fangs (a video track keeps
 #: one donor while its mouth opens and closes: on the Hamilton clip the singer's donor has
@@ -175,6 +185,14 @@ def demographics(embeddings: dict[str, np.ndarray],
                      linear_head(x, heads["log_age"])], 1)
 
 
+def skin_luma(embeddings: dict[str, np.ndarray]) -> np.ndarray:
+    """``{judge: (N, D_j) unit embeddings}`` of :data:`DEMOGRAPHIC_JUDGES` -> (N,) the skin
+    luma (Y in [0, 1] over the ``skin`` zone, as ``donors.face_attributes`` measures it) that
+    the shipped head reads in the embeddings: on the UTKFace 500 it moves about a tenth as much
+    as the measured luma when the exposure changes (``SKIN_HEAD``'s manifest metrics)."""
+    return linear_head(demographic_features(embeddings), _head(SKIN_HEAD)["luma"])
+
+
 def glasses(embeddings: np.ndarray) -> np.ndarray:
     """(N, 512) FaceNet-CASIA unit embeddings -> (N,) probability of glasses or sunglasses,
     from the shipped linear head."""
@@ -222,6 +240,7 @@ class Donor(Anonymizer):
                  for k in TERMS if k != "proportion" and k not in DEMOGRAPHIC}
         attrs["proportion"] = np.array([proportion(l) for l in self.bank.landmarks])
         attrs["female"], attrs["log_age"] = demographics(self.bank.embeddings).T
+        attrs["skin"] = skin_luma(self.bank.embeddings)
         attrs["glasses"] = np.maximum(attrs["glasses"],
                                       glasses(self.bank.embeddings["facenet_casia"]))
         self.keys = list(TERMS)
@@ -234,8 +253,8 @@ class Donor(Anonymizer):
         self.mouths = self.mouth_donors()
 
     def costs(self, crop: np.ndarray, landmarks: np.ndarray,
-              identity: dict[str, np.ndarray] | None = None, verified: bool = True
-              ) -> np.ndarray:
+              identity: dict[str, np.ndarray] | None = None, verified: bool = True,
+              skin: bool = True) -> np.ndarray:
         """(M,) matching cost of every donor for one (S, S, 3) crop and its (68, 2) landmarks,
         infinite for a donor with glasses on a face without (:data:`NO_GLASSES`) and, with the
         judge embeddings, for one sure to be of the other gender (:data:`SURE_FACE`); ``identity``
@@ -244,7 +263,7 @@ class Donor(Anonymizer):
         face's glasses with :func:`glasses`; a face that wears them by it keeps its own frames
         and is matched as one without (:data:`KEEP_FRAMES`); every judge's adds to its donors'
         :func:`likeness` (:data:`LIKENESS`; :data:`LIKENESS_UNVERIFIED` for a face that will
-        not be ``verified``).
+        not be ``verified``). ``skin``: whether the ``skin`` term counts (:data:`SKIN_TRIES`).
         """
         from ..donors import face_attributes
 
@@ -258,10 +277,13 @@ class Donor(Anonymizer):
             a["glasses"] = 0.0 if keeps_frames(casia)[0] else float(glasses(casia)[0])
         gendered = all(j in identity for j in DEMOGRAPHIC_JUDGES)
         if gendered:
-            a["female"], a["log_age"] = demographics({j: identity[j][None]
-                                                      for j in DEMOGRAPHIC_JUDGES})[0]
+            embedded = {j: identity[j][None] for j in DEMOGRAPHIC_JUDGES}
+            a["female"], a["log_age"] = demographics(embedded)[0]
+            a["skin"] = float(skin_luma(embedded)[0])
         else:
             use = np.array([k not in DEMOGRAPHIC for k in self.keys])
+        if not skin:
+            use &= np.array([k != "skin" for k in self.keys])
         face = np.array([a.get(k, 0.0) for k in self.keys])
         terms = self.weights * ((self.table - face) / self.scale) ** 2
         cost = terms[:, use].sum(1)
@@ -286,8 +308,10 @@ class Donor(Anonymizer):
     def choose(self, crop, landmarks, rng, rank, exclude, identity=None, verified=True):
         """Excluded donors are never candidates, unless that leaves none (only with
         verification thresholds forced below every similarity): then the face's candidates
-        are as without ``exclude``, and the verification that set it fails the face closed."""
-        cost = self.costs(crop, landmarks, identity, verified)
+        are as without ``exclude``, and the verification that set it fails the face closed.
+        Tries from :data:`SKIN_TRIES` on rank the donors without the ``skin`` term (a donor
+        tried before may come again, with the stronger geometry and wider region)."""
+        cost = self.costs(crop, landmarks, identity, verified, skin=rank < SKIN_TRIES)
         if exclude is not None:
             cost = rule_out(cost, exclude)
         order = np.argsort(cost, kind="stable")
