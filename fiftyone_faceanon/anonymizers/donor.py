@@ -9,11 +9,12 @@ on the pipeline's crop and every donor gets the matching cost
 
 over pose (yaw, pitch), expression state (mouth opening, teeth, eye opening), skin tone (Cb, Cr,
 luma), face proportions (jaw width over face height), beard and glasses, and, when the
-pipeline has the face's judge embeddings (verification on), the estimated gender and age
-(linear heads on its FaceNet-CASIA and dlib embeddings, ``models/demographics.npz``, applied to
-the donors' embeddings too), and the face's glasses are then read from its FaceNet-CASIA
-embedding as well (:func:`glasses`; a donor's glasses are the larger of that head's and the
-edge measure's, :data:`GLASSES_HEAD`);
+pipeline has the face's judge embeddings (with or without verification), the estimated gender
+and age and, on the first :data:`SKIN_TRIES` tries, the skin luma (linear heads on its
+FaceNet-CASIA and dlib embeddings, ``models/demographics.npz`` and ``models/skin_luma.npz``,
+applied to the donors' embeddings too), and the face's glasses are then read from its
+FaceNet-CASIA embedding as well (:func:`glasses`; a donor's glasses are the larger of that
+head's and the edge measure's, :data:`GLASSES_HEAD`);
 ``sigma_k`` is a fixed tolerance per attribute (:data:`TERMS`). With the judge embeddings the
 last term, :func:`likeness`, puts off donors the judges find more like the face than the bank's
 average donor (weight ``w_l``, :data:`LIKENESS`).
