@@ -127,6 +127,16 @@ def pipeline_crop(image: np.ndarray, face) -> tuple[np.ndarray, np.ndarray]:
     return crop_face(image, at), at.to_crop(face.landmarks)
 
 
+def judged(image: np.ndarray, face) -> dict[str, np.ndarray]:
+    """The face's (D,) unit embedding by each judge the donor backend reads
+    (``DEMOGRAPHIC_JUDGES``, on the CPU; ``load_judges`` loads each once per process)."""
+    from fiftyone_faceanon.anonymizers.donor import DEMOGRAPHIC_JUDGES
+    from fiftyone_faceanon.metrics.identity import load_judges
+
+    judges = load_judges(list(DEMOGRAPHIC_JUDGES), "cpu")[0]
+    return {j: judges[j].embed(image, [face])[0] for j in DEMOGRAPHIC_JUDGES}
+
+
 def attributes_of(path: Path, size: int = 256) -> dict[str, float]:
     """:func:`face_attributes` of the largest face of a photo, on a pipeline-style crop."""
     image = read_rgb(path)
@@ -185,19 +195,16 @@ def test_a_face_the_heads_are_sure_of_never_gets_a_donor_sure_of_the_other_gende
     Hopper's six cheapest held an old man (P(female) 0.06): the age and eye-opening terms of the
     few old women in the bank outweighed the gender term, and the seed chose him on the demo
     contact sheet."""
-    from fiftyone_faceanon.anonymizers.donor import (DEMOGRAPHIC_JUDGES, SURE_DONOR, SURE_FACE,
-                                                     Donor, demographics)
+    from fiftyone_faceanon.anonymizers.donor import SURE_DONOR, SURE_FACE, Donor, demographics
     from fiftyone_faceanon.demo import demo_images
-    from fiftyone_faceanon.metrics.identity import load_judges
 
     donor = Donor()
-    judges = load_judges(list(DEMOGRAPHIC_JUDGES), "cpu")[0]
     female = demographics(donor.bank.embeddings)[:, 0]
     for name, sure in (("grace_hopper.jpg", SURE_FACE), ("cameraman.png", 1 - SURE_FACE)):
         image = demo_images()[name]
         image = np.repeat(image[..., None], 3, 2) if image.ndim == 2 else image
         face = largest_face(image)
-        identity = {j: judges[j].embed(image, [face])[0] for j in DEMOGRAPHIC_JUDGES}
+        identity = judged(image, face)
         own = demographics({j: e[None] for j, e in identity.items()})[0, 0]
         crop, lms = pipeline_crop(image, face)
         rng = np.random.default_rng(0)
@@ -213,13 +220,10 @@ def test_a_face_showing_teeth_never_gets_a_donor_with_a_dark_open_mouth(fixtures
     ``happy`` (0.63): none of their first 20 candidates opens its mouth over a dark cavity. Without
     the rule three of the five held one among their six cheapest (the seed chooses among those),
     and the clip at seed 2 drew it: the smile became a scream and its landmarks jittered."""
-    from fiftyone_faceanon.anonymizers.donor import (DARK_OPEN, DARK_TEETH, DEMOGRAPHIC_JUDGES,
-                                                     SHOWS_TEETH, Donor)
+    from fiftyone_faceanon.anonymizers.donor import DARK_OPEN, DARK_TEETH, SHOWS_TEETH, Donor
     from fiftyone_faceanon.donors import face_attributes
-    from fiftyone_faceanon.metrics.identity import load_judges
 
     donor = Donor()
-    judges = load_judges(list(DEMOGRAPHIC_JUDGES), "cpu")[0]
     dark = (donor.opening >= DARK_OPEN) & (donor.table[:, donor.keys.index("teeth")] < DARK_TEETH)
     assert dark.sum() > 20  # the rule has donors to leave out
     photos = sorted((fixtures_dir / "dlib_johns" / "John_Salley").glob("*.jpg"))[:4]
@@ -228,7 +232,7 @@ def test_a_face_showing_teeth_never_gets_a_donor_with_a_dark_open_mouth(fixtures
         face = largest_face(image)
         crop, lms = pipeline_crop(image, face)
         assert face_attributes(crop, lms)["teeth"] >= SHOWS_TEETH, path.name
-        identity = {j: judges[j].embed(image, [face])[0] for j in DEMOGRAPHIC_JUDGES}
+        identity = judged(image, face)
         rng = np.random.default_rng(0)
         chosen = [donor.choose(crop, lms, rng, rank, None, identity) for rank in range(20)]
         assert not dark[chosen].any(), path.name
@@ -238,16 +242,14 @@ def test_unverified_faces_get_donors_less_like_them():
     """A face that will not be verified weighs the donors' likeness more
     (:data:`LIKENESS_UNVERIFIED`): its cheapest donors are further from it in the judges'
     eyes than those of the same face verified, whose tries the judges would redo."""
-    from fiftyone_faceanon.anonymizers.donor import DEMOGRAPHIC_JUDGES, Donor, likeness
+    from fiftyone_faceanon.anonymizers.donor import Donor, likeness
     from fiftyone_faceanon.demo import demo_images
-    from fiftyone_faceanon.metrics.identity import load_judges
 
     donor = Donor()
-    judges = load_judges(list(DEMOGRAPHIC_JUDGES), "cpu")[0]
     for name in ("astronaut.png", "grace_hopper.jpg"):
         image = demo_images()[name]
         face = largest_face(image)
-        identity = {j: judges[j].embed(image, [face])[0] for j in DEMOGRAPHIC_JUDGES}
+        identity = judged(image, face)
         z = likeness(identity, donor.bank.embeddings)
         crop, lms = pipeline_crop(image, face)
         cheapest = {verified: np.argsort(donor.costs(crop, lms, identity, verified))[:6]
@@ -434,14 +436,12 @@ def test_the_skin_head_reads_skin_tone_not_exposure():
     skin luma moves with the exposure; the head's moves less than a quarter as much. An
     under-exposed White face measures darker than an over-exposed Black one, yet the head
     reads it lighter in at least 80% of such pairs."""
-    from fiftyone_faceanon.anonymizers.donor import DEMOGRAPHIC_JUDGES, skin_luma
+    from fiftyone_faceanon.anonymizers.donor import skin_luma
     from fiftyone_faceanon.donors import utkface_500, utkface_chips, utkface_labels
     from fiftyone_faceanon.images import expose
-    from fiftyone_faceanon.metrics.identity import load_judges
 
     files = utkface_chips(need_shared("utkface"))
     adults = [p for p in utkface_500(files) if utkface_labels(p.name)[0] >= 18]
-    judges = load_judges(list(DEMOGRAPHIC_JUDGES), "cpu")[0]
     read: dict[int, list] = {0: [], 1: []}  # race code -> (measured, head) at gains 0.5 and 2
     for race in read:
         for path in [p for p in adults if utkface_labels(p.name)[2] == race][:15]:
@@ -450,7 +450,7 @@ def test_the_skin_head_reads_skin_tone_not_exposure():
                 image = expose(read_rgb(path), gain)
                 face = largest_face(image)
                 crop, lms = pipeline_crop(image, face)
-                head = skin_luma({j: judges[j].embed(image, [face]) for j in DEMOGRAPHIC_JUDGES})
+                head = skin_luma({j: e[None] for j, e in judged(image, face).items()})
                 row.append((face_attributes(crop, lms)["luma"], float(head[0])))
             read[race].append(row)
     rows = np.array(read[0] + read[1])  # (N, gain, measured/head)
@@ -467,12 +467,10 @@ def test_a_face_gets_a_donor_of_its_own_skin_tone_at_any_exposure(fixtures_dir):
     tone (by the skin head) is within 0.05 of the face's as photographed. Matched on the
     measured luma alone (until 2026-12-05), they were 0.055 to 0.131 away: John Salley's
     donors lighter at every exposure, an under-exposed John Simm's 0.12 darker."""
-    from fiftyone_faceanon.anonymizers.donor import DEMOGRAPHIC_JUDGES, Donor, skin_luma
+    from fiftyone_faceanon.anonymizers.donor import Donor, skin_luma
     from fiftyone_faceanon.images import expose
-    from fiftyone_faceanon.metrics.identity import load_judges
 
     donor = Donor()
-    judges = load_judges(list(DEMOGRAPHIC_JUDGES), "cpu")[0]
     skin = donor.table[:, donor.keys.index("skin")]
     johns = fixtures_dir / "dlib_johns"
     photos = (sorted((johns / "John_Salley").glob("*.jpg"))[:2]
@@ -482,7 +480,7 @@ def test_a_face_gets_a_donor_of_its_own_skin_tone_at_any_exposure(fixtures_dir):
         for gain in (1.0, 0.35, 2.5):
             image = expose(read_rgb(path), gain)
             face = largest_face(image)
-            identity = {j: judges[j].embed(image, [face])[0] for j in DEMOGRAPHIC_JUDGES}
+            identity = judged(image, face)
             if own is None:
                 own = skin_luma({j: e[None] for j, e in identity.items()})[0]
             crop, lms = pipeline_crop(image, face)
