@@ -580,7 +580,9 @@ class DonorBank:
       (UTKFace's codes, :data:`RACES`): k-NN estimates (:func:`knn_labels`), NaN / -1 where not
       estimated;
     - ``jpeg`` (B,) uint8: the crops' JPEG files end to end, donor ``i`` at
-      ``jpeg[offsets[i]:offsets[i + 1]]``; ``meta``: how the bank was built (JSON-able dict).
+      ``jpeg[offsets[i]:offsets[i + 1]]``; ``meta``: how the bank was built (JSON-able dict);
+    - ``gender_seen`` (N,) int8: the gender a person saw (0 male, 1 female; :func:`see_genders`),
+      -1 where none was recorded (every donor of a bank saved without it).
     """
 
     ids: np.ndarray
@@ -598,7 +600,12 @@ class DonorBank:
     jpeg: np.ndarray
     offsets: np.ndarray
     meta: dict = field(default_factory=dict)
+    gender_seen: np.ndarray | None = None
     _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.gender_seen is None:
+            self.gender_seen = np.full(len(self.ids), -1, np.int8)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -644,6 +651,7 @@ def save_bank(bank: DonorBank, path: Path) -> None:
         "age": np.asarray(bank.age, np.float32), "gender": np.asarray(bank.gender, np.int8),
         "race": np.asarray(bank.race, np.int8), "jpeg": np.asarray(bank.jpeg, np.uint8),
         "offsets": np.asarray(bank.offsets, np.int64),
+        "gender_seen": np.asarray(bank.gender_seen, np.int8),
     }
     arrays.update({f"attr_{k}": np.asarray(v, np.float32) for k, v in bank.attributes.items()})
     arrays.update({f"emb_{k}": np.asarray(v, np.float32) for k, v in bank.embeddings.items()})
@@ -682,6 +690,7 @@ def load_bank(path: Path | None = None) -> DonorBank:
         source=data["source"], cell=data["cell"], box=data["box"], scale=data["scale"],
         age=data["age"], gender=data["gender"], race=data["race"], jpeg=data["jpeg"],
         offsets=data["offsets"], meta=json.loads(str(data["meta"])),
+        gender_seen=data.get("gender_seen"),
     )
 
 
@@ -771,6 +780,36 @@ def read_reviewed(lines: Iterable[str]) -> dict[str, str]:
         if fields and not fields[0].startswith("#"):
             reviewed[fields[0]] = fields[1].strip() if len(fields) > 1 else "rejected by a person"
     return reviewed
+
+
+#: How a gender file (:func:`read_genders`) writes what a person saw: male, female.
+GENDERS = ("M", "F")
+
+
+def read_genders(lines: Iterable[str]) -> dict[str, int]:
+    """``{id: 0 male, 1 female}`` for :func:`see_genders` from lines of text, one donor id per
+    line and then ``M`` or ``F`` (:data:`GENDERS`); blank lines and lines starting with ``#``
+    are skipped. Raises ``ValueError`` naming the first line that is neither."""
+    genders = {}
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) != 2 or fields[1] not in GENDERS:
+            raise ValueError(f"line {number}: expected `ID M` or `ID F`, got {line.strip()!r}")
+        genders[fields[0]] = GENDERS.index(fields[1])
+    return genders
+
+
+def see_genders(bank: DonorBank, genders: Mapping[str, int]) -> list[str]:
+    """Record in ``bank.gender_seen`` the gender a person saw (``{id: 0 male, 1 female}``,
+    :func:`read_genders`), in place; returns the ids of ``genders`` the bank does not hold."""
+    index = {donor: i for i, donor in enumerate(bank.ids)}
+    for donor, gender in genders.items():
+        if donor in index:
+            bank.gender_seen[index[donor]] = gender
+    bank.meta["gender_seen"] = int((bank.gender_seen >= 0).sum())
+    return sorted(set(genders) - set(index))
 
 
 def build_bank(

@@ -29,8 +29,12 @@ def donors() -> None:
               help="Donor ids to leave out, one per line with an optional reason after it "
                    "(`ID  REASON`; lines starting with # are skipped): what you saw on "
                    "`faceanon donors sheet` and no filter catches.")
+@click.option("--gender", type=click.File("r"),
+              help="The gender you saw on donors, `ID M` or `ID F` per line (lines starting with "
+                   "# are skipped): the donor backend then counts them sure of it, whatever its "
+                   "gender head reads.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def build(folder, out, utkface, quality, reject, device):
+def build(folder, out, utkface, quality, reject, gender, device):
     """Build a donor bank from every image under FOLDER: each face that passes the donor filters
     (frontal, eyes visible, colour, not occluded, sharp) becomes a donor.
 
@@ -38,10 +42,15 @@ def build(folder, out, utkface, quality, reject, device):
     get one `error: <path>: <reason>` line and the run goes on; exit code 1 when any failed or
     no face passed.
     """
-    from ..donors import (DonorSource, build_bank, estimate_labels, read_reviewed, save_bank,
-                          utkface_reference)
+    from ..donors import (DonorSource, build_bank, estimate_labels, read_genders, read_reviewed,
+                          save_bank, see_genders, utkface_reference)
     from ..images import IMAGE_EXTENSIONS, ImageError, load_image
 
+    try:
+        genders = read_genders(gender or ())
+    except ValueError as e:
+        click.echo(f"error: {gender.name}: {e}", err=True)
+        sys.exit(2)
     files = sorted(p for p in folder.rglob("*")
                    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     bar = tqdm(total=len(files), desc="donors", unit="image", file=sys.stderr, dynamic_ncols=True)
@@ -74,6 +83,10 @@ def build(folder, out, utkface, quality, reject, device):
 
         judges, _ = load_judges(["facenet_casia"], device=device)
         estimate_labels(bank, *utkface_reference(utkface, judges["facenet_casia"], device=device))
+    unseen = see_genders(bank, genders)
+    if genders:
+        click.echo(f"gender seen: {bank.meta['gender_seen']} donors"
+                   + (f"; not in the bank: {', '.join(unseen)}" if unseen else ""))
     save_bank(bank, out)
     click.echo(f"-> {out}")
     sys.exit(1 if errors else 0)
