@@ -8,7 +8,8 @@ estimates age, gender and race per donor by k-NN on 2,000 labelled UTKFace faces
 estimates are stored), writes ``models/donors_sfhq.npz`` and its manifest entry, and a contact sheet
 of every donor (``docs/donor_bank.png``). ``--review DIR`` also writes contact sheets of the kept
 and of the rejected candidates per reason, to look at. The candidates of :data:`REVIEWED` pass
-every filter but were rejected by looking at the bank (docs/donors.md).
+every filter but were rejected by looking at the bank (docs/donors.md); :data:`GENDERS_SEEN`
+lists the gender a person saw on donors whose gender the head was unsure of or read wrong.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from PIL import Image
 
 from fiftyone_faceanon.donors import (
     BANK_FILE, REJECTIONS, DonorSource, build_bank, contact_sheet, estimate_labels, face_thumb,
-    knn_labels, save_bank, sheet_cells, utkface_reference,
+    knn_labels, read_genders, save_bank, see_genders, sheet_cells, utkface_reference,
 )
 from fiftyone_faceanon.images import atomic_write, load_image
 from fiftyone_faceanon.metrics.identity import load_judges
@@ -123,6 +124,9 @@ REVIEWED = {"synthetic_faces/" + cell: why for cell, why in {
     "sfhq/SFHQ_variability_ethnicity.jpg#r4c5": "a tilak between the brows",
     "sfhq_t2i/textual_search_2_Ethnicity_x_Age_3_top_10_matches.jpg#r2c1": "a dot on the forehead",
 }.items()}
+#: The gender a person saw on donors (``ID M`` or ``ID F`` per line; docs/donors.md, "Gender
+#: seen by eye"), recorded in the bank's ``gender_seen``.
+GENDERS_SEEN = Path(__file__).with_name("donor_genders_seen.txt")
 LICENCE = ("repositories MIT; the author states that the images, being synthetic, carry no "
            "privacy or licence restrictions; every donor is a face of a person who does not "
            "exist (no real person's face is in the bank)")
@@ -187,6 +191,9 @@ def main() -> None:
            "age_mae_years": round(float(np.mean(np.abs(age - labels[:, 0]))), 2)}
     estimate_labels(bank, reference, labels)
     bank.meta["labels_leave_one_out_on_reference"] = loo
+    unseen = see_genders(bank, read_genders(GENDERS_SEEN.read_text().splitlines()))
+    if unseen:
+        sys.exit(f"{GENDERS_SEEN.name}: ids the bank does not hold: {unseen}")
 
     out = models_dir() / BANK_FILE
     save_bank(bank, out)
@@ -207,6 +214,7 @@ def main() -> None:
         candidates=int(sum(counts.values()) + len(bank)),
         rejections=counts,
         reviewed=REVIEWED,
+        gender_seen=(f"{bank.meta['gender_seen']} donors, listed in scripts/{GENDERS_SEEN.name}"),
         coverage=bank.coverage(),
         labels=bank.meta["labels"] + f"; leave-one-out on the reference: {loo}",
         attributes="fiftyone_faceanon.donors.face_attributes of each stored crop",

@@ -429,6 +429,43 @@ def test_the_demographic_heads_tell_the_donors_gender():
     assert len(rows) == 63 and (female == truth).mean() >= 0.9
 
 
+def test_a_donor_a_person_saw_counts_as_sure_of_that_gender(bank):
+    """The shipped bank records the gender a person saw on the 175 donors of
+    ``scripts/donor_genders_seen.txt``; the donor backend counts each sure of it
+    (:func:`seen_gender`) and reads the head for the rest. Among them: the young man with a thin
+    moustache (P(female) 0.39) whom Grace Hopper's track drew on the video contact sheet, an old
+    man the head read 0.60 and a woman it read 0.16."""
+    from fiftyone_faceanon.anonymizers.donor import SURE_DONOR, Donor, demographics
+    from fiftyone_faceanon.donors import read_genders
+
+    listed = read_genders((ROOT / "scripts/donor_genders_seen.txt").read_text().splitlines())
+    seen = dict(zip(bank.ids, bank.gender_seen.tolist()))
+    assert len(listed) == 175 and {d: seen[d] for d in listed} == listed
+    assert (bank.gender_seen >= 0).sum() == len(listed)
+    head = demographics(bank.embeddings)[:, 0]
+    donor = Donor()
+    female = donor.table[:, donor.keys.index("female")]
+    man, woman = bank.gender_seen == 0, bank.gender_seen == 1
+    assert (female[man] <= 1 - SURE_DONOR).all() and (female[woman] >= SURE_DONOR).all()
+    np.testing.assert_array_equal(female[bank.gender_seen < 0], head[bank.gender_seen < 0])
+    index = {d: i for i, d in enumerate(bank.ids)}
+    for cell, gender, read in (("sfhq/SFHQ_variability_hair_color.jpg#r4c10", 0, 0.39),
+                               ("sfhq/SFHQ_sample_3x6.jpg#r0c1", 0, 0.60),
+                               ("sfhq/SFHQ_variability_age.jpg#r4c2", 1, 0.16)):
+        i = index["synthetic_faces/" + cell]
+        assert seen[bank.ids[i]] == gender and round(float(head[i]), 2) == read, cell
+
+
+def test_a_bank_saved_without_seen_genders_has_none(bank, tmp_path):
+    """A bank file written before ``gender_seen`` existed loads with none seen (-1), and the
+    backend reads every donor's gender from the head."""
+    old = tmp_path / "old.npz"
+    with np.load(weights.models_dir() / BANK_FILE) as z:
+        np.savez(old, **{k: z[k] for k in z.files if k != "gender_seen"})
+    loaded = load_bank(old)
+    assert loaded.gender_seen.shape == (len(bank),) and (loaded.gender_seen == -1).all()
+
+
 def test_the_skin_head_reads_skin_tone_not_exposure():
     """The head that matches a donor's skin tone to the face's (``models/skin_luma.npz``) on
     UTKFace faces held out of its training: 15 adults of race code 0 (White) and 15 of code 1
@@ -536,19 +573,32 @@ def test_cli_builds_a_bank_from_a_folder(bank, tmp_path):
     assert run.returncode == 0, run.stderr
     (face,) = json.loads((tmp_path / "anon/surprised.jpg.json").read_text())["faces"]
     assert face["donor"] in set(mine.ids)
-    # look at every donor, then leave one out by its id
+    # look at every donor
     sheet = tmp_path / "sheet.png"
     assert faceanon("donors", "sheet", str(out), "-o", str(sheet), "--size", "64",
                     "--cols", "2").returncode == 0
     drawn = read_rgb(sheet)
     assert drawn.shape == (64 * ((len(mine) + 1) // 2), 128, 3)
     np.testing.assert_array_equal(drawn[16:64, 64:128], face_thumb(mine.image(1), 64)[16:])
+    # leave one out by its id, and record the gender seen on another
+    assert (mine.gender_seen == -1).all()
     (tmp_path / "reject.txt").write_text(f"# looked at\n{mine.ids[0]}  eyes half shut\n")
+    (tmp_path / "gender.txt").write_text(f"# seen\n{mine.ids[1]} F\n{mine.ids[2]} M\n")
     fewer = tmp_path / "fewer.npz"
     run = faceanon("donors", "build", str(folder), "-o", str(fewer), "--device", "cpu",
-                   "--reject", str(tmp_path / "reject.txt"))
+                   "--reject", str(tmp_path / "reject.txt"),
+                   "--gender", str(tmp_path / "gender.txt"))
     assert run.returncode == 1 and "reviewed 1" in run.stdout, run.stdout
-    assert list(load_bank(fewer).ids) == list(mine.ids[1:])
+    assert "gender seen: 2 donors" in run.stdout, run.stdout
+    built = load_bank(fewer)
+    assert list(built.ids) == list(mine.ids[1:])
+    assert list(built.gender_seen) == [1, 0] + [-1] * (len(built) - 2)
+    (tmp_path / "bad.txt").write_text(f"{mine.ids[1]} woman\n")
+    run = faceanon("donors", "build", str(folder), "-o", str(tmp_path / "no.npz"),
+                   "--gender", str(tmp_path / "bad.txt"))
+    assert run.returncode == 2 and not (tmp_path / "no.npz").exists()
+    assert run.stderr.strip() == (f"error: {tmp_path / 'bad.txt'}: line 1: expected `ID M` or "
+                                  f"`ID F`, got '{mine.ids[1]} woman'")
 
 
 def test_donors_more_like_the_face_than_the_average_donor_are_put_off(fixtures_dir, monkeypatch):

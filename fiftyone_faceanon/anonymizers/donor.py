@@ -12,7 +12,8 @@ luma), face proportions (jaw width over face height), beard and glasses, and, wh
 pipeline has the face's judge embeddings (with or without verification), the estimated gender
 and age and, on the first :data:`SKIN_TRIES` tries, the skin luma (linear heads on its
 FaceNet-CASIA and dlib embeddings, ``models/demographics.npz`` and ``models/skin_luma.npz``,
-applied to the donors' embeddings too), and the face's glasses are then read from its
+applied to the donors' embeddings too; for a donor, the gender a person saw where the bank
+records one, :func:`seen_gender`), and the face's glasses are then read from its
 FaceNet-CASIA embedding as well (:func:`glasses`; a donor's glasses are the larger of that
 head's and the edge measure's, :data:`GLASSES_HEAD`);
 ``sigma_k`` is a fixed tolerance per attribute (:data:`TERMS`). With the judge embeddings the
@@ -96,7 +97,8 @@ SHOWS_TEETH, DARK_OPEN, DARK_TEETH = 0.5, 0.1, 0.1
 #: women outweighed it: Grace Hopper (0.74) kept an old man (0.06) among her six cheapest
 #: donors, and the seed chose him on the demo contact sheet. With the rule, of the UTKFace 500's
 #: adults 93.1% get a donor of their gender (where the bank's two gender estimates agree),
-#: against 89.1% before the calibration and 91.6% with it alone (docs/donors.md).
+#: against 89.1% before the calibration and 91.6% with it alone (docs/donors.md). A donor whose
+#: gender a person saw counts as sure of it (:func:`seen_gender`).
 SURE_FACE, SURE_DONOR = 0.7, 0.8
 #: A face whose glasses head (:func:`glasses`) scores at least this keeps its own frames
 #: (:func:`keeps_frames`): a donor's glasses would land beside them, so it gets a donor without.
@@ -186,6 +188,16 @@ def demographics(embeddings: dict[str, np.ndarray],
                      linear_head(x, heads["log_age"])], 1)
 
 
+def seen_gender(female: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """(M,) donors' P(female) by the head and (M,) the gender a person saw (0 male, 1
+    female, -1 none; ``DonorBank.gender_seen``) -> (M,) P(female), at least :data:`SURE_DONOR`
+    for a donor seen as a woman and at most ``1 - SURE_DONOR`` for one seen as a man (the head's
+    own reading where it is surer): the gender rule and the ``female`` term then count a donor
+    a person saw as sure, whatever the head read."""
+    return np.where(seen == 1, np.maximum(female, SURE_DONOR),
+                    np.where(seen == 0, np.minimum(female, 1 - SURE_DONOR), female))
+
+
 def skin_luma(embeddings: dict[str, np.ndarray]) -> np.ndarray:
     """``{judge: (N, D_j) unit embeddings}`` of :data:`DEMOGRAPHIC_JUDGES` -> (N,) the skin
     luma (Y in [0, 1] over the ``skin`` zone, as ``donors.face_attributes`` measures it) that
@@ -241,6 +253,7 @@ class Donor(Anonymizer):
                  for k in TERMS if k != "proportion" and k not in DEMOGRAPHIC}
         attrs["proportion"] = np.array([proportion(l) for l in self.bank.landmarks])
         attrs["female"], attrs["log_age"] = demographics(self.bank.embeddings).T
+        attrs["female"] = seen_gender(attrs["female"], self.bank.gender_seen)
         attrs["skin"] = skin_luma(self.bank.embeddings)
         attrs["glasses"] = np.maximum(attrs["glasses"],
                                       glasses(self.bank.embeddings["facenet_casia"]))
