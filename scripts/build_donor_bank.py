@@ -214,7 +214,7 @@ def main() -> None:
         candidates=int(sum(counts.values()) + len(bank)),
         rejections=counts,
         reviewed=REVIEWED,
-        gender_seen=(f"{bank.meta['gender_seen']} donors, listed in scripts/{GENDERS_SEEN.name}"),
+        gender_seen=f"{bank.meta['gender_seen']} donors, listed in scripts/{GENDERS_SEEN.name}",
         coverage=bank.coverage(),
         labels=bank.meta["labels"] + f"; leave-one-out on the reference: {loo}",
         attributes="fiftyone_faceanon.donors.face_attributes of each stored crop",

@@ -83,8 +83,8 @@ def build(folder, out, utkface, quality, reject, gender, device):
 
         judges, _ = load_judges(["facenet_casia"], device=device)
         estimate_labels(bank, *utkface_reference(utkface, judges["facenet_casia"], device=device))
-    unseen = see_genders(bank, genders)
     if genders:
+        unseen = see_genders(bank, genders)
         click.echo(f"gender seen: {bank.meta['gender_seen']} donors"
                    + (f"; not in the bank: {', '.join(unseen)}" if unseen else ""))
     save_bank(bank, out)
