@@ -312,7 +312,11 @@ def face_attributes(crop: np.ndarray, landmarks: np.ndarray) -> dict[str, float]
       bare skin does not have;
     - ``sharpness``: variance of the 4-neighbour Laplacian of Y (0-255 units) over the skin
       zone, in the canonical frame (so comparable across resolutions; an upsampled face scores
-      low).
+      low);
+    - ``shade``: how much brighter the cheek on the picture's right (``cheek_l``) is than the
+      one on its left (``cheek_r``), over the mean Y of the skin: ``(Y_l - Y_r) / Y_skin``,
+      0 for a face lit evenly from the front, about +-1 for one lit hard from a side (0 where
+      a cheek has under 10 px).
 
     Checked on real photos (``tests/test_donors.py``, fixtures/faceapi): ``surprised`` and
     ``fearful`` (open mouths, 0.38 and 0.41) against ``angry`` and ``disgusted`` (closed, under
@@ -347,6 +351,9 @@ def face_attributes(crop: np.ndarray, landmarks: np.ndarray) -> dict[str, float]
     frame = float(np.log(grad[zones["frame"]].mean() / max(grad[eyes].mean(), 1e-6))) \
         if eyes.any() else GLASSES_MID
     laplacian = cv2.Laplacian(luma * 255, cv2.CV_32F, ksize=1)
+    right, left = zones["cheek_r"], zones["cheek_l"]
+    shade = float((luma[left].mean() - luma[right].mean()) / max(float(luma[skin].mean()), 1e-3)
+                  ) if min(left.sum(), right.sum()) >= 10 else 0.0
     return {
         "yaw": yaw, "pitch": pitch, "roll": roll,
         "mouth_open": opening, "teeth": teeth, "eye_open": eye_aspect_ratio(landmarks),
@@ -356,6 +363,7 @@ def face_attributes(crop: np.ndarray, landmarks: np.ndarray) -> dict[str, float]
         "beard": _sigmoid(BEARD_SLOPE * (beard_evidence(luma, chroma, zones) - BEARD_MID)),
         "glasses": _sigmoid(GLASSES_SLOPE * (frame - GLASSES_MID)),
         "sharpness": float(laplacian[skin].var()),
+        "shade": shade,
     }
 
 
@@ -543,7 +551,7 @@ def quality_measures(crop: np.ndarray, landmarks: np.ndarray) -> dict[str, float
 
 #: Attribute names of :func:`face_attributes`, in the bank's order.
 ATTRIBUTES = ("yaw", "pitch", "roll", "mouth_open", "teeth", "eye_open", "cb", "cr", "cb_std",
-              "cr_std", "luma", "beard", "glasses", "sharpness")
+              "cr_std", "luma", "beard", "glasses", "sharpness", "shade")
 #: The shipped bank in ``models/``.
 BANK_FILE = "donors_sfhq.npz"
 #: The ``format`` string of a bank file.
@@ -664,7 +672,9 @@ def load_bank(path: Path | None = None) -> DonorBank:
     """The donor bank at ``path``, or the shipped ``models/donors_sfhq.npz`` when None (checked
     against its sha256 in ``models/manifest.json`` by :func:`~fiftyone_faceanon.weights.model_path`,
     which raises ``WeightsError`` on a mismatch). Raises :class:`DonorBankError` with a one-line
-    reason for a missing, unreadable or foreign file."""
+    reason for a missing, unreadable or foreign file. :data:`ATTRIBUTES` that a bank saved
+    before they existed lacks (``shade``, 2026-12-05) are measured on its crops as it loads
+    (:func:`face_attributes`, about 3 ms per donor)."""
     if path is None:
         path = model_path(BANK_FILE)
     path = Path(path)
@@ -681,9 +691,9 @@ def load_bank(path: Path | None = None) -> DonorBank:
         raise DonorBankError(f"{path}: not a donor bank of format {BANK_FORMAT} ({found})")
     n = len(data["ids"])
     attributes = {k: data[f"attr_{k}"] for k in ATTRIBUTES if f"attr_{k}" in data}
-    if len(attributes) != len(ATTRIBUTES) or len(data["offsets"]) != n + 1:
+    if not attributes or len(data["offsets"]) != n + 1:
         raise DonorBankError(f"{path}: incomplete donor bank (attributes or offsets missing)")
-    return DonorBank(
+    bank = DonorBank(
         ids=data["ids"], size=int(data["size"]), landmarks=data["landmarks"],
         attributes=attributes,
         embeddings={k[4:]: v for k, v in data.items() if k.startswith("emb_")},
@@ -692,6 +702,11 @@ def load_bank(path: Path | None = None) -> DonorBank:
         offsets=data["offsets"], meta=json.loads(str(data["meta"])),
         gender_seen=data.get("gender_seen"),
     )
+    missing = [k for k in ATTRIBUTES if k not in attributes]
+    if missing:
+        measured = [face_attributes(bank.image(i), bank.landmarks[i]) for i in range(n)]
+        attributes.update({k: np.array([m[k] for m in measured], np.float32) for k in missing})
+    return bank
 
 
 # --- building a bank ----------------------------------------------------------------------------

@@ -8,7 +8,9 @@ on the pipeline's crop and every donor gets the matching cost
     ``c(d) = sum_k w_k ((a_k - d_k) / sigma_k)^2 + w_l max(0, z(d))^2``
 
 over pose (yaw, pitch), expression state (mouth opening, teeth, eye opening), skin tone (Cb, Cr,
-luma), face proportions (jaw width over face height), beard and glasses, and, when the
+luma), face proportions (jaw width over face height), beard, glasses and, for a face that will
+be verified, which side the light comes from (``shade``, :data:`VERIFIED_ONLY`; on its first
+:data:`SKIN_TRIES` tries), and, when the
 pipeline has the face's judge embeddings (with or without verification), the estimated gender
 and age and, on the first :data:`SKIN_TRIES` tries, the skin luma (linear heads on its
 FaceNet-CASIA and dlib embeddings, ``models/demographics.npz`` and ``models/skin_luma.npz``,
@@ -49,8 +51,15 @@ TERMS = {
     "yaw": (1.0, 8.0), "pitch": (0.5, 8.0), "mouth_open": (1.5, 0.05), "teeth": (0.5, 0.2),
     "eye_open": (1.0, 0.04), "cb": (2.0, 0.015), "cr": (2.0, 0.015), "luma": (1.0, 0.08),
     "proportion": (0.3, 0.1), "beard": (2.0, 0.2), "glasses": (1.0, 0.25),
-    "female": (2.0, 0.25), "log_age": (1.0, 0.3), "skin": (2.0, 0.04),
+    "female": (2.0, 0.25), "log_age": (1.0, 0.3), "skin": (2.0, 0.04), "shade": (1.0, 0.2),
 }
+#: Terms left out for a face that will not be verified (``--no-verify``). ``shade``: a donor
+#: lit from the face's side is more like the face to the judges, and nothing redoes a try they
+#: would match: on the LFW DevTest 500 (seed 0) the term took re-ID without verification from
+#: 6.4% / 15.4% (dlib / FaceNet-CASIA) to 7.4% / 17.5%; with verification (seeds 0-2) it took
+#: Si-MSE from 0.030-0.031 to 0.026-0.027 and left side-lit donors' half-face shadows off
+#: evenly lit faces (docs/benchmarks.md, "Donors lit like the face").
+VERIFIED_ONLY = ("shade",)
 #: Weight ``w_l`` of :func:`likeness` in the matching cost. A donor of the face's gender and
 #: age is nearer the face in the judges' eyes, and a video track is verified only when all of
 #: its up to 24 judged frames are: without the term, 6 of the Hamilton clip's 12 tracks failed
@@ -70,12 +79,16 @@ LIKENESS = 1.0
 LIKENESS_UNVERIFIED = (3.0, 1.0)
 #: Terms that need the face's judge embeddings (:data:`DEMOGRAPHIC_JUDGES`).
 DEMOGRAPHIC = ("female", "log_age", "skin")
-#: How many tries match the donor's skin tone (the ``skin`` term). A donor of the face's skin
-#: tone is more like it to the judges: with the term on every try, the cross-fade clip's dark
-#: skinned man failed closed at seeds 0-2 (every frame of his track blurred), each of his five
-#: donors matched by dlib on some of his 24 judged frames. Later tries, with the stronger
-#: geometry and the wider region, choose without it (docs/benchmarks.md, "Skin tone read from
-#: the judges' embeddings").
+#: Terms that count on a face's first :data:`SKIN_TRIES` tries only: its skin tone and the side
+#: its light comes from.
+EARLY = ("skin", "shade")
+#: How many tries match the donor's skin tone and lighting (:data:`EARLY`). A donor of the
+#: face's skin tone is more like it to the judges: with the ``skin`` term on every try, the
+#: cross-fade clip's dark skinned man failed closed at seeds 0-2 (every frame of his track
+#: blurred), each of his five donors matched by dlib on some of his 24 judged frames; with
+#: ``shade`` on every try, at seed 1. Later tries, with the stronger geometry and the wider
+#: region, choose without them (docs/benchmarks.md, "Skin tone read from the judges'
+#: embeddings", "Donors lit like the face").
 SKIN_TRIES = 2
 #: How many of the cheapest donors the seed chooses among.
 CANDIDATES = 6
@@ -268,7 +281,7 @@ class Donor(Anonymizer):
 
     def costs(self, crop: np.ndarray, landmarks: np.ndarray,
               identity: dict[str, np.ndarray] | None = None, verified: bool = True,
-              skin: bool = True) -> np.ndarray:
+              early: bool = True) -> np.ndarray:
         """(M,) matching cost of every donor for one (S, S, 3) crop and its (68, 2) landmarks,
         infinite for a donor with glasses on a face without (:data:`NO_GLASSES`) and, with the
         judge embeddings, for one sure to be of the other gender (:data:`SURE_FACE`); ``identity``
@@ -277,7 +290,8 @@ class Donor(Anonymizer):
         face's glasses with :func:`glasses`; a face that wears them by it keeps its own frames
         and is matched as one without (:data:`KEEP_FRAMES`); every judge's adds to its donors'
         :func:`likeness` (:data:`LIKENESS`; :data:`LIKENESS_UNVERIFIED` for a face that will
-        not be ``verified``). ``skin``: whether the ``skin`` term counts (:data:`SKIN_TRIES`).
+        not be ``verified``, which also leaves out :data:`VERIFIED_ONLY`). ``early``: whether the
+        :data:`EARLY` terms count (a face's first :data:`SKIN_TRIES` tries).
         """
         from ..donors import face_attributes
 
@@ -296,8 +310,10 @@ class Donor(Anonymizer):
             a["skin"] = float(skin_luma(embedded)[0])
         else:
             use = np.array([k not in DEMOGRAPHIC for k in self.keys])
-        if not skin:
-            use &= np.array([k != "skin" for k in self.keys])
+        if not early:
+            use &= np.array([k not in EARLY for k in self.keys])
+        if not verified:
+            use &= np.array([k not in VERIFIED_ONLY for k in self.keys])
         face = np.array([a.get(k, 0.0) for k in self.keys])
         terms = self.weights * ((self.table - face) / self.scale) ** 2
         cost = terms[:, use].sum(1)
@@ -323,9 +339,9 @@ class Donor(Anonymizer):
         """Excluded donors are never candidates, unless that leaves none (only with
         verification thresholds forced below every similarity): then the face's candidates
         are as without ``exclude``, and the verification that set it fails the face closed.
-        Tries from :data:`SKIN_TRIES` on rank the donors without the ``skin`` term (a donor
+        Tries from :data:`SKIN_TRIES` on rank the donors without the :data:`EARLY` terms (a donor
         tried before may come again, with the stronger geometry and wider region)."""
-        cost = self.costs(crop, landmarks, identity, verified, skin=rank < SKIN_TRIES)
+        cost = self.costs(crop, landmarks, identity, verified, early=rank < SKIN_TRIES)
         if exclude is not None:
             cost = rule_out(cost, exclude)
         order = np.argsort(cost, kind="stable")
