@@ -194,6 +194,15 @@ class _View:
     original: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def mean_embedding(views: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """``[{judge: (1, D) unit embedding}]`` of N views of one face -> ``{judge: (D,)}`` the unit
+    mean: what a track's donor is matched to. One view's reading moves with the view (Grace
+    Hopper's views on the video contact sheet read P(female) 0.40-0.80), and her largest view,
+    cut by the frame's edge, drew a man's face."""
+    means = {j: np.mean([v[j][0] for v in views], 0) for j in views[0]}
+    return {j: m / max(float(np.linalg.norm(m)), 1e-12) for j, m in means.items()}
+
+
 @dataclass
 class IdentityPlan:
     """How every view of one face is rendered (:meth:`Pipeline.plan_identity`): its seed
@@ -596,8 +605,9 @@ class Pipeline:
         """One fake identity for a face seen many times (a video track): the donor and try that
         every view of it is rendered with (:meth:`render_planned`).
 
-        ``views``: ``(image (H, W, 3) uint8, face, judged, colour)``, the first the one the
-        donor is matched to; each face's crop transform is the one it will be rendered at;
+        ``views``: ``(image (H, W, 3) uint8, face, judged, colour)``, the first the one whose
+        crop the donor is matched to (and to the judges' reading of the first judged views,
+        :func:`mean_embedding`); each face's crop transform is the one it will be rendered at;
         ``judged``: the face where the judges look at it, original and rendered (a track's
         unsmoothed geometry, as found in the frame: what a re-identifier finds); ``colour``:
         the colour statistics it will be rendered with (:meth:`render_planned`), or None.
@@ -631,7 +641,7 @@ class Pipeline:
             head = self.panel.embed_each([(views[i][0], [views[i][2]])
                                           for i in seen[:VIEW_CHUNK if s.verify else 1]],
                                          fast=not s.verify)
-            identity = {j: e[0] for j, e in head[0].items()}
+            identity = mean_embedding(head)
             frames = bool(_wears_glasses(head[0])[0])
             if bank is not None:
                 close = self.panel.too_close(head[0], bank.embeddings)[0]

@@ -149,19 +149,49 @@ def test_crossfade_keeps_one_identity_while_the_person_stays(fixtures_dir, tmp_p
     assert all(record["frames"][t] for t in range(len(record["frames"])))  # a face every frame
 
 
+def test_a_track_gets_a_donor_of_the_gender_its_views_read(tmp_path):
+    """The clip of the video contact sheet (``scripts/video_contact_sheet.py``: a camera move
+    over the public-domain demo photos). Grace Hopper's views read P(female) 0.40-0.80, and
+    her largest, cut by the frame's edge, under 0.7: matched to that view alone, her track drew
+    a young man with a thin moustache (a donor a person saw as a man) and was verified with
+    him. Matched to the mean of her first views' embeddings (``pipeline.mean_embedding``),
+    her track ends with a woman's face (the five donors it tried were all women's, looked up
+    by hand; it fails closed)."""
+    import sys
+
+    from PIL import Image
+
+    from conftest import ROOT
+    from fiftyone_faceanon.anonymizers.donor import Donor
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from video_contact_sheet import strip
+
+    Image.fromarray(strip()).save(tmp_path / "strip.png")
+    clip = pan_zoom_clip(tmp_path / "strip.png", tmp_path / "in" / "demo.mp4", frames=60)
+    run_cli("anonymize", clip, "-o", tmp_path / "out", "--workers", "1")
+    public = json.loads((tmp_path / "out" / "demo.mp4.json").read_text())
+    record = json.loads((records_dir(tmp_path / "out") / "demo.mp4.json").read_text())
+    first = sorted(public["frames"][0], key=lambda face: face["box"][0])  # left to right
+    grace = next(t for t in record["tracks"] if t["track"] == first[1]["track"])
+    donor = Donor()
+    chosen = list(donor.bank.ids).index(grace["anonymized"]["donor"])
+    assert donor.table[chosen, donor.keys.index("female")] > 0.5, grace
+
+
 def test_a_track_is_judged_as_the_encoder_will_show_it(fixtures_dir):
     """Frame 150 of the Hamilton clip: MTCNN's false face on a hand holding a microphone
-    (34 px). With the donor of seed 2 the judges do not know it again as rendered (CASIA
-    0.35, dlib 0.912), but H.264 at the default quality takes the donor's detail away and dlib
-    does (0.933 over its 0.922; seed 3's donor did so before the skin head, and with seed 1's
-    donor before the glasses head a frame leaked there in the written video). The plan judges
-    its views encoded; dlib, judging first, ends that try."""
+    (34 px). With the donor of seed 0 the judges do not know it again as rendered (CASIA
+    0.41, dlib 0.910), but H.264 at the default quality takes the donor's detail away and
+    FaceNet-CASIA does (0.54; with the donors before the ``shade`` term, seed 2's donor was
+    matched so by dlib, 0.933, and with seed 1's donor before the glasses head a frame leaked
+    there in the written video). The plan judges its views encoded."""
     from fiftyone_faceanon.pipeline import Pipeline, Settings
     from fiftyone_faceanon.videoio import as_encoded
 
     clip = fixtures_dir / "face_recognition/examples/short_hamilton_clip.mp4"
     frame = next(f for t, f in enumerate(read_frames(clip)) if t == 150)
-    pipeline = Pipeline(Settings(seed=2, tries=1))
+    pipeline = Pipeline(Settings(seed=0, tries=1))
     hand = min(F.find_faces(frame), key=lambda f: np.abs(f.box[:2] - [193, 163]).sum())
     assert np.abs(hand.box[:2] - [193, 163]).max() < 2
     hand.crop = F.crop_transform(hand.landmarks, F.crop_size_for(hand.landmarks))
@@ -170,8 +200,8 @@ def test_a_track_is_judged_as_the_encoder_will_show_it(fixtures_dir):
     encoded = pipeline.plan_identity(views, "hamilton.mp4", 6, released=as_encoded)
     assert rendered.donor == encoded.donor
     assert rendered.status == "verified" and encoded.status.startswith("fail_closed")
-    assert set(encoded.similarity) == {"dlib"}
-    assert encoded.similarity["dlib"] > rendered.similarity["dlib"] + 0.02
+    casia = "facenet_casia"
+    assert encoded.similarity[casia] > rendered.similarity[casia] + 0.1
 
 
 def test_a_covered_face_is_judged_within_the_margin_of_a_try(fixtures_dir):
