@@ -352,8 +352,10 @@ def face_attributes(crop: np.ndarray, landmarks: np.ndarray) -> dict[str, float]
         if eyes.any() else GLASSES_MID
     laplacian = cv2.Laplacian(luma * 255, cv2.CV_32F, ksize=1)
     right, left = zones["cheek_r"], zones["cheek_l"]
-    shade = float((luma[left].mean() - luma[right].mean()) / max(float(luma[skin].mean()), 1e-3)
-                  ) if min(left.sum(), right.sum()) >= 10 else 0.0
+    shade = 0.0
+    if min(left.sum(), right.sum()) >= 10:
+        shade = float((luma[left].mean() - luma[right].mean())
+                      / max(float(luma[skin].mean()), 1e-3))
     return {
         "yaw": yaw, "pitch": pitch, "roll": roll,
         "mouth_open": opening, "teeth": teeth, "eye_open": eye_aspect_ratio(landmarks),

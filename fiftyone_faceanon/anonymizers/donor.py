@@ -9,10 +9,10 @@ on the pipeline's crop and every donor gets the matching cost
 
 over pose (yaw, pitch), expression state (mouth opening, teeth, eye opening), skin tone (Cb, Cr,
 luma), face proportions (jaw width over face height), beard, glasses and, for a face that will
-be verified, which side the light comes from (``shade``, :data:`VERIFIED_ONLY`; on its first
-:data:`SKIN_TRIES` tries), and, when the
-pipeline has the face's judge embeddings (with or without verification), the estimated gender
-and age and, on the first :data:`SKIN_TRIES` tries, the skin luma (linear heads on its
+be verified, which side the light comes from (``shade``, :data:`VERIFIED_ONLY`, on its first
+:data:`SKIN_TRIES` tries), and, when the pipeline has the face's judge embeddings (with or
+without verification), the estimated gender and age and, on the first :data:`SKIN_TRIES`
+tries, the skin luma (linear heads on its
 FaceNet-CASIA and dlib embeddings, ``models/demographics.npz`` and ``models/skin_luma.npz``,
 applied to the donors' embeddings too; for a donor, the gender a person saw where the bank
 records one, :func:`seen_gender`), and the face's glasses are then read from its
