@@ -274,6 +274,9 @@ class Donor(Anonymizer):
         self.table = np.stack([attrs[k] for k in self.keys], 1)  # (M, K)
         self.weights = np.array([TERMS[k][0] for k in self.keys])
         self.scale = np.array([TERMS[k][1] for k in self.keys])
+        # (K,) bool: the terms that need the face's embeddings, count early, need verification
+        self.demographic, self.early, self.verified_only = (
+            np.isin(self.keys, terms) for terms in (DEMOGRAPHIC, EARLY, VERIFIED_ONLY))
         size = self.bank.size
         self.src_points = [control_points(l.astype(np.float64), size) for l in self.bank.landmarks]
         self.triangles = Delaunay(control_points(self.bank.landmarks.mean(0), size)).simplices
@@ -309,11 +312,11 @@ class Donor(Anonymizer):
             a["female"], a["log_age"] = demographics(embedded)[0]
             a["skin"] = float(skin_luma(embedded)[0])
         else:
-            use = np.array([k not in DEMOGRAPHIC for k in self.keys])
+            use = ~self.demographic
         if not early:
-            use &= np.array([k not in EARLY for k in self.keys])
+            use &= ~self.early
         if not verified:
-            use &= np.array([k not in VERIFIED_ONLY for k in self.keys])
+            use &= ~self.verified_only
         face = np.array([a.get(k, 0.0) for k in self.keys])
         terms = self.weights * ((self.table - face) / self.scale) ** 2
         cost = terms[:, use].sum(1)
