@@ -203,6 +203,22 @@ def mean_embedding(views: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {j: m / max(float(np.linalg.norm(m)), 1e-12) for j, m in means.items()}
 
 
+def read_track(panel: Verifier, views: list[dict[str, np.ndarray]],
+               bank: dict[str, np.ndarray] | None
+               ) -> tuple[dict[str, np.ndarray], bool, np.ndarray | None]:
+    """What the judges' reading of a track's first judged views (``[{judge: (1, D) unit
+    embedding}]``, N views) decides for its plan, all of it on the same views: ``{judge: (D,)}``
+    the unit mean its donor is matched to (:func:`mean_embedding`), whether it wears glasses
+    (:func:`_wears_glasses` on that mean: its own frames are kept) and, for a bank of M donors
+    (``{judge: (M, D)}``, or None), (M,) bool the donors a judge finds close to any one of the
+    views (:meth:`~.verify.Verifier.too_close`), which are never used."""
+    identity = mean_embedding(views)
+    frames = bool(_wears_glasses({j: e[None] for j, e in identity.items()})[0])
+    close = None if bank is None else panel.too_close(
+        {j: np.concatenate([v[j] for v in views]) for j in views[0]}, bank).any(0)
+    return identity, frames, close
+
+
 @dataclass
 class IdentityPlan:
     """How every view of one face is rendered (:meth:`Pipeline.plan_identity`): its seed
@@ -607,7 +623,7 @@ class Pipeline:
 
         ``views``: ``(image (H, W, 3) uint8, face, judged, colour)``, the first the one whose
         crop the donor is matched to (and to the judges' reading of the first judged views,
-        :func:`mean_embedding`); each face's crop transform is the one it will be rendered at;
+        :func:`read_track`); each face's crop transform is the one it will be rendered at;
         ``judged``: the face where the judges look at it, original and rendered (a track's
         unsmoothed geometry, as found in the frame: what a re-identifier finds); ``colour``:
         the colour statistics it will be rendered with (:meth:`render_planned`), or None.
@@ -641,10 +657,9 @@ class Pipeline:
             head = self.panel.embed_each([(views[i][0], [views[i][2]])
                                           for i in seen[:VIEW_CHUNK if s.verify else 1]],
                                          fast=not s.verify)
-            identity = mean_embedding(head)
-            frames = bool(_wears_glasses(head[0])[0])
-            if bank is not None:
-                close = self.panel.too_close(head[0], bank.embeddings)[0]
+            identity, frames, close = read_track(
+                self.panel, head, None if bank is None else bank.embeddings)
+            if close is not None:
                 exclude = close if exclude is None else exclude | close
             timings["judge"] += time.perf_counter() - t0
         prepared = []

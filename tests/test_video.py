@@ -179,6 +179,33 @@ def test_a_track_gets_a_donor_of_the_gender_its_views_read(tmp_path):
     assert donor.table[chosen, donor.keys.index("female")] > 0.5, grace
 
 
+def test_a_track_is_read_on_all_its_first_views(fixtures_dir):
+    """Four photos of one person stand for a track's first judged views. Every decision the
+    judges' reading makes for the plan is made on all of them (``pipeline.read_track``): the
+    donors left out are those a judge finds close to any one view (here more than the first view
+    alone gives), and the glasses are read on the mean the donor is matched to."""
+    from fiftyone_faceanon.anonymizers.donor import keeps_frames
+    from fiftyone_faceanon.pipeline import Pipeline, Settings, mean_embedding, read_track
+
+    pipeline = Pipeline(Settings())
+    views = []
+    for photo in sorted((fixtures_dir / "dlib_johns" / "John_Salley").glob("*.jpg"))[:4]:
+        image = read_rgb(photo)
+        face = max(F.find_faces(image), key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+        views.append(pipeline.panel.embed_each([(image, [face])])[0])
+    bank = pipeline.backend.bank.embeddings
+    identity, frames, close = read_track(pipeline.panel, views, bank)
+    each = np.array([pipeline.panel.too_close(v, bank)[0] for v in views])
+    assert (close == each.any(0)).all()
+    assert close.sum() > each[0].sum() > 0
+    mean = mean_embedding(views)
+    for judge, e in identity.items():
+        np.testing.assert_allclose(e, mean[judge])
+        assert abs(np.linalg.norm(e) - 1) < 1e-6
+    assert frames == bool(keeps_frames(mean["facenet_casia"][None])[0])
+    assert read_track(pipeline.panel, views, None)[2] is None
+
+
 def test_a_track_is_judged_as_the_encoder_will_show_it(fixtures_dir):
     """Frame 150 of the Hamilton clip: MTCNN's false face on a hand holding a microphone
     (34 px). With the donor of seed 0 the judges do not know it again as rendered (CASIA
