@@ -29,9 +29,17 @@ VERIFY_JUDGES = ("dlib", "facenet_casia")
 THRESHOLD = "far_1e-3"
 #: Verification passes a face judged before it is encoded only this far below each judge's
 #: threshold: a JPEG moves a similarity by a few hundredths (on LFW 102 of 565 verified faces sat
-#: within 0.055 under FaceNet-CASIA's threshold). A face judged as it is written
-#: (:func:`~.images.as_written`) needs none.
+#: within 0.055 under FaceNet-CASIA's threshold).
 MARGIN = {"facenet_casia": 0.03, "dlib": 0.005, "facenet_vggface2": 0.03}
+#: ... and a face judged as it is written (:func:`~.images.as_written`) this far below: FaceNet
+#: crops a face by its detector box (facenet-pytorch's convention), and a re-identifier's box is
+#: never exactly ours. Moving the box by one pixel (six ways) moved FaceNet-CASIA's similarity by
+#: up to 0.03 for half the verified LFW DevTest 500 faces, and up to 0.12; judged at the limit
+#: itself, 32 of 555 verified faces (seed 0) were matched with the box moved by a pixel, each
+#: within 0.039 under the limit with its own box. dlib aligns its chips on the landmarks, and
+#: the same moves did not change its similarity at all (docs/benchmarks.md, "A verified face is
+#: one crop away from a match").
+CROP_MARGIN = {"facenet_casia": 0.04, "facenet_vggface2": 0.04}
 ON_FAIL = ("blur", "mask", "error")
 #: Cells per side of the fail-closed blur's mosaic (:func:`fail_closed`).
 MOSAIC = 6
@@ -93,10 +101,11 @@ def masked(image: np.ndarray, face: Face, feather: float = 0.04) -> np.ndarray:
 
 @dataclass
 class Verifier:
-    """The judges and their thresholds, loaded once: ``limits``, the manifest's FAR 1e-3 ones,
-    for faces judged as they are written; ``thresholds``, those less :data:`MARGIN`, for faces
-    judged before they are encoded. ``thresholds`` given overrides both (``{judge: cosine}``),
-    e.g. to test the fail-closed path."""
+    """The judges and their thresholds, loaded once: ``limits``, the manifest's FAR 1e-3 ones;
+    ``written``, those less :data:`CROP_MARGIN`, for faces judged as they are written;
+    ``thresholds``, those less :data:`MARGIN`, for faces judged before they are encoded.
+    ``thresholds`` given overrides all three (``{judge: cosine}``), e.g. to test the
+    fail-closed path."""
 
     device: str = "auto"
     thresholds: dict[str, float] | None = None
@@ -109,6 +118,8 @@ class Verifier:
             raise VerificationError(f"verification needs every judge; unavailable: {unavailable}")
         limits, given = judge_thresholds(), self.thresholds or {}
         self.limits = {j: given.get(j, limits[j][THRESHOLD]) for j in self.judges}
+        self.written = {j: given.get(j, limits[j][THRESHOLD] - CROP_MARGIN.get(j, 0.0))
+                        for j in self.judges}
         self.thresholds = {j: given.get(j, limits[j][THRESHOLD] - MARGIN[j])
                            for j in self.judges}
         #: "close" for choosing donors: the looser accuracy-optimal threshold
@@ -176,8 +187,9 @@ class Verifier:
         with): :meth:`similarities` of :meth:`embed_many`, for less. A judge with a fast path
         (``Judge.fast``: FaceNet-CASIA on a CPU with native bfloat16) embeds the faces in
         bfloat16, then again at full precision those within
-        :data:`~.metrics.identity.BF16_ERROR` of a line it decides at: from its threshold less
-        ``margin`` to its :attr:`limits` one (:meth:`matched`, a floor). Every decision is then
+        :data:`~.metrics.identity.BF16_ERROR` of a line it decides at (:meth:`screen`: from the
+        lowest of its threshold less ``margin`` and its :attr:`written` one to its :attr:`limits`
+        one; :meth:`matched`, a floor). Every decision is then
         the full-precision one; a similarity outside that band may differ from it by up to
         BF16_ERROR (one above it is matched at every line: 1 in 7 of the tries' faces on LFW,
         which no longer cost a second embedding)."""
@@ -198,11 +210,12 @@ class Verifier:
     def screen(self, judge: str, margin: dict[str, float] | None = None) -> tuple[float, float]:
         """The band of similarities that :meth:`score` embeds again at full precision for
         ``judge``: within :data:`~.metrics.identity.BF16_ERROR` of its lines, its threshold
-        less ``margin`` and its :attr:`limits` one."""
+        less ``margin``, its :attr:`written` one and its :attr:`limits` one."""
         from .metrics.identity import BF16_ERROR
 
         low = self.thresholds[judge] - (margin or {}).get(judge, 0.0)
-        return low - BF16_ERROR, max(low, self.limits[judge]) + BF16_ERROR
+        return (min(low, self.written[judge]) - BF16_ERROR,
+                max(low, self.limits[judge]) + BF16_ERROR)
 
     def similarities(self, original: dict[str, np.ndarray], anonymized: dict[str, np.ndarray]
                      ) -> dict[str, np.ndarray]:
@@ -213,13 +226,13 @@ class Verifier:
                 floor: dict[str, np.ndarray] | None = None,
                 margin: dict[str, float] | None = None, written: bool = False) -> np.ndarray:
         """(F,) bool: any judge at or above its threshold (less ``margin[judge]`` when given):
-        its :attr:`limits` one for faces judged ``written`` (as the file gives them back),
+        its :attr:`written` one for faces judged ``written`` (as the file gives them back),
         else its :attr:`thresholds` one.
         ``floor``: each judge's similarity of each original to itself with the face masked out
         (:meth:`~.pipeline.Pipeline.plan_identity`); a judge that matches the masked face as
         well cannot tell this face from none, and its match does not count."""
         margin = margin or {}
-        base = self.limits if written else self.thresholds
+        base = self.written if written else self.thresholds
         hits = [similarity[j] >= base[j] - margin.get(j, 0.0) for j in similarity]
         if floor is not None:
             hits = [h & ~(floor[j] >= self.thresholds[j]) for h, j in zip(hits, similarity)]
