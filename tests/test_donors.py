@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, SHARED_DATA, need_shared, read_rgb
+from conftest import ROOT, SHARED_DATA, largest_face, need_shared, read_rgb
 from fiftyone_faceanon import weights
 from fiftyone_faceanon.donors import (
     AGE_BINS, ATTRIBUTES, BANK_FILE, RACES, DonorBankError, DonorSource, build_bank,
@@ -115,12 +115,6 @@ def test_saving_the_shipped_bank_reproduces_its_bytes(bank, tmp_path):
     np.testing.assert_array_equal(again.embeddings["dlib"], bank.embeddings["dlib"])
 
 
-def largest_face(image: np.ndarray, **find):
-    """The largest face ``find_faces`` finds in ``image`` (on the CPU, ``find`` passed on)."""
-    return max(find_faces(image, device="cpu", **find),
-               key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-
-
 def pipeline_crop(image: np.ndarray, face) -> tuple[np.ndarray, np.ndarray]:
     """The face's crop at the size the pipeline gives it, and its landmarks in that crop."""
     at = crop_transform(face.landmarks, crop_size_for(face.landmarks))
@@ -189,32 +183,6 @@ def test_a_face_without_glasses_never_gets_a_donor_with_glasses(fixtures_dir):
     assert worn[chosen["bernadette"]].any()
 
 
-def test_a_face_the_heads_are_sure_of_never_gets_a_donor_sure_of_the_other_gender():
-    """The demo's Grace Hopper (P(female) 0.74) and cameraman: none of their first 20
-    candidates is a donor the heads are sure is of the other gender. Without the rule, Grace
-    Hopper's six cheapest held an old man (P(female) 0.06): the age and eye-opening terms of the
-    few old women in the bank outweighed the gender term, and the seed chose him on the demo
-    contact sheet."""
-    from fiftyone_faceanon.anonymizers.donor import SURE_DONOR, SURE_FACE, Donor, demographics
-    from fiftyone_faceanon.demo import demo_images
-
-    donor = Donor()
-    female = demographics(donor.bank.embeddings)[:, 0]
-    for name, sure in (("grace_hopper.jpg", SURE_FACE), ("cameraman.png", 1 - SURE_FACE)):
-        image = demo_images()[name]
-        image = np.repeat(image[..., None], 3, 2) if image.ndim == 2 else image
-        face = largest_face(image)
-        identity = judged(image, face)
-        own = demographics({j: e[None] for j, e in identity.items()})[0, 0]
-        crop, lms = pipeline_crop(image, face)
-        rng = np.random.default_rng(0)
-        chosen = [donor.choose(crop, lms, rng, rank, None, identity) for rank in range(20)]
-        if sure == SURE_FACE:
-            assert own >= SURE_FACE and (female[chosen] > 1 - SURE_DONOR).all(), name
-        else:
-            assert own <= sure and (female[chosen] < SURE_DONOR).all(), name
-
-
 def demo_face(name: str):
     """A demo photo (three channels), its largest face, that face's pipeline crop and crop
     landmarks, and its judge embeddings."""
@@ -224,6 +192,27 @@ def demo_face(name: str):
     image = np.repeat(image[..., None], 3, 2) if image.ndim == 2 else image
     face = largest_face(image)
     return (*pipeline_crop(image, face), judged(image, face))
+
+
+def test_a_face_the_heads_are_sure_of_never_gets_a_donor_sure_of_the_other_gender():
+    """The demo's Grace Hopper (P(female) 0.74) and cameraman: none of their first 20
+    candidates is a donor the heads are sure is of the other gender. Without the rule, Grace
+    Hopper's six cheapest held an old man (P(female) 0.06): the age and eye-opening terms of the
+    few old women in the bank outweighed the gender term, and the seed chose him on the demo
+    contact sheet."""
+    from fiftyone_faceanon.anonymizers.donor import SURE_DONOR, SURE_FACE, Donor, demographics
+
+    donor = Donor()
+    female = demographics(donor.bank.embeddings)[:, 0]
+    for name, sure in (("grace_hopper.jpg", SURE_FACE), ("cameraman.png", 1 - SURE_FACE)):
+        crop, lms, identity = demo_face(name)
+        own = demographics({j: e[None] for j, e in identity.items()})[0, 0]
+        rng = np.random.default_rng(0)
+        chosen = [donor.choose(crop, lms, rng, rank, None, identity) for rank in range(20)]
+        if sure == SURE_FACE:
+            assert own >= SURE_FACE and (female[chosen] > 1 - SURE_DONOR).all(), name
+        else:
+            assert own <= sure and (female[chosen] < SURE_DONOR).all(), name
 
 
 def test_a_verified_old_face_gets_no_donor_under_half_its_age(monkeypatch):
@@ -299,15 +288,11 @@ def test_unverified_faces_get_donors_less_like_them():
     (:data:`LIKENESS_UNVERIFIED`): its cheapest donors are further from it in the judges'
     eyes than those of the same face verified, whose tries the judges would redo."""
     from fiftyone_faceanon.anonymizers.donor import Donor, likeness
-    from fiftyone_faceanon.demo import demo_images
 
     donor = Donor()
     for name in ("astronaut.png", "grace_hopper.jpg"):
-        image = demo_images()[name]
-        face = largest_face(image)
-        identity = judged(image, face)
+        crop, lms, identity = demo_face(name)
         z = likeness(identity, donor.bank.embeddings)
-        crop, lms = pipeline_crop(image, face)
         cheapest = {verified: np.argsort(donor.costs(crop, lms, identity, verified))[:6]
                     for verified in (True, False)}
         assert z[cheapest[False]].mean() < z[cheapest[True]].mean(), name

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from clips import crossfade_clip, pan_zoom_clip, truncated_copy, write_clip
-from conftest import need_shared, read_rgb, run_counts
+from conftest import largest_face, need_shared, read_rgb, run_counts
 from fiftyone_faceanon.cli import main
 from fiftyone_faceanon.images import records_dir
 from fiftyone_faceanon import faces as F
@@ -191,7 +191,7 @@ def test_a_track_is_read_on_all_its_first_views(fixtures_dir):
     views = []
     for photo in sorted((fixtures_dir / "dlib_johns" / "John_Salley").glob("*.jpg"))[:4]:
         image = read_rgb(photo)
-        face = max(F.find_faces(image), key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+        face = largest_face(image)
         views.append(pipeline.panel.embed_each([(image, [face])])[0])
     bank = pipeline.backend.bank.embeddings
     identity, frames, close = read_track(pipeline.panel, views, bank)
