@@ -99,7 +99,7 @@ class Run:
 def judges_in(summaries: list[dict]) -> list[str]:
     """The identity judges with a ``reid_<judge>`` value in any of the summaries."""
     names = {k[5:] for s in summaries for k in s if k.startswith("reid_")
-             and not k.startswith(("reid_rate_", "reid_far_"))}
+             and not k.startswith(("reid_rate_", "reid_far_", "reid_found_"))}
     return sorted(names)
 
 
@@ -107,7 +107,9 @@ def table_columns(judges: list[str]) -> dict[str, list[Column]]:
     """The column specs of Tables II-V and VI for the given judges."""
     reid = [c for j in judges for c in ((f"re-ID {j} ↓", f"reid_{j}", "pm"),
                                         (f"re-ID rate {j} % ↓", f"reid_rate_{j}", "pct"),
-                                        (f"re-ID @FAR1e-3 {j} % ↓", f"reid_far_{j}", "pct"))]
+                                        (f"re-ID @FAR1e-3 {j} % ↓", f"reid_far_{j}", "pct"),
+                                        (f"re-ID @FAR1e-3 found again {j} % ↓",
+                                         f"reid_far_found_{j}", "pct"))]
     return {
         "II": [("FID (FaceNet) ↓", "fid_facenet", "mean"), ("detection % ↑", "detected", "pct"),
                *reid, ("pose NME ↓", "landmark_nme_68", "pm"),

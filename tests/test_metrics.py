@@ -13,7 +13,7 @@ import skimage.color
 from conftest import read_rgb
 from fiftyone_faceanon import faces as F
 from fiftyone_faceanon.metrics.colour import colour_metrics, delta_e2000, skin_mask, srgb_to_lab
-from fiftyone_faceanon.metrics.detection import match_boxes
+from fiftyone_faceanon.metrics.detection import found_again, match_boxes
 from fiftyone_faceanon.metrics.geometry import inter_ocular, landmark_nme_51, landmark_nme_68
 from fiftyone_faceanon.metrics.lighting import lighting_metrics, si_l2, si_mse
 from fiftyone_faceanon.metrics.realism import (frechet_distance, frechet_distance_gaussians,
@@ -178,6 +178,27 @@ def test_box_iou_and_matching():
     assert match_boxes(a, b, min_iou=0.6) == [None, 0]
 
 
+def test_a_face_is_found_again_where_the_detector_finds_it_in_the_other_image(fixtures_dir):
+    """A photo moved by (9, 6) px: the face is found again in the MTCNN box of the moved photo,
+    with dlib's landmarks found there (the original's moved by about that much); with no box
+    matching it keeps its own box, with the landmarks found in the moved photo there."""
+    image = read_rgb(fixtures_dir / "faceapi" / "surprised.jpg")
+    (face,) = F.find_faces(image, device="cpu")
+    moved = cv2.warpAffine(image, np.float32([[1, 0, 9], [0, 1, 6]]), image.shape[1::-1],
+                           borderMode=cv2.BORDER_REFLECT_101)
+    boxes, _ = F.detect_boxes([moved], device="cpu")[0]
+    (again,), (j,) = found_again(moved, [face], boxes)
+    assert j is not None
+    np.testing.assert_array_equal(again.box, boxes[j])
+    np.testing.assert_array_equal(again.landmarks, F.landmarks_68(moved, boxes[j]))
+    shift = np.median(again.landmarks - face.landmarks, 0)
+    np.testing.assert_allclose(shift, [9, 6], atol=1.5)
+    (kept,), (none,) = found_again(moved, [face], np.zeros((0, 4)))
+    assert none is None
+    np.testing.assert_array_equal(kept.box, face.box)
+    np.testing.assert_array_equal(kept.landmarks, F.landmarks_68(moved, face.box))
+
+
 # --- the whole suite ----------------------------------------------------------------------------
 
 
@@ -196,6 +217,7 @@ def test_unanonymized_pair_scores_reid_one_and_distances_zero(evaluator, fixture
     assert rec["detected"] == 1.0
     for name in evaluator.judges:
         assert rec[f"reid_{name}"] == pytest.approx(1.0, abs=1e-5)
+        assert rec[f"reid_found_{name}"] == pytest.approx(1.0, abs=1e-5)
     for name in ("landmark_nme_68", "landmark_nme_51", "si_mse", "si_l2", "delta_l", "delta_c",
                  "delta_e2000", "mse_l", "mse_ab", "emotion_l1"):
         assert rec[name] == pytest.approx(0.0, abs=1e-9), name

@@ -7,10 +7,13 @@ is compared with the original over the ORIGINAL face's place:
   (:mod:`.detection`);
 - ``reid_<judge>``: cosine of the judge's embeddings of the original and anonymized image, both
   cropped with the original ``Face``; ``reid_rate_<judge>``: 1 when it is at or above the judge's
-  accuracy-optimal LFW threshold (:mod:`.identity`);
-- ``landmark_nme_68`` / ``landmark_nme_51``: the original's landmarks against dlib's landmarks on
-  the anonymized image, found in the matched MTCNN box (the original box when none matched)
-  (:mod:`.geometry`);
+  accuracy-optimal LFW threshold (:mod:`.identity`); ``reid_far_<judge>``: at or above its
+  FAR 1e-3 one;
+- ``reid_found_<judge>`` / ``reid_far_found_<judge>``: the same with the anonymized image cropped
+  where a re-identifier finds the face in it (:func:`.detection.found_again`: the matched MTCNN
+  box, the original box when none matched, and dlib's landmarks found there);
+- ``landmark_nme_68`` / ``landmark_nme_51``: the original's landmarks against those dlib's
+  landmarks on the anonymized image (:mod:`.geometry`);
 - ``emotion_match`` / ``emotion_l1``: the emotion model on both (:mod:`.emotion`);
 - lighting and colour metrics on the two crops taken with the original face's crop transform at
   ``crop_size`` (:mod:`.lighting`, :mod:`.colour`);
@@ -37,7 +40,7 @@ from ..images import IMAGE_EXTENSIONS, ImageError, load_image, record_path
 from ..photometric import shading
 from ..videoio import VIDEO_EXTENSIONS
 from .colour import colour_metrics, skin_mask
-from .detection import MIN_IOU, match_boxes
+from .detection import MIN_IOU, found_again
 from .geometry import landmark_nme_51, landmark_nme_68
 from .lighting import lighting_metrics, sharpness_ratio
 from .pairing import CROP_SIZE, faces_from_record, read_record
@@ -113,7 +116,8 @@ class Evaluator:
         self.judges, missing = load_judges(judges, device)
         self.unavailable: dict[str, str] = {}
         for name, reason in missing.items():
-            self.unavailable[f"reid_{name}"] = self.unavailable[f"reid_rate_{name}"] = reason
+            for metric in ("reid", "reid_rate", "reid_far", "reid_found", "reid_far_found"):
+                self.unavailable[f"{metric}_{name}"] = reason
         if REALISM_JUDGE not in self.judges:
             reason = f"the {REALISM_JUDGE} judge is unavailable"
             self.unavailable["fid_facenet"] = self.unavailable["kid_facenet"] = reason
@@ -122,9 +126,10 @@ class Evaluator:
         self.far_thresholds = {n: calibrated[n]["far_1e-3"] for n in self.thresholds}
         for name in self.judges:
             if name not in self.thresholds:
-                self.unavailable[f"reid_rate_{name}"] = self.unavailable[f"reid_far_{name}"] = (
-                    f"no calibrated threshold for {name} in models/manifest.json "
-                    "(run scripts/calibrate_judges.py)")
+                for metric in ("reid_rate", "reid_far", "reid_far_found"):
+                    self.unavailable[f"{metric}_{name}"] = (
+                        f"no calibrated threshold for {name} in models/manifest.json "
+                        "(run scripts/calibrate_judges.py)")
         try:
             from .emotion import load_emotion_model
 
@@ -174,17 +179,23 @@ class Evaluator:
         detections = F.detect_boxes([a for _, a, _ in pairs], "mtcnn", self.threshold,
                                     self.min_face_size, self.device)
         t0 = self._clock("detection", t0)
-        embeddings: list[dict[str, tuple[np.ndarray, np.ndarray]]] = [{} for _ in pairs]
+        found = [found_again(a, fs, boxes, self.min_iou) if fs else ([], [])
+                 for (_, a, _), fs, (boxes, _) in zip(pairs, originals, detections)]
+        t0 = self._clock("landmarks", t0)
+        n = len(pairs)
+        embeddings: list[dict[str, tuple[np.ndarray, ...]]] = [{} for _ in pairs]
         for name, judge in self.judges.items():
             rows = judge.embed_many([(o, fs) for (o, _, _), fs in zip(pairs, originals)]
-                                    + [(a, fs) for (_, a, _), fs in zip(pairs, originals)])
+                                    + [(a, fs) for (_, a, _), fs in zip(pairs, originals)]
+                                    + [(a, again) for (_, a, _), (again, _) in zip(pairs, found)])
             for i, e in enumerate(embeddings):
-                e[name] = (rows[i], rows[len(pairs) + i])
+                e[name] = (rows[i], rows[n + i], rows[2 * n + i])
             t0 = self._clock(f"reid_{name}", t0)
-        return [self._evaluate(o, a, fs, det, e)
-                for (o, a, _), fs, det, e in zip(pairs, originals, detections, embeddings)]
+        return [self._evaluate(o, a, fs, det, e, f)
+                for (o, a, _), fs, det, e, f in zip(pairs, originals, detections, embeddings,
+                                                     found)]
 
-    def _evaluate(self, orig, anon, faces, detection, embeddings) -> PairResult:
+    def _evaluate(self, orig, anon, faces, detection, embeddings, found) -> PairResult:
         records = [{"face": i, "box": [round(float(v), 2) for v in f.box]}
                    for i, f in enumerate(faces)]
         result = PairResult(records, faces)
@@ -196,22 +207,22 @@ class Evaluator:
             nonlocal tick
             tick = self._clock(name, tick)
 
-        boxes, scores = detection
-        for rec, face, j in zip(records, faces, match_boxes([f.box for f in faces], boxes,
-                                                            self.min_iou)):
+        _, scores = detection
+        for rec, face, again, j in zip(records, faces, *found):
             rec["detected"] = float(j is not None)
             rec["detection_score"] = None if j is None else round(float(scores[j]), 5)
-            lms = F.landmarks_68(anon, face.box if j is None else boxes[j])
-            rec["landmark_nme_68"] = landmark_nme_68(face.landmarks, lms)
-            rec["landmark_nme_51"] = landmark_nme_51(face.landmarks, lms)
+            rec["landmark_nme_68"] = landmark_nme_68(face.landmarks, again.landmarks)
+            rec["landmark_nme_51"] = landmark_nme_51(face.landmarks, again.landmarks)
         lap("landmarks")
-        for name, (e_o, e_a) in embeddings.items():
-            cos = np.sum(e_o.astype(np.float64) * e_a, axis=1)  # unit rows: the cosine
-            for rec, c in zip(records, cos):
-                rec[f"reid_{name}"] = float(c)
-                if name in self.thresholds:
-                    rec[f"reid_rate_{name}"] = float(c >= self.thresholds[name])
-                    rec[f"reid_far_{name}"] = float(c >= self.far_thresholds[name])
+        for name, (e_o, e_a, e_found) in embeddings.items():
+            for where, e in (("", e_a), ("found_", e_found)):
+                cos = np.sum(e_o.astype(np.float64) * e, axis=1)  # unit rows: the cosine
+                for rec, c in zip(records, cos):
+                    rec[f"reid_{where}{name}"] = float(c)
+                    if name in self.thresholds:
+                        rec[f"reid_far_{where}{name}"] = float(c >= self.far_thresholds[name])
+                        if not where:
+                            rec[f"reid_rate_{name}"] = float(c >= self.thresholds[name])
             if name == REALISM_JUDGE:
                 result.embeddings = (e_o, e_a)
             result.anonymized[name] = e_a
