@@ -199,6 +199,22 @@ def test_a_face_is_found_again_where_the_detector_finds_it_in_the_other_image(fi
     np.testing.assert_array_equal(kept.landmarks, F.landmarks_68(moved, face.box))
 
 
+def test_mtcnn_without_its_first_scales_finds_a_large_face_in_the_same_box(fixtures_dir):
+    """``pyramid_min_size``: MTCNN's minimum face size grown by whole steps of its pyramid
+    (0.709) up to half the face, so it runs the same scales less the first: every face of these
+    photos is found in the same box as with the default 20 px, to float precision."""
+    assert F.pyramid_min_size(30) == 20  # under two steps' worth: the default
+    assert F.pyramid_min_size(110) == pytest.approx(20 / 0.709 ** 2)  # 39.8 <= 55 < 56.1
+    for name in ("faceapi/surprised.jpg", "faceapi/angry.jpg", "ffhq10/00000.png"):
+        image = read_rgb(fixtures_dir / name)
+        boxes, _ = F.detect_boxes([image], device="cpu")[0]
+        side = min(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))
+        size = F.pyramid_min_size(side)
+        assert size > 20, name
+        fewer, _ = F.detect_boxes([image], min_face_size=size, device="cpu")[0]
+        np.testing.assert_allclose(fewer, boxes, atol=1e-3, err_msg=name)
+
+
 # --- the whole suite ----------------------------------------------------------------------------
 
 
