@@ -24,6 +24,7 @@ import numpy as np
 from . import faces as F
 from .anonymizers import DEFAULT_BACKEND, create_backend
 from .hands import hands_mask
+from .metrics.detection import found_again
 from .photometric import PhotometricSettings, postprocess
 from .verify import (ON_FAIL, VerificationError, Verifier, fail_closed, judgeable, judged_view,
                      large_enough, split_rows)
@@ -90,7 +91,8 @@ class Settings:
 class FaceRecord:
     """What became of one face. ``original``: the detected :class:`~.faces.Face`; ``anonymized``:
     the same face at its new geometry (landmarks in image pixels, box moved with them);
-    ``similarity``: each judge's final cosine to the original (empty without verification);
+    ``similarity``: each judge's final cosine to the original, the higher of the face's place and
+    where it is found again (:meth:`Pipeline._judge`; empty without verification);
     ``status``: ``replaced`` (not verified), ``too_small`` (replaced over the wide region, not
     verified: smaller than :data:`~.verify.MIN_JUDGED_SIZE`), ``verified``, or
     ``fail_closed:<blur|mask>``; a video track's plan can also be ``covered:<blur|mask>``
@@ -833,23 +835,79 @@ class Pipeline:
         out = F.paste_faces(image, faces, [p[0] for p in pasted], [p[1] for p in pasted])
         return out, moved, timings
 
+    def _detect_again(self, images: list[np.ndarray], faces: list[list[F.Face]]
+                      ) -> list[np.ndarray]:
+        """(B, 4) boxes of the pipeline's detector in each image, looking only for faces of at
+        least half the size of the smallest of its ``faces`` (:func:`~.faces.pyramid_min_size`:
+        those are found in the same boxes), the images of one such size batched."""
+        s = self.settings
+        sizes = [F.pyramid_min_size(min(min(f.box[2] - f.box[0], f.box[3] - f.box[1])
+                                        for f in fs), s.min_face_size) for fs in faces]
+        boxes: list[np.ndarray] = [np.zeros((0, 4))] * len(images)
+        for size in set(sizes):
+            at = [k for k, z in enumerate(sizes) if z == size]
+            for k, (b, _) in zip(at, F.detect_boxes([images[k] for k in at], s.detector,
+                                                    s.threshold, size, s.device)):
+                boxes[k] = b
+        return boxes
+
+    def _score_found_again(self, states: list[_Replacing], images: list[np.ndarray],
+                           scored: list[dict[str, np.ndarray]], matched: list[np.ndarray]
+                           ) -> bool:
+        """For :meth:`_judge`: judge the faces ``todo`` of each state that no judge matches at
+        their place (``matched``) again where a re-identifier finds them in its released
+        ``images[k]`` (:func:`~.metrics.detection.found_again`: the pipeline's detector run
+        again, :meth:`_detect_again`, and dlib's landmarks found there), by each judge whose
+        similarity in ``scored[k]`` (``{judge: (len(todo),)}``) is within
+        :data:`~.verify.FOUND_BAND` of its line, and raise ``scored`` in place to the higher of
+        the two; whether any face was judged again."""
+        near = [{j: v & ~m for j, v in self.panel.near(sims, st.released is not None).items()}
+                for st, sims, m in zip(states, scored, matched)]
+        again = [np.flatnonzero(np.any(list(n.values()), axis=0)) for n in near]
+        look = [k for k, rows in enumerate(again) if len(rows)]
+        if not look:
+            return False
+        faces = [[states[k].faces[states[k].todo[r]] for r in again[k]] for k in look]
+        found = {k: dict(zip(again[k], found_again(images[k], fs, boxes)[0]))
+                 for k, fs, boxes in zip(look, faces, self._detect_again(
+                     [images[k] for k in look], faces))}
+        for j in self.panel.judges:
+            rows = {k: np.flatnonzero(near[k][j]) for k in look}
+            rows = {k: r for k, r in rows.items() if len(r)}
+            if not rows:
+                continue
+            sims = split_rows(self.panel.score(
+                {j: np.concatenate([states[k].original[j][np.asarray(states[k].todo)[r]]
+                                    for k, r in rows.items()])},
+                [(images[k], [found[k][i] for i in r]) for k, r in rows.items()]),
+                [len(r) for r in rows.values()])
+            for (k, r), v in zip(rows.items(), sims):
+                scored[k][j][r] = np.maximum(scored[k][j][r], v[j])
+        return True
+
     def _judge(self, states: list[_Replacing]) -> list[np.ndarray]:
         """Score each state's faces ``todo`` in its output, as it is released, against their
-        originals with every judge (at the original face's place), all states in one pass, and
-        record each judge's similarity; per state, (len(todo),) bool: which a judge still
-        matches."""
+        originals with every judge, all states in one pass: at the original face's place and,
+        for a face no judge matches there, where a re-identifier finds it in the output
+        (:meth:`_score_found_again`), as the metrics suite's ``reid_far_<judge>`` and
+        ``reid_far_found_<judge>`` do. Record each judge's highest similarity of the two; per
+        state, (len(todo),) bool: which a judge still matches at either place."""
         if not states:
             return []
         t0 = time.perf_counter()
-        matched = []
-        scored = self.panel.score(
+        images = [st.released(st.out) if st.released else st.out for st in states]
+        scored = split_rows(self.panel.score(
             {j: np.concatenate([st.original[j][st.todo] for st in states])
              for j in self.panel.judges},
-            [(st.released(st.out) if st.released else st.out, [st.faces[i] for i in st.todo])
-             for st in states])
-        for st, sims in zip(states, split_rows(scored, [len(st.todo) for st in states])):
+            [(image, [st.faces[i] for i in st.todo]) for image, st in zip(images, states)]),
+            [len(st.todo) for st in states])
+        matched = [self.panel.matched(sims, written=st.released is not None)
+                   for st, sims in zip(states, scored)]
+        if self._score_found_again(states, images, scored, matched):
+            matched = [self.panel.matched(sims, written=st.released is not None)
+                       for st, sims in zip(states, scored)]
+        for st, sims in zip(states, scored):
             for k, i in enumerate(st.todo):
                 st.records[i].similarity = {j: float(v[k]) for j, v in sims.items()}
-            matched.append(self.panel.matched(sims, written=st.released is not None))
         _share_judging(states, time.perf_counter() - t0, [len(st.todo) for st in states])
         return matched
