@@ -389,9 +389,9 @@ def export_anonymized_release(
 
 
 #: The per-sample metric fields :func:`evaluate_samples` writes (the worst face's value).
-METRIC_FIELDS = ("detected", "reid_facenet_casia", "reid_dlib", "landmark_nme_68",
-                 "landmark_nme_51", "emotion_match", "si_mse", "si_l2", "delta_l", "delta_c",
-                 "delta_e2000")
+METRIC_FIELDS = ("detected", "reid_facenet_casia", "reid_dlib", "reid_found_facenet_casia",
+                 "reid_found_dlib", "landmark_nme_68", "landmark_nme_51", "emotion_match",
+                 "si_mse", "si_l2", "delta_l", "delta_c", "delta_e2000")
 #: Which calibrated threshold of a judge :func:`flag_reidentifiable` applies.
 OPERATING_POINTS = ("far_1e-3", "accuracy")
 
@@ -566,9 +566,10 @@ def flag_reidentifiable(
     tag: str = "reidentifiable",
     progress: Progress | None = None,
 ) -> dict:
-    """Tag every sample of ``view`` whose ``reid_<judge>`` (its worst face's cosine between the
-    original and anonymized embeddings, from :func:`evaluate_samples`) is at or above the judge's
-    threshold: the pre-commit gate's rule ``s_j >= t_j`` for any judge ``j``. ``thresholds``
+    """Tag every sample of ``view`` whose ``reid_<judge>`` or ``reid_found_<judge>`` (its worst
+    face's cosine between the original and anonymized embeddings, at the original face's place
+    or where the face is found again in the output, from :func:`evaluate_samples`) is at or above
+    the judge's threshold: the pre-commit gate's rule ``s_j >= t_j`` for any judge ``j``. ``thresholds``
     ``{judge: t}`` override the calibrated ``operating_point`` ones
     (``metrics.identity.judge_thresholds()``). Earlier ``tag``s in the view are replaced.
     Returns ``{"flagged": samples tagged, "<judge>": samples at or above its threshold}``."""
@@ -587,7 +588,10 @@ def flag_reidentifiable(
     counts = {}
     flagged = set()
     for judge, t in sorted(limits.items()):
-        ids = view.match(fo.ViewField(f"reid_{judge}") >= t).values("id")
+        fields = [f for f in (f"reid_{judge}", f"reid_found_{judge}")
+                  if view._dataset.has_sample_field(f)]
+        ids = view.match(fo.ViewExpression.any([fo.ViewField(f) >= t for f in fields])
+                         ).values("id")
         counts[judge] = len(ids)
         flagged.update(ids)
     view.select(list(flagged)).tag_samples(tag)

@@ -24,7 +24,8 @@ Public API (formulas and reference checks in ``docs/metrics.md``):
   :mod:`.realism`, :mod:`.detection`; judges in :mod:`.identity`, emotions in :mod:`.emotion`.
 
 Metric names: ``detected``, ``reid_facenet_casia``, ``reid_dlib``, ``reid_rate_facenet_casia``,
-``reid_rate_dlib``, ``landmark_nme_68``, ``landmark_nme_51``, ``emotion_match``, ``si_mse``,
+``reid_rate_dlib``, ``reid_far_<judge>``, ``reid_found_<judge>``, ``reid_far_found_<judge>``,
+``landmark_nme_68``, ``landmark_nme_51``, ``emotion_match``, ``si_mse``,
 ``si_l2``, ``delta_l``, ``delta_c``, ``delta_e2000``, ``fid_facenet``; also ``emotion_l1``,
 ``mse_l``, ``mse_ab``, ``kid_facenet``, and ``reid_facenet_vggface2`` / ``fid_inception`` where
 their weights are present.
