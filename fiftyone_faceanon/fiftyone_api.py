@@ -569,8 +569,8 @@ def flag_reidentifiable(
     """Tag every sample of ``view`` whose ``reid_<judge>`` or ``reid_found_<judge>`` (its worst
     face's cosine between the original and anonymized embeddings, at the original face's place
     or where the face is found again in the output, from :func:`evaluate_samples`) is at or above
-    the judge's threshold: the pre-commit gate's rule ``s_j >= t_j`` for any judge ``j``. ``thresholds``
-    ``{judge: t}`` override the calibrated ``operating_point`` ones
+    the judge's threshold: the pre-commit gate's rule ``s_j >= t_j`` for any judge ``j``.
+    ``thresholds`` ``{judge: t}`` override the calibrated ``operating_point`` ones
     (``metrics.identity.judge_thresholds()``). Earlier ``tag``s in the view are replaced.
     Returns ``{"flagged": samples tagged, "<judge>": samples at or above its threshold}``."""
     from .metrics.identity import judge_thresholds

@@ -203,7 +203,7 @@ def test_mtcnn_without_its_first_scales_finds_a_large_face_in_the_same_box(fixtu
     """``pyramid_min_size``: MTCNN's minimum face size grown by whole steps of its pyramid
     (0.709) up to half the face, so it runs the same scales less the first: every face of these
     photos is found in the same box as with the default 20 px, to float precision."""
-    assert F.pyramid_min_size(30) == 20  # under two steps' worth: the default
+    assert F.pyramid_min_size(30) == 20  # half of it is under 20 px: the default
     assert F.pyramid_min_size(110) == pytest.approx(20 / 0.709 ** 2)  # 39.8 <= 55 < 56.1
     for name in ("faceapi/surprised.jpg", "faceapi/angry.jpg", "ffhq10/00000.png"):
         image = read_rgb(fixtures_dir / name)
