@@ -340,6 +340,12 @@ def _same_face(boxes: np.ndarray, scores: np.ndarray, turns: np.ndarray) -> list
     return groups
 
 
+def box_side(box: np.ndarray) -> float:
+    """The shorter side, in pixels, of an (x0, y0, x1, y1) box."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return min(x1 - x0, y1 - y0)
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N, 4) and (M, 4) x0 y0 x1 y1 boxes (a single box may be given as (4,)) -> (N, M)
     intersection over union (torchvision's ``box_iou``, in float64)."""

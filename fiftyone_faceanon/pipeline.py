@@ -842,8 +842,8 @@ class Pipeline:
         least half the size of the smallest of its ``faces`` (:func:`~.faces.pyramid_min_size`:
         those are found in the same boxes), the images of one such size batched."""
         s = self.settings
-        sizes = [F.pyramid_min_size(min(min(f.box[2] - f.box[0], f.box[3] - f.box[1])
-                                        for f in fs), s.min_face_size) for fs in faces]
+        sizes = [F.pyramid_min_size(min(F.box_side(f.box) for f in fs), s.min_face_size)
+                 for fs in faces]
         boxes: list[np.ndarray] = [np.zeros((0, 4))] * len(images)
         for size in set(sizes):
             at = [k for k, z in enumerate(sizes) if z == size]

@@ -67,8 +67,7 @@ MIN_INSIDE = 0.85
 
 def large_enough(face: Face) -> bool:
     """Whether ``face``'s box is at least :data:`MIN_JUDGED_SIZE` px on its shorter side."""
-    x0, y0, x1, y1 = face.box
-    return min(x1 - x0, y1 - y0) >= MIN_JUDGED_SIZE
+    return F.box_side(face.box) >= MIN_JUDGED_SIZE
 
 
 def judgeable(face: Face, shape: tuple[int, ...]) -> bool:
@@ -231,25 +230,28 @@ class Verifier:
         """``{judge: (F,)}`` row-wise cosine of the original and anonymized faces."""
         return {j: np.einsum("fd,fd->f", original[j], anonymized[j]) for j in original}
 
+    def line(self, written: bool) -> dict[str, float]:
+        """Each judge's line a face is matched at: its :attr:`written` one for faces judged
+        ``written`` (as the file gives them back), else its :attr:`thresholds` one."""
+        return self.written if written else self.thresholds
+
     def near(self, similarity: dict[str, np.ndarray], written: bool = False
              ) -> dict[str, np.ndarray]:
         """``{judge: (F,) bool}``: which similarities are within :data:`FOUND_BAND` under the
-        line :meth:`matched` decides at (its :attr:`written` one for faces judged ``written``,
-        else its :attr:`thresholds` one)."""
-        base = self.written if written else self.thresholds
+        :meth:`line` :meth:`matched` decides at."""
+        base = self.line(written)
         return {j: s >= base[j] - FOUND_BAND[j] for j, s in similarity.items()}
 
     def matched(self, similarity: dict[str, np.ndarray],
                 floor: dict[str, np.ndarray] | None = None,
                 margin: dict[str, float] | None = None, written: bool = False) -> np.ndarray:
-        """(F,) bool: any judge at or above its threshold (less ``margin[judge]`` when given):
-        its :attr:`written` one for faces judged ``written`` (as the file gives them back),
-        else its :attr:`thresholds` one.
+        """(F,) bool: any judge at or above its :meth:`line` for faces judged ``written`` or not
+        (less ``margin[judge]`` when given).
         ``floor``: each judge's similarity of each original to itself with the face masked out
         (:meth:`~.pipeline.Pipeline.plan_identity`); a judge that matches the masked face as
         well cannot tell this face from none, and its match does not count."""
         margin = margin or {}
-        base = self.written if written else self.thresholds
+        base = self.line(written)
         hits = [similarity[j] >= base[j] - margin.get(j, 0.0) for j in similarity]
         if floor is not None:
             hits = [h & ~(floor[j] >= self.thresholds[j]) for h, j in zip(hits, similarity)]
