@@ -573,14 +573,15 @@ class Pipeline:
     def _fail_closed(self, st: _Replacing) -> None:
         """Replace the faces ``st.todo`` with :func:`~.verify.fail_closed` over the union of
         their original and last regions and what the judges look at (:func:`judged_view`), or
-        raise for ``on_fail="error"``; the judges score the result once more for the record. A
+        raise for ``on_fail="error"``; every judge scores the result once more for the record. A
         blur that a judge still matches (it keeps the head's outline and colours) becomes a
         mask, as for a video track (:meth:`plan_identity`), and is scored again."""
         s = self.settings
         if s.on_fail == "error":
             worst = ", ".join(
                 f"face {i}: " + ", ".join(f"{j} {v:.3f}"
-                                          for j, v in st.records[i].similarity.items())
+                                          for j, v in st.records[i].similarity.items()
+                                          if not np.isnan(v))
                 for i in st.todo)
             raise VerificationError(f"still matched after {s.tries} tries ({worst})")
         how = s.on_fail
@@ -590,7 +591,7 @@ class Pipeline:
                                            st.records[i].anonymized, how)
                 st.records[i] = replace(st.records[i], status=f"fail_closed:{how}")
             st.paste()
-            matched = self._judge([st])[0]
+            matched = self._judge([st], every=True)[0]
             st.todo = [i for i, m in zip(st.todo, matched) if m] if how == "blur" else []
             how = "mask"
 
@@ -886,24 +887,36 @@ class Pipeline:
                 scored[k][j][r] = np.maximum(scored[k][j][r], v[j])
         return True
 
-    def _judge(self, states: list[_Replacing]) -> list[np.ndarray]:
+    def _judge(self, states: list[_Replacing], every: bool = False) -> list[np.ndarray]:
         """Score each state's faces ``todo`` in its output, as it is released, against their
-        originals with every judge, all states in one pass: at the original face's place and,
-        for a face no judge matches there, where a re-identifier finds it in the output
-        (:meth:`_score_found_again`), as the metrics suite's ``reid_far_<judge>`` and
-        ``reid_far_found_<judge>`` do. Record each judge's highest similarity of the two; per
-        state, (len(todo),) bool: which a judge still matches at either place."""
+        originals, all states in one pass per judge: at the original face's place, one judge
+        after another in :data:`~.verify.VERIFY_JUDGES`, each on the faces no judge before it
+        matched (such a face is tried again, or fails closed, whatever the others say), or with
+        ``every`` on all of them; then, for a face no judge matches there, where a
+        re-identifier finds it in the output (:meth:`_score_found_again`), as the metrics
+        suite's ``reid_far_<judge>`` and ``reid_far_found_<judge>`` do. Record each judge's
+        highest similarity of the two (NaN for a judge that did not score the face); per state,
+        (len(todo),) bool: which a judge still matches at either place."""
         if not states:
             return []
         t0 = time.perf_counter()
         images = [st.released(st.out) if st.released else st.out for st in states]
-        scored = split_rows(self.panel.score(
-            {j: np.concatenate([st.original[j][st.todo] for st in states])
-             for j in self.panel.judges},
-            [(image, [st.faces[i] for i in st.todo]) for image, st in zip(images, states)]),
-            [len(st.todo) for st in states])
-        matched = [self.panel.matched(sims, written=st.released is not None)
-                   for st, sims in zip(states, scored)]
+        scored = [{} for _ in states]
+        unmatched = [np.ones(len(st.todo), bool) for st in states]
+        for j in self.panel.judges:
+            rows = [np.flatnonzero(o | every) for o in unmatched]
+            sims = split_rows(self.panel.score(
+                {j: np.concatenate([st.original[j][np.asarray(st.todo, int)[r]]
+                                    for st, r in zip(states, rows)])},
+                [(image, [st.faces[st.todo[i]] for i in r])
+                 for image, st, r in zip(images, states, rows)]),
+                [len(r) for r in rows])
+            for k, (st, r, v) in enumerate(zip(states, rows, sims)):
+                scored[k][j] = np.full(len(st.todo), np.nan)
+                scored[k][j][r] = v[j]
+                unmatched[k] &= ~self.panel.matched({j: scored[k][j]},
+                                                written=st.released is not None)
+        matched = [~o for o in unmatched]
         if self._score_found_again(states, images, scored, matched):
             matched = [self.panel.matched(sims, written=st.released is not None)
                        for st, sims in zip(states, scored)]
