@@ -227,10 +227,10 @@ class IdentityPlan:
     """How every view of one face is rendered (:meth:`Pipeline.plan_identity`): its seed
     ``index``, ``donor`` (bank index or None) and ``attempt`` (0-based try: geometry strength
     ``geometry + 0.25 attempt``), the verification ``status`` (as :class:`FaceRecord`'s) and each
-    judge's highest similarity over the views judged at the last try (faces at least
-    :data:`~.verify.MIN_JUDGED_SIZE` px and mostly in view; a try ends at its first match, so
-    a judge later in :data:`~.verify.VERIFY_JUDGES` than the one that matched a failed last
-    try may have no entry)."""
+    judge's highest similarity over the views judged at the last try, at their place or where
+    they are found again (faces at least :data:`~.verify.MIN_JUDGED_SIZE` px and mostly in
+    view; a try ends at its first match, so a judge later in :data:`~.verify.VERIFY_JUDGES`
+    than the one that matched a failed last try may have no entry)."""
 
     index: int
     donor: int | None
@@ -729,10 +729,12 @@ class Pipeline:
         """Render ``plan`` on ``views`` and judge them, as ``released`` gives them back, against
         their originals (:meth:`_originals`), one judge after another in
         :data:`~.verify.VERIFY_JUDGES` up to the first that matches a view beyond its floor:
-        a try that fails ends there, so the costlier judge seldom runs on it. Fills the views'
-        entries (``part`` of the track's) of a judge's ``floor`` where it matches and
-        ``plan.similarity`` with each judge's highest similarity; (len(views),) bool: which
-        views the matching judge matches beyond their floor (none: no judge matches)."""
+        a try that fails ends there, so the costlier judge seldom runs on it. Where no judge
+        matches a view at its place, it is judged where a re-identifier finds the face
+        (:meth:`_views_found_again`). Fills the views' entries (``part`` of the track's) of a
+        judge's ``floor`` where it matches and ``plan.similarity`` with each judge's highest
+        similarity, at either place; (len(views),) bool: which views the matching judge
+        matches beyond their floor (none: no judge matches)."""
         rendered = []
         for v in views:
             _, (anon, mask) = self._render(v.face, v.crop, v.lms, v.occluders(),
@@ -742,20 +744,61 @@ class Pipeline:
                              [v.judged]))
         t0 = time.perf_counter()
         at = np.arange(part.start, part.start + len(views))
-        matched = np.zeros(len(views), bool)
+        scored = {}
         for j in self.panel.judges:
-            original = {j: self._originals(views, j)}
-            sims = self.panel.score(original, rendered, margin)
-            plan.similarity[j] = max(plan.similarity.get(j, -1.0), float(sims[j].max()))
-            hit = self.panel.matched(sims, margin=margin) & np.isnan(floor[j][at])
-            if hit.any():
-                floor[j][at[hit]] = self._floor([v for v, h in zip(views, hit) if h],
-                                                {j: original[j][hit]})[j]
-            matched = self.panel.matched(sims, {j: np.nan_to_num(floor[j][at], nan=-1.0)},
-                                         margin)
+            matched, scored[j] = self._judge_views_at(views, rendered, j, floor, at, plan,
+                                                      margin)
             if matched.any():
                 break
+        else:
+            matched = self._views_found_again(views, rendered, scored, floor, at, plan, margin)
         timings["judge"] += time.perf_counter() - t0
+        return matched
+
+    def _judge_views_at(self, views, rendered, judge, floor, at, plan, margin,
+                        rows: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """For :meth:`_judge_views`: ``judge``'s similarity of each of ``views`` rendered
+        (``rendered``: ``(image, [face])`` where it looks, at the place or found again; ``rows``:
+        those of ``views`` they are, default all) to its original, raising
+        ``plan.similarity``; its ``floor`` (the view ``at`` there) filled where it matches;
+        (len(rendered),) bool, which it matches beyond their floor, and the similarities."""
+        rows = np.arange(len(views)) if rows is None else np.asarray(rows, int)
+        original = {judge: self._originals([views[k] for k in rows], judge)}
+        sims = self.panel.score(original, rendered, margin)
+        plan.similarity[judge] = max(plan.similarity.get(judge, -1.0), float(sims[judge].max()))
+        hit = self.panel.matched(sims, margin=margin) & np.isnan(floor[judge][at[rows]])
+        if hit.any():
+            floor[judge][at[rows[hit]]] = self._floor([views[k] for k in rows[hit]],
+                                                      {judge: original[judge][hit]})[judge]
+        return self.panel.matched(sims, {judge: np.nan_to_num(floor[judge][at[rows]], nan=-1.0)},
+                                  margin), sims[judge]
+
+    def _views_found_again(self, views, rendered, scored, floor, at, plan, margin
+                           ) -> np.ndarray:
+        """For :meth:`_judge_views`, once no judge matches a view at its place: the views a
+        judge scored there (``scored``: ``{judge: (len(views),)}``) within
+        :data:`~.verify.FOUND_BAND` of its line less ``margin`` judged again by that judge
+        where a re-identifier finds the face in the rendered view, as :meth:`_judge` judges a
+        photo's faces (the pipeline's detector run again, :meth:`_detect_again`, and dlib's
+        landmarks found there), one judge after another up to the first that matches;
+        (len(views),) bool: which it matches there beyond their floor."""
+        near = self.panel.near(scored, margin=margin)
+        look = np.flatnonzero(np.any(list(near.values()), axis=0))
+        matched = np.zeros(len(views), bool)
+        if not len(look):
+            return matched
+        images = [rendered[k][0] for k in look]
+        faces = [[views[k].judged] for k in look]
+        found = {k: found_again(image, fs, boxes)[0][0] for k, image, fs, boxes
+                 in zip(look, images, faces, self._detect_again(images, faces))}
+        for j in self.panel.judges:
+            rows = [k for k in look if near[j][k]]
+            if rows:
+                matched[rows] = self._judge_views_at(
+                    views, [(rendered[k][0], [found[k]]) for k in rows], j, floor, at, plan,
+                    margin, rows)[0]
+                if matched.any():
+                    break
         return matched
 
     def _still_matched(self, views, plan, floor, released, margin) -> bool:

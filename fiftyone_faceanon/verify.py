@@ -235,12 +235,13 @@ class Verifier:
         ``written`` (as the file gives them back), else its :attr:`thresholds` one."""
         return self.written if written else self.thresholds
 
-    def near(self, similarity: dict[str, np.ndarray], written: bool = False
-             ) -> dict[str, np.ndarray]:
+    def near(self, similarity: dict[str, np.ndarray], written: bool = False,
+             margin: dict[str, float] | None = None) -> dict[str, np.ndarray]:
         """``{judge: (F,) bool}``: which similarities are within :data:`FOUND_BAND` under the
-        :meth:`line` :meth:`matched` decides at."""
-        base = self.line(written)
-        return {j: s >= base[j] - FOUND_BAND[j] for j, s in similarity.items()}
+        :meth:`line` :meth:`matched` decides at (less ``margin[judge]`` when given)."""
+        base, margin = self.line(written), margin or {}
+        return {j: s >= base[j] - margin.get(j, 0.0) - FOUND_BAND[j]
+                for j, s in similarity.items()}
 
     def matched(self, similarity: dict[str, np.ndarray],
                 floor: dict[str, np.ndarray] | None = None,

@@ -311,6 +311,46 @@ def test_a_face_is_verified_where_a_reidentifier_finds_it_too(tmp_path, monkeypa
         assert scores["found"][f"reid_far_{j}"] == scores["found"][f"reid_far_found_{j}"] == 0
 
 
+def test_a_video_track_is_verified_where_a_reidentifier_finds_it_too(monkeypatch):
+    """A one-view track of LFW's Adel_Al-Jubeir_0001, planned as a video's are (the encoder's
+    round trip, the video margin). Judged at the face's place alone, its first try passes, yet
+    FaceNet-CASIA matches it where a re-identifier finds the face in the encoded frame (MTCNN
+    run on it, dlib's landmarks there). Judged there too, that try is redone, and the plan's
+    last try passes both places."""
+    from fiftyone_faceanon import verify
+    from fiftyone_faceanon.metrics.detection import found_again
+    from fiftyone_faceanon.video import VIDEO_MARGIN
+    from fiftyone_faceanon.videoio import as_encoded
+
+    key = "Adel_Al-Jubeir_0001.jpg"
+    image = read_rgb(need_shared("lfw") / "images_deepfunneled" / "Adel_Al-Jubeir" / key)
+    pipeline = Pipeline(Settings())
+    (face,) = pipeline.anonymize(image, key=key).faces
+    panel = pipeline.panel
+    original = panel.embed_many([(image, [face])])
+    bands = dict(verify.FOUND_BAND)
+
+    def plan_and_judge(judged_found: bool) -> tuple[int, dict, dict]:
+        for j, band in bands.items():
+            monkeypatch.setitem(verify.FOUND_BAND, j, band if judged_found else -1.0)
+        plan = pipeline.plan_identity([(image, face, face, None)], key, 0,
+                                      margin=VIDEO_MARGIN, released=as_encoded)
+        assert plan.status == "verified"
+        out = as_encoded(pipeline.render_planned(image, [face], [plan], key)[0])
+        (boxes, _), = F.detect_boxes([out], device="cpu")
+        found, _ = found_again(out, [face], boxes)
+        return (plan.tries, panel.score(original, [(out, [face])]),
+                panel.score(original, [(out, found)]))
+
+    line = {j: panel.thresholds[j] - VIDEO_MARGIN[j] for j in verify.VERIFY_JUDGES}
+    tries, place, found = plan_and_judge(False)
+    assert tries == 1 and all(place[j][0] < line[j] for j in line)
+    assert found["facenet_casia"][0] >= line["facenet_casia"]
+    more_tries, place, found = plan_and_judge(True)
+    assert more_tries > tries
+    assert all(place[j][0] < line[j] and found[j][0] < line[j] for j in line)
+
+
 def test_face_matched_after_two_tries_is_replaced_over_a_wider_region(monkeypatch):
     """From the third try a face is replaced over a wider region (more forehead, the outline
     grown): an LFW face that the judges match through every try at the face's own region,
