@@ -279,6 +279,36 @@ def test_a_face_judged_as_written_passes_only_the_crop_margin_under_facenets_lim
     assert sims[0] < limit <= sims[1]
 
 
+def test_one_judge_after_another_decides_as_every_judge_does(monkeypatch):
+    """LFW's Adrien_Brody_0004 at seed 0: dlib alone matches its first two tries, so
+    FaceNet-CASIA does not score them; the output and the face's record are those of a run that
+    scores every try with every judge."""
+    from fiftyone_faceanon.verify import Verifier
+
+    key = "Adrien_Brody_0004.jpg"
+    image = read_rgb(need_shared("lfw") / "images_deepfunneled" / "Adrien_Brody" / key)
+    scored = []
+    score = Verifier.score
+
+    def counted(self, original, items, margin=None):
+        scored.extend(j for j in original for _, faces in items for _ in faces)
+        return score(self, original, items, margin)
+
+    monkeypatch.setattr(Verifier, "score", counted)
+    pipeline = Pipeline(Settings())
+    in_turn = pipeline.anonymize(image, key=key)
+    casia_in_turn, scored[:] = scored.count("facenet_casia"), []
+    judge = Pipeline._judge
+    monkeypatch.setattr(Pipeline, "_judge", lambda self, states, every=False:
+                        judge(self, states, every=True))
+    every = pipeline.anonymize(image, key=key)
+    assert casia_in_turn < scored.count("facenet_casia")
+    assert np.array_equal(in_turn.image, every.image)
+    (a,), (b,) = in_turn.records, every.records
+    assert a.tries == b.tries >= 3 and a.status == b.status == "verified"
+    assert a.public() == b.public() and a.similarity == b.similarity
+
+
 def test_a_face_is_verified_where_a_reidentifier_finds_it_too(tmp_path, monkeypatch):
     """LFW's Betsy_Coffin_0001 at seed 0. Judged at the original face's place alone, a try
     passes (dlib 0.926 against its 0.927 limit) that the metrics suite finds matched (0.932)
