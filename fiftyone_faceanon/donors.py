@@ -592,7 +592,10 @@ class DonorBank:
     - ``jpeg`` (B,) uint8: the crops' JPEG files end to end, donor ``i`` at
       ``jpeg[offsets[i]:offsets[i + 1]]``; ``meta``: how the bank was built (JSON-able dict);
     - ``gender_seen`` (N,) int8: the gender a person saw (0 male, 1 female; :func:`see_genders`),
-      -1 where none was recorded (every donor of a bank saved without it).
+      -1 where none was recorded (every donor of a bank saved without it);
+    - ``facial_hair_seen`` (N,) bool: a person saw a moustache, beard, goatee or stubble
+      (:func:`see_facial_hair`), which ``beard`` misses on light hair and stubble; False where
+      none was recorded.
     """
 
     ids: np.ndarray
@@ -611,11 +614,14 @@ class DonorBank:
     offsets: np.ndarray
     meta: dict = field(default_factory=dict)
     gender_seen: np.ndarray | None = None
+    facial_hair_seen: np.ndarray | None = None
     _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     def __post_init__(self) -> None:
         if self.gender_seen is None:
             self.gender_seen = np.full(len(self.ids), -1, np.int8)
+        if self.facial_hair_seen is None:
+            self.facial_hair_seen = np.zeros(len(self.ids), bool)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -662,6 +668,7 @@ def save_bank(bank: DonorBank, path: Path) -> None:
         "race": np.asarray(bank.race, np.int8), "jpeg": np.asarray(bank.jpeg, np.uint8),
         "offsets": np.asarray(bank.offsets, np.int64),
         "gender_seen": np.asarray(bank.gender_seen, np.int8),
+        "facial_hair_seen": np.asarray(bank.facial_hair_seen, bool),
     }
     arrays.update({f"attr_{k}": np.asarray(v, np.float32) for k, v in bank.attributes.items()})
     arrays.update({f"emb_{k}": np.asarray(v, np.float32) for k, v in bank.embeddings.items()})
@@ -702,7 +709,7 @@ def load_bank(path: Path | None = None) -> DonorBank:
         source=data["source"], cell=data["cell"], box=data["box"], scale=data["scale"],
         age=data["age"], gender=data["gender"], race=data["race"], jpeg=data["jpeg"],
         offsets=data["offsets"], meta=json.loads(str(data["meta"])),
-        gender_seen=data.get("gender_seen"),
+        gender_seen=data.get("gender_seen"), facial_hair_seen=data.get("facial_hair_seen"),
     )
     missing = [k for k in ATTRIBUTES if k not in attributes]
     if missing:
@@ -827,6 +834,17 @@ def see_genders(bank: DonorBank, genders: Mapping[str, int]) -> list[str]:
             bank.gender_seen[index[donor]] = gender
     bank.meta["gender_seen"] = int((bank.gender_seen >= 0).sum())
     return sorted(set(genders) - set(index))
+
+
+def see_facial_hair(bank: DonorBank, ids: Iterable[str]) -> list[str]:
+    """Record in ``bank.facial_hair_seen`` the donors on which a person saw facial hair (their
+    ids, e.g. the keys of :func:`read_reviewed` of a list file), in place; returns the ids the
+    bank does not hold."""
+    index = {donor: i for i, donor in enumerate(bank.ids)}
+    ids = set(ids)
+    bank.facial_hair_seen[[index[d] for d in ids if d in index]] = True
+    bank.meta["facial_hair_seen"] = int(bank.facial_hair_seen.sum())
+    return sorted(ids - set(index))
 
 
 def build_bank(

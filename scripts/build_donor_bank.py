@@ -9,7 +9,8 @@ estimates are stored), writes ``models/donors_sfhq.npz`` and its manifest entry,
 of every donor (``docs/donor_bank.png``). ``--review DIR`` also writes contact sheets of the kept
 and of the rejected candidates per reason, to look at. The candidates of :data:`REVIEWED` pass
 every filter but were rejected by looking at the bank (docs/donors.md); :data:`GENDERS_SEEN`
-lists the gender a person saw on donors whose gender the head was unsure of or read wrong.
+lists the gender a person saw on donors whose gender the head was unsure of or read wrong, and
+:data:`FACIAL_HAIR_SEEN` the donors on which a person saw facial hair.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from PIL import Image
 
 from fiftyone_faceanon.donors import (
     BANK_FILE, REJECTIONS, DonorSource, build_bank, contact_sheet, estimate_labels, face_thumb,
-    knn_labels, read_genders, save_bank, see_genders, sheet_cells, utkface_reference,
+    knn_labels, read_genders, read_reviewed, save_bank, see_facial_hair, see_genders,
+    sheet_cells, utkface_reference,
 )
 from fiftyone_faceanon.images import atomic_write, load_image
 from fiftyone_faceanon.metrics.identity import load_judges
@@ -127,6 +129,9 @@ REVIEWED = {"synthetic_faces/" + cell: why for cell, why in {
 #: The gender a person saw on donors (``ID M`` or ``ID F`` per line; docs/donors.md, "Gender
 #: seen by eye"), recorded in the bank's ``gender_seen``.
 GENDERS_SEEN = Path(__file__).with_name("donor_genders_seen.txt")
+#: The donors on which a person saw facial hair (one id per line; docs/donors.md), recorded in
+#: the bank's ``facial_hair_seen``.
+FACIAL_HAIR_SEEN = Path(__file__).with_name("donor_facial_hair_seen.txt")
 LICENCE = ("repositories MIT; the author states that the images, being synthetic, carry no "
            "privacy or licence restrictions; every donor is a face of a person who does not "
            "exist (no real person's face is in the bank)")
@@ -194,6 +199,9 @@ def main() -> None:
     unseen = see_genders(bank, read_genders(GENDERS_SEEN.read_text().splitlines()))
     if unseen:
         sys.exit(f"{GENDERS_SEEN.name}: ids the bank does not hold: {unseen}")
+    unseen = see_facial_hair(bank, read_reviewed(FACIAL_HAIR_SEEN.read_text().splitlines()))
+    if unseen:
+        sys.exit(f"{FACIAL_HAIR_SEEN.name}: ids the bank does not hold: {unseen}")
 
     out = models_dir() / BANK_FILE
     save_bank(bank, out)
@@ -215,6 +223,8 @@ def main() -> None:
         rejections=counts,
         reviewed=REVIEWED,
         gender_seen=f"{bank.meta['gender_seen']} donors, listed in scripts/{GENDERS_SEEN.name}",
+        facial_hair_seen=(f"{bank.meta['facial_hair_seen']} donors, listed in "
+                          f"scripts/{FACIAL_HAIR_SEEN.name}"),
         coverage=bank.coverage(),
         labels=bank.meta["labels"] + f"; leave-one-out on the reference: {loo}",
         attributes="fiftyone_faceanon.donors.face_attributes of each stored crop",

@@ -497,16 +497,41 @@ def test_a_donor_a_person_saw_counts_as_sure_of_that_gender(bank):
         assert seen[bank.ids[i]] == gender and round(float(head[i]), 2) == read, cell
 
 
+def test_the_bank_records_the_facial_hair_a_person_saw(bank):
+    """The shipped bank records facial hair on the 145 donors of
+    ``scripts/donor_facial_hair_seen.txt``, every one of them a man by the bank; the ``beard``
+    measure reads 43 of them under ``BEARDLESS`` (stubble, light and grey beards), the stubbled
+    donor Beecher_Ray_Kirby_0001 drew (0.61) and the moustache Bruce_Willis_0001 drew (0.27)
+    among them."""
+    from fiftyone_faceanon.anonymizers.donor import BEARDLESS
+    from fiftyone_faceanon.donors import read_reviewed
+
+    listed = read_reviewed((ROOT / "scripts/donor_facial_hair_seen.txt").read_text()
+                           .splitlines())
+    seen = set(bank.ids[bank.facial_hair_seen])
+    assert len(listed) == 145 and seen == set(listed)
+    gender = np.where(bank.gender_seen >= 0, bank.gender_seen, bank.gender)
+    assert (gender[bank.facial_hair_seen] == 0).all()
+    beard = bank.attributes["beard"]
+    assert (beard[bank.facial_hair_seen] < BEARDLESS).sum() == 43
+    for cell in ("sfhq_t2i/textual_search_2_Face_Pose_top_10_matches.jpg#r0c9",
+                 "sfhq/SFHQ_variability_ethnicity.jpg#r1c6"):
+        assert "synthetic_faces/" + cell in seen
+
+
 def test_a_bank_saved_before_seen_genders_and_shade_loads(bank, tmp_path):
-    """A bank file written before ``gender_seen`` and the ``shade`` attribute existed loads with
-    no gender seen (-1: the backend reads every donor's from the head) and ``shade`` measured
-    on its crops as it loads: the values the shipped bank stores, within 0.005 (the build
-    measured them on the landmarks before they were stored as float32)."""
+    """A bank file written before ``gender_seen``, ``facial_hair_seen`` and the ``shade``
+    attribute existed loads with no gender seen (-1: the backend reads every donor's from the
+    head), no facial hair seen, and ``shade`` measured on its crops as it loads: the values the
+    shipped bank stores, within 0.005 (the build measured them on the landmarks before they
+    were stored as float32)."""
     old = tmp_path / "old.npz"
     with np.load(weights.models_dir() / BANK_FILE) as z:
-        np.savez(old, **{k: z[k] for k in z.files if k not in ("gender_seen", "attr_shade")})
+        np.savez(old, **{k: z[k] for k in z.files
+                         if k not in ("gender_seen", "facial_hair_seen", "attr_shade")})
     loaded = load_bank(old)
     assert loaded.gender_seen.shape == (len(bank),) and (loaded.gender_seen == -1).all()
+    assert loaded.facial_hair_seen.shape == (len(bank),) and not loaded.facial_hair_seen.any()
     np.testing.assert_allclose(loaded.attributes["shade"], bank.attributes["shade"], atol=0.005)
 
 
@@ -683,15 +708,20 @@ def test_cli_builds_a_bank_from_a_folder(bank, tmp_path):
     assert (mine.gender_seen == -1).all()
     (tmp_path / "reject.txt").write_text(f"# looked at\n{mine.ids[0]}  eyes half shut\n")
     (tmp_path / "gender.txt").write_text(f"# seen\n{mine.ids[1]} F\n{mine.ids[2]} M\n")
+    (tmp_path / "hair.txt").write_text(f"# seen\n{mine.ids[2]}\nnot_a_donor.jpg#0\n")
     fewer = tmp_path / "fewer.npz"
     run = faceanon("donors", "build", str(folder), "-o", str(fewer), "--device", "cpu",
                    "--reject", str(tmp_path / "reject.txt"),
-                   "--gender", str(tmp_path / "gender.txt"))
+                   "--gender", str(tmp_path / "gender.txt"),
+                   "--facial-hair", str(tmp_path / "hair.txt"))
     assert run.returncode == 1 and "reviewed 1" in run.stdout, run.stdout
     assert "gender seen: 2 donors" in run.stdout, run.stdout
+    assert ("facial hair seen: 1 donors; not in the bank: not_a_donor.jpg#0"
+            in run.stdout), run.stdout
     built = load_bank(fewer)
     assert list(built.ids) == list(mine.ids[1:])
     assert list(built.gender_seen) == [1, 0] + [-1] * (len(built) - 2)
+    assert list(built.facial_hair_seen) == [False, True] + [False] * (len(built) - 2)
     (tmp_path / "bad.txt").write_text(f"{mine.ids[1]} woman\n")
     run = faceanon("donors", "build", str(folder), "-o", str(tmp_path / "no.npz"),
                    "--gender", str(tmp_path / "bad.txt"))
@@ -705,9 +735,11 @@ def test_donors_more_like_the_face_than_the_average_donor_are_put_off(fixtures_d
     standardised over the bank (checked against ``scipy.stats.zscore``). With it in the
     matching cost, the six donors a face's seed draws among (its first six candidates) are
     less like the face to the judges than without it, and no worse matched in gender: on the
-    first four photos of each of the five men of ``dlib_johns``, their mean likeness 0.86 ->
-    0.80, FaceNet-CASIA cosine 0.064 -> 0.056, P(female) 0.23 -> 0.22. The age floor
-    (``AGE_FLOOR``) leaves the term fewer donors to prefer: without it, 0.88 -> 0.67."""
+    first four photos of each of the five men of ``dlib_johns``, their mean likeness 0.87 ->
+    0.85, FaceNet-CASIA cosine 0.066 -> 0.058, P(female) 0.22 -> 0.22. The age floor
+    (``AGE_FLOOR``) and the facial hair seen on the donors (none of it on these beardless men)
+    leave the term fewer donors to prefer: before the facial hair, 0.86 -> 0.80, and without
+    the age floor too, 0.88 -> 0.67."""
     from scipy.stats import zscore
 
     from fiftyone_faceanon.anonymizers import donor as donor_module
@@ -736,6 +768,6 @@ def test_donors_more_like_the_face_than_the_average_donor_are_put_off(fixtures_d
                 "facenet_casia"]).mean(), female.mean()))
     before, after = (np.array(seen[w]) for w in seen)
     assert len(files) == 20
-    assert after[:, 0].mean() < before[:, 0].mean() - 0.05
-    assert after[:, 1].mean() < before[:, 1].mean()
+    assert after[:, 0].mean() < before[:, 0].mean() - 0.02
+    assert after[:, 1].mean() < before[:, 1].mean() - 0.005
     assert after[:, 2].mean() < 0.5 and abs(after[:, 2].mean() - before[:, 2].mean()) < 0.05

@@ -240,16 +240,17 @@ def test_faces_are_verified_as_their_written_file_gives_them_back(tmp_path):
 
 def test_a_face_judged_as_written_passes_only_the_crop_margin_under_facenets_limit(
         tmp_path, monkeypatch):
-    """LFW's Carla_Del_Ponte_0003 at seed 0: its first donor, written as a JPEG, scores 0.504
-    with FaceNet-CASIA against the 0.505 limit, and 0.519 with the detector box rounded to
-    0.01 px, as the private record keeps it: FaceNet crops by the box, and the crop moves by a
-    pixel. With ``CROP_MARGIN`` that try is redone and the face ends under the limit less the
-    margin; judged at the limit itself (margin 0) it passes at its first try."""
+    """LFW's Alan_Greenspan_0004 at seed 0: its first donor, written as a JPEG, scores 0.5048
+    with FaceNet-CASIA against the 0.5050 limit, and up to 0.514 with the detector box moved by
+    one pixel: FaceNet crops by the box, and a re-identifier's box is never exactly ours. With
+    ``CROP_MARGIN`` that try is redone and the face ends under the limit less the margin;
+    judged at the limit itself (margin 0) it passes at its first try. (Carla_Del_Ponte_0003
+    showed it until the facial hair seen on the donors changed her first donor.)"""
     from dataclasses import replace
 
     from fiftyone_faceanon import verify
 
-    rel = "Carla_Del_Ponte/Carla_Del_Ponte_0003.jpg"
+    rel = "Alan_Greenspan/Alan_Greenspan_0004.jpg"
     photo = need_shared("lfw") / "images_deepfunneled" / rel
     (tmp_path / "in" / rel).parent.mkdir(parents=True)
     (tmp_path / "in" / rel).write_bytes(photo.read_bytes())
@@ -273,10 +274,40 @@ def test_a_face_judged_as_written_passes_only_the_crop_margin_under_facenets_lim
     original = read_rgb(photo)
     face = F.find_faces(original)[0]
     written = read_rgb(tmp_path / "out0.0" / rel)
-    sims = [verifier.similarities(verifier.embed_many([(original, [f])], (casia,)),
+    moves = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1)]
+    sims = [verifier.similarities(verifier.embed_many([(original, [face])], (casia,)),
                                   verifier.embed_many([(written, [f])], (casia,)))[casia][0]
-            for f in (face, replace(face, box=np.round(face.box, 2)))]
-    assert sims[0] < limit <= sims[1]
+            for f in (replace(face, box=face.box + np.array([dx, dy, dx, dy], float))
+                      for dx, dy in moves)]
+    assert sims[0] < limit <= max(sims[1:])
+
+
+def test_a_face_without_a_beard_gets_no_donor_seen_with_facial_hair(monkeypatch):
+    """LFW's Beecher_Ray_Kirby_0001, a clean-shaven smiling man (beard 0.03). Without the facial
+    hair a person saw on the donors, his verified donor has stubble that the beard measure reads
+    as 0.61, under the 0.8 of the beardless rule; with it, no donor of any of his six tries has
+    facial hair."""
+    rel = "Beecher_Ray_Kirby/Beecher_Ray_Kirby_0001.jpg"
+    image = read_rgb(need_shared("lfw") / "images_deepfunneled" / rel)
+    pipeline = Pipeline(Settings())
+    bank = pipeline.backend.bank
+    seen = bank.facial_hair_seen.copy()
+    (record,) = pipeline.anonymize(image, key=rel).records
+    assert record.status == "verified" and not seen[record.donor_index]
+    (face,) = pipeline.anonymize(image, key=rel).faces
+    crop, lms = F.crop_face(image, face.crop), face.crop.to_crop(face.landmarks)
+    original = pipeline.panel.embed_many([(image, [face])])
+    identity = {j: e[0] for j, e in original.items()}
+    tries = range(Settings().tries)
+
+    def donors() -> list[int]:
+        return [pipeline.backend.choose(crop, lms, pipeline_module.face_rng(0, rel, 0), t,
+                                        None, identity) for t in tries]
+
+    assert not seen[donors()].any()
+    monkeypatch.setattr(bank, "facial_hair_seen", np.zeros_like(seen))
+    (unseen,) = pipeline.anonymize(image, key=rel).records
+    assert seen[unseen.donor_index]
 
 
 def test_one_judge_after_another_decides_as_every_judge_does(monkeypatch):

@@ -33,8 +33,12 @@ def donors() -> None:
               help="The gender you saw on donors, `ID M` or `ID F` per line (lines starting with "
                    "# are skipped): the donor backend then counts them sure of it, whatever its "
                    "gender head reads.")
+@click.option("--facial-hair", type=click.File("r"),
+              help="Donor ids on which you saw a moustache, beard, goatee or stubble, one per "
+                   "line (lines starting with # are skipped): the donor backend then never gives "
+                   "them to a face without a beard.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def build(folder, out, utkface, quality, reject, gender, device):
+def build(folder, out, utkface, quality, reject, gender, facial_hair, device):
     """Build a donor bank from every image under FOLDER: each face that passes the donor filters
     (frontal, eyes visible, colour, not occluded, sharp) becomes a donor.
 
@@ -43,7 +47,7 @@ def build(folder, out, utkface, quality, reject, gender, device):
     no face passed.
     """
     from ..donors import (DonorSource, build_bank, estimate_labels, read_genders, read_reviewed,
-                          save_bank, see_genders, utkface_reference)
+                          save_bank, see_facial_hair, see_genders, utkface_reference)
     from ..images import IMAGE_EXTENSIONS, ImageError, load_image
 
     try:
@@ -86,6 +90,10 @@ def build(folder, out, utkface, quality, reject, gender, device):
     if genders:
         unseen = see_genders(bank, genders)
         click.echo(f"gender seen: {bank.meta['gender_seen']} donors"
+                   + (f"; not in the bank: {', '.join(unseen)}" if unseen else ""))
+    if facial_hair:
+        unseen = see_facial_hair(bank, read_reviewed(facial_hair))
+        click.echo(f"facial hair seen: {bank.meta['facial_hair_seen']} donors"
                    + (f"; not in the bank: {', '.join(unseen)}" if unseen else ""))
     save_bank(bank, out)
     click.echo(f"-> {out}")
