@@ -580,7 +580,7 @@ def flag_reidentifiable(
     calibrated = {j: t[operating_point] for j, t in judge_thresholds().items()
                   if operating_point in t}
     limits = {**calibrated, **(thresholds or {})}
-    limits = {j: t for j, t in limits.items() if view._dataset.has_sample_field(f"reid_{j}")}
+    limits = {j: t for j, t in limits.items() if view.has_sample_field(f"reid_{j}")}
     if not limits:
         raise ValueError(f"{view._dataset.name}: no judge with both a reid_<judge> field "
                          "(run evaluate_samples) and a threshold (calibrate or pass thresholds)")
@@ -589,7 +589,7 @@ def flag_reidentifiable(
     flagged = set()
     for judge, t in sorted(limits.items()):
         fields = [f for f in (f"reid_{judge}", f"reid_found_{judge}")
-                  if view._dataset.has_sample_field(f)]
+                  if view.has_sample_field(f)]
         ids = view.match(fo.ViewExpression.any([fo.ViewField(f) >= t for f in fields])
                          ).values("id")
         counts[judge] = len(ids)

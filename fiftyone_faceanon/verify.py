@@ -221,7 +221,7 @@ class Verifier:
         less ``margin``, its :attr:`written` one and its :attr:`limits` one."""
         from .metrics.identity import BF16_ERROR
 
-        low = self.thresholds[judge] - (margin or {}).get(judge, 0.0)
+        low = self.line(False, margin)[judge]
         return (min(low, self.written[judge]) - BF16_ERROR,
                 max(low, self.limits[judge]) + BF16_ERROR)
 
@@ -230,18 +230,19 @@ class Verifier:
         """``{judge: (F,)}`` row-wise cosine of the original and anonymized faces."""
         return {j: np.einsum("fd,fd->f", original[j], anonymized[j]) for j in original}
 
-    def line(self, written: bool) -> dict[str, float]:
+    def line(self, written: bool, margin: dict[str, float] | None = None) -> dict[str, float]:
         """Each judge's line a face is matched at: its :attr:`written` one for faces judged
-        ``written`` (as the file gives them back), else its :attr:`thresholds` one."""
-        return self.written if written else self.thresholds
+        ``written`` (as the file gives them back), else its :attr:`thresholds` one, less
+        ``margin[judge]`` when given."""
+        base, margin = (self.written if written else self.thresholds), margin or {}
+        return {j: t - margin.get(j, 0.0) for j, t in base.items()}
 
     def near(self, similarity: dict[str, np.ndarray], written: bool = False,
              margin: dict[str, float] | None = None) -> dict[str, np.ndarray]:
         """``{judge: (F,) bool}``: which similarities are within :data:`FOUND_BAND` under the
-        :meth:`line` :meth:`matched` decides at (less ``margin[judge]`` when given)."""
-        base, margin = self.line(written), margin or {}
-        return {j: s >= base[j] - margin.get(j, 0.0) - FOUND_BAND[j]
-                for j, s in similarity.items()}
+        :meth:`line` :meth:`matched` decides at."""
+        base = self.line(written, margin)
+        return {j: s >= base[j] - FOUND_BAND[j] for j, s in similarity.items()}
 
     def matched(self, similarity: dict[str, np.ndarray],
                 floor: dict[str, np.ndarray] | None = None,
@@ -251,9 +252,8 @@ class Verifier:
         ``floor``: each judge's similarity of each original to itself with the face masked out
         (:meth:`~.pipeline.Pipeline.plan_identity`); a judge that matches the masked face as
         well cannot tell this face from none, and its match does not count."""
-        margin = margin or {}
-        base = self.line(written)
-        hits = [similarity[j] >= base[j] - margin.get(j, 0.0) for j in similarity]
+        base = self.line(written, margin)
+        hits = [similarity[j] >= base[j] for j in similarity]
         if floor is not None:
             hits = [h & ~(floor[j] >= self.thresholds[j]) for h, j in zip(hits, similarity)]
         return np.any(hits, axis=0)

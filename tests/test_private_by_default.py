@@ -292,9 +292,9 @@ def test_a_face_without_a_beard_gets_no_donor_seen_with_facial_hair(monkeypatch)
     pipeline = Pipeline(Settings())
     bank = pipeline.backend.bank
     seen = bank.facial_hair_seen.copy()
-    (record,) = pipeline.anonymize(image, key=rel).records
+    result = pipeline.anonymize(image, key=rel)
+    (record,), (face,) = result.records, result.faces
     assert record.status == "verified" and not seen[record.donor_index]
-    (face,) = pipeline.anonymize(image, key=rel).faces
     crop, lms = F.crop_face(image, face.crop), face.crop.to_crop(face.landmarks)
     original = pipeline.panel.embed_many([(image, [face])])
     identity = {j: e[0] for j, e in original.items()}
