@@ -14,6 +14,11 @@ argument) the run writes, each atomically and in this order:
 A rerun skips every image whose private record has the same input hash and settings and whose
 output and sidecar exist, so an interrupted run resumes where it stopped.
 
+With verification and a donor bank (``Settings.unlink``), :func:`unlink_run` then anonymizes
+again each face that a judge links to another image's face of the same person (:mod:`.unlink`),
+in up to :data:`~.unlink.ROUNDS` rounds; the donors such a face avoided are in its private
+record (``unlinked``), so a rerun that finds it linked again adds to them.
+
 Videos (:data:`~.videoio.VIDEO_EXTENSIONS`) go through :func:`~.video.anonymize_video` and get
 the same three files; their sidecars hold the tracks (each with its donor, geometry, tries and
 status) and, per frame, the faces with their track ids.
@@ -36,11 +41,14 @@ from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, LoadedImage, as_w
                      atomic_write, encode_image, load_image, records_dir)
 from .gate import DetectSettings, Embedder
 from .engines import Engine, as_engine
+from .faces import CropTransform, Face
 from .pipeline import Pipeline, Result, Settings
 from .verify import VerificationError
 from .video import VideoResult, VideoSettings, anonymize_video, largest_face
 from .videoio import VIDEO_EXTENSIONS
 
+#: The private folder's record of how many rounds of :func:`unlink_run` a run has done.
+UNLINK_STATE = "unlink.json"
 #: Every extension a run picks up from a folder.
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
 
@@ -51,6 +59,9 @@ class Job:
 
     src: Path
     rel: str
+    #: faces to anonymize again apart from other images' faces of their person
+    #: (:func:`unlink_run`): ``((face index, (donor index, ...)), ...)``, the donors each avoids
+    unlink: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
 
 @dataclass
@@ -70,6 +81,11 @@ class Outcome:
     unjudged: int = 0
     #: a video's tracks covered with no donor tried (``covered:<how>``: seldom confirmed)
     covered: int = 0
+    #: for :func:`unlink_run`: ``{"original", "anonymized": {judge: (F, D)}, "donors": [bank
+    #: index or None] * F, "judged": [bool] * F, "avoided": [[bank index, ...]] * F}`` of an
+    #: image's faces (verified faces are ``judged``; ``avoided``: the donors each avoided to
+    #: unlink it)
+    link: dict = field(default_factory=dict)
 
 
 class _Pending(NamedTuple):
@@ -116,6 +132,77 @@ def run_jobs(engine: Engine, worker: "Worker", jobs: list[Job], workers: int
     workers = workers or engine.auto_workers(len(jobs))
     for outcomes in engine.imap(worker, chunks(jobs), workers):
         yield from outcomes
+
+
+def unlink_run(engine: Engine, worker: "Worker", jobs: list[Job], outcomes: list[Outcome],
+               workers: int, on_outcome: Callable[[Outcome], None] | None = None,
+               on_progress: Callable[[str, int, int], None] | None = None) -> list[Outcome]:
+    """``outcomes`` (one per job, in order) after up to :data:`~.unlink.ROUNDS` rounds of
+    anonymizing again, with ``worker`` on ``engine``, each image holding a verified face that
+    a judge links to another image's face of the same person (:mod:`.unlink`): the later face
+    of each linked pair starts at try :data:`~.unlink.FROM_TRY` and avoids its partners'
+    donors and the donors a judge finds close to their anonymized faces, on top of what it
+    avoided before. ``on_progress("unlink", done, total)`` before each round (``done`` 0) and
+    after each image redone, then ``on_outcome`` with its new outcome."""
+    from dataclasses import replace
+
+    from .unlink import ROUNDS, avoided, linked_pairs, redo_plan
+
+    if not worker.unlinks or not any(o.link or o.faces for o in outcomes):
+        return outcomes
+    panel, bank = worker.pipeline.panel, worker.pipeline.backend.bank
+    outcomes = list(outcomes)
+    state = worker.records / UNLINK_STATE
+    # a rerun that anonymized nothing new goes on from the round it stopped at, if any
+    fresh = any(o.timings for o in outcomes) or not state.is_file()
+    first = 0 if fresh else json.loads(state.read_text())["rounds"]
+    if first < ROUNDS:
+        for k, o in enumerate(outcomes):
+            if not o.link and o.faces and o.status in ("skipped", "unverified"):
+                o.link = worker.link_again(jobs[k])
+    for round_ in range(first, ROUNDS):
+        faces = [(k, f) for k, o in enumerate(outcomes) if o.link
+                 for f, judged in enumerate(o.link["judged"]) if judged]
+        if len(faces) < 2:
+            break
+        embedded = {part: {j: np.stack([outcomes[k].link[part][j][f] for k, f in faces])
+                           for j in panel.judges} for part in ("original", "anonymized")}
+        plan = redo_plan(linked_pairs(embedded["original"], embedded["anonymized"],
+                                      np.array([k for k, _ in faces]), panel.limits,
+                                      panel.written))
+        if not plan:
+            break
+        redo: dict[int, dict[int, set[int]]] = {}
+        for face, partners in plan.items():
+            k, f = faces[face]
+            mask = avoided({j: e[partners] for j, e in embedded["anonymized"].items()},
+                           [outcomes[faces[p][0]].link["donors"][faces[p][1]] for p in partners],
+                           bank.embeddings, panel.close)
+            redo.setdefault(k, {})[f] = set(np.flatnonzero(mask).tolist())
+        again = []
+        for k in sorted(redo):
+            before = outcomes[k].link["avoided"]
+            for f, donors in enumerate(before):  # what the image's faces avoided so far stays
+                if donors or f in redo[k]:
+                    redo[k][f] = redo[k].get(f, set()) | set(donors)
+            again.append(replace(jobs[k], unlink=tuple((f, tuple(sorted(d)))
+                                                       for f, d in sorted(redo[k].items()))))
+        where = {jobs[k].rel: k for k in redo}
+        if on_progress:
+            on_progress("unlink", 0, len(again))
+        for done, outcome in enumerate(run_jobs(engine, worker, again, workers), 1):
+            outcomes[where[outcome.rel]] = outcome
+            if on_progress:
+                on_progress("unlink", done, len(again))
+            if on_outcome:
+                on_outcome(outcome)
+        _rounds_done(state, round_ + 1)
+    _rounds_done(state, ROUNDS)
+    return outcomes
+
+
+def _rounds_done(state: Path, rounds: int) -> None:
+    atomic_write(state, (json.dumps({"rounds": rounds}) + "\n").encode(), mode=0o600)
 
 
 def error_outcome(job: Job, error: Exception) -> Outcome:
@@ -190,6 +277,9 @@ class Worker:
         self.overwrite, self.max_pixels, self.gallery = overwrite, max_pixels, gallery
         self.video, self.threads = video, threads
         self.pipeline = Pipeline(settings)
+        #: whether :func:`unlink_run` follows the run: each image's outcome then has its ``link``
+        self.unlinks = bool(settings.unlink and settings.verify
+                            and self.pipeline.backend.bank is not None)
         self.embedder = (Embedder(settings=DetectSettings(device=settings.device,
                                                           any_roll=settings.any_roll))
                          if gallery else None)
@@ -236,7 +326,7 @@ class Worker:
         try:
             results = self.pipeline.anonymize_many(
                 [p.loaded.rgb for _, p in pending], [p.job.rel for _, p in pending],
-                [p.written for _, p in pending])
+                [p.written for _, p in pending], [self._avoid(p.job) for _, p in pending])
         except Exception as e:  # every image of the batch gets the error
             results = [e] * len(pending)
         cpu = (time.process_time() - cpu0) / len(pending)
@@ -249,6 +339,15 @@ class Worker:
                 outcomes[k] = self.finish(p, result)
             except Exception as e:
                 outcomes[k] = error_outcome(p.job, e)
+
+    def _avoid(self, job: Job) -> dict[int, np.ndarray]:
+        """``{face: (M,) bool}``: the donors each face of ``job.unlink`` avoids."""
+        size = len(self.pipeline.backend.bank) if self.unlinks else 0
+        out = {}
+        for face, donors in job.unlink:
+            out[face] = np.zeros(size, bool)
+            out[face][list(donors)] = True
+        return out
 
     def start(self, job: Job) -> Outcome | _Pending:
         """Everything before the faces: the job's checks and resume (an :class:`Outcome` when
@@ -265,7 +364,8 @@ class Worker:
         settings = self.settings.as_dict()
         if is_video:
             settings["video"] = json.loads(json.dumps(asdict(self.video)))
-        if not self.overwrite and private.is_file() and sidecar.is_file() and dst.is_file():
+        if (not self.overwrite and not job.unlink and private.is_file() and sidecar.is_file()
+                and dst.is_file()):
             done = json.loads(private.read_text())
             if done.get("input_sha256") == digest and done.get("settings") == settings:
                 parts = "tracks" if is_video else "faces"
@@ -305,10 +405,47 @@ class Worker:
             if failed:
                 raise ImageError(p.job.src, f"gallery: judge(s) failed: {failed}")
             identity = {"sha256": p.digest, "embeddings": embeddings}
+        link = {}
+        if self.unlinks and result.faces:
+            t1 = time.perf_counter()
+            link = self._link(result.original, p.written(result.image), result.faces,
+                              [r.private() for r in result.records])
+            timings["judge"] += time.perf_counter() - t1
         timings["cpu"] += time.process_time() - cpu0
         return Outcome(p.job.rel, status, len(result.faces), message, timings=timings,
-                       identity=identity,
+                       identity=identity, link=link,
                        unjudged=sum(r.status == "too_small" for r in result.records))
+
+    def _link(self, original: dict[str, np.ndarray], written: np.ndarray, faces: list,
+              records: list[dict]) -> dict:
+        """An image's :attr:`Outcome.link`: ``original``, the judges' embeddings of its original
+        faces; ``written``, the (H, W, 3) anonymized image as its file gives it back, embedded
+        at the original faces' places; ``records``, the faces' private records."""
+        bank = self.pipeline.backend.bank
+        index = {donor: i for i, donor in enumerate(bank.ids)}
+        return {"original": original,
+                "anonymized": self.pipeline.panel.embed_many([(written, faces)]),
+                "donors": [index.get(r["anonymized"]["donor"]) for r in records],
+                "judged": [r["anonymized"]["status"] == "verified" for r in records],
+                "avoided": [[index[d] for d in r.get("unlinked", []) if d in index]
+                            for r in records]}
+
+    def link_again(self, job: Job) -> dict:
+        """:meth:`_link` of an image done before (a resumed run): its original and output read
+        again, its faces from its private record; ``{}`` for a video or an image without a
+        face."""
+        dst = self.outdir / job.rel
+        if dst.suffix.lower() in VIDEO_EXTENSIONS:
+            return {}
+        records = json.loads((self.records / f"{job.rel}.json").read_text())["faces"]
+        if not records:
+            return {}
+        faces = [Face(np.asarray(r["box"], np.float64), float(r["score"]),
+                      np.asarray(r["landmarks"], np.float64), CropTransform(**r["crop"]))
+                 for r in records]
+        original = self.pipeline.panel.embed_many(
+            [(load_image(job.src, self.max_pixels).rgb, faces)])
+        return self._link(original, load_image(dst, self.max_pixels).rgb, faces, records)
 
     def run_video(self, job: Job, dst: Path, sidecar: Path, private: Path, digest: str,
                   common: dict) -> Outcome:
@@ -440,7 +577,9 @@ def anonymize_files(
     ``workers`` of them); the same :class:`Worker` writes the same bytes on either.
     ``video``: how videos are tracked and encoded; each video job renders with the CPU cores
     its worker has to itself. ``on_progress(stage, done, total)`` reports video frames when the
-    jobs run in this process (one worker).
+    jobs run in this process (one worker), and the images of each round of :func:`unlink_run`
+    (stage ``unlink``), whose new outcomes go to ``on_outcome`` again and replace the first
+    ones in the list returned.
     """
     jobs = collect_jobs(inputs, outdir, allow_inside)
     engine = as_engine(engine)
@@ -452,4 +591,4 @@ def anonymize_files(
         outcomes.append(outcome)
         if on_outcome:
             on_outcome(outcome)
-    return outcomes
+    return unlink_run(engine, worker, jobs, outcomes, workers, on_outcome, on_progress)

@@ -328,7 +328,8 @@ def stage_inputs(data: Path, out: Path, limit: int | None = None) -> Path:
 #: pyramid's, :class:`~.photometric.PhotometricSettings`).
 SPEC_OPTIONS = {"geometry": float, "verify": lambda v: v.lower() in ("1", "true", "yes", "on"),
                 "tries": int, "on_fail": str, "occluders": lambda v: v.lower() in ("1", "true"),
-                "seed": int, "levels": int}
+                "seed": int, "levels": int,
+                "unlink": lambda v: v.lower() in ("1", "true", "yes", "on")}
 
 
 def spec_settings(spec: str, device: str = "auto") -> Settings:
@@ -397,16 +398,24 @@ def run_one(run: Run, originals: Path, out: Path, evaluator, groups: str | None,
                dynamic_ncols=True)
 
     def on_outcome(outcome):
+        again = outcome.rel in seen  # anonymized again to unlink it (batch.unlink_run)
+        seen.add(outcome.rel)
         if outcome.status == "error":
             run.errors.append(outcome.message)
             if progress:
                 tqdm.write(f"error: {outcome.message}")
+        elif outcome.timings and again and outcome.rel in run.times:
+            before = run.times[outcome.rel]  # its time is the two runs' together
+            run.times[outcome.rel] = {k: before.get(k, 0.0) + outcome.timings.get(k, 0.0)
+                                      for k in {**before, **outcome.timings}}
         elif outcome.timings:
             run.times[outcome.rel] = outcome.timings
             done.append(outcome.rel)
-        bar.update(1)
+        if not again:
+            bar.update(1)
 
     done: list[str] = []
+    seen: set[str] = set()
     anonymize_files([originals], run.outdir, run.settings, workers=workers, on_outcome=on_outcome)
     bar.close()
     cache[key] = run.times

@@ -52,7 +52,7 @@ import fiftyone as fo
 import fiftyone.core.media as fom
 
 from .anonymizers import DEFAULT_BACKEND
-from .batch import Job, Worker, run_jobs, video_threads
+from .batch import Job, Worker, run_jobs, unlink_run, video_threads
 from .engines import as_engine
 from .faces import Face
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, image_size, record_path
@@ -138,6 +138,7 @@ def anonymize_samples(
     on_fail: str = "blur",
     engine: str = "local",
     ray_address: str | None = None,
+    unlink: bool = True,
     detect_every: int = TrackSettings().detect_every,
     video_quality: int = VideoSettings().quality,
     strip_audio: bool = False,
@@ -148,10 +149,10 @@ def anonymize_samples(
 
     One :class:`fiftyone_faceanon.batch.Job` per sample, run by a
     :class:`~fiftyone_faceanon.batch.Worker` as ``faceanon anonymize`` runs files, with the same
-    options (``any_roll``, ``geometry``, ``donors``, ``verify``, ``on_fail``; for videos
-    ``detect_every``, ``video_quality`` and ``strip_audio``: see ``faceanon anonymize --help``):
-    the output's
-    public sidecar ``<output>.json`` and private record ``<output_dir>.private/<output
+    options (``any_roll``, ``geometry``, ``donors``, ``verify``, ``on_fail``, ``unlink``; for
+    videos ``detect_every``, ``video_quality`` and ``strip_audio``: see ``faceanon anonymize
+    --help``), then :func:`~fiftyone_faceanon.batch.unlink_run` over them: the output's public
+    sidecar ``<output>.json`` and private record ``<output_dir>.private/<output
     name>.json``; a rerun skips every sample whose record matches (its fields are set again from
     them) unless ``overwrite``. ``workers``: processes, ``0`` one per core when each gets 32
     samples or more. ``engine``: ``local``, ``ray`` (the Ray cluster at ``ray_address``, else
@@ -169,7 +170,7 @@ def anonymize_samples(
                         any_roll=any_roll,
                         photometric=PhotometricSettings(relight, pyramid, color_transfer),
                         geometry=geometry, donors=str(donors) if donors else None,
-                        verify=verify, on_fail=on_fail)
+                        verify=verify, on_fail=on_fail, unlink=unlink)
     video = VideoSettings(tracking=TrackSettings(detect_every=detect_every),
                           quality=video_quality, strip_audio=strip_audio)
     out = Path(output_dir).expanduser().resolve()
@@ -194,14 +195,17 @@ def anonymize_samples(
         tick(finished[0] + 0.5 * (stage != "track") + 0.5 * done / max(frames, 1))
 
     worker.progress = on_frame
-    outcomes = run_jobs(run_on, worker, jobs, workers)
+    outcomes = []
+    for outcome in run_jobs(run_on, worker, jobs, workers):
+        outcomes.append(outcome)
+        finished[0] += 1
+        tick(finished[0])
+    done = iter(unlink_run(run_on, worker, jobs, outcomes, workers))
     for part, ids, _ in parts:
         with part.save_context() as saver:
-            for sample, outcome in zip(_samples(part, ids), outcomes):
+            for sample, outcome in zip(_samples(part, ids), done):
                 _set_fields(sample, outcome, out, summary)
                 saver.save(sample)
-                finished[0] += 1
-                tick(finished[0])
     return summary
 
 

@@ -26,6 +26,7 @@ from .anonymizers import DEFAULT_BACKEND, create_backend
 from .hands import hands_mask
 from .metrics.detection import found_again
 from .photometric import PhotometricSettings, postprocess
+from .unlink import FROM_TRY
 from .verify import (ON_FAIL, VerificationError, Verifier, fail_closed, judgeable, judged_view,
                      large_enough, split_rows)
 
@@ -82,6 +83,9 @@ class Settings:
     occluders: bool = True
     #: judge thresholds overriding the manifest's FAR 1e-3 ones (``{judge: cosine}``)
     verify_thresholds: tuple[tuple[str, float], ...] = ()
+    #: after a run of files, anonymize again the faces that a judge links to another image's
+    #: face of the same person (:mod:`.unlink`; with verification and a donor bank only)
+    unlink: bool = True
 
     def as_dict(self) -> dict:
         """The settings as JSON would give them back (tuples as lists), for sidecars and resume."""
@@ -107,6 +111,9 @@ class FaceRecord:
     similarity: dict[str, float]
     status: str
     donor_index: int | None = None
+    #: the donors it avoided, anonymized again to keep it apart from another image's face of
+    #: its person (:mod:`.unlink`); private, since it says that person is in another image
+    unlinked: tuple[str, ...] = ()
 
     def public(self) -> dict:
         """What may be released: the anonymized geometry and how it was made."""
@@ -122,18 +129,21 @@ class FaceRecord:
     def private(self) -> dict:
         """Everything, the original's detection and landmarks included: never released."""
         return {**self.original.as_dict(), "anonymized": self.public(),
-                "similarity": {j: round(float(s), 5) for j, s in self.similarity.items()}}
+                "similarity": {j: round(float(s), 5) for j, s in self.similarity.items()},
+                "unlinked": list(self.unlinked)}
 
 
 @dataclass
 class Result:
     """``image`` (H, W, 3) uint8, the faces found in the original, one :class:`FaceRecord` per
-    face, seconds per stage."""
+    face, seconds per stage, and every judge's embeddings of the original faces
+    (``{judge: (F, D)}``; None where the judges did not read them)."""
 
     image: np.ndarray
     faces: list[F.Face]
     records: list[FaceRecord]
     timings: dict[str, float]
+    original: dict[str, np.ndarray] | None = None
 
     @property
     def unverified(self) -> list[FaceRecord]:
@@ -264,7 +274,8 @@ class _Replacing:
     record and pasted ``(crop, mask)`` of its latest try; every judge's
     embeddings of the ``original`` faces (``{judge: (F, D)}``), the bank's donors too close to
     each (``exclude``, (F, M) bool); the faces still to try (``todo``), the output so far,
-    what it goes through before it is seen (``released``, or None) and seconds per stage."""
+    what it goes through before it is seen (``released``, or None), seconds per stage and the
+    faces anonymized again to unlink them (``unlink``)."""
 
     image: np.ndarray
     faces: list[F.Face]
@@ -280,6 +291,8 @@ class _Replacing:
     released: Callable[[np.ndarray], np.ndarray] | None = None
     original: dict[str, np.ndarray] | None = None
     exclude: np.ndarray | None = None
+    #: faces anonymized again to unlink them: ``{face: (M,) bool}``, the donors they avoid
+    unlink: dict[int, np.ndarray] = field(default_factory=dict)
 
     def paste(self) -> None:
         """``out``: the image with every face's latest ``(crop, mask)`` pasted."""
@@ -328,7 +341,8 @@ class Pipeline:
         return result
 
     def anonymize_many(self, images: list[np.ndarray], keys: list[str],
-                       released: list[Callable[[np.ndarray], np.ndarray]] | None = None
+                       released: list[Callable[[np.ndarray], np.ndarray]] | None = None,
+                       unlink: list[dict[int, np.ndarray]] | None = None
                        ) -> list[Result | VerificationError]:
         """:meth:`anonymize` of several images at once, one result per image: MTCNN runs once
         over the images of each size and each judge once per try over the faces of every image
@@ -337,9 +351,12 @@ class Pipeline:
         image, what it goes through before anyone sees it (the file it is written to:
         :func:`~.images.as_written`); the judges then score that, against their own
         thresholds, so a face verified is verified in the file; without it they score the
-        image as it is, :data:`~.verify.MARGIN` below them. MTCNN's scores move
-        in their last bits with the batch, which on rare images moves a box (LFW: 1 face of
-        565 by 3.5 px), so an image's output can depend on the images it is detected with;
+        image as it is, :data:`~.verify.MARGIN` below them. ``unlink``: per image, the faces
+        to anonymize again apart from other images' faces of their person (:mod:`.unlink`):
+        ``{face index: (M,) bool}``, the bank's donors each must avoid; such a face starts at
+        try :data:`~.unlink.FROM_TRY` and its record lists them (``unlinked``). MTCNN's scores
+        move in their last bits with the batch, which on rare images moves a box (LFW: 1 face
+        of 565 by 3.5 px), so an image's output can depend on the images it is detected with;
         :mod:`.batch` always groups the same images (fixed chunks)."""
         s = self.settings
         t0 = time.perf_counter()
@@ -355,25 +372,29 @@ class Pipeline:
         results: list[Result | VerificationError] = []
         released = released or [None] * len(images)
         for faces, seconds, done in zip(found, landmarks, self.replace_many(
-                list(zip(images, found, keys, released)))):
+                list(zip(images, found, keys, released)), unlink)):
             if isinstance(done, VerificationError):
                 results.append(done)
                 continue
-            out, records, timings = done
+            out, records, timings, original = done
             results.append(Result(out, faces, records,
-                                  {"detect": detect, "landmarks": seconds, **timings}))
+                                  {"detect": detect, "landmarks": seconds, **timings}, original))
         return results
 
     def replace_many(
         self, items: list[tuple[np.ndarray, list[F.Face], str,
-                                Callable[[np.ndarray], np.ndarray] | None]]
-    ) -> list[tuple[np.ndarray, list[FaceRecord], dict[str, float]] | VerificationError]:
+                                Callable[[np.ndarray], np.ndarray] | None]],
+        unlink: list[dict[int, np.ndarray]] | None = None,
+    ) -> list[tuple[np.ndarray, list[FaceRecord], dict[str, float],
+                    dict[str, np.ndarray] | None] | VerificationError]:
         """Replace the given faces of each ``(image, faces, key, released)``; per item the new
-        image, a record per face and seconds per stage (``occluders``, ``backend``,
+        image, a record per face, seconds per stage (``occluders``, ``backend``,
         ``postprocess``, ``judge``: the judges reading the originals and, with verification,
-        scoring each try), or the :class:`~.verify.VerificationError` of ``on_fail="error"``.
+        scoring each try) and the judges' embeddings of the original faces (or None), or the
+        :class:`~.verify.VerificationError` of ``on_fail="error"``.
         ``released``: what the image goes through before it is seen, which the judges score
-        (:meth:`anonymize_many`), or None.
+        (:meth:`anonymize_many`), or None; ``unlink``: per item, the faces to keep apart from
+        other images' (:meth:`anonymize_many`).
 
         Try ``t`` (0-based) of a face uses its candidate donor ``t`` and geometry strength
         ``min(1, geometry + 0.25 t)``; only faces that a judge still matches are tried again.
@@ -384,6 +405,8 @@ class Pipeline:
         summation follows the batch size), so its bytes do not depend on the others.
         """
         states = [self._start(*item) for item in items]
+        for st, faces in zip(states, unlink or []):
+            st.unlink = faces
         if self.panel is not None:
             self._embed_originals([st for st in states if st.faces])
         self._find_occluders(states)
@@ -411,7 +434,7 @@ class Pipeline:
                 except VerificationError as e:
                     results.append(e)
                     continue
-            results.append((st.out, st.records, st.timings))
+            results.append((st.out, st.records, st.timings, st.original))
         return results
 
     def _start(self, image: np.ndarray, faces: list[F.Face], key: str,
@@ -437,6 +460,8 @@ class Pipeline:
             st.original = original
             if bank is not None:
                 st.exclude = self.panel.too_close(original, bank.embeddings)
+                for i, avoid in st.unlink.items():
+                    st.exclude[i] |= avoid
         _share_judging(states, time.perf_counter() - t0, [len(st.faces) for st in states])
 
     def _find_occluders(self, states: list[_Replacing]) -> None:
@@ -452,9 +477,11 @@ class Pipeline:
     def _try(self, st: _Replacing, attempt: int) -> None:
         """Try ``attempt`` at the faces ``st.todo``: a donor each (none used twice in the image,
         none a judge finds close to the face), rendered; ``st.out`` gets every face's latest
-        try."""
+        try. A face to unlink (``st.unlink``) is at try ``attempt +``
+        :data:`~.unlink.FROM_TRY`."""
         bank = self.backend.bank
         for i in st.todo:
+            at = attempt + (FROM_TRY if i in st.unlink else 0)
             avoid = None
             if bank is not None:
                 avoid = np.zeros(len(bank), bool) if st.exclude is None else st.exclude[i].copy()
@@ -463,14 +490,16 @@ class Pipeline:
             rng = face_rng(self.settings.seed, st.key, i)
             t0 = time.perf_counter()
             donor = self.backend.choose(
-                st.crops[i], st.lms[i], rng, attempt, avoid,
+                st.crops[i], st.lms[i], rng, at, avoid,
                 None if st.original is None else {j: e[i] for j, e in st.original.items()},
                 self.settings.verify)
             st.timings["backend"] += time.perf_counter() - t0
-            wide = attempt >= WIDEN_FROM or not large_enough(st.faces[i])
+            wide = at >= WIDEN_FROM or not large_enough(st.faces[i])
             st.records[i], st.pasted[i] = self._render(st.faces[i], st.crops[i], st.lms[i],
-                                                       st.occluded[i], rng, donor, attempt,
+                                                       st.occluded[i], rng, donor, at,
                                                        st.timings, wide=wide)
+            if i in st.unlink:
+                st.records[i].unlinked = tuple(str(d) for d in bank.ids[st.unlink[i]])
         st.paste()
 
     def _target(self, face, lms, donor, attempt) -> tuple[np.ndarray, FaceRecord]:

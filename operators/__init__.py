@@ -134,6 +134,9 @@ class AnonymizeFaces(_FaceanonOperator):
                     label="On failed verification",
                     description="A face still matched after every try: blur it away, mask it, "
                                 "or write no output (error)")
+        inputs.bool("unlink", default=_default(fn, "unlink"), label="Keep one person's faces apart",
+                    description="With verification, anonymize again each face that a judge "
+                                "links to another sample's face of the same person")
         inputs.enum("detector", ["mtcnn", "dlib"], default=_default(fn, "detector"),
                     label="Face detector")
         inputs.str("device", default=_default(fn, "device"), label="Device",

@@ -219,7 +219,7 @@ def test_images_judged_together_are_judged_as_alone(fixtures_dir, astronaut):
     assert max(tries) > 1 and len(tries) >= 15  # retries were judged in shared passes
     together = pipeline.replace_many(
         [(image, result.faces, key, None) for image, result, key in zip(images, alone, keys)])
-    for (out, records, _), b in zip(together, alone):
+    for (out, records, _, _), b in zip(together, alone):
         np.testing.assert_array_equal(out, b.image)
         assert [(r.donor, r.tries, r.status) for r in records] == [
             (r.donor, r.tries, r.status) for r in b.records]

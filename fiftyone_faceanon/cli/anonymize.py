@@ -46,6 +46,9 @@ def settings_options(f):
         click.option("--on-fail", default="blur", show_default=True, type=click.Choice(ON_FAIL),
                      help="A face still matched after every try: blur it away, mask it, or "
                           "write no output (error)."),
+        click.option("--unlink/--no-unlink", default=True, show_default=True,
+                     help="With --verify, after the run anonymize again each face that a judge "
+                          "links to another image's face of the same person."),
         click.option("--verify-threshold", "verify_thresholds", multiple=True,
                      metavar="JUDGE=COSINE",
                      help="Override a judge's verification threshold (repeatable); default: "
@@ -80,7 +83,7 @@ def build_video_settings(detect_every, video_quality, strip_audio) -> VideoSetti
 
 
 def build_settings(backend, seed, relight, pyramid, color_transfer, levels, geometry, donors,
-                   verify, on_fail, verify_thresholds, detector, threshold, device,
+                   verify, on_fail, unlink, verify_thresholds, detector, threshold, device,
                    any_roll) -> Settings:
     from ..gate import GateError, parse_threshold_overrides
 
@@ -93,7 +96,7 @@ def build_settings(backend, seed, relight, pyramid, color_transfer, levels, geom
         any_roll=any_roll,
         photometric=PhotometricSettings(relight, pyramid, color_transfer, levels=levels),
         geometry=geometry, donors=str(donors) if donors else None, verify=verify,
-        on_fail=on_fail, verify_thresholds=tuple(sorted(overrides.items())),
+        on_fail=on_fail, verify_thresholds=tuple(sorted(overrides.items())), unlink=unlink,
     )
 
 
@@ -114,8 +117,6 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
         raise click.UsageError(str(e)) from None
 
     counts = {"ok": 0, "no_face": 0, "skipped": 0, "unverified": 0, "error": 0}
-    unjudged = [0]  # faces too small for the judges, in the files done by this run
-    covered = [0]  # video tracks covered with no donor tried, in the files done by this run
     bar = tqdm(desc="anonymize", unit="file", file=sys.stderr, dynamic_ncols=True)
     frames = {}
 
@@ -124,31 +125,38 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
             for old in frames.values():
                 old.close()
             frames.clear()
-            frames[stage] = tqdm(desc=f"  video {stage}", unit="frame", total=total,
-                                 file=sys.stderr, dynamic_ncols=True, leave=False, position=1)
+            if stage == "unlink":  # the images redone after the run, round by round
+                bar.close()
+                frames[stage] = tqdm(desc="unlink (one person's faces kept apart)", unit="file",
+                                     file=sys.stderr, dynamic_ncols=True)
+            else:
+                frames[stage] = tqdm(desc=f"  video {stage}", unit="frame", total=total,
+                                     file=sys.stderr, dynamic_ncols=True, leave=False,
+                                     position=1)
+        if done == 0:
+            frames[stage].reset(total)
         frames[stage].update(done - frames[stage].n)
 
     def on_outcome(outcome):
-        counts[outcome.status] += 1
-        unjudged[0] += outcome.unjudged
-        covered[0] += outcome.covered
-        for old in frames.values():
-            old.close()
-        frames.clear()
+        if "unlink" not in frames:
+            for old in frames.values():
+                old.close()
+            frames.clear()
+            counts[outcome.status] += 1
+            bar.update(1)
+            bar.set_postfix(counts, refresh=False)
         if outcome.status in ("error", "unverified"):
             tqdm.write(f"{outcome.status}: {outcome.message}", file=sys.stderr)
         if gal is not None and outcome.identity:
             gal.add(outcome.identity["sha256"], outcome.identity["embeddings"])
-        bar.update(1)
-        bar.set_postfix(counts, refresh=False)
 
     try:
         from ..batch import collect_jobs
 
         bar.total = len(collect_jobs(inputs, outdir, allow_inside))
-        anonymize_files(inputs, outdir, settings, workers, overwrite, allow_inside, max_pixels,
-                        on_outcome, gallery=gal is not None, engine=engine, video=video,
-                        on_progress=on_progress)
+        outcomes = anonymize_files(inputs, outdir, settings, workers, overwrite, allow_inside,
+                                   max_pixels, on_outcome, gallery=gal is not None,
+                                   engine=engine, video=video, on_progress=on_progress)
     except UsageError as e:
         bar.close()
         raise click.UsageError(str(e)) from None
@@ -156,6 +164,11 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
         bar.close()
         raise click.ClickException(f"backend {settings.backend}: {e}") from None
     bar.close()
+    for old in frames.values():
+        old.close()
+    counts = {status: sum(o.status == status for o in outcomes) for status in counts}
+    unjudged = sum(o.unjudged for o in outcomes)  # faces too small for the judges
+    covered = sum(o.covered for o in outcomes)  # video tracks covered with no donor tried
     if gal is not None:
         save_gallery(gal, gallery)
     click.echo(
@@ -164,12 +177,12 @@ def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers:
         f"{counts['error']} failed -> {outdir}",
         err=True,
     )
-    if unjudged[0]:
-        click.echo(f"note: {unjudged[0]} face(s) under {MIN_JUDGED_SIZE} px replaced over the wide "
+    if unjudged:
+        click.echo(f"note: {unjudged} face(s) under {MIN_JUDGED_SIZE} px replaced over the wide "
                    "region but not judged (too small for the judges; status too_small in the "
                    "sidecars)", err=True)
-    if covered[0]:
-        click.echo(f"note: {covered[0]} video track(s) that the detector confirmed on "
+    if covered:
+        click.echo(f"note: {covered} video track(s) that the detector confirmed on "
                    "fewer than half of their detection frames covered (blurred or masked) "
                    "instead of given a donor face (status covered:<how> in the sidecars)",
                    err=True)
