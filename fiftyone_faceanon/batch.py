@@ -159,7 +159,10 @@ def unlink_run(engine: Engine, worker: "Worker", jobs: list[Job], outcomes: list
     if first < ROUNDS:
         for k, o in enumerate(outcomes):
             if not o.link and o.faces and o.status in ("skipped", "unverified"):
-                o.link = worker.link_again(jobs[k])
+                try:
+                    o.link = worker.link_again(jobs[k])
+                except (ImageError, OSError, ValueError, KeyError):  # it takes no part
+                    o.link = {}
     for round_ in range(first, ROUNDS):
         faces = [(k, f) for k, o in enumerate(outcomes) if o.link
                  for f, judged in enumerate(o.link["judged"]) if judged]
@@ -190,7 +193,10 @@ def unlink_run(engine: Engine, worker: "Worker", jobs: list[Job], outcomes: list
         where = {jobs[k].rel: k for k in redo}
         if on_progress:
             on_progress("unlink", 0, len(again))
-        for done, outcome in enumerate(run_jobs(engine, worker, again, workers), 1):
+        # a round of few images runs here, on the models this process has loaded, rather than
+        # in a new pool whose processes would each load them again
+        fewer = min(workers, engine.auto_workers(len(again))) if workers else 0
+        for done, outcome in enumerate(run_jobs(engine, worker, again, fewer), 1):
             outcomes[where[outcome.rel]] = outcome
             if on_progress:
                 on_progress("unlink", done, len(again))
@@ -433,7 +439,7 @@ class Worker:
     def link_again(self, job: Job) -> dict:
         """:meth:`_link` of an image done before (a resumed run): its original and output read
         again, its faces from its private record; ``{}`` for a video or an image without a
-        face."""
+        face. Raises what reading them raises (the image then takes no part)."""
         dst = self.outdir / job.rel
         if dst.suffix.lower() in VIDEO_EXTENSIONS:
             return {}

@@ -405,8 +405,8 @@ class Pipeline:
         summation follows the batch size), so its bytes do not depend on the others.
         """
         states = [self._start(*item) for item in items]
-        for st, faces in zip(states, unlink or []):
-            st.unlink = faces
+        for st, faces in zip(states, unlink or []):  # (a face not found again is not redone)
+            st.unlink = {i: avoid for i, avoid in faces.items() if i < len(st.faces)}
         if self.panel is not None:
             self._embed_originals([st for st in states if st.faces])
         self._find_occluders(states)
@@ -478,7 +478,8 @@ class Pipeline:
         """Try ``attempt`` at the faces ``st.todo``: a donor each (none used twice in the image,
         none a judge finds close to the face), rendered; ``st.out`` gets every face's latest
         try. A face to unlink (``st.unlink``) is at try ``attempt +``
-        :data:`~.unlink.FROM_TRY`."""
+        :data:`~.unlink.FROM_TRY` (its geometry, region and candidate rank), its donor chosen
+        on the terms of its ``attempt``-th try (the first ones match skin tone and light)."""
         bank = self.backend.bank
         for i in st.todo:
             at = attempt + (FROM_TRY if i in st.unlink else 0)
@@ -492,7 +493,7 @@ class Pipeline:
             donor = self.backend.choose(
                 st.crops[i], st.lms[i], rng, at, avoid,
                 None if st.original is None else {j: e[i] for j, e in st.original.items()},
-                self.settings.verify)
+                self.settings.verify, attempt)
             st.timings["backend"] += time.perf_counter() - t0
             wide = at >= WIDEN_FROM or not large_enough(st.faces[i])
             st.records[i], st.pasted[i] = self._render(st.faces[i], st.crops[i], st.lms[i],

@@ -46,12 +46,15 @@ class Anonymizer(abc.ABC):
         exclude: np.ndarray | None,
         identity: dict[str, np.ndarray] | None = None,
         verified: bool = True,
+        attempt: int | None = None,
     ) -> int | None:
         """The donor for one (S, S, 3) crop with (68, 2) crop-px landmarks: the ``rank``-th of
         this face's seeded candidate order, skipping ``exclude`` ((M,) bool over the donors);
         ``identity``: the face's judge embeddings ({judge: (D,)}), which the pipeline computes
-        for a backend with donors; ``verified``: whether the judges will score the result.
-        ``None`` for backends without donors."""
+        for a backend with donors; ``verified``: whether the judges will score the result;
+        ``attempt``: how many tries the face has had before this one in this pass (default
+        ``rank``; fewer for a face anonymized again to unlink it, which starts at a later
+        rank). ``None`` for backends without donors."""
         return None
 
     def donor_landmarks(self, donor: int) -> np.ndarray:

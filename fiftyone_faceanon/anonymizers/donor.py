@@ -364,13 +364,16 @@ class Donor(Anonymizer):
                                 < a["log_age"] + np.log(AGE_FLOOR))
         return cost
 
-    def choose(self, crop, landmarks, rng, rank, exclude, identity=None, verified=True):
+    def choose(self, crop, landmarks, rng, rank, exclude, identity=None, verified=True,
+               attempt=None):
         """Excluded donors are never candidates, unless that leaves none (only with
         verification thresholds forced below every similarity): then the face's candidates
         are as without ``exclude``, and the verification that set it fails the face closed.
-        Tries from :data:`SKIN_TRIES` on rank the donors without the :data:`EARLY` terms (a donor
-        tried before may come again, with the stronger geometry and wider region)."""
-        cost = self.costs(crop, landmarks, identity, verified, early=rank < SKIN_TRIES)
+        Tries from :data:`SKIN_TRIES` on (``attempt``, else ``rank``) rank the donors without
+        the :data:`EARLY` terms (a donor tried before may come again, with the stronger
+        geometry and wider region)."""
+        attempt = rank if attempt is None else attempt
+        cost = self.costs(crop, landmarks, identity, verified, early=attempt < SKIN_TRIES)
         if exclude is not None:
             cost = rule_out(cost, exclude)
         order = np.argsort(cost, kind="stable")
