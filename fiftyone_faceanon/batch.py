@@ -29,6 +29,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -142,8 +144,10 @@ def unlink_run(engine: Engine, worker: "Worker", jobs: list[Job], outcomes: list
     a judge links to another image's face of the same person (:mod:`.unlink`): the later face
     of each linked pair starts at try :data:`~.unlink.FROM_TRY` and avoids its partners'
     donors and the donors a judge finds close to their anonymized faces, on top of what it
-    avoided before. ``on_progress("unlink", done, total)`` before each round (``done`` 0) and
-    after each image redone, then ``on_outcome`` with its new outcome."""
+    avoided before. An image that a redone face leaves unverified (a face failed closed, or
+    an error) where it was verified keeps its files as they were, and is not redone again.
+    ``on_outcome`` gets each new outcome; ``on_progress("unlink", done, total)`` is called
+    before each round (``done`` 0) and after each image redone."""
     from dataclasses import replace
 
     from .unlink import ROUNDS, avoided, linked_pairs, redo_plan
@@ -163,6 +167,7 @@ def unlink_run(engine: Engine, worker: "Worker", jobs: list[Job], outcomes: list
                     o.link = worker.link_again(jobs[k])
                 except (ImageError, OSError, ValueError, KeyError):  # it takes no part
                     o.link = {}
+    settled: set[int] = set()  # images whose faces could not be verified again: left as they were
     for round_ in range(first, ROUNDS):
         faces = [(k, f) for k, o in enumerate(outcomes) if o.link
                  for f, judged in enumerate(o.link["judged"]) if judged]
@@ -178,10 +183,14 @@ def unlink_run(engine: Engine, worker: "Worker", jobs: list[Job], outcomes: list
         redo: dict[int, dict[int, set[int]]] = {}
         for face, partners in plan.items():
             k, f = faces[face]
+            if k in settled:
+                continue
             mask = avoided({j: e[partners] for j, e in embedded["anonymized"].items()},
                            [outcomes[faces[p][0]].link["donors"][faces[p][1]] for p in partners],
                            bank.embeddings, panel.close)
             redo.setdefault(k, {})[f] = set(np.flatnonzero(mask).tolist())
+        if not redo:
+            break
         again = []
         for k in sorted(redo):
             before = outcomes[k].link["avoided"]
@@ -196,12 +205,22 @@ def unlink_run(engine: Engine, worker: "Worker", jobs: list[Job], outcomes: list
         # a round of few images runs here, on the models this process has loaded, rather than
         # in a new pool whose processes would each load them again
         fewer = min(workers, engine.auto_workers(len(again))) if workers else 0
-        for done, outcome in enumerate(run_jobs(engine, worker, again, fewer), 1):
-            outcomes[where[outcome.rel]] = outcome
-            if on_progress:
-                on_progress("unlink", done, len(again))
-            if on_outcome:
-                on_outcome(outcome)
+        with tempfile.TemporaryDirectory(dir=worker.records, prefix=".unlink-") as kept:
+            written = {k: worker.keep(jobs[k], Path(kept) / str(k)) for k in redo}
+            for done, outcome in enumerate(run_jobs(engine, worker, again, fewer), 1):
+                k = where[outcome.rel]
+                failed = ("unverified", "error")
+                if outcome.status in failed and outcomes[k].status not in failed:
+                    # not verified again: its verified files stay
+                    for path, (copy, mode) in written[k].items():
+                        atomic_write(path, copy.read_bytes(), mode)
+                    settled.add(k)
+                else:
+                    outcomes[k] = outcome
+                    if on_outcome:
+                        on_outcome(outcome)
+                if on_progress:
+                    on_progress("unlink", done, len(again))
         _rounds_done(state, round_ + 1)
     _rounds_done(state, ROUNDS)
     return outcomes
@@ -435,6 +454,19 @@ class Worker:
                 "judged": [r["anonymized"]["status"] == "verified" for r in records],
                 "avoided": [[index[d] for d in r.get("unlinked", []) if d in index]
                             for r in records]}
+
+    def keep(self, job: Job, folder: Path) -> dict[Path, tuple[Path, int | None]]:
+        """Copies in ``folder`` of the output, public sidecar and private record that ``job``
+        has written: ``{path: (copy, mode to write it back with)}``."""
+        dst = self.outdir / job.rel
+        paths = {dst: None, dst.with_name(dst.name + ".json"): None,
+                 self.records / f"{job.rel}.json": 0o600}
+        folder.mkdir()
+        kept = {}
+        for n, (path, mode) in enumerate(paths.items()):
+            if path.is_file():
+                kept[path] = (Path(shutil.copyfile(path, folder / str(n))), mode)
+        return kept
 
     def link_again(self, job: Job) -> dict:
         """:meth:`_link` of an image done before (a resumed run): its original and output read

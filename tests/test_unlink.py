@@ -10,8 +10,10 @@ import numpy as np
 
 from conftest import file_tree, need_shared, read_rgb
 from fiftyone_faceanon import faces as F
-from fiftyone_faceanon.batch import UNLINK_STATE, anonymize_files
-from fiftyone_faceanon.images import records_dir
+from fiftyone_faceanon.batch import (UNLINK_STATE, Worker, anonymize_files, collect_jobs, run_jobs,
+                                     unlink_run)
+from fiftyone_faceanon.engines import as_engine
+from fiftyone_faceanon.images import MAX_PIXELS, records_dir
 from fiftyone_faceanon.pipeline import Settings
 from fiftyone_faceanon.unlink import BLOCK, FROM_TRY, ROUNDS, avoided, linked_pairs, redo_plan
 from fiftyone_faceanon.verify import Verifier
@@ -122,3 +124,30 @@ def test_two_photos_of_one_person_are_anonymized_apart(tmp_path):
     again = anonymize_files([inputs], apart, Settings(), workers=1)
     assert [o.status for o in again] == ["skipped", "skipped"]
     assert file_tree(apart) == written
+
+
+def test_a_face_not_verified_again_leaves_its_image_as_it_was(tmp_path):
+    """Unlinking that leaves an image unverified (its redone face failed closed) writes back
+    the verified files it had, keeps its outcome and does not redo it again. Forced here by
+    judging the second pass with thresholds below every similarity, which links every pair
+    and matches every try."""
+    lfw = need_shared("lfw/images_deepfunneled")
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    for rel in ONE_PERSON:
+        (inputs / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(lfw / rel, inputs / rel)
+    jobs = collect_jobs([inputs], out)
+    engine = as_engine("local")
+    first = list(run_jobs(engine, Worker(Settings(), out, False, MAX_PIXELS), jobs, 1))
+    assert [o.status for o in first] == ["ok", "ok"] and all(o.link for o in first)
+    before = file_tree(out), file_tree(records_dir(out))
+    forced = Worker(Settings(verify_thresholds=(("dlib", -1.0), ("facenet_casia", -1.0))),
+                    out, False, MAX_PIXELS)
+    redone, progress = [], []
+    after = unlink_run(engine, forced, jobs, first, 1, on_outcome=redone.append,
+                       on_progress=lambda *p: progress.append(p))
+    assert progress == [("unlink", 0, 1), ("unlink", 1, 1)]  # the later photo was redone, once
+    assert all(a is b for a, b in zip(after, first)) and not redone
+    records = file_tree(records_dir(out))
+    assert json.loads(records.pop(UNLINK_STATE)) == {"rounds": ROUNDS}
+    assert (file_tree(out), records) == before  # the copies kept for the round are gone too
