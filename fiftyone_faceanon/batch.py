@@ -102,6 +102,8 @@ class _Pending(NamedTuple):
     common: dict
     loaded: LoadedImage
     timings: dict
+    #: for a job to unlink, the faces its first pass found (its private record)
+    faces: list | None = None
 
     def written(self, rgb: np.ndarray) -> np.ndarray:
         """The anonymized (H, W, 3) uint8 ``rgb`` as its output file gives it back: what the
@@ -349,9 +351,11 @@ class Worker:
             return
         cpu0 = time.process_time()
         try:
+            found = [p.faces for _, p in pending]
             results = self.pipeline.anonymize_many(
                 [p.loaded.rgb for _, p in pending], [p.job.rel for _, p in pending],
-                [p.written for _, p in pending], [self._avoid(p.job) for _, p in pending])
+                [p.written for _, p in pending], [self._avoid(p.job) for _, p in pending],
+                found if all(f is not None for f in found) else None)
         except Exception as e:  # every image of the batch gets the error
             results = [e] * len(pending)
         cpu = (time.process_time() - cpu0) / len(pending)
@@ -404,9 +408,12 @@ class Worker:
             return self.run_video(job, dst, sidecar, private, digest, common)
         t0, cpu0 = time.perf_counter(), time.process_time()
         loaded = load_image(job.src, self.max_pixels)
+        faces = None
+        if job.unlink and private.is_file():
+            faces = record_faces(json.loads(private.read_text())["faces"])
         return _Pending(job, dst, sidecar, private, digest, common, loaded,
                         {"decode": time.perf_counter() - t0,
-                         "cpu": time.process_time() - cpu0})
+                         "cpu": time.process_time() - cpu0}, faces)
 
     def finish(self, p: _Pending, result: Result) -> Outcome:
         """The anonymized image of ``p`` written, then its sidecar and private record."""
@@ -478,9 +485,7 @@ class Worker:
         records = json.loads((self.records / f"{job.rel}.json").read_text())["faces"]
         if not records:
             return {}
-        faces = [Face(np.asarray(r["box"], np.float64), float(r["score"]),
-                      np.asarray(r["landmarks"], np.float64), CropTransform(**r["crop"]))
-                 for r in records]
+        faces = record_faces(records)
         original = self.pipeline.panel.embed_many(
             [(load_image(job.src, self.max_pixels).rgb, faces)])
         return self._link(original, load_image(dst, self.max_pixels).rgb, faces, records)
@@ -530,6 +535,13 @@ class Worker:
             for j, e in embeddings.items():
                 parts.setdefault(j, []).append(e)
         return {j: np.concatenate(e) for j, e in parts.items()}
+
+
+def record_faces(records: list[dict]) -> list[Face]:
+    """The original faces of an image's private record (its ``faces``), as found."""
+    return [Face(np.asarray(r["box"], np.float64), float(r["score"]),
+                 np.asarray(r["landmarks"], np.float64), CropTransform(**r["crop"]))
+            for r in records]
 
 
 def _rounded(points, digits: int = 1) -> list:

@@ -342,7 +342,8 @@ class Pipeline:
 
     def anonymize_many(self, images: list[np.ndarray], keys: list[str],
                        released: list[Callable[[np.ndarray], np.ndarray]] | None = None,
-                       unlink: list[dict[int, np.ndarray]] | None = None
+                       unlink: list[dict[int, np.ndarray]] | None = None,
+                       faces: list[list[F.Face]] | None = None
                        ) -> list[Result | VerificationError]:
         """:meth:`anonymize` of several images at once, one result per image: MTCNN runs once
         over the images of each size and each judge once per try over the faces of every image
@@ -354,21 +355,26 @@ class Pipeline:
         image as it is, :data:`~.verify.MARGIN` below them. ``unlink``: per image, the faces
         to anonymize again apart from other images' faces of their person (:mod:`.unlink`):
         ``{face index: (M,) bool}``, the bank's donors each must avoid; such a face starts at
-        try :data:`~.unlink.FROM_TRY` and its record lists them (``unlinked``). MTCNN's scores
-        move in their last bits with the batch, which on rare images moves a box (LFW: 1 face
-        of 565 by 3.5 px), so an image's output can depend on the images it is detected with;
-        :mod:`.batch` always groups the same images (fixed chunks)."""
-        s = self.settings
-        t0 = time.perf_counter()
-        detections = F.detect_faces(images, s.detector, s.threshold, s.min_face_size, s.device,
-                                    s.any_roll)
-        detect = (time.perf_counter() - t0) / max(1, len(images))
-        found, landmarks = [], []
-        for image, (boxes, scores, turns) in zip(images, detections):
+        try :data:`~.unlink.FROM_TRY` and its record lists them (``unlinked``). ``faces``: per
+        image, the faces found in it before (an image anonymized again to unlink it), which
+        are then not searched for again. MTCNN's scores move in their last bits with the batch,
+        which on rare images moves a box (LFW: 1 face of 565 by 3.5 px), so an image's output
+        can depend on the images it is detected with; :mod:`.batch` always groups the same
+        images (fixed chunks)."""
+        detect, found, landmarks = 0.0, faces, [0.0] * len(images)
+        if faces is None:
+            s = self.settings
             t0 = time.perf_counter()
-            found.append([F.face_from_box(image, box, score, self.backend.crop_size, turn=turn)
-                          for box, score, turn in zip(boxes, scores, turns)])
-            landmarks.append(time.perf_counter() - t0)
+            detections = F.detect_faces(images, s.detector, s.threshold, s.min_face_size,
+                                        s.device, s.any_roll)
+            detect = (time.perf_counter() - t0) / max(1, len(images))
+            found, landmarks = [], []
+            for image, (boxes, scores, turns) in zip(images, detections):
+                t0 = time.perf_counter()
+                found.append([F.face_from_box(image, box, score, self.backend.crop_size,
+                                              turn=turn)
+                              for box, score, turn in zip(boxes, scores, turns)])
+                landmarks.append(time.perf_counter() - t0)
         results: list[Result | VerificationError] = []
         released = released or [None] * len(images)
         for faces, seconds, done in zip(found, landmarks, self.replace_many(
