@@ -10,9 +10,11 @@ FaceNet-CASIA linked 8.5% of the pairs of photos of one person at its FAR 1e-3 t
 After a run, :func:`linked_pairs` finds the pairs of faces of two different images whose
 originals a judge matches (one person, or a look-alike) and whose anonymized faces a judge
 matches too. :func:`redo_plan` takes the later face of each pair: it is anonymized again from
-the try :data:`FROM_TRY` on (the wide region, the strongest geometry), with its partners' donors
-and every donor a judge finds close to their anonymized faces (:func:`avoided`) ruled out. This
-repeats for up to :data:`ROUNDS` rounds, the pairs found again on the new faces.
+the try :data:`FROM_TRY` on (the wide region, the strongest geometry; its donor chosen on the
+first tries' terms), with its partners' donors and every donor a judge finds close to their
+anonymized faces (:func:`avoided`) ruled out. This repeats for up to :data:`ROUNDS` rounds, the
+pairs found again on the new faces. An image that a redo would leave unverified keeps what it
+had (:func:`~.batch.unlink_run`).
 
 The run keeps both judges' embeddings of every verified face, original and anonymized, in
 memory until it ends: about 5 KB a face.
