@@ -324,12 +324,15 @@ def stage_inputs(data: Path, out: Path, limit: int | None = None) -> Path:
     return staged
 
 
+def _switch(value: str) -> bool:
+    """A spec's on/off value: ``1``, ``true``, ``yes`` or ``on`` (any case) is on."""
+    return value.lower() in ("1", "true", "yes", "on")
+
+
 #: Settings a benchmark spec may set, and how its value is read (``levels``: the photometric
 #: pyramid's, :class:`~.photometric.PhotometricSettings`).
-SPEC_OPTIONS = {"geometry": float, "verify": lambda v: v.lower() in ("1", "true", "yes", "on"),
-                "tries": int, "on_fail": str, "occluders": lambda v: v.lower() in ("1", "true"),
-                "seed": int, "levels": int,
-                "unlink": lambda v: v.lower() in ("1", "true", "yes", "on")}
+SPEC_OPTIONS = {"geometry": float, "verify": _switch, "tries": int, "on_fail": str,
+                "occluders": _switch, "seed": int, "levels": int, "unlink": _switch}
 
 
 def spec_settings(spec: str, device: str = "auto") -> Settings:
