@@ -40,7 +40,7 @@ import numpy as np
 
 from . import __version__
 from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, LoadedImage, as_written,
-                     atomic_write, encode_image, load_image, records_dir)
+                     atomic_write, decoded, encode_image, load_image, records_dir)
 from .gate import DetectSettings, Embedder
 from .engines import Engine, as_engine
 from .faces import CropTransform, Face
@@ -440,8 +440,7 @@ class Worker:
         link = {}
         if self.unlinks and result.faces:
             t1 = time.perf_counter()
-            link = self._link(result.original, p.written(result.image), result.faces,
-                              [r.private() for r in result.records])
+            link = self._link(result.original, decoded(data), result.faces, record["faces"])
             timings["judge"] += time.perf_counter() - t1
         timings["cpu"] += time.process_time() - cpu0
         return Outcome(p.job.rel, status, len(result.faces), message, timings=timings,
@@ -453,8 +452,7 @@ class Worker:
         """An image's :attr:`Outcome.link`: ``original``, the judges' embeddings of its original
         faces; ``written``, the (H, W, 3) anonymized image as its file gives it back, embedded
         at the original faces' places; ``records``, the faces' private records."""
-        bank = self.pipeline.backend.bank
-        index = {donor: i for i, donor in enumerate(bank.ids)}
+        index = self.pipeline.backend.bank.position
         return {"original": original,
                 "anonymized": self.pipeline.panel.embed_many([(written, faces)]),
                 "donors": [index.get(r["anonymized"]["donor"]) for r in records],

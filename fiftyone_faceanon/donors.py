@@ -25,6 +25,7 @@ import random
 import zipfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -626,6 +627,11 @@ class DonorBank:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @cached_property
+    def position(self) -> dict[str, int]:
+        """``{donor id: its index}``."""
+        return {str(donor): i for i, donor in enumerate(self.ids)}
+
     def image(self, i: int) -> np.ndarray:
         """Donor ``i``'s (S, S, 3) uint8 RGB crop, decoded on first use (the last
         :data:`CACHE` stay decoded)."""
@@ -828,7 +834,7 @@ def read_genders(lines: Iterable[str]) -> dict[str, int]:
 def see_genders(bank: DonorBank, genders: Mapping[str, int]) -> list[str]:
     """Record in ``bank.gender_seen`` the gender a person saw (``{id: 0 male, 1 female}``,
     :func:`read_genders`), in place; returns the ids of ``genders`` the bank does not hold."""
-    index = {donor: i for i, donor in enumerate(bank.ids)}
+    index = bank.position
     for donor, gender in genders.items():
         if donor in index:
             bank.gender_seen[index[donor]] = gender
@@ -840,7 +846,7 @@ def see_facial_hair(bank: DonorBank, ids: Iterable[str]) -> list[str]:
     """Record in ``bank.facial_hair_seen`` the donors on which a person saw facial hair (their
     ids, e.g. the keys of :func:`read_reviewed` of a list file), in place; returns the ids the
     bank does not hold."""
-    index = {donor: i for i, donor in enumerate(bank.ids)}
+    index = bank.position
     ids = set(ids)
     bank.facial_hair_seen[[index[d] for d in ids if d in index]] = True
     bank.meta["facial_hair_seen"] = int(bank.facial_hair_seen.sum())

@@ -139,9 +139,15 @@ def as_written(image: LoadedImage, suffix: str) -> np.ndarray:
     """(H, W, 3) uint8 RGB: ``image`` as a reader gets it back from the file that
     :func:`encode_image` writes for ``suffix`` (JPEG and WebP are lossy; a grayscale source
     comes back as its luma). What the judges score before an image is released."""
+    return decoded(encode_image(image, suffix))
+
+
+def decoded(data: bytes) -> np.ndarray:
+    """(H, W, 3) uint8 RGB: the image file ``data`` (as :func:`encode_image` writes it) as a
+    reader gets it back."""
     import io
 
-    with Image.open(io.BytesIO(encode_image(image, suffix))) as im:
+    with Image.open(io.BytesIO(data)) as im:
         return _to_rgb(im).rgb
 
 

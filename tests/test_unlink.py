@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from conftest import file_tree, need_shared, read_rgb
-from fiftyone_faceanon import faces as F
-from fiftyone_faceanon.batch import (UNLINK_STATE, Worker, anonymize_files, collect_jobs, run_jobs,
-                                     unlink_run)
+from fiftyone_faceanon.batch import (UNLINK_STATE, Worker, anonymize_files, collect_jobs,
+                                     record_faces, run_jobs, unlink_run)
 from fiftyone_faceanon.engines import as_engine
 from fiftyone_faceanon.images import MAX_PIXELS, records_dir
 from fiftyone_faceanon.pipeline import Settings
@@ -73,10 +72,8 @@ def _linked(outdir: Path, records: Path, verifier) -> dict[str, float]:
     and whether a judge matches them (``"linked"``)."""
     embedded = []
     for rel in ONE_PERSON:
-        face = json.loads((records / f"{rel}.json").read_text())["faces"][0]
-        found = F.Face(np.asarray(face["box"]), face["score"], np.asarray(face["landmarks"]),
-                       F.CropTransform(**face["crop"]))
-        embedded.append(verifier.embed_many([(read_rgb(outdir / rel), [found])]))
+        found = record_faces(json.loads((records / f"{rel}.json").read_text())["faces"])[:1]
+        embedded.append(verifier.embed_many([(read_rgb(outdir / rel), found)]))
     sims = {j: float(embedded[0][j][0] @ embedded[1][j][0]) for j in embedded[0]}
     return {**sims, "linked": any(sims[j] >= verifier.limits[j] for j in sims)}
 
