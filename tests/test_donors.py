@@ -594,6 +594,43 @@ def test_a_face_gets_a_donor_of_its_own_skin_tone_at_any_exposure(fixtures_dir):
         assert np.mean(gaps) < 0.05, (path.name, gaps)
 
 
+def test_a_donor_darker_or_lighter_by_both_skin_measures_is_never_a_first_candidate(
+        monkeypatch):
+    """Two LFW photos of Abdullah Gul (light skin, a moustache; measured luma 0.46 and 0.53,
+    the head's 0.54 and 0.53): on a first try no donor darker than the face by more than
+    ``SKIN_FAR`` in both measured luma and the skin head's luma (or lighter by both) has a
+    finite cost. Without the rule each has such a donor among its six cheapest: for _0014 the
+    dark-skinned bearded man (0.29, 0.46) that unlinking gave him. Later tries, which choose
+    without skin tone, and faces that are not verified (where the rule cost privacy) are as
+    without the rule."""
+    from fiftyone_faceanon.anonymizers import donor as D
+    from fiftyone_faceanon.donors import face_attributes
+
+    donor = D.Donor()
+    luma = donor.table[:, donor.keys.index("luma")]
+    skin = donor.table[:, donor.keys.index("skin")]
+    lfw = need_shared("lfw") / "images_deepfunneled/Abdullah_Gul"
+    for name in ("Abdullah_Gul_0014.jpg", "Abdullah_Gul_0002.jpg"):
+        image = read_rgb(lfw / name)
+        face = largest_face(image)
+        crop, lms = pipeline_crop(image, face)
+        identity = judged(image, face)
+        own_luma = face_attributes(crop, lms)["luma"]
+        own_skin = D.skin_luma({j: e[None] for j, e in identity.items()})[0]
+        far = (((luma < own_luma - D.SKIN_FAR[0]) & (skin < own_skin - D.SKIN_FAR[1]))
+               | ((luma > own_luma + D.SKIN_FAR[0]) & (skin > own_skin + D.SKIN_FAR[1])))
+        cost = donor.costs(crop, lms, identity)
+        later = donor.costs(crop, lms, identity, early=False)
+        unverified = donor.costs(crop, lms, identity, verified=False)
+        assert np.isfinite(cost).sum() >= 6 and not np.isfinite(cost[far]).any(), name
+        with monkeypatch.context() as m:
+            m.setattr(D, "SKIN_FAR", (np.inf, np.inf))
+            assert far[np.argsort(donor.costs(crop, lms, identity))[:6]].any(), name
+            np.testing.assert_array_equal(later, donor.costs(crop, lms, identity, early=False))
+            np.testing.assert_array_equal(unverified,
+                                          donor.costs(crop, lms, identity, verified=False))
+
+
 #: dlib's 68 landmarks of a face's mirror image: point ``i`` of the mirror is point
 #: ``MIRROR[i]`` of the face (jaw, brows, nose, eyes and lips each reversed left to right).
 MIRROR = np.array([*range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, *range(35, 30, -1),

@@ -131,6 +131,21 @@ AGE_FLOOR = 0.5
 #: Nor one on which a person saw facial hair (the bank's ``facial_hair_seen``: 145 of the 308
 #: men; the measure reads 43 of them under 0.5, light beards and stubble as low as 0.02).
 BEARDLESS, BEARDED = 0.5, 0.8
+#: On a verified face's first :data:`SKIN_TRIES` tries (with its judge embeddings), a donor
+#: whose skin is darker than the face's by more than ``SKIN_FAR[0]`` in measured luma (``luma``,
+#: the crop's and the donor photo's) *and* by more than ``SKIN_FAR[1]`` in the luma the head
+#: reads in the embeddings (``skin``, :func:`skin_luma`), or lighter by both, is never a
+#: candidate. As cost
+#: terms alone the two were outweighed by beard, age and expression: a light-skinned man with a
+#: moustache (luma 0.46, head 0.54) kept a dark-skinned bearded donor (0.29, 0.46) among his six
+#: cheapest, and the seed chose it. Each measure alone is unreliable (the crop's luma follows
+#: the exposure; the head regresses to the mean), so both must agree. It leaves out about 170
+#: to 470 of the 759 donors, most for the darkest and lightest faces. Without verification it
+#: took re-ID on the LFW DevTest 500 (seed 0, dlib / FaceNet-CASIA) from 6.2% / 15.6% to
+#: 7.6% / 17.0% (a donor of the face's skin tone is more like it, and nothing redoes the try),
+#: so it applies with verification only, as :data:`AGE_FLOOR` does (docs/benchmarks.md,
+#: "Many photos of one person").
+SKIN_FAR = (0.12, 0.05)
 #: A face whose glasses head (:func:`glasses`) scores at least this keeps its own frames
 #: (:func:`keeps_frames`): a donor's glasses would land beside them, so it gets a donor without.
 #: Matched to donors with glasses instead, 16 of 36 verified LFW wearers looked at came out
@@ -307,7 +322,8 @@ class Donor(Anonymizer):
         infinite for a donor with glasses on a face without (:data:`NO_GLASSES`), a bearded
         one or one seen with facial hair on a face without (:data:`BEARDLESS`) and, with the
         judge embeddings, for one sure to be of the other gender (:data:`SURE_FACE`) or, on a
-        face that will be ``verified``, under half its age (:data:`AGE_FLOOR`); ``identity``
+        face that will be ``verified``, under half its age (:data:`AGE_FLOOR`) and, on its
+        ``early`` tries, far from its skin tone by both measures (:data:`SKIN_FAR`); ``identity``
         holds the face's judge embeddings ((D,) each) when the pipeline has them: those of
         :data:`DEMOGRAPHIC_JUDGES` add the gender and age terms, FaceNet-CASIA's measures the
         face's glasses with :func:`glasses`; a face that wears them by it keeps its own frames
@@ -362,6 +378,12 @@ class Donor(Anonymizer):
             if verified:
                 cost = rule_out(cost, self.table[:, self.keys.index("log_age")]
                                 < a["log_age"] + np.log(AGE_FLOOR))
+            if verified and early:
+                luma = self.table[:, self.keys.index("luma")] - a["luma"]
+                skin = self.table[:, self.keys.index("skin")] - a["skin"]
+                far_luma, far_skin = SKIN_FAR
+                cost = rule_out(cost, ((luma < -far_luma) & (skin < -far_skin))
+                                | ((luma > far_luma) & (skin > far_skin)))
         return cost
 
     def choose(self, crop, landmarks, rng, rank, exclude, identity=None, verified=True,
