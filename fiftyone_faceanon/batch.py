@@ -144,15 +144,16 @@ def unlink_run(engine: Engine, worker: "Worker", jobs: list[Job], outcomes: list
     """``outcomes`` (one per job, in order) after up to :data:`~.unlink.ROUNDS` rounds of
     anonymizing again, with ``worker`` on ``engine``, each image holding a verified face that
     a judge links to another image's face of the same person (:mod:`.unlink`): the later face
-    of each linked pair starts at try :data:`~.unlink.FROM_TRY` and avoids its partners'
-    donors and the donors a judge finds close to their anonymized faces, on top of what it
+    of each linked pair starts at try :data:`~.unlink.FROM_TRY` and avoids the donors of its
+    look-alikes (:func:`~.unlink.look_alikes`) and the donors a judge finds close to its
+    partners' anonymized faces, on top of what it
     avoided before. An image that a redone face leaves unverified (a face failed closed, or
     an error) where it was verified keeps its files as they were, and is not redone again.
     ``on_outcome`` gets each new outcome; ``on_progress("unlink", done, total)`` is called
     before each round (``done`` 0) and after each image redone."""
     from dataclasses import replace
 
-    from .unlink import ROUNDS, avoided, linked_pairs, redo_plan
+    from .unlink import ROUNDS, avoided, linked_pairs, look_alikes, redo_plan
 
     if not worker.unlinks or not any(o.link or o.faces for o in outcomes):
         return outcomes
@@ -182,14 +183,16 @@ def unlink_run(engine: Engine, worker: "Worker", jobs: list[Job], outcomes: list
                                       panel.written))
         if not plan:
             break
+        alike = look_alikes(embedded["original"], np.array([k for k, _ in faces]),
+                            panel.limits, list(plan))
         redo: dict[int, dict[int, set[int]]] = {}
         for face, partners in plan.items():
             k, f = faces[face]
             if k in settled:
                 continue
             mask = avoided({j: e[partners] for j, e in embedded["anonymized"].items()},
-                           [outcomes[faces[p][0]].link["donors"][faces[p][1]] for p in partners],
-                           bank.embeddings, panel.close)
+                           [outcomes[faces[p][0]].link["donors"][faces[p][1]]
+                            for p in alike[face]], bank.embeddings, panel.close)
             redo.setdefault(k, {})[f] = set(np.flatnonzero(mask).tolist())
         if not redo:
             break

@@ -11,8 +11,13 @@ After a run, :func:`linked_pairs` finds the pairs of faces of two different imag
 originals a judge matches (one person, or a look-alike) and whose anonymized faces a judge
 matches too. :func:`redo_plan` takes the later face of each pair: it is anonymized again from
 the try :data:`FROM_TRY` on (the wide region, the strongest geometry; its donor chosen on the
-first tries' terms), with its partners' donors and every donor a judge finds close to their
-anonymized faces (:func:`avoided`) ruled out. This repeats for up to :data:`ROUNDS` rounds, the
+first tries' terms), with the donors of its look-alikes (:func:`look_alikes`: every face of
+another image whose original a judge matches, linked or not) and every donor a judge finds
+close to its partners' anonymized faces (:func:`avoided`) ruled out. Avoiding the partners'
+donors alone let photos of one person redone one after another end on the same donor (at
+seed 0, 4 of the 16 same-person pairs FaceNet-CASIA still linked; with it, 0.7% of the
+same-person pairs against 1.0%, at the cost of emotion match: docs/benchmarks.md, "Many
+photos of one person"). This repeats for up to :data:`ROUNDS` rounds, the
 pairs found again on the new faces. An image that a redo would leave unverified keeps what it
 had (:func:`~.batch.unlink_run`).
 
@@ -63,6 +68,21 @@ def linked_pairs(original: dict[str, np.ndarray], anonymized: dict[str, np.ndarr
         i, k = np.nonzero(hit)
         pairs.append(np.stack([i + start, k], 1))
     return np.concatenate([np.zeros((0, 2), int), *pairs]).astype(int)
+
+
+def look_alikes(original: dict[str, np.ndarray], image: np.ndarray, same: dict[str, float],
+                faces: list[int]) -> dict[int, list[int]]:
+    """``{face: others}`` for each of ``faces``: the faces of other images whose originals a
+    judge matches to its original (``cos >= same[judge]``; ``original``: ``{judge: (N, D)}``
+    unit embeddings, ``image``: (N,) the image each face is in), linked or not, sorted."""
+    if not faces:
+        return {}
+    rows = np.asarray(faces, int)
+    matched = np.zeros((len(rows), len(image)), bool)
+    for j, e in original.items():
+        matched |= e[rows] @ e.T >= same[j]
+    matched &= image[rows, None] != image[None]
+    return {int(f): np.flatnonzero(m).tolist() for f, m in zip(rows, matched)}
 
 
 def redo_plan(pairs: np.ndarray) -> dict[int, list[int]]:

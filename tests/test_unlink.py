@@ -14,7 +14,9 @@ from fiftyone_faceanon.batch import (UNLINK_STATE, Worker, anonymize_files, coll
 from fiftyone_faceanon.engines import as_engine
 from fiftyone_faceanon.images import MAX_PIXELS, records_dir
 from fiftyone_faceanon.pipeline import Settings
-from fiftyone_faceanon.unlink import BLOCK, FROM_TRY, ROUNDS, avoided, linked_pairs, redo_plan
+from fiftyone_faceanon.unlink import (
+    BLOCK, FROM_TRY, ROUNDS, avoided, linked_pairs, look_alikes, redo_plan,
+)
 from fiftyone_faceanon.verify import Verifier
 
 
@@ -42,6 +44,24 @@ def test_linked_pairs_are_every_pair_both_matches_find_across_blocks():
     expected = np.argwhere(np.triu(matched & kept & (image[:, None] != image[None]), 1))
     assert len(expected) > 100 and any(i < BLOCK <= j for i, j in expected)
     np.testing.assert_array_equal(pairs, expected)
+
+
+def test_look_alikes_are_every_face_of_another_image_a_judge_matches_linked_or_not():
+    """Checked against the full similarity matrices of the originals, for a few faces."""
+    rng = np.random.default_rng(2)
+    n = 400
+    original = {"a": _unit(rng, n, 5), "b": _unit(rng, n, 4)}
+    image = rng.integers(0, n // 2, n)
+    same = {"a": 0.8, "b": 0.9}
+    faces = [3, 50, 399]
+    matched = (original["a"] @ original["a"].T >= same["a"]) | (
+        original["b"] @ original["b"].T >= same["b"])
+    matched &= image[:, None] != image[None]
+    alike = look_alikes(original, image, same, faces)
+    assert list(alike) == faces and sum(map(len, alike.values())) > 10
+    for f in faces:
+        assert alike[f] == np.flatnonzero(matched[f]).tolist()
+    assert look_alikes(original, image, same, []) == {}
 
 
 def test_the_later_face_of_each_pair_is_redone_and_avoids_every_face_it_is_linked_to():
