@@ -100,9 +100,9 @@ def redo_plan(pairs: np.ndarray) -> dict[int, list[int]]:
 def avoided(partners: dict[str, np.ndarray], donors: list[int | None],
             bank: dict[str, np.ndarray], close: dict[str, float]) -> np.ndarray:
     """(M,) bool over a bank of M donors: the ``donors`` (bank indices, None for no donor) of a
-    face's partners, and every donor a judge finds close to one of their anonymized faces
-    (``partners``: ``{judge: (K, D)}``; ``bank``: the donors' ``{judge: (M, D)}``), at or above
-    ``close[judge]``."""
+    face's look-alikes (:func:`look_alikes`), and every donor a judge finds close to one of its
+    partners' anonymized faces (``partners``: ``{judge: (K, D)}``; ``bank``: the donors'
+    ``{judge: (M, D)}``), at or above ``close[judge]``."""
     out = np.zeros(len(next(iter(bank.values()))), bool)
     out[[d for d in donors if d is not None]] = True
     for j, e in partners.items():

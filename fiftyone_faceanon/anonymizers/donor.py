@@ -135,12 +135,12 @@ BEARDLESS, BEARDED = 0.5, 0.8
 #: whose skin is darker than the face's by more than ``SKIN_FAR[0]`` in measured luma (``luma``,
 #: the crop's and the donor photo's) *and* by more than ``SKIN_FAR[1]`` in the luma the head
 #: reads in the embeddings (``skin``, :func:`skin_luma`), or lighter by both, is never a
-#: candidate. As cost
-#: terms alone the two were outweighed by beard, age and expression: a light-skinned man with a
-#: moustache (luma 0.46, head 0.54) kept a dark-skinned bearded donor (0.29, 0.46) among his six
-#: cheapest, and the seed chose it. Each measure alone is unreliable (the crop's luma follows
-#: the exposure; the head regresses to the mean), so both must agree. It leaves out about 170
-#: to 470 of the 759 donors, most for the darkest and lightest faces. Without verification it
+#: candidate. As cost terms alone the two were outweighed by beard, age and expression: a
+#: light-skinned man with a moustache (luma 0.46, head 0.54) kept a dark-skinned bearded donor
+#: (0.29, 0.46) among his six cheapest, and unlinking's redo chose it. Each measure alone is
+#: unreliable (the crop's luma follows the exposure; the head regresses to the mean), so both
+#: must agree. It leaves out about 170 to 470 of the 759 donors, most for the darkest and
+#: lightest faces. Without verification it
 #: took re-ID on the LFW DevTest 500 (seed 0, dlib / FaceNet-CASIA) from 6.2% / 15.6% to
 #: 7.6% / 17.0% (a donor of the face's skin tone is more like it, and nothing redoes the try),
 #: so it applies with verification only, as :data:`AGE_FLOOR` does (docs/benchmarks.md,
