@@ -178,13 +178,12 @@ def unlink_run(engine: Engine, worker: "Worker", jobs: list[Job], outcomes: list
             break
         embedded = {part: {j: np.stack([outcomes[k].link[part][j][f] for k, f in faces])
                            for j in panel.judges} for part in ("original", "anonymized")}
-        plan = redo_plan(linked_pairs(embedded["original"], embedded["anonymized"],
-                                      np.array([k for k, _ in faces]), panel.limits,
-                                      panel.written))
+        image = np.array([k for k, _ in faces])
+        plan = redo_plan(linked_pairs(embedded["original"], embedded["anonymized"], image,
+                                      panel.limits, panel.written))
         if not plan:
             break
-        alike = look_alikes(embedded["original"], np.array([k for k, _ in faces]),
-                            panel.limits, list(plan))
+        alike = look_alikes(embedded["original"], image, panel.limits, list(plan))
         redo: dict[int, dict[int, set[int]]] = {}
         for face, partners in plan.items():
             k, f = faces[face]

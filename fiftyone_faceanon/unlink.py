@@ -46,6 +46,13 @@ FROM_TRY = 2
 BLOCK = 4096
 
 
+def _matched(embeddings: dict[str, np.ndarray], rows: slice | np.ndarray,
+             line: dict[str, float]) -> np.ndarray:
+    """(R, N) bool: whether some judge's cosine between each of the ``rows`` of N faces and
+    every face is at or above its ``line``; ``embeddings``: ``{judge: (N, D)}`` unit rows."""
+    return np.any([e[rows] @ e.T >= line[j] for j, e in embeddings.items()], axis=0)
+
+
 def linked_pairs(original: dict[str, np.ndarray], anonymized: dict[str, np.ndarray],
                  image: np.ndarray, same: dict[str, float], link: dict[str, float]
                  ) -> np.ndarray:
@@ -57,13 +64,8 @@ def linked_pairs(original: dict[str, np.ndarray], anonymized: dict[str, np.ndarr
     pairs = []
     for start in range(0, n, BLOCK):
         rows = slice(start, min(n, start + BLOCK))
-        matched = np.zeros((rows.stop - start, n), bool)
-        for j, e in original.items():
-            matched |= e[rows] @ e.T >= same[j]
-        kept = np.zeros_like(matched)
-        for j, e in anonymized.items():
-            kept |= e[rows] @ e.T >= link[j]
-        hit = matched & kept & (image[rows, None] != image[None])
+        hit = (_matched(original, rows, same) & _matched(anonymized, rows, link)
+               & (image[rows, None] != image[None]))
         hit &= np.arange(start, rows.stop)[:, None] < np.arange(n)[None]
         i, k = np.nonzero(hit)
         pairs.append(np.stack([i + start, k], 1))
@@ -78,10 +80,7 @@ def look_alikes(original: dict[str, np.ndarray], image: np.ndarray, same: dict[s
     if not faces:
         return {}
     rows = np.asarray(faces, int)
-    matched = np.zeros((len(rows), len(image)), bool)
-    for j, e in original.items():
-        matched |= e[rows] @ e.T >= same[j]
-    matched &= image[rows, None] != image[None]
+    matched = _matched(original, rows, same) & (image[rows, None] != image[None])
     return {int(f): np.flatnonzero(m).tolist() for f, m in zip(rows, matched)}
 
 

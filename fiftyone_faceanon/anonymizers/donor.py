@@ -140,11 +140,10 @@ BEARDLESS, BEARDED = 0.5, 0.8
 #: (0.29, 0.46) among his six cheapest, and unlinking's redo chose it. Each measure alone is
 #: unreliable (the crop's luma follows the exposure; the head regresses to the mean), so both
 #: must agree. It leaves out about 170 to 470 of the 759 donors, most for the darkest and
-#: lightest faces. Without verification it
-#: took re-ID on the LFW DevTest 500 (seed 0, dlib / FaceNet-CASIA) from 6.2% / 15.6% to
-#: 7.6% / 17.0% (a donor of the face's skin tone is more like it, and nothing redoes the try),
-#: so it applies with verification only, as :data:`AGE_FLOOR` does (docs/benchmarks.md,
-#: "Many photos of one person").
+#: lightest faces. Without verification it took re-ID on the LFW DevTest 500 (seed 0, dlib /
+#: FaceNet-CASIA) from 6.2% / 15.6% to 7.6% / 17.0% (a donor of the face's skin tone is more
+#: like it, and nothing redoes the try), so it applies with verification only, as
+#: :data:`AGE_FLOOR` does (docs/benchmarks.md, "Many photos of one person").
 SKIN_FAR = (0.12, 0.05)
 #: A face whose glasses head (:func:`glasses`) scores at least this keeps its own frames
 #: (:func:`keeps_frames`): a donor's glasses would land beside them, so it gets a donor without.
