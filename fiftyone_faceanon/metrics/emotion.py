@@ -49,12 +49,17 @@ def emotion_model_path() -> Path:
 def fer_crops(image: np.ndarray, faces: list[Face]) -> np.ndarray:
     """(F, 64, 64) float32 classifier inputs in [-1, 1] for the faces of an (H, W, 3) uint8
     RGB image, cut the way fer does (module docstring)."""
+    return box_crops(image, [face.box for face in faces])
+
+
+def box_crops(image: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
+    """:func:`fer_crops` for F boxes ``(x0, y0, x1, y1)`` of an (H, W, 3) uint8 RGB image."""
     grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
     mean = float(grey[-2:].mean())
     padded = cv2.copyMakeBorder(grey, *(FER_PADDING,) * 4, cv2.BORDER_CONSTANT, value=mean)
-    out = np.zeros((len(faces), INPUT_SIZE, INPUT_SIZE), np.float32)
-    for i, face in enumerate(faces):
-        x0, y0, x1, y1 = (int(v) for v in face.box)
+    out = np.zeros((len(boxes), INPUT_SIZE, INPUT_SIZE), np.float32)
+    for i, box in enumerate(boxes):
+        x0, y0, x1, y1 = (int(v) for v in box)
         x, y, w, h = x0, y0, x1 - x0, y1 - y0
         if h > w:
             x, w = x - (h - w) // 2, h
