@@ -39,6 +39,8 @@ def test_shipped_bank_is_verified_and_complete(bank):
         np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1, atol=1e-4)
     assert bank.image(0).shape == bank.image(n - 1).shape == (384, 384, 3)
     assert len(set(bank.ids)) == n
+    assert bank.expression.shape == (n, 7)
+    np.testing.assert_allclose(bank.expression.sum(1), 1, atol=1e-5)
 
 
 def test_corrupt_shipped_bank_is_refused_where_the_backend_loads_it(tmp_path, monkeypatch):
@@ -258,6 +260,46 @@ def test_a_beardless_face_never_gets_a_bearded_donor(fixtures_dir, monkeypatch):
     monkeypatch.setattr(D, "BEARDLESS", 0.0)
     assert (beard[np.argsort(donor.costs(crop, lms, identity))[:6]] >= D.BEARDED).any()
     np.testing.assert_array_equal(kept, donor.costs(*bearded))
+
+
+def test_donors_are_matched_on_the_faces_expression(fixtures_dir, monkeypatch):
+    """faceapi's expression photos: :func:`expressions`, fer on a box around the landmarks of
+    the pipeline's crop, reads six of them as their names say, as fer on the detector's box (the
+    emotion metric's reading) does. The donor cost adds ``w ||p(d) - p(f)||^2 / sigma^2`` over
+    those readings (:data:`EXPRESSION`; checked against the costs without it), and each face's
+    six cheapest donors read as nearer its expression than without the term, for the neutral,
+    happy and sad faces strictly. Without verification the term does not apply (it cost
+    privacy there)."""
+    from fiftyone_faceanon.anonymizers import donor as D
+    from fiftyone_faceanon.donors import expressions
+    from fiftyone_faceanon.metrics.emotion import EMOTIONS, load_emotion_model
+
+    donor, fer = D.Donor(), load_emotion_model("cpu")
+    named = {"surprised": "surprise", "fearful": "fear", "angry": "angry", "neutral": "neutral",
+             "happy": "happy", "sad": "sad"}
+    weight, sigma = D.EXPRESSION
+    nearer = {}
+    for name, label in named.items():
+        image = read_rgb(fixtures_dir / "faceapi" / f"{name}.jpg")
+        face = largest_face(image)
+        crop, lms = pipeline_crop(image, face)
+        felt = expressions([crop], [lms])[0]
+        assert EMOTIONS[felt.argmax()] == label == EMOTIONS[fer.predict(image, [face])[0].argmax()]
+        identity = judged(image, face)
+        cost = donor.costs(crop, lms, identity)
+        unverified = donor.costs(crop, lms, identity, verified=False)
+        monkeypatch.setattr(D, "EXPRESSION", (0.0, sigma))
+        without = donor.costs(crop, lms, identity)
+        np.testing.assert_array_equal(unverified, donor.costs(crop, lms, identity, verified=False))
+        monkeypatch.undo()
+        apart = ((donor.bank.expression - felt) ** 2).sum(1)
+        finite = np.isfinite(cost)
+        np.testing.assert_allclose(cost[finite] - without[finite],
+                                   weight * apart[finite] / sigma ** 2, atol=1e-9)
+        with_term, no_term = (apart[np.argsort(c)[:6]].mean() for c in (cost, without))
+        assert with_term <= no_term, name
+        nearer[name] = with_term < no_term
+    assert nearer["neutral"] and nearer["happy"] and nearer["sad"]
 
 
 def test_a_face_showing_teeth_never_gets_a_donor_with_a_dark_open_mouth(fixtures_dir):

@@ -373,7 +373,7 @@ def test_a_face_is_verified_where_a_reidentifier_finds_it_too(tmp_path, monkeypa
 
 
 def test_a_video_track_is_verified_where_a_reidentifier_finds_it_too(monkeypatch):
-    """A one-view track of LFW's Adel_Al-Jubeir_0001, planned as a video's are (the encoder's
+    """A one-view track of LFW's Brigitte_Boisselier_0001, planned as a video's are (the encoder's
     round trip, the video margin). Judged at the face's place alone, its first try passes, yet
     FaceNet-CASIA matches it where a re-identifier finds the face in the encoded frame (MTCNN
     run on it, dlib's landmarks there). Judged there too, that try is redone, and the plan's
@@ -383,8 +383,8 @@ def test_a_video_track_is_verified_where_a_reidentifier_finds_it_too(monkeypatch
     from fiftyone_faceanon.video import VIDEO_MARGIN
     from fiftyone_faceanon.videoio import as_encoded
 
-    key = "Adel_Al-Jubeir_0001.jpg"
-    image = read_rgb(need_shared("lfw") / "images_deepfunneled" / "Adel_Al-Jubeir" / key)
+    key = "Brigitte_Boisselier_0001.jpg"
+    image = read_rgb(need_shared("lfw") / "images_deepfunneled" / "Brigitte_Boisselier" / key)
     pipeline = Pipeline(Settings())
     (face,) = pipeline.anonymize(image, key=key).faces
     panel = pipeline.panel

@@ -83,8 +83,9 @@ def test_a_face_avoids_its_partners_donors_and_the_donors_a_judge_finds_close_to
 # --- a run of real photos ------------------------------------------------------------------------
 
 #: Two LFW DevTest photos of one person that the default gives the same donor at seed 0 (in the
-#: LFW DevTest 500 benchmark too: dlib links their outputs at 0.975).
-ONE_PERSON = ("Adrien_Brody/Adrien_Brody_0001.jpg", "Adrien_Brody/Adrien_Brody_0003.jpg")
+#: LFW DevTest 500 run with ``--no-unlink`` too: dlib 0.943 and FaceNet-CASIA 0.597 between
+#: their outputs, both at or above their thresholds).
+ONE_PERSON = ("Adrien_Brody/Adrien_Brody_0009.jpg", "Adrien_Brody/Adrien_Brody_0011.jpg")
 
 
 def _linked(outdir: Path, records: Path, verifier) -> dict[str, float]:
