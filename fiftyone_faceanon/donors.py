@@ -654,8 +654,10 @@ class DonorBank:
     def expression(self) -> np.ndarray:
         """(N, 7) fer's expression probabilities of each stored crop (:func:`expressions`),
         read on first use, :data:`CACHE` crops at a time."""
+        from .metrics.emotion import EMOTIONS
+
         n = len(self)
-        return np.concatenate([np.zeros((0, 7), np.float32)] + [
+        return np.concatenate([np.zeros((0, len(EMOTIONS)), np.float32)] + [
             expressions([self.image(i) for i in range(s, min(n, s + CACHE))],
                         list(self.landmarks[s:s + CACHE])) for s in range(0, n, CACHE)])
 

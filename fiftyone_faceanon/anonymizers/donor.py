@@ -371,9 +371,9 @@ class Donor(Anonymizer):
         terms = self.weights * ((self.table - face) / self.scale) ** 2
         cost = terms[:, use].sum(1)
         if verified:
-            weight, sigma = EXPRESSION
+            w_e, sigma_e = EXPRESSION
             felt = expressions([crop], [landmarks])[0]
-            cost = cost + weight * ((self.bank.expression - felt) ** 2).sum(1) / sigma ** 2
+            cost = cost + w_e * ((self.bank.expression - felt) ** 2).sum(1) / sigma_e ** 2
         judged = {j: e for j, e in identity.items() if j in self.bank.embeddings}
         if judged:
             weight, offset = (LIKENESS, 0.0) if verified else LIKENESS_UNVERIFIED
