@@ -5,8 +5,9 @@
 Cuts every cell of the SFHQ and SFHQ-T2I contact sheets under ``DATA/synthetic_faces``
 (``donors.sheet_cells``), keeps the faces that pass the donor filters (``donors.build_bank``),
 estimates age, gender and race per donor by k-NN on 2,000 labelled UTKFace faces (only these
-estimates are stored), writes ``models/donors_sfhq.npz`` and its manifest entry, and a contact sheet
-of every donor (``docs/donor_bank.png``). ``--review DIR`` also writes contact sheets of the kept
+estimates are stored), reads each donor's expression with fer (``donors.expressions``), writes
+``models/donors_sfhq.npz`` and its manifest entry, and a contact sheet of every donor
+(``docs/donor_bank.png``). ``--review DIR`` also writes contact sheets of the kept
 and of the rejected candidates per reason, to look at. The candidates of :data:`REVIEWED` pass
 every filter but were rejected by looking at the bank (docs/donors.md); :data:`GENDERS_SEEN`
 lists the gender a person saw on donors whose gender the head was unsure of or read wrong, and
@@ -228,6 +229,8 @@ def main() -> None:
         coverage=bank.coverage(),
         labels=bank.meta["labels"] + f"; leave-one-out on the reference: {loo}",
         attributes="fiftyone_faceanon.donors.face_attributes of each stored crop",
+        expression=(f"fer's expression probabilities of each stored crop "
+                    f"(fiftyone_faceanon.donors.expressions), ({len(bank)}, 7) float32"),
         embeddings=sorted(bank.embeddings),
         command=f"python scripts/build_donor_bank.py --utkface {args.utkface}",
     )

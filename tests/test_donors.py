@@ -41,6 +41,8 @@ def test_shipped_bank_is_verified_and_complete(bank):
     assert len(set(bank.ids)) == n
     assert bank.expression.shape == (n, 7)
     np.testing.assert_allclose(bank.expression.sum(1), 1, atol=1e-5)
+    with np.load(weights.models_dir() / BANK_FILE) as z:  # read as built, not at each load
+        np.testing.assert_array_equal(z["expression"], bank.expression)
 
 
 def test_corrupt_shipped_bank_is_refused_where_the_backend_loads_it(tmp_path, monkeypatch):
@@ -105,6 +107,10 @@ def test_a_reviewed_candidate_is_left_out_of_the_bank(bank):
                                on_candidate=lambda cid, why, crop: decisions.update({cid: why}))
     assert list(built.ids) == ids[1:] and decisions == {ids[0]: "reviewed", ids[1]: None}
     assert counts["reviewed"] == 1 and sum(counts.values()) == 1
+    # the build reads the donor's expression as the shipped bank holds it (fer's batch of one
+    # moves the last bits)
+    shipped_index = list(bank.ids).index(ids[1])
+    np.testing.assert_allclose(built.expression, bank.expression[[shipped_index]], atol=1e-5)
 
 
 def test_saving_the_shipped_bank_reproduces_its_bytes(bank, tmp_path):
@@ -561,20 +567,24 @@ def test_the_bank_records_the_facial_hair_a_person_saw(bank):
         assert "synthetic_faces/" + cell in seen
 
 
-def test_a_bank_saved_before_seen_genders_and_shade_loads(bank, tmp_path):
-    """A bank file written before ``gender_seen``, ``facial_hair_seen`` and the ``shade``
-    attribute existed loads with no gender seen (-1: the backend reads every donor's from the
-    head), no facial hair seen, and ``shade`` measured on its crops as it loads: the values the
-    shipped bank stores, within 0.005 (the build measured them on the landmarks before they
-    were stored as float32)."""
+def test_a_bank_saved_before_seen_genders_shade_and_expression_loads(bank, tmp_path):
+    """A bank file written before ``gender_seen``, ``facial_hair_seen``, the ``shade``
+    attribute and the expression readings existed loads with no gender seen (-1: the backend
+    reads every donor's from the head), no facial hair seen, and ``shade`` and the readings
+    measured on its crops as it loads: the values the shipped bank stores, ``shade`` within
+    0.005 (the build measured it on the landmarks before they were stored as float32), the
+    readings to the bit (fer reads the stored crops and landmarks, 32 at a time, as the build
+    did)."""
     old = tmp_path / "old.npz"
     with np.load(weights.models_dir() / BANK_FILE) as z:
-        np.savez(old, **{k: z[k] for k in z.files
-                         if k not in ("gender_seen", "facial_hair_seen", "attr_shade")})
+        np.savez(old, **{k: z[k] for k in z.files if k not in (
+            "gender_seen", "facial_hair_seen", "attr_shade", "expression")})
     loaded = load_bank(old)
     assert loaded.gender_seen.shape == (len(bank),) and (loaded.gender_seen == -1).all()
     assert loaded.facial_hair_seen.shape == (len(bank),) and not loaded.facial_hair_seen.any()
     np.testing.assert_allclose(loaded.attributes["shade"], bank.attributes["shade"], atol=0.005)
+    assert loaded.expression.dtype == bank.expression.dtype == np.float32
+    np.testing.assert_array_equal(loaded.expression, bank.expression)
 
 
 def test_the_skin_head_reads_skin_tone_not_exposure():
