@@ -64,6 +64,9 @@ class Job:
     #: faces to anonymize again apart from other images' faces of their person
     #: (:func:`unlink_run`): ``((face index, (donor index, ...)), ...)``, the donors each avoids
     unlink: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    #: for a job to unlink, the judges' embeddings of its original faces from its first pass
+    #: (``{judge: (F, D)}``), which are then not computed again
+    original: dict[str, np.ndarray] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -183,12 +186,12 @@ def unlink_run(engine: Engine, worker: "Worker", jobs: list[Job], outcomes: list
                                       panel.limits, panel.written))
         if not plan:
             break
+        plan = {face: partners for face, partners in plan.items()
+                if faces[face][0] not in settled}
         alike = look_alikes(embedded["original"], image, panel.limits, list(plan))
         redo: dict[int, dict[int, set[int]]] = {}
         for face, partners in plan.items():
             k, f = faces[face]
-            if k in settled:
-                continue
             mask = avoided({j: e[partners] for j, e in embedded["anonymized"].items()},
                            [outcomes[faces[p][0]].link["donors"][faces[p][1]]
                             for p in alike[face]], bank.embeddings, panel.close)
@@ -202,7 +205,8 @@ def unlink_run(engine: Engine, worker: "Worker", jobs: list[Job], outcomes: list
                 if donors or f in redo[k]:
                     redo[k][f] = redo[k].get(f, set()) | set(donors)
             again.append(replace(jobs[k], unlink=tuple((f, tuple(sorted(d)))
-                                                       for f, d in sorted(redo[k].items()))))
+                                                       for f, d in sorted(redo[k].items())),
+                                 original=outcomes[k].link["original"]))
         where = {jobs[k].rel: k for k in redo}
         if on_progress:
             on_progress("unlink", 0, len(again))
@@ -357,19 +361,26 @@ class Worker:
             results = self.pipeline.anonymize_many(
                 [p.loaded.rgb for _, p in pending], [p.job.rel for _, p in pending],
                 [p.written for _, p in pending], [self._avoid(p.job) for _, p in pending],
-                found if all(f is not None for f in found) else None)
+                found if all(f is not None for f in found) else None,
+                [p.job.original if p.faces is not None else None for _, p in pending])
         except Exception as e:  # every image of the batch gets the error
             results = [e] * len(pending)
         cpu = (time.process_time() - cpu0) / len(pending)
+        linking: list[tuple[int, _Pending, Result, np.ndarray]] = []
         for (k, p), result in zip(pending, results):
             p.timings["cpu"] += cpu
             if isinstance(result, Exception):
                 outcomes[k] = error_outcome(p.job, result)
                 continue
             try:
-                outcomes[k] = self.finish(p, result)
+                outcomes[k], written = self.finish(p, result)
             except Exception as e:
                 outcomes[k] = error_outcome(p.job, e)
+                continue
+            if self.unlinks and result.faces:
+                linking.append((k, p, result, written))
+        if linking:
+            self._link(linking, outcomes)
 
     def _avoid(self, job: Job) -> dict[int, np.ndarray]:
         """``{face: (M,) bool}``: the donors each face of ``job.unlink`` avoids."""
@@ -417,8 +428,9 @@ class Worker:
                         {"decode": time.perf_counter() - t0,
                          "cpu": time.process_time() - cpu0}, faces)
 
-    def finish(self, p: _Pending, result: Result) -> Outcome:
-        """The anonymized image of ``p`` written, then its sidecar and private record."""
+    def finish(self, p: _Pending, result: Result) -> tuple[Outcome, np.ndarray]:
+        """The anonymized image of ``p`` written, then its sidecar and private record; its
+        outcome and the (H, W, 3) image as the file gives it back."""
         t0, cpu0 = time.perf_counter(), time.process_time()
         data = encode_image(LoadedImage(result.image, p.loaded.alpha, p.loaded.gray),
                             p.dst.suffix)
@@ -439,24 +451,42 @@ class Worker:
             if failed:
                 raise ImageError(p.job.src, f"gallery: judge(s) failed: {failed}")
             identity = {"sha256": p.digest, "embeddings": embeddings}
-        link = {}
-        if self.unlinks and result.faces:
-            t1 = time.perf_counter()
-            link = self._link(result.original, decoded(data), result.faces, record["faces"])
-            timings["judge"] += time.perf_counter() - t1
         timings["cpu"] += time.process_time() - cpu0
-        return Outcome(p.job.rel, status, len(result.faces), message, timings=timings,
-                       identity=identity, link=link,
-                       unjudged=sum(r.status == "too_small" for r in result.records))
+        outcome = Outcome(p.job.rel, status, len(result.faces), message, timings=timings,
+                          identity=identity,
+                          unjudged=sum(r.status == "too_small" for r in result.records))
+        return outcome, decoded(data)
 
-    def _link(self, original: dict[str, np.ndarray], written: np.ndarray, faces: list,
-              records: list[dict]) -> dict:
-        """An image's :attr:`Outcome.link`: ``original``, the judges' embeddings of its original
-        faces; ``written``, the (H, W, 3) anonymized image as its file gives it back, embedded
-        at the original faces' places; ``records``, the faces' private records."""
+    def _link(self, done: list[tuple[int, "_Pending", Result, np.ndarray]],
+              outcomes: list[Outcome | None]) -> None:
+        """Each finished image's :attr:`Outcome.link` (``done``: its place in ``outcomes``,
+        job, result and the (H, W, 3) image its file gives back), its anonymized faces
+        embedded at the original faces' places by each judge in one pass over the images; the
+        judges' seconds are charged to each image by its faces."""
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        try:
+            anonymized = self.pipeline.panel.embed_each(
+                [(written, result.faces) for _, _, result, written in done])
+        except Exception as e:  # every image of the pass gets the error
+            for k, p, _, _ in done:
+                outcomes[k] = error_outcome(p.job, e)
+            return
+        faces = sum(len(result.faces) for _, _, result, _ in done)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        for (k, _, result, _), embedded in zip(done, anonymized):
+            share = len(result.faces) / faces
+            outcomes[k].timings["judge"] += seconds * share
+            outcomes[k].timings["cpu"] += cpu * share
+            outcomes[k].link = self.link(result.original, embedded,
+                                         [r.private() for r in result.records])
+
+    def link(self, original: dict[str, np.ndarray], anonymized: dict[str, np.ndarray],
+             records: list[dict]) -> dict:
+        """An image's :attr:`Outcome.link`: ``original`` and ``anonymized``, the judges'
+        embeddings of its original faces and of its anonymized image's at the original faces'
+        places; ``records``, the faces' private records."""
         index = self.pipeline.backend.bank.position
-        return {"original": original,
-                "anonymized": self.pipeline.panel.embed_many([(written, faces)]),
+        return {"original": original, "anonymized": anonymized,
                 "donors": [index.get(r["anonymized"]["donor"]) for r in records],
                 "judged": [r["anonymized"]["status"] == "verified" for r in records],
                 "avoided": [[index[d] for d in r.get("unlinked", []) if d in index]
@@ -476,7 +506,7 @@ class Worker:
         return kept
 
     def link_again(self, job: Job) -> dict:
-        """:meth:`_link` of an image done before (a resumed run): its original and output read
+        """:meth:`link` of an image done before (a resumed run): its original and output read
         again, its faces from its private record; ``{}`` for a video or an image without a
         face. Raises what reading them raises (the image then takes no part)."""
         dst = self.outdir / job.rel
@@ -486,9 +516,10 @@ class Worker:
         if not records:
             return {}
         faces = record_faces(records)
-        original = self.pipeline.panel.embed_many(
-            [(load_image(job.src, self.max_pixels).rgb, faces)])
-        return self._link(original, load_image(dst, self.max_pixels).rgb, faces, records)
+        panel = self.pipeline.panel
+        return self.link(panel.embed_many([(load_image(job.src, self.max_pixels).rgb, faces)]),
+                         panel.embed_many([(load_image(dst, self.max_pixels).rgb, faces)]),
+                         records)
 
     def run_video(self, job: Job, dst: Path, sidecar: Path, private: Path, digest: str,
                   common: dict) -> Outcome:

@@ -343,7 +343,8 @@ class Pipeline:
     def anonymize_many(self, images: list[np.ndarray], keys: list[str],
                        released: list[Callable[[np.ndarray], np.ndarray]] | None = None,
                        unlink: list[dict[int, np.ndarray]] | None = None,
-                       faces: list[list[F.Face]] | None = None
+                       faces: list[list[F.Face]] | None = None,
+                       originals: list[dict[str, np.ndarray] | None] | None = None
                        ) -> list[Result | VerificationError]:
         """:meth:`anonymize` of several images at once, one result per image: MTCNN runs once
         over the images of each size and each judge once per try over the faces of every image
@@ -357,7 +358,9 @@ class Pipeline:
         ``{face index: (M,) bool}``, the bank's donors each must avoid; such a face starts at
         try :data:`~.unlink.FROM_TRY` and its record lists them (``unlinked``). ``faces``: per
         image, the faces found in it before (an image anonymized again to unlink it), which
-        are then not searched for again. MTCNN's scores move in their last bits with the batch,
+        are then not searched for again; ``originals``: per image, every judge's embeddings of
+        those faces from before (``{judge: (F, D)}``, or None), which are then not computed
+        again. MTCNN's scores move in their last bits with the batch,
         which on rare images moves a box (LFW: 1 face of 565 by 3.5 px), so an image's output
         can depend on the images it is detected with; :mod:`.batch` always groups the same
         images (fixed chunks)."""
@@ -378,7 +381,7 @@ class Pipeline:
         results: list[Result | VerificationError] = []
         released = released or [None] * len(images)
         for faces, seconds, done in zip(found, landmarks, self.replace_many(
-                list(zip(images, found, keys, released)), unlink)):
+                list(zip(images, found, keys, released)), unlink, originals)):
             if isinstance(done, VerificationError):
                 results.append(done)
                 continue
@@ -391,6 +394,7 @@ class Pipeline:
         self, items: list[tuple[np.ndarray, list[F.Face], str,
                                 Callable[[np.ndarray], np.ndarray] | None]],
         unlink: list[dict[int, np.ndarray]] | None = None,
+        originals: list[dict[str, np.ndarray] | None] | None = None,
     ) -> list[tuple[np.ndarray, list[FaceRecord], dict[str, float],
                     dict[str, np.ndarray] | None] | VerificationError]:
         """Replace the given faces of each ``(image, faces, key, released)``; per item the new
@@ -400,7 +404,8 @@ class Pipeline:
         :class:`~.verify.VerificationError` of ``on_fail="error"``.
         ``released``: what the image goes through before it is seen, which the judges score
         (:meth:`anonymize_many`), or None; ``unlink``: per item, the faces to keep apart from
-        other images' (:meth:`anonymize_many`).
+        other images' (:meth:`anonymize_many`); ``originals``: per item, the judges'
+        embeddings of its faces from before, or None (:meth:`anonymize_many`).
 
         Try ``t`` (0-based) of a face uses its candidate donor ``t`` and geometry strength
         ``min(1, geometry + 0.25 t)``; only faces that a judge still matches are tried again.
@@ -413,6 +418,8 @@ class Pipeline:
         states = [self._start(*item) for item in items]
         for st, faces in zip(states, unlink or []):  # (a face not found again is not redone)
             st.unlink = {i: avoid for i, avoid in faces.items() if i < len(st.faces)}
+        for st, original in zip(states, originals or []):
+            st.original = original
         if self.panel is not None:
             self._embed_originals([st for st in states if st.faces])
         self._find_occluders(states)
@@ -456,16 +463,20 @@ class Pipeline:
                           out=image.copy(), released=released)
 
     def _embed_originals(self, states: list[_Replacing]) -> None:
-        """Every judge's embeddings of the states' original faces, in one pass, and for each
-        face the bank's donors a judge finds close to it; without verification in bfloat16
-        where a judge has that fast path, since they then only choose the donor."""
+        """Every judge's embeddings of the states' original faces that no state holds yet, in
+        one pass, and for each face the bank's donors a judge finds close to it; without
+        verification in bfloat16 where a judge has that fast path, since they then only
+        choose the donor."""
         t0 = time.perf_counter()
         bank = self.backend.bank
-        for st, original in zip(states, self.panel.embed_each(
-                [(st.image, st.faces) for st in states], fast=not self.settings.verify)):
-            st.original = original
+        missing = [st for st in states if st.original is None]
+        if missing:
+            for st, original in zip(missing, self.panel.embed_each(
+                    [(st.image, st.faces) for st in missing], fast=not self.settings.verify)):
+                st.original = original
+        for st in states:
             if bank is not None:
-                st.exclude = self.panel.too_close(original, bank.embeddings)
+                st.exclude = self.panel.too_close(st.original, bank.embeddings)
                 for i, avoid in st.unlink.items():
                     st.exclude[i] |= avoid
         _share_judging(states, time.perf_counter() - t0, [len(st.faces) for st in states])

@@ -229,3 +229,13 @@ def test_images_judged_together_are_judged_as_alone(fixtures_dir, astronaut):
                 assert abs(ra.similarity[j] - rb.similarity[j]) < 1e-5
     found = [len(r.faces) for r in pipeline.anonymize_many(images, keys)]
     assert found == [len(r.faces) for r in alone] and found[-1] == 0
+    # the judges' embeddings of the originals, given (as unlinking gives an image's first
+    # pass's to its redo), are used as they are and give the same bytes
+    given = pipeline.replace_many(
+        [(image, result.faces, key, None) for image, result, key in zip(images, alone, keys)],
+        originals=[result.original for result in alone])
+    for (out, records, _, original), b in zip(given, alone):
+        np.testing.assert_array_equal(out, b.image)
+        assert original is b.original
+        assert [(r.donor, r.tries, r.status) for r in records] == [
+            (r.donor, r.tries, r.status) for r in b.records]
