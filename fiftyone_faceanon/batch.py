@@ -32,6 +32,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
@@ -129,23 +130,33 @@ def chunks(jobs: list[Job], size: int = CHUNK) -> list[list[Job]]:
     return [jobs[i:i + size] for i in range(0, len(jobs), size)]
 
 
-def run_jobs(engine: Engine, worker: "Worker", jobs: list[Job], workers: int
-             ) -> Iterator[Outcome]:
-    """The outcome of each job, in job order, as ``worker`` gives them chunk by chunk on
-    ``engine`` (``workers`` processes or actors, ``0``: :meth:`.Engine.auto_workers` over the
-    jobs)."""
+@contextmanager
+def worker_pool(engine: Engine, worker: "Worker", jobs: list[Job], workers: int
+                ) -> Iterator[Callable[..., Iterator[list[Outcome]]]]:
+    """:meth:`.Engine.pool` of ``worker`` for a run of ``jobs`` and its rounds of
+    :func:`unlink_run`: ``workers`` processes or actors (``0``: :meth:`.Engine.auto_workers`
+    over the jobs), no more than the jobs have chunks, so a pool process loads the models once
+    for the whole run."""
+    workers = min(workers or engine.auto_workers(len(jobs)), len(chunks(jobs)))
+    with engine.pool(worker, workers) as run:
+        yield run
+
+
+def run_jobs(run: Callable[..., Iterator[list[Outcome]]], jobs: list[Job]) -> Iterator[Outcome]:
+    """The outcome of each job, in job order, as the worker of ``run`` (:func:`worker_pool`)
+    gives them chunk by chunk."""
     if not jobs:
         return
-    workers = workers or engine.auto_workers(len(jobs))
-    for outcomes in engine.imap(worker, chunks(jobs), workers):
+    for outcomes in run(chunks(jobs)):
         yield from outcomes
 
 
-def unlink_run(engine: Engine, worker: "Worker", jobs: list[Job], outcomes: list[Outcome],
-               workers: int, on_outcome: Callable[[Outcome], None] | None = None,
+def unlink_run(run: Callable[..., Iterator[list[Outcome]]], worker: "Worker", jobs: list[Job],
+               outcomes: list[Outcome], on_outcome: Callable[[Outcome], None] | None = None,
                on_progress: Callable[[str, int, int], None] | None = None) -> list[Outcome]:
     """``outcomes`` (one per job, in order) after up to :data:`~.unlink.ROUNDS` rounds of
-    anonymizing again, with ``worker`` on ``engine``, each image holding a verified face that
+    anonymizing again, with ``worker`` through ``run`` (the run's :func:`worker_pool`, or
+    another of ``worker``), each image holding a verified face that
     a judge links to another image's face of the same person (:mod:`.unlink`): the later face
     of each linked pair starts at try :data:`~.unlink.FROM_TRY` and avoids the donors of its
     look-alikes (:func:`~.unlink.look_alikes`) and the donors a judge finds close to its
@@ -210,12 +221,9 @@ def unlink_run(engine: Engine, worker: "Worker", jobs: list[Job], outcomes: list
         where = {jobs[k].rel: k for k in redo}
         if on_progress:
             on_progress("unlink", 0, len(again))
-        # a round of few images runs here, on the models this process has loaded, rather than
-        # in a new pool whose processes would each load them again
-        fewer = min(workers, engine.auto_workers(len(again))) if workers else 0
         with tempfile.TemporaryDirectory(dir=worker.records, prefix=".unlink-") as kept:
             written = {k: worker.keep(jobs[k], Path(kept) / str(k)) for k in redo}
-            for done, outcome in enumerate(run_jobs(engine, worker, again, fewer), 1):
+            for done, outcome in enumerate(run_jobs(run, again), 1):
                 k = where[outcome.rel]
                 failed = ("unverified", "error")
                 if outcome.status in failed and outcomes[k].status not in failed:
@@ -668,8 +676,9 @@ def anonymize_files(
                     video_threads(engine, workers, len(jobs)))
     worker.progress = on_progress
     outcomes = []
-    for outcome in run_jobs(engine, worker, jobs, workers):
-        outcomes.append(outcome)
-        if on_outcome:
-            on_outcome(outcome)
-    return unlink_run(engine, worker, jobs, outcomes, workers, on_outcome, on_progress)
+    with worker_pool(engine, worker, jobs, workers) as run:
+        for outcome in run_jobs(run, jobs):
+            outcomes.append(outcome)
+            if on_outcome:
+                on_outcome(outcome)
+        return unlink_run(run, worker, jobs, outcomes, on_outcome, on_progress)

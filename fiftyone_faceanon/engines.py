@@ -4,7 +4,9 @@ The core hands an engine the same three things whichever it is: a picklable call
 the per-item work (:class:`~.batch.Worker` for anonymizing, the metrics' batch evaluator), the jobs
 (for anonymizing, chunks of files: :func:`~.batch.run_jobs`) and a worker count. The callable
 pickles its settings (``__reduce__``), so each process of the pool or each Ray actor builds its own
-copy once, loading the models once, and then calls it per job.
+copy once, loading the models once, and then calls it per job. An anonymizing run hands its
+jobs, then each round of :func:`~.batch.unlink_run`, to one :meth:`Engine.pool`, whose local
+processes it keeps for all of them.
 Whatever the callable writes (outputs, sidecars) and returns is therefore the same on both engines;
 an engine only decides where the calls run and streams their results back in job order.
 
@@ -26,10 +28,11 @@ import math
 import os
 import pickle
 import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, TypeVar
 
-from .parallel import auto_workers, imap as local_imap
+from .parallel import auto_workers, imap as local_imap, pool as local_pool
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -96,6 +99,20 @@ class Engine:
         if jobs:
             yield from self._ray_imap(fn, jobs, workers or self.auto_workers(len(jobs)),
                                       chunksize)
+
+    @contextmanager
+    def pool(self, fn: Callable[[J], R], workers: int
+             ) -> Iterator[Callable[..., Iterator[R]]]:
+        """``run(jobs, chunksize=1)`` for several lists of jobs in turn (a run and its rounds
+        of :func:`~.batch.unlink_run`): :meth:`imap` of each on ``workers`` processes or
+        actors. ``local``: the same processes for every list while the block lasts, each
+        building ``fn`` once (``workers <= 1``: this process); ``ray``: an actor pool per
+        list."""
+        if self.kind == "local":
+            with local_pool(fn, workers) as run:
+                yield run
+            return
+        yield lambda jobs, chunksize=1: self.imap(fn, jobs, workers, chunksize)
 
     def _ray_imap(self, fn: Callable[[J], R], jobs: list[J], workers: int, chunksize: int
                   ) -> Iterator[R]:

@@ -52,7 +52,7 @@ import fiftyone as fo
 import fiftyone.core.media as fom
 
 from .anonymizers import DEFAULT_BACKEND
-from .batch import Job, Worker, run_jobs, unlink_run, video_threads
+from .batch import Job, Worker, run_jobs, unlink_run, video_threads, worker_pool
 from .engines import as_engine
 from .faces import Face
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, image_size, record_path
@@ -196,11 +196,12 @@ def anonymize_samples(
 
     worker.progress = on_frame
     outcomes = []
-    for outcome in run_jobs(run_on, worker, jobs, workers):
-        outcomes.append(outcome)
-        finished[0] += 1
-        tick(finished[0])
-    done = iter(unlink_run(run_on, worker, jobs, outcomes, workers))
+    with worker_pool(run_on, worker, jobs, workers) as run:
+        for outcome in run_jobs(run, jobs):
+            outcomes.append(outcome)
+            finished[0] += 1
+            tick(finished[0])
+        done = iter(unlink_run(run, worker, jobs, outcomes))
     for part, ids, _ in parts:
         with part.save_context() as saver:
             for sample, outcome in zip(_samples(part, ids), done):

@@ -61,16 +61,31 @@ def imap(fn: Callable[[J], R], jobs: Iterable[J], workers: int, chunksize: int =
     """``fn(job)`` for each job, in order; ``workers > 1`` runs them in that many processes
     (``0``: :func:`auto_workers`)."""
     jobs = list(jobs)
-    workers = workers or auto_workers(len(jobs))
-    if workers <= 1 or len(jobs) <= 1:
-        with single_torch_thread():
-            yield from map(fn, jobs)
+    with pool(fn, min(workers or auto_workers(len(jobs)), len(jobs))) as run:
+        yield from run(jobs, chunksize)
+
+
+@contextmanager
+def pool(fn: Callable[[J], R], workers: int
+         ) -> Iterator[Callable[..., Iterator[R]]]:
+    """``run(jobs, chunksize=1)``, which gives ``fn(job)`` for each job, in order, in the same
+    ``workers`` processes for every list of jobs it is given while the block lasts (each
+    process builds ``fn`` once), or in this process for ``workers <= 1``."""
+    if workers <= 1:
+        def run(jobs: Iterable[J], chunksize: int = 1) -> Iterator[R]:
+            with single_torch_thread():
+                yield from map(fn, jobs)
+
+        yield run
         return
     import multiprocessing as mp
 
     ctx = mp.get_context("forkserver" if os.name == "posix" else "spawn")
-    with ctx.Pool(min(workers, len(jobs)), initializer=_init, initargs=(fn,)) as pool:
-        yield from pool.imap(_call, jobs, chunksize)
+    with ctx.Pool(workers, initializer=_init, initargs=(fn,)) as processes:
+        def run(jobs: Iterable[J], chunksize: int = 1) -> Iterator[R]:
+            yield from processes.imap(_call, jobs, chunksize)
+
+        yield run
 
 
 def in_order(pool: Executor, fn: Callable, items: Iterable[tuple], ahead: int

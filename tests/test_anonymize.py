@@ -1,6 +1,7 @@
 """The pipeline and ``faceanon anonymize``: paste-back exactness, determinism, metadata, files."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from conftest import lfw_images, read_rgb
 from fiftyone_faceanon import faces as F
 from fiftyone_faceanon.anonymizers import available_backends, create_backend
 from fiftyone_faceanon.cli import main
+from fiftyone_faceanon.parallel import pool
 from fiftyone_faceanon.pipeline import WIDE_FOREHEAD, WIDEN, WIDEN_FROM, Pipeline, Settings
 from fiftyone_faceanon.verify import judged_view
 
@@ -192,6 +194,27 @@ def test_workers_give_the_same_bytes(tmp_path, fixtures_dir):
         assert r.exit_code == 0, r.output
     for out in (tmp_path / "w1").glob("*.jpg"):
         assert out.read_bytes() == (tmp_path / "w2" / out.name).read_bytes(), out.name
+
+
+def _process(job: int) -> tuple[int, int]:
+    return job, os.getpid()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_pool_keeps_its_processes_for_every_list_of_jobs(workers):
+    """``parallel.pool``, which a run's first pass and its rounds of ``unlink_run`` share: each
+    list of jobs comes back in order, from no more processes than the pool was given for all
+    the lists together (each loaded the callable once), or from this process for one
+    worker."""
+    with pool(_process, workers) as run:
+        first = list(run(range(16)))
+        again = list(run(range(16, 20)))
+    assert [job for job, _ in first + again] == list(range(20))
+    processes = {pid for _, pid in first + again}  # a second pool would add its own
+    if workers == 1:
+        assert processes == {os.getpid()}
+    else:
+        assert len(processes) <= 2 and os.getpid() not in processes
 
 
 def test_installed_entry_point_runs_the_demo(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 
 from conftest import file_tree, need_shared, read_rgb
 from fiftyone_faceanon.batch import (UNLINK_STATE, Worker, anonymize_files, collect_jobs,
-                                     record_faces, run_jobs, unlink_run)
+                                     record_faces, run_jobs, unlink_run, worker_pool)
 from fiftyone_faceanon.engines import as_engine
 from fiftyone_faceanon.images import MAX_PIXELS, records_dir
 from fiftyone_faceanon.pipeline import Settings
@@ -156,14 +156,17 @@ def test_a_face_not_verified_again_leaves_its_image_as_it_was(tmp_path):
         shutil.copy(lfw / rel, inputs / rel)
     jobs = collect_jobs([inputs], out)
     engine = as_engine("local")
-    first = list(run_jobs(engine, Worker(Settings(), out, False, MAX_PIXELS), jobs, 1))
+    worker = Worker(Settings(), out, False, MAX_PIXELS)
+    with worker_pool(engine, worker, jobs, 1) as run:
+        first = list(run_jobs(run, jobs))
     assert [o.status for o in first] == ["ok", "ok"] and all(o.link for o in first)
     before = file_tree(out), file_tree(records_dir(out))
     forced = Worker(Settings(verify_thresholds=(("dlib", -1.0), ("facenet_casia", -1.0))),
                     out, False, MAX_PIXELS)
     redone, progress = [], []
-    after = unlink_run(engine, forced, jobs, first, 1, on_outcome=redone.append,
-                       on_progress=lambda *p: progress.append(p))
+    with worker_pool(engine, forced, jobs, 1) as run:
+        after = unlink_run(run, forced, jobs, first, on_outcome=redone.append,
+                           on_progress=lambda *p: progress.append(p))
     assert progress == [("unlink", 0, 1), ("unlink", 1, 1)]  # the later photo was redone, once
     assert all(a is b for a, b in zip(after, first)) and not redone
     records = file_tree(records_dir(out))
