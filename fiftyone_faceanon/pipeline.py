@@ -286,6 +286,8 @@ class _Replacing:
     timings: dict[str, float]
     records: list[FaceRecord | None]
     pasted: list[tuple[np.ndarray, np.ndarray] | None]
+    #: per face, what the backend reads off it for its donor (at its first try)
+    readings: list[object | None]
     todo: list[int]
     out: np.ndarray
     released: Callable[[np.ndarray], np.ndarray] | None = None
@@ -459,7 +461,8 @@ class Pipeline:
         n = len(faces)
         return _Replacing(image, faces, key, crops, lms, [None] * n,
                           {"occluders": 0.0, "backend": 0.0, "postprocess": 0.0, "judge": 0.0},
-                          records=[None] * n, pasted=[None] * n, todo=list(range(n)),
+                          records=[None] * n, pasted=[None] * n, readings=[None] * n,
+                          todo=list(range(n)),
                           out=image.copy(), released=released)
 
     def _embed_originals(self, states: list[_Replacing]) -> None:
@@ -494,7 +497,8 @@ class Pipeline:
     def _try(self, st: _Replacing, attempt: int) -> None:
         """Try ``attempt`` at the faces ``st.todo``: a donor each (none used twice in the image,
         none a judge finds close to the face), rendered; ``st.out`` gets every face's latest
-        try. A face to unlink (``st.unlink``) is at try ``attempt +``
+        try. Each face is read for its donor (:meth:`~.anonymizers.Anonymizer.read`) at its
+        first try. A face to unlink (``st.unlink``) is at try ``attempt +``
         :data:`~.unlink.FROM_TRY` (its geometry, region and candidate rank), its donor chosen
         on the terms of its ``attempt``-th try (the first ones match skin tone and light)."""
         bank = self.backend.bank
@@ -507,10 +511,12 @@ class Pipeline:
                        if k != i and r is not None]] = True
             rng = face_rng(self.settings.seed, st.key, i)
             t0 = time.perf_counter()
-            donor = self.backend.choose(
-                st.crops[i], st.lms[i], rng, at, avoid,
-                None if st.original is None else {j: e[i] for j, e in st.original.items()},
-                self.settings.verify, attempt)
+            if st.readings[i] is None:  # its first try
+                st.readings[i] = self.backend.read(
+                    st.crops[i], st.lms[i],
+                    None if st.original is None else {j: e[i] for j, e in st.original.items()},
+                    self.settings.verify)
+            donor = self.backend.choose(st.readings[i], rng, at, avoid, attempt)
             st.timings["backend"] += time.perf_counter() - t0
             wide = at >= WIDEN_FROM or not large_enough(st.faces[i])
             st.records[i], st.pasted[i] = self._render(st.faces[i], st.crops[i], st.lms[i],
@@ -718,7 +724,6 @@ class Pipeline:
             crop, lms = F.crop_face(image, face.crop), face.crop.to_crop(face.landmarks)
             prepared.append(_View(image, face, crop, lms, judged, colour, cache(partial(
                 self._view_occluded, crop, lms, frames, None if found is None else found[i]))))
-        crop0, lms0 = prepared[0].crop, prepared[0].lms
         judged = [prepared[i] for i in seen] if s.verify else []
         for view, rows in zip(judged, head):
             view.original = {j: e[0] for j, e in rows.items()}
@@ -730,9 +735,9 @@ class Pipeline:
                                  released, margin)
         tries = s.tries if judged else 1
         lead = 0  # how many views first (the last try's matches) are judged on their own
+        reading = self.backend.read(prepared[0].crop, prepared[0].lms, identity, s.verify)
         for attempt in range(tries):
-            donor = self.backend.choose(crop0, lms0, face_rng(s.seed, key, index), attempt,
-                                        exclude, identity, s.verify)
+            donor = self.backend.choose(reading, face_rng(s.seed, key, index), attempt, exclude)
             plan = IdentityPlan(index, donor, attempt, "too_small" if s.verify else "replaced",
                                 {}, frames=frames)
             if not judged:

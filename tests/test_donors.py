@@ -184,8 +184,8 @@ def test_a_face_without_glasses_never_gets_a_donor_with_glasses(fixtures_dir):
         image = read_rgb(path)
         face = largest_face(image, crop_size=256)
         crop, lms = crop_face(image, face.crop), face.crop.to_crop(face.landmarks)
-        rng = np.random.default_rng(0)
-        chosen[name] = [donor.choose(crop, lms, rng, rank, None) for rank in range(20)]
+        rng, read = np.random.default_rng(0), donor.read(crop, lms)
+        chosen[name] = [donor.choose(read, rng, rank, None) for rank in range(20)]
     bare = [n for n in chosen if n != "bernadette"]
     assert not any(worn[chosen[n]].any() for n in bare), {n: worn[chosen[n]].sum() for n in bare}
     assert worn[chosen["bernadette"]].any()
@@ -215,8 +215,8 @@ def test_a_face_the_heads_are_sure_of_never_gets_a_donor_sure_of_the_other_gende
     for name, sure in (("grace_hopper.jpg", SURE_FACE), ("cameraman.png", 1 - SURE_FACE)):
         crop, lms, identity = demo_face(name)
         own = demographics({j: e[None] for j, e in identity.items()})[0, 0]
-        rng = np.random.default_rng(0)
-        chosen = [donor.choose(crop, lms, rng, rank, None, identity) for rank in range(20)]
+        rng, read = np.random.default_rng(0), donor.read(crop, lms, identity)
+        chosen = [donor.choose(read, rng, rank, None) for rank in range(20)]
         if sure == SURE_FACE:
             assert own >= SURE_FACE and (female[chosen] > 1 - SURE_DONOR).all(), name
         else:
@@ -256,8 +256,8 @@ def test_a_beardless_face_never_gets_a_bearded_donor(fixtures_dir, monkeypatch):
     donor = D.Donor()
     beard = donor.table[:, donor.keys.index("beard")]
     crop, lms, identity = demo_face("cameraman.png")
-    rng = np.random.default_rng(0)
-    chosen = [donor.choose(crop, lms, rng, rank, None, identity) for rank in range(20)]
+    rng, read = np.random.default_rng(0), donor.read(crop, lms, identity)
+    chosen = [donor.choose(read, rng, rank, None) for rank in range(20)]
     assert (beard[chosen] < D.BEARDED).all()
     angry = read_rgb(fixtures_dir / "faceapi/angry.jpg")
     face = largest_face(angry)
@@ -326,8 +326,8 @@ def test_a_face_showing_teeth_never_gets_a_donor_with_a_dark_open_mouth(fixtures
         crop, lms = pipeline_crop(image, face)
         assert face_attributes(crop, lms)["teeth"] >= SHOWS_TEETH, path.name
         identity = judged(image, face)
-        rng = np.random.default_rng(0)
-        chosen = [donor.choose(crop, lms, rng, rank, None, identity) for rank in range(20)]
+        rng, read = np.random.default_rng(0), donor.read(crop, lms, identity)
+        chosen = [donor.choose(read, rng, rank, None) for rank in range(20)]
         assert not dark[chosen].any(), path.name
 
 
@@ -445,9 +445,8 @@ def test_the_embedding_tells_glasses_where_the_edge_measure_cannot():
         measured[name] = face_attributes(crop, lms)["glasses"]
         head[name] = float(glasses(identity["facenet_casia"][None])[0])
         kept[name] = bool(keeps_frames(identity["facenet_casia"][None])[0])
-        rng = np.random.default_rng(0)
-        candidates[name] = [donor.choose(crop, lms, rng, rank, None, identity)
-                            for rank in range(20)]
+        rng, read = np.random.default_rng(0), donor.read(crop, lms, identity)
+        candidates[name] = [donor.choose(read, rng, rank, None) for rank in range(20)]
     assert min(measured[n] for n in bare) > 0.6 and measured["Alan_Greenspan_0001"] < 0.5
     assert max(head[n] for n in bare) < NO_GLASSES < 0.9 < min(head[n] for n in wearing), (
         head)
@@ -848,9 +847,10 @@ def test_donors_more_like_the_face_than_the_average_donor_are_put_off(fixtures_d
         z = donor_module.likeness(identity, emb)
         reference = np.max([zscore(emb[j] @ identity[j]) for j in identity], 0)
         np.testing.assert_allclose(z, reference, atol=1e-5)
+        read = donor.read(crop, lms, identity)
         for w in seen:
             monkeypatch.setattr(donor_module, "LIKENESS", w)
-            six = [donor.choose(crop, lms, np.random.default_rng(0), rank, None, identity)
+            six = [donor.choose(read, np.random.default_rng(0), rank, None)
                    for rank in range(6)]  # a fresh generator at each try, as the pipeline
             female = donor_module.demographics({j: e[six] for j, e in emb.items()})[:, 0]
             seen[w].append((z[six].mean(), (emb["facenet_casia"][six] @ identity[

@@ -302,8 +302,9 @@ def test_a_face_without_a_beard_gets_no_donor_seen_with_facial_hair(monkeypatch)
     tries = range(Settings().tries)
 
     def donors() -> list[int]:
-        return [pipeline.backend.choose(crop, lms, pipeline_module.face_rng(0, rel, 0), t,
-                                        None, identity) for t in tries]
+        read = pipeline.backend.read(crop, lms, identity)
+        return [pipeline.backend.choose(read, pipeline_module.face_rng(0, rel, 0), t, None)
+                for t in tries]
 
     assert not seen[donors()].any()
     monkeypatch.setattr(bank, "facial_hair_seen", np.zeros_like(seen))

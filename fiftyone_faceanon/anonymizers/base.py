@@ -24,7 +24,8 @@ class Anonymizer(abc.ABC):
     ``forehead``: how much forehead the region the pipeline replaces takes (a donor photo's
     forehead is often under its own hair, so the ``donor`` backend takes less).
 
-    A backend that renders donor identities overrides :meth:`choose`; the pipeline then moves the
+    A backend that renders donor identities overrides :meth:`read` and :meth:`choose`; the
+    pipeline reads each face once and chooses its donor at each try, then moves the
     face's geometry towards the chosen donor's (``geometry.ShapeModel.neutralize``) and passes
     the donors back to :meth:`anonymize`.
     """
@@ -37,24 +38,33 @@ class Anonymizer(abc.ABC):
     #: the :class:`~fiftyone_faceanon.donors.DonorBank` of a backend with donors, else None
     bank = None
 
-    def choose(
+    def read(
         self,
         crop: np.ndarray,
         landmarks: np.ndarray,
+        identity: dict[str, np.ndarray] | None = None,
+        verified: bool = True,
+    ) -> object | None:
+        """What :meth:`choose` matches a face's donor on, read once for all its tries off one
+        (S, S, 3) crop with (68, 2) crop-px landmarks; ``identity``: the face's judge
+        embeddings ({judge: (D,)}), which the pipeline computes for a backend with donors;
+        ``verified``: whether the judges will score the result. ``None`` for backends without
+        donors."""
+        return None
+
+    def choose(
+        self,
+        face: object | None,
         rng: np.random.Generator,
         rank: int,
         exclude: np.ndarray | None,
-        identity: dict[str, np.ndarray] | None = None,
-        verified: bool = True,
         attempt: int | None = None,
     ) -> int | None:
-        """The donor for one (S, S, 3) crop with (68, 2) crop-px landmarks: the ``rank``-th of
-        this face's seeded candidate order, skipping ``exclude`` ((M,) bool over the donors);
-        ``identity``: the face's judge embeddings ({judge: (D,)}), which the pipeline computes
-        for a backend with donors; ``verified``: whether the judges will score the result;
-        ``attempt``: how many tries the face has had before this one in this pass (default
-        ``rank``; fewer for a face anonymized again to unlink it, which starts at a later
-        rank). ``None`` for backends without donors."""
+        """The donor for a face read by :meth:`read`: the ``rank``-th of this face's seeded
+        candidate order, skipping ``exclude`` ((M,) bool over the donors); ``attempt``: how
+        many tries the face has had before this one in this pass (default ``rank``; fewer for
+        a face anonymized again to unlink it, which starts at a later rank). ``None`` for
+        backends without donors."""
         return None
 
     def donor_landmarks(self, donor: int) -> np.ndarray:

@@ -36,6 +36,7 @@ colour-matches and blends it (paper III-B-2).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -295,6 +296,26 @@ def proportion(landmarks: np.ndarray) -> float:
     return float(width / max(height, 1e-6))
 
 
+@dataclass(frozen=True)
+class Reading:
+    """What :meth:`Donor.cost` reads off one face (:meth:`Donor.read`), once for all its
+    tries: ``attributes`` its value of each term of :data:`TERMS` it has (as
+    :func:`~fiftyone_faceanon.donors.face_attributes` gives them, with ``proportion`` and, with
+    the judge embeddings, ``female``, ``log_age`` and ``skin``), ``usable`` (K,) bool the terms
+    of the donor table it counts (not the
+    :data:`DEMOGRAPHIC` ones without the judge embeddings, not :data:`VERIFIED_ONLY` without
+    verification), ``expression`` fer's (7,) probabilities (None without verification),
+    ``judged`` its judge embeddings ((D,) each) that the bank has too, ``gendered`` whether
+    its gender and age were read, ``verified`` whether the judges will score it."""
+
+    attributes: dict[str, float]
+    usable: np.ndarray
+    expression: np.ndarray | None
+    judged: dict[str, np.ndarray]
+    gendered: bool
+    verified: bool
+
+
 @register("donor", "A synthetic person who does not exist, matched on pose, expression, skin "
                    "tone, proportions, beard and glasses, warped onto identity-neutral landmarks, "
                    "relit")
@@ -328,24 +349,16 @@ class Donor(Anonymizer):
         self.triangles = Delaunay(control_points(self.bank.landmarks.mean(0), size)).simplices
         self.mouths = self.mouth_donors()
 
-    def costs(self, crop: np.ndarray, landmarks: np.ndarray,
-              identity: dict[str, np.ndarray] | None = None, verified: bool = True,
-              early: bool = True) -> np.ndarray:
-        """(M,) matching cost of every donor for one (S, S, 3) crop and its (68, 2) landmarks,
-        infinite for a donor with glasses on a face without (:data:`NO_GLASSES`), a bearded
-        one or one seen with facial hair on a face without (:data:`BEARDLESS`) and, with the
-        judge embeddings, for one sure to be of the other gender (:data:`SURE_FACE`) or, on a
-        face that will be ``verified``, under half its age (:data:`AGE_FLOOR`) and, on its
-        ``early`` tries, far from its skin tone by both measures (:data:`SKIN_FAR`); ``identity``
-        holds the face's judge embeddings ((D,) each) when the pipeline has them: those of
-        :data:`DEMOGRAPHIC_JUDGES` add the gender and age terms, FaceNet-CASIA's measures the
-        face's glasses with :func:`glasses`; a face that wears them by it keeps its own frames
-        and is matched as one without (:data:`KEEP_FRAMES`); every judge's adds to its donors'
-        :func:`likeness` (:data:`LIKENESS`; :data:`LIKENESS_UNVERIFIED` for a face that will
-        not be ``verified``, which also leaves out :data:`VERIFIED_ONLY`). ``early``: whether the
-        :data:`EARLY` terms count (a face's first :data:`SKIN_TRIES` tries). A face that will
-        be ``verified`` adds the :data:`EXPRESSION` term, read from the crop.
-        """
+    def read(self, crop: np.ndarray, landmarks: np.ndarray,
+             identity: dict[str, np.ndarray] | None = None, verified: bool = True) -> Reading:
+        """What the matching cost reads off one (S, S, 3) crop with its (68, 2) landmarks, the
+        same at each of its tries: :func:`~fiftyone_faceanon.donors.face_attributes` and the
+        face's proportion; with ``identity`` (its judge embeddings, (D,) each, when the
+        pipeline has them) its gender, age and skin luma by the heads on those of
+        :data:`DEMOGRAPHIC_JUDGES`, and its glasses by FaceNet-CASIA's (:func:`glasses`; a
+        face that wears them by it keeps its own frames and is read as one without,
+        :data:`KEEP_FRAMES`); for a face that will be ``verified``, fer's reading of its
+        expression (:data:`EXPRESSION`)."""
         from ..donors import expressions, face_attributes
 
         a = face_attributes(crop, landmarks)
@@ -354,7 +367,6 @@ class Donor(Anonymizer):
         identity = identity or {}
         if "facenet_casia" in identity:
             casia = identity["facenet_casia"][None]
-            # a face whose own frames stay is matched as one without glasses
             a["glasses"] = 0.0 if keeps_frames(casia)[0] else float(glasses(casia)[0])
         gendered = all(j in identity for j in DEMOGRAPHIC_JUDGES)
         if gendered:
@@ -363,21 +375,44 @@ class Donor(Anonymizer):
             a["skin"] = float(skin_luma(embedded)[0])
         else:
             use = ~self.demographic
-        if not early:
-            use &= ~self.early
         if not verified:
             use &= ~self.verified_only
-        face = np.array([a.get(k, 0.0) for k in self.keys])
-        terms = self.weights * ((self.table - face) / self.scale) ** 2
+        return Reading(a, use,
+                       expressions([crop], [landmarks])[0] if verified else None,
+                       {j: e for j, e in identity.items() if j in self.bank.embeddings},
+                       gendered, verified)
+
+    def costs(self, crop: np.ndarray, landmarks: np.ndarray,
+              identity: dict[str, np.ndarray] | None = None, verified: bool = True,
+              early: bool = True) -> np.ndarray:
+        """:meth:`cost` of the face :meth:`read` reads off the crop."""
+        return self.cost(self.read(crop, landmarks, identity, verified), early)
+
+    def cost(self, face: Reading, early: bool = True) -> np.ndarray:
+        """(M,) matching cost of every donor for a face read by :meth:`read`: the weighted
+        terms it can count, infinite for a donor with glasses on a face without
+        (:data:`NO_GLASSES`), a bearded one or one seen with facial hair on a face without
+        (:data:`BEARDLESS`) and, with the judge embeddings, for one sure to be of the other
+        gender (:data:`SURE_FACE`) or, on a face that will be verified, under half its age
+        (:data:`AGE_FLOOR`) and, on its ``early`` tries, far from its skin tone by both
+        measures (:data:`SKIN_FAR`); every judge's embedding adds to its donors'
+        :func:`likeness` (:data:`LIKENESS`; :data:`LIKENESS_UNVERIFIED` for a face that will
+        not be verified, which also leaves out :data:`VERIFIED_ONLY`). ``early``: whether the
+        :data:`EARLY` terms count (a face's first :data:`SKIN_TRIES` tries). A face that will
+        be verified adds the :data:`EXPRESSION` term.
+        """
+        a = face.attributes
+        use = face.usable if early else face.usable & ~self.early
+        values = np.array([a.get(k, 0.0) for k in self.keys])
+        terms = self.weights * ((self.table - values) / self.scale) ** 2
         cost = terms[:, use].sum(1)
-        if verified:
+        if face.expression is not None:
             w_e, sigma_e = EXPRESSION
-            felt = expressions([crop], [landmarks])[0]
-            cost = cost + w_e * ((self.bank.expression - felt) ** 2).sum(1) / sigma_e ** 2
-        judged = {j: e for j, e in identity.items() if j in self.bank.embeddings}
-        if judged:
-            weight, offset = (LIKENESS, 0.0) if verified else LIKENESS_UNVERIFIED
-            z = likeness(judged, self.bank.embeddings)
+            apart = ((self.bank.expression - face.expression) ** 2).sum(1)
+            cost = cost + w_e * apart / sigma_e ** 2
+        if face.judged:
+            weight, offset = (LIKENESS, 0.0) if face.verified else LIKENESS_UNVERIFIED
+            z = likeness(face.judged, self.bank.embeddings)
             cost = cost + weight * np.maximum(z + offset, 0) ** 2
         if a["glasses"] < NO_GLASSES:
             cost = rule_out(cost, self.table[:, self.keys.index("glasses")] > GLASSES)
@@ -387,16 +422,16 @@ class Donor(Anonymizer):
         if a["teeth"] >= SHOWS_TEETH:
             cost = rule_out(cost, (self.opening >= DARK_OPEN)
                             & (self.table[:, self.keys.index("teeth")] < DARK_TEETH))
-        if gendered:
+        if face.gendered:
             female = self.table[:, self.keys.index("female")]
             if a["female"] >= SURE_FACE:
                 cost = rule_out(cost, female <= 1 - SURE_DONOR)
             elif a["female"] <= 1 - SURE_FACE:
                 cost = rule_out(cost, female >= SURE_DONOR)
-            if verified:
+            if face.verified:
                 cost = rule_out(cost, self.table[:, self.keys.index("log_age")]
                                 < a["log_age"] + np.log(AGE_FLOOR))
-            if verified and early:
+            if face.verified and early:
                 luma = self.table[:, self.keys.index("luma")] - a["luma"]
                 skin = self.table[:, self.keys.index("skin")] - a["skin"]
                 far_luma, far_skin = SKIN_FAR
@@ -404,8 +439,7 @@ class Donor(Anonymizer):
                                 | ((luma > far_luma) & (skin > far_skin)))
         return cost
 
-    def choose(self, crop, landmarks, rng, rank, exclude, identity=None, verified=True,
-               attempt=None):
+    def choose(self, face, rng, rank, exclude, attempt=None):
         """Excluded donors are never candidates, unless that leaves none (only with
         verification thresholds forced below every similarity): then the face's candidates
         are as without ``exclude``, and the verification that set it fails the face closed.
@@ -413,7 +447,7 @@ class Donor(Anonymizer):
         the :data:`EARLY` terms (a donor tried before may come again, with the stronger
         geometry and wider region)."""
         attempt = rank if attempt is None else attempt
-        cost = self.costs(crop, landmarks, identity, verified, early=attempt < SKIN_TRIES)
+        cost = self.cost(face, early=attempt < SKIN_TRIES)
         if exclude is not None:
             cost = rule_out(cost, exclude)
         order = np.argsort(cost, kind="stable")
