@@ -172,3 +172,35 @@ def test_a_face_not_verified_again_leaves_its_image_as_it_was(tmp_path):
     records = file_tree(records_dir(out))
     assert json.loads(records.pop(UNLINK_STATE)) == {"rounds": ROUNDS}
     assert (file_tree(out), records) == before  # the copies kept for the round are gone too
+
+
+def test_a_run_stopped_before_unlinking_unlinks_when_run_again(tmp_path):
+    """A run whose first pass finished but whose rounds of unlinking did not (no
+    ``unlink.json``) is run again: every image is skipped, their links are read again from the
+    files written (``Worker.link_again``: the originals and outputs embedded at the recorded
+    faces' places) and the rounds run, so the later photo is redone as in an uninterrupted
+    run, from try FROM_TRY, and the two outputs are linked by no judge."""
+    lfw = need_shared("lfw/images_deepfunneled")
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    for rel in ONE_PERSON:
+        (inputs / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(lfw / rel, inputs / rel)
+    jobs = collect_jobs([inputs], out)
+    worker = Worker(Settings(), out, False, MAX_PIXELS)
+    with worker_pool(as_engine("local"), worker, jobs, 1) as run:
+        first = list(run_jobs(run, jobs))  # the first pass alone: stopped before the rounds
+    assert [o.status for o in first] == ["ok", "ok"]
+    assert not (records_dir(out) / UNLINK_STATE).exists()
+    verifier = Verifier("cpu")
+    assert _linked(out, records_dir(out), verifier)["linked"]
+    stopped = (out / ONE_PERSON[1]).read_bytes()
+
+    again = anonymize_files([inputs], out, Settings(), workers=1)
+    assert [o.status for o in again] == ["skipped", "ok"]  # the later one redone
+    first_face, later_face = (json.loads((records_dir(out) / f"{rel}.json").read_text())
+                              ["faces"][0] for rel in ONE_PERSON)
+    assert first_face["anonymized"]["donor"] in later_face["unlinked"]
+    assert later_face["anonymized"]["tries"] >= FROM_TRY + 1
+    assert (out / ONE_PERSON[1]).read_bytes() != stopped
+    assert not _linked(out, records_dir(out), verifier)["linked"]
+    assert json.loads((records_dir(out) / UNLINK_STATE).read_text()) == {"rounds": ROUNDS}
