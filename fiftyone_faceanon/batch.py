@@ -374,21 +374,21 @@ class Worker:
         except Exception as e:  # every image of the batch gets the error
             results = [e] * len(pending)
         cpu = (time.process_time() - cpu0) / len(pending)
-        linking: list[tuple[int, _Pending, Result, np.ndarray]] = []
+        linking: list[tuple[int, _Pending, Result, bytes]] = []
         for (k, p), result in zip(pending, results):
             p.timings["cpu"] += cpu
             if isinstance(result, Exception):
                 outcomes[k] = error_outcome(p.job, result)
                 continue
             try:
-                outcomes[k], written = self.finish(p, result)
+                outcomes[k], data = self.finish(p, result)
             except Exception as e:
                 outcomes[k] = error_outcome(p.job, e)
                 continue
             if self.unlinks and result.faces:
-                linking.append((k, p, result, written))
+                linking.append((k, p, result, data))
         if linking:
-            self._link(linking, outcomes)
+            self._embed_links(linking, outcomes)
 
     def _avoid(self, job: Job) -> dict[int, np.ndarray]:
         """``{face: (M,) bool}``: the donors each face of ``job.unlink`` avoids."""
@@ -436,9 +436,9 @@ class Worker:
                         {"decode": time.perf_counter() - t0,
                          "cpu": time.process_time() - cpu0}, faces)
 
-    def finish(self, p: _Pending, result: Result) -> tuple[Outcome, np.ndarray]:
+    def finish(self, p: _Pending, result: Result) -> tuple[Outcome, bytes]:
         """The anonymized image of ``p`` written, then its sidecar and private record; its
-        outcome and the (H, W, 3) image as the file gives it back."""
+        outcome and the bytes written."""
         t0, cpu0 = time.perf_counter(), time.process_time()
         data = encode_image(LoadedImage(result.image, p.loaded.alpha, p.loaded.gray),
                             p.dst.suffix)
@@ -463,18 +463,18 @@ class Worker:
         outcome = Outcome(p.job.rel, status, len(result.faces), message, timings=timings,
                           identity=identity,
                           unjudged=sum(r.status == "too_small" for r in result.records))
-        return outcome, decoded(data)
+        return outcome, data
 
-    def _link(self, done: list[tuple[int, "_Pending", Result, np.ndarray]],
-              outcomes: list[Outcome | None]) -> None:
+    def _embed_links(self, done: list[tuple[int, "_Pending", Result, bytes]],
+                     outcomes: list[Outcome | None]) -> None:
         """Each finished image's :attr:`Outcome.link` (``done``: its place in ``outcomes``,
-        job, result and the (H, W, 3) image its file gives back), its anonymized faces
-        embedded at the original faces' places by each judge in one pass over the images; the
-        judges' seconds are charged to each image by its faces."""
+        job, result and the bytes of its file), its anonymized faces embedded as the file
+        gives them back, at the original faces' places, by each judge in one pass over the
+        images; the judges' seconds are charged to each image by its faces."""
         t0, cpu0 = time.perf_counter(), time.process_time()
         try:
             anonymized = self.pipeline.panel.embed_each(
-                [(written, result.faces) for _, _, result, written in done])
+                [(decoded(data), result.faces) for _, _, result, data in done])
         except Exception as e:  # every image of the pass gets the error
             for k, p, _, _ in done:
                 outcomes[k] = error_outcome(p.job, e)

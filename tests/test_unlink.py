@@ -88,6 +88,16 @@ def test_a_face_avoids_its_partners_donors_and_the_donors_a_judge_finds_close_to
 ONE_PERSON = ("Adrien_Brody/Adrien_Brody_0009.jpg", "Adrien_Brody/Adrien_Brody_0011.jpg")
 
 
+def _one_person(tmp_path: Path) -> Path:
+    """A folder ``tmp_path/in`` holding the :data:`ONE_PERSON` photos at their LFW paths."""
+    lfw = need_shared("lfw/images_deepfunneled")
+    inputs = tmp_path / "in"
+    for rel in ONE_PERSON:
+        (inputs / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(lfw / rel, inputs / rel)
+    return inputs
+
+
 def _linked(outdir: Path, records: Path, verifier) -> dict[str, float]:
     """Each judge's similarity between the two outputs' faces, at the original faces' places,
     and whether a judge matches them (``"linked"``)."""
@@ -104,11 +114,7 @@ def test_two_photos_of_one_person_are_anonymized_apart(tmp_path):
     (the default), the later one is anonymized again from try FROM_TRY with that donor
     avoided, which its private record lists; the pair is then linked by no judge, the first
     output is byte for byte the one without unlinking, and a rerun does nothing."""
-    lfw = need_shared("lfw/images_deepfunneled")
-    inputs = tmp_path / "in"
-    for rel in ONE_PERSON:
-        (inputs / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(lfw / rel, inputs / rel)
+    inputs = _one_person(tmp_path)
     plain, apart = tmp_path / "plain", tmp_path / "apart"
     before = anonymize_files([inputs], plain, Settings(unlink=False), workers=1)
     after = anonymize_files([inputs], apart, Settings(), workers=1)
@@ -149,11 +155,7 @@ def test_a_face_not_verified_again_leaves_its_image_as_it_was(tmp_path):
     the verified files it had, keeps its outcome and does not redo it again. Forced here by
     judging the second pass with thresholds below every similarity, which links every pair
     and matches every try."""
-    lfw = need_shared("lfw/images_deepfunneled")
-    inputs, out = tmp_path / "in", tmp_path / "out"
-    for rel in ONE_PERSON:
-        (inputs / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(lfw / rel, inputs / rel)
+    inputs, out = _one_person(tmp_path), tmp_path / "out"
     jobs = collect_jobs([inputs], out)
     engine = as_engine("local")
     worker = Worker(Settings(), out, False, MAX_PIXELS)
@@ -180,11 +182,7 @@ def test_a_run_stopped_before_unlinking_unlinks_when_run_again(tmp_path):
     files written (``Worker.link_again``: the originals and outputs embedded at the recorded
     faces' places) and the rounds run, so the later photo is redone as in an uninterrupted
     run, from try FROM_TRY, and the two outputs are linked by no judge."""
-    lfw = need_shared("lfw/images_deepfunneled")
-    inputs, out = tmp_path / "in", tmp_path / "out"
-    for rel in ONE_PERSON:
-        (inputs / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(lfw / rel, inputs / rel)
+    inputs, out = _one_person(tmp_path), tmp_path / "out"
     jobs = collect_jobs([inputs], out)
     worker = Worker(Settings(), out, False, MAX_PIXELS)
     with worker_pool(as_engine("local"), worker, jobs, 1) as run:
