@@ -524,10 +524,9 @@ class Worker:
         if not records:
             return {}
         faces = record_faces(records)
-        panel = self.pipeline.panel
-        return self.link(panel.embed_many([(load_image(job.src, self.max_pixels).rgb, faces)]),
-                         panel.embed_many([(load_image(dst, self.max_pixels).rgb, faces)]),
-                         records)
+        original, anonymized = self.pipeline.panel.embed_each(
+            [(load_image(path, self.max_pixels).rgb, faces) for path in (job.src, dst)])
+        return self.link(original, anonymized, records)
 
     def run_video(self, job: Job, dst: Path, sidecar: Path, private: Path, digest: str,
                   common: dict) -> Outcome:

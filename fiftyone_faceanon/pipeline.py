@@ -286,7 +286,7 @@ class _Replacing:
     timings: dict[str, float]
     records: list[FaceRecord | None]
     pasted: list[tuple[np.ndarray, np.ndarray] | None]
-    #: per face, what the backend reads off it for its donor (at its first try)
+    #: per face, what the backend reads off it for its donor (:meth:`Pipeline._read_faces`)
     readings: list[object | None]
     todo: list[int]
     out: np.ndarray
@@ -425,6 +425,7 @@ class Pipeline:
         if self.panel is not None:
             self._embed_originals([st for st in states if st.faces])
         self._find_occluders(states)
+        self._read_faces(states)
         for attempt in range(self.settings.tries if self.settings.verify else 1):
             trying = [st for st in states if st.todo]
             for st in trying:
@@ -477,8 +478,8 @@ class Pipeline:
             for st, original in zip(missing, self.panel.embed_each(
                     [(st.image, st.faces) for st in missing], fast=not self.settings.verify)):
                 st.original = original
-        for st in states:
-            if bank is not None:
+        if bank is not None:
+            for st in states:
                 st.exclude = self.panel.too_close(st.original, bank.embeddings)
                 for i, avoid in st.unlink.items():
                     st.exclude[i] |= avoid
@@ -494,13 +495,25 @@ class Pipeline:
             st.occluded = [self._occluded(c, lm, f) for c, lm, f in zip(st.crops, st.lms, frames)]
             st.timings["occluders"] += time.perf_counter() - t0
 
+    def _read_faces(self, states: list[_Replacing]) -> None:
+        """What the backend matches each face's donor on
+        (:meth:`~.anonymizers.Anonymizer.read`: with the judges, their embeddings of the
+        original), read once for all its tries."""
+        for st in states:
+            t0 = time.perf_counter()
+            for i, (crop, lms) in enumerate(zip(st.crops, st.lms)):
+                identity = (None if st.original is None
+                            else {j: e[i] for j, e in st.original.items()})
+                st.readings[i] = self.backend.read(crop, lms, identity, self.settings.verify)
+            st.timings["backend"] += time.perf_counter() - t0
+
     def _try(self, st: _Replacing, attempt: int) -> None:
         """Try ``attempt`` at the faces ``st.todo``: a donor each (none used twice in the image,
         none a judge finds close to the face), rendered; ``st.out`` gets every face's latest
-        try. Each face is read for its donor (:meth:`~.anonymizers.Anonymizer.read`) at its
-        first try. A face to unlink (``st.unlink``) is at try ``attempt +``
-        :data:`~.unlink.FROM_TRY` (its geometry, region and candidate rank), its donor chosen
-        on the terms of its ``attempt``-th try (the first ones match skin tone and light)."""
+        try, its donor chosen on what :meth:`_read_faces` read off it. A face to unlink
+        (``st.unlink``) is at try ``attempt +`` :data:`~.unlink.FROM_TRY` (its geometry, region
+        and candidate rank), its donor chosen on the terms of its ``attempt``-th try (the first
+        ones match skin tone and light)."""
         bank = self.backend.bank
         for i in st.todo:
             at = attempt + (FROM_TRY if i in st.unlink else 0)
@@ -511,11 +524,6 @@ class Pipeline:
                        if k != i and r is not None]] = True
             rng = face_rng(self.settings.seed, st.key, i)
             t0 = time.perf_counter()
-            if st.readings[i] is None:  # its first try
-                st.readings[i] = self.backend.read(
-                    st.crops[i], st.lms[i],
-                    None if st.original is None else {j: e[i] for j, e in st.original.items()},
-                    self.settings.verify)
             donor = self.backend.choose(st.readings[i], rng, at, avoid, attempt)
             st.timings["backend"] += time.perf_counter() - t0
             wide = at >= WIDEN_FROM or not large_enough(st.faces[i])

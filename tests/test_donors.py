@@ -237,13 +237,14 @@ def test_a_verified_old_face_gets_no_donor_under_half_its_age(monkeypatch):
     own = D.demographics({j: e[None] for j, e in identity.items()})[0, 1]
     young = donor.table[:, donor.keys.index("log_age")] < own + np.log(D.AGE_FLOOR)
     assert np.expm1(own) > 60 and young.sum() > 500
-    cost = donor.costs(crop, lms, identity)
-    unverified = donor.costs(crop, lms, identity, verified=False)
+    cost = donor.cost(donor.read(crop, lms, identity))
+    unverified = donor.cost(donor.read(crop, lms, identity, verified=False))
     assert np.isfinite(cost).sum() > 20 and not np.isfinite(cost[young]).any()
     monkeypatch.setattr(D, "AGE_FLOOR", 1e-9)
-    before = donor.costs(crop, lms, identity)
+    before = donor.cost(donor.read(crop, lms, identity))
     assert young[np.argsort(before)[:6]].sum() >= 3
-    np.testing.assert_array_equal(unverified, donor.costs(crop, lms, identity, verified=False))
+    np.testing.assert_array_equal(unverified,
+                                  donor.cost(donor.read(crop, lms, identity, verified=False)))
 
 
 def test_a_beardless_face_never_gets_a_bearded_donor(fixtures_dir, monkeypatch):
@@ -262,10 +263,10 @@ def test_a_beardless_face_never_gets_a_bearded_donor(fixtures_dir, monkeypatch):
     angry = read_rgb(fixtures_dir / "faceapi/angry.jpg")
     face = largest_face(angry)
     bearded = (*pipeline_crop(angry, face), judged(angry, face))
-    kept = donor.costs(*bearded)
+    kept = donor.cost(donor.read(*bearded))
     monkeypatch.setattr(D, "BEARDLESS", 0.0)
-    assert (beard[np.argsort(donor.costs(crop, lms, identity))[:6]] >= D.BEARDED).any()
-    np.testing.assert_array_equal(kept, donor.costs(*bearded))
+    assert (beard[np.argsort(donor.cost(donor.read(crop, lms, identity)))[:6]] >= D.BEARDED).any()
+    np.testing.assert_array_equal(kept, donor.cost(donor.read(*bearded)))
 
 
 def test_donors_are_matched_on_the_faces_expression(fixtures_dir, monkeypatch):
@@ -292,11 +293,12 @@ def test_donors_are_matched_on_the_faces_expression(fixtures_dir, monkeypatch):
         felt = expressions([crop], [lms])[0]
         assert EMOTIONS[felt.argmax()] == label == EMOTIONS[fer.predict(image, [face])[0].argmax()]
         identity = judged(image, face)
-        cost = donor.costs(crop, lms, identity)
-        unverified = donor.costs(crop, lms, identity, verified=False)
+        cost = donor.cost(donor.read(crop, lms, identity))
+        unverified = donor.cost(donor.read(crop, lms, identity, verified=False))
         monkeypatch.setattr(D, "EXPRESSION", (0.0, sigma))
-        without = donor.costs(crop, lms, identity)
-        np.testing.assert_array_equal(unverified, donor.costs(crop, lms, identity, verified=False))
+        without = donor.cost(donor.read(crop, lms, identity))
+        np.testing.assert_array_equal(unverified,
+                                      donor.cost(donor.read(crop, lms, identity, verified=False)))
         monkeypatch.undo()
         apart = ((donor.bank.expression - felt) ** 2).sum(1)
         finite = np.isfinite(cost)
@@ -341,7 +343,7 @@ def test_unverified_faces_get_donors_less_like_them():
     for name in ("astronaut.png", "grace_hopper.jpg"):
         crop, lms, identity = demo_face(name)
         z = likeness(identity, donor.bank.embeddings)
-        cheapest = {verified: np.argsort(donor.costs(crop, lms, identity, verified))[:6]
+        cheapest = {verified: np.argsort(donor.cost(donor.read(crop, lms, identity, verified)))[:6]
                     for verified in (True, False)}
         assert z[cheapest[False]].mean() < z[cheapest[True]].mean(), name
 
@@ -641,7 +643,8 @@ def test_a_face_gets_a_donor_of_its_own_skin_tone_at_any_exposure(fixtures_dir):
             if own is None:
                 own = skin_luma({j: e[None] for j, e in identity.items()})[0]
             crop, lms = pipeline_crop(image, face)
-            gaps.append(abs(skin[np.argsort(donor.costs(crop, lms, identity))[:6]].mean() - own))
+            cheapest = np.argsort(donor.cost(donor.read(crop, lms, identity)))[:6]
+            gaps.append(abs(skin[cheapest].mean() - own))
         assert np.mean(gaps) < 0.05, (path.name, gaps)
 
 
@@ -670,16 +673,18 @@ def test_a_donor_darker_or_lighter_by_both_skin_measures_is_never_a_first_candid
         own_skin = D.skin_luma({j: e[None] for j, e in identity.items()})[0]
         far = (((luma < own_luma - D.SKIN_FAR[0]) & (skin < own_skin - D.SKIN_FAR[1]))
                | ((luma > own_luma + D.SKIN_FAR[0]) & (skin > own_skin + D.SKIN_FAR[1])))
-        cost = donor.costs(crop, lms, identity)
-        later = donor.costs(crop, lms, identity, early=False)
-        unverified = donor.costs(crop, lms, identity, verified=False)
+        cost = donor.cost(donor.read(crop, lms, identity))
+        later = donor.cost(donor.read(crop, lms, identity), early=False)
+        unverified = donor.cost(donor.read(crop, lms, identity, verified=False))
         assert np.isfinite(cost).sum() >= 6 and not np.isfinite(cost[far]).any(), name
         with monkeypatch.context() as m:
             m.setattr(D, "SKIN_FAR", (np.inf, np.inf))
-            assert far[np.argsort(donor.costs(crop, lms, identity))[:6]].any(), name
-            np.testing.assert_array_equal(later, donor.costs(crop, lms, identity, early=False))
+            assert far[np.argsort(donor.cost(donor.read(crop, lms, identity)))[:6]].any(), name
+            np.testing.assert_array_equal(later,
+                                          donor.cost(donor.read(crop, lms, identity), early=False))
             np.testing.assert_array_equal(unverified,
-                                          donor.costs(crop, lms, identity, verified=False))
+                                          donor.cost(donor.read(crop, lms, identity,
+                                                                verified=False)))
 
 
 #: dlib's 68 landmarks of a face's mirror image: point ``i`` of the mirror is point
@@ -725,13 +730,14 @@ def test_a_verified_face_gets_donors_lit_from_its_side(fixtures_dir):
             crop, lms = pipeline_crop(image, face)
             own = face_attributes(crop, lms)["shade"]
             identity = judged(image, face)
-            unverified = donor.costs(crop, lms, identity, verified=False)
+            unverified = donor.cost(donor.read(crop, lms, identity, verified=False))
             for term in (True, False):
                 donor.weights[k] = weight if term else 0.0
-                six = np.argsort(donor.costs(crop, lms, identity))[:6]
+                six = np.argsort(donor.cost(donor.read(crop, lms, identity)))[:6]
                 gaps[term].append(np.abs(shade[six] - own).mean())
             np.testing.assert_array_equal(unverified,
-                                          donor.costs(crop, lms, identity, verified=False))
+                                          donor.cost(donor.read(crop, lms, identity,
+                                                                verified=False)))
             donor.weights[k] = weight
     assert VERIFIED_ONLY == ("shade",) and len(gaps[True]) == 20
     assert np.mean(gaps[True]) < 0.75 * np.mean(gaps[False]), gaps

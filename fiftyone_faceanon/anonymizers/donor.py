@@ -382,12 +382,6 @@ class Donor(Anonymizer):
                        {j: e for j, e in identity.items() if j in self.bank.embeddings},
                        gendered, verified)
 
-    def costs(self, crop: np.ndarray, landmarks: np.ndarray,
-              identity: dict[str, np.ndarray] | None = None, verified: bool = True,
-              early: bool = True) -> np.ndarray:
-        """:meth:`cost` of the face :meth:`read` reads off the crop."""
-        return self.cost(self.read(crop, landmarks, identity, verified), early)
-
     def cost(self, face: Reading, early: bool = True) -> np.ndarray:
         """(M,) matching cost of every donor for a face read by :meth:`read`: the weighted
         terms it can count, infinite for a donor with glasses on a face without
