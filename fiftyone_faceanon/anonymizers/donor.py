@@ -110,6 +110,9 @@ CANDIDATES = 6
 #: A face whose ``glasses`` (:func:`glasses` with verification, else the edge measure) is under
 #: the first never gets a donor whose measure is over the second: as a cost term alone, glasses
 #: drawn onto a bare face (the most visible wrong attribute) reached 24 of 554 verified LFW faces.
+#: Read by the head, a face under :data:`KEEP_FRAMES` (which keeps no frames of its own) never
+#: gets one either: Kofi_Annan_0017 (LFW, bare-faced, 0.38 by the head) had a donor with glasses
+#: (0.73) as his cheapest and two more among his six, and unlinking's redo drew one (0.93).
 NO_GLASSES, GLASSES = 0.3, 0.5
 #: A face whose ``teeth`` is at least ``SHOWS_TEETH`` never gets a donor whose mouth is open
 #: ``DARK_OPEN`` or more (:func:`~fiftyone_faceanon.donors.mouth_opening`) with ``teeth`` under
@@ -385,12 +388,12 @@ class Donor(Anonymizer):
     def cost(self, face: Reading, early: bool = True) -> np.ndarray:
         """(M,) matching cost of every donor for a face read by :meth:`read`: the weighted
         terms it can count, infinite for a donor with glasses on a face without
-        (:data:`NO_GLASSES`), a bearded one or one seen with facial hair on a face without
-        (:data:`BEARDLESS`) and, with the judge embeddings, for one sure to be of the other
-        gender (:data:`SURE_FACE`) or, on a face that will be verified, under half its age
-        (:data:`AGE_FLOOR`) and, on its ``early`` tries, far from its skin tone by both
-        measures (:data:`SKIN_FAR`); every judge's embedding adds to its donors'
-        :func:`likeness` (:data:`LIKENESS`; :data:`LIKENESS_UNVERIFIED` for a face that will
+        (:data:`NO_GLASSES`; by the head, :data:`KEEP_FRAMES`), a bearded one or one seen with
+        facial hair on a face without (:data:`BEARDLESS`) and, with the judge embeddings, for
+        one sure to be of the other gender (:data:`SURE_FACE`) or, on a face that will be
+        verified, under half its age (:data:`AGE_FLOOR`) and, on its ``early`` tries, far from
+        its skin tone by both measures (:data:`SKIN_FAR`); every judge's embedding adds to its
+        donors' :func:`likeness` (:data:`LIKENESS`; :data:`LIKENESS_UNVERIFIED` for a face that will
         not be verified, which also leaves out :data:`VERIFIED_ONLY`). ``early``: whether the
         :data:`EARLY` terms count (a face's first :data:`SKIN_TRIES` tries). A face that will
         be verified adds the :data:`EXPRESSION` term.
@@ -408,7 +411,7 @@ class Donor(Anonymizer):
             weight, offset = (LIKENESS, 0.0) if face.verified else LIKENESS_UNVERIFIED
             z = likeness(face.judged, self.bank.embeddings)
             cost = cost + weight * np.maximum(z + offset, 0) ** 2
-        if a["glasses"] < NO_GLASSES:
+        if a["glasses"] < (KEEP_FRAMES if "facenet_casia" in face.judged else NO_GLASSES):
             cost = rule_out(cost, self.table[:, self.keys.index("glasses")] > GLASSES)
         if a["beard"] < BEARDLESS:
             cost = rule_out(cost, (self.table[:, self.keys.index("beard")] >= BEARDED)
