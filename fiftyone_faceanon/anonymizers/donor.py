@@ -110,10 +110,15 @@ CANDIDATES = 6
 #: A face whose ``glasses`` (:func:`glasses` with verification, else the edge measure) is under
 #: the first never gets a donor whose measure is over the second: as a cost term alone, glasses
 #: drawn onto a bare face (the most visible wrong attribute) reached 24 of 554 verified LFW faces.
-#: Read by the head, a face under :data:`KEEP_FRAMES` (which keeps no frames of its own) never
-#: gets one either: Kofi_Annan_0017 (LFW, bare-faced, 0.38 by the head) had a donor with glasses
-#: (0.73) as his cheapest and two more among his six, and unlinking's redo drew one (0.93).
 NO_GLASSES, GLASSES = 0.3, 0.5
+#: Read by the head, a face under :data:`KEEP_FRAMES` (which keeps no frames of its own) never
+#: gets a donor whose measure is ``SURE_GLASSES`` or more: Kofi_Annan_0017 (LFW, bare-faced,
+#: 0.38 by the head) drew one (0.93) at unlinking's redo. Of the bank's 68 donors between
+#: ``GLASSES`` and this line 5 wear glasses by eye. Ruling out all 126 over ``GLASSES`` took
+#: them from a glasses wearer the head is unsure of too (Alvaro Uribe's thin frames, 0.35-0.49):
+#: his 35 LFW photos, unlinked from that smaller bank, were linked in 6 pairs instead of 2 at
+#: seed 1 (docs/benchmarks.md, "Bare faces by the head get no donor with glasses").
+SURE_GLASSES = 0.8
 #: A face whose ``teeth`` is at least ``SHOWS_TEETH`` never gets a donor whose mouth is open
 #: ``DARK_OPEN`` or more (:func:`~fiftyone_faceanon.donors.mouth_opening`) with ``teeth`` under
 #: ``DARK_TEETH``: warped onto a smile, such a donor's dark cavity replaces the teeth and turns
@@ -388,7 +393,7 @@ class Donor(Anonymizer):
     def cost(self, face: Reading, early: bool = True) -> np.ndarray:
         """(M,) matching cost of every donor for a face read by :meth:`read`: the weighted
         terms it can count, infinite for a donor with glasses on a face without
-        (:data:`NO_GLASSES`; by the head, :data:`KEEP_FRAMES`), a bearded one or one seen with
+        (:data:`NO_GLASSES`; by the head, :data:`SURE_GLASSES`), a bearded one or one seen with
         facial hair on a face without (:data:`BEARDLESS`) and, with the judge embeddings, for
         one sure to be of the other gender (:data:`SURE_FACE`) or, on a face that will be
         verified, under half its age (:data:`AGE_FLOOR`) and, on its ``early`` tries, far from
@@ -411,8 +416,11 @@ class Donor(Anonymizer):
             weight, offset = (LIKENESS, 0.0) if face.verified else LIKENESS_UNVERIFIED
             z = likeness(face.judged, self.bank.embeddings)
             cost = cost + weight * np.maximum(z + offset, 0) ** 2
-        if a["glasses"] < (KEEP_FRAMES if "facenet_casia" in face.judged else NO_GLASSES):
-            cost = rule_out(cost, self.table[:, self.keys.index("glasses")] > GLASSES)
+        worn = self.table[:, self.keys.index("glasses")]
+        if a["glasses"] < NO_GLASSES:
+            cost = rule_out(cost, worn > GLASSES)
+        elif a["glasses"] < KEEP_FRAMES and "facenet_casia" in face.judged:
+            cost = rule_out(cost, worn >= SURE_GLASSES)
         if a["beard"] < BEARDLESS:
             cost = rule_out(cost, (self.table[:, self.keys.index("beard")] >= BEARDED)
                             | self.bank.facial_hair_seen)
