@@ -117,7 +117,7 @@ NO_GLASSES, GLASSES = 0.3, 0.5
 #: ``GLASSES`` and this line 5 wear glasses by eye. Ruling out all 126 over ``GLASSES`` took
 #: them from a glasses wearer the head is unsure of too (Alvaro Uribe's thin frames, 0.35-0.49):
 #: his 35 LFW photos, unlinked from that smaller bank, were linked in 6 pairs instead of 2 at
-#: seed 1 (docs/benchmarks.md, "Bare faces by the head get no donor with glasses").
+#: seed 1 (docs/benchmarks.md, "Faces the glasses head is unsure of").
 SURE_GLASSES = 0.8
 #: A face whose ``teeth`` is at least ``SHOWS_TEETH`` never gets a donor whose mouth is open
 #: ``DARK_OPEN`` or more (:func:`~fiftyone_faceanon.donors.mouth_opening`) with ``teeth`` under
