@@ -456,7 +456,6 @@ def test_the_embedding_tells_glasses_where_the_edge_measure_cannot():
     assert not any(worn[candidates[n]].any() for n in bare + wearing)
 
 
-
 def test_a_face_the_glasses_head_is_unsure_of_gets_no_donor_sure_to_wear_glasses():
     """Kofi_Annan_0017 (LFW, bare-faced): the head reads him 0.38, under ``KEEP_FRAMES`` (he
     keeps no frames of his own) but over ``NO_GLASSES``, where only the cost term kept glasses
