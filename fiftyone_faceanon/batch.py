@@ -468,31 +468,44 @@ class Worker:
     def _embed_links(self, done: list[tuple[int, "_Pending", Result, bytes]],
                      outcomes: list[Outcome | None]) -> None:
         """Each finished image's :attr:`Outcome.link` (``done``: its place in ``outcomes``,
-        job, result and the bytes of its file), its anonymized faces embedded as the file
-        gives them back, at the original faces' places, by each judge in one pass over the
-        images; the judges' seconds are charged to each image by its faces."""
+        job, result and the bytes of its file): its verified faces' embeddings at the
+        original faces' places as the file gives them back, each judge's from the judging
+        that verified them (:attr:`~.pipeline.Result.anonymized`), where that judge embedded
+        them at full precision, else embedded here, by each judge in one pass over the images;
+        the judges' seconds are charged to each image by its faces."""
         t0, cpu0 = time.perf_counter(), time.process_time()
+        panel = self.pipeline.panel
+        results = [result for _, _, result, _ in done]
         try:
-            anonymized = self.pipeline.panel.embed_each(
-                [(decoded(data), result.faces) for _, _, result, data in done])
+            missing = {j: [[f for f, r in enumerate(result.records) if r.status == "verified"
+                            and np.isnan(result.anonymized[j][f, 0])] for result in results]
+                       for j in panel.judges}
+            images = [decoded(data) if any(rows[n] for rows in missing.values()) else None
+                      for n, (_, _, _, data) in enumerate(done)]
+            for j, rows in missing.items():
+                todo = [n for n, r in enumerate(rows) if r]
+                embedded = panel.embed_each(
+                    [(images[n], [results[n].faces[f] for f in rows[n]]) for n in todo], (j,))
+                for n, e in zip(todo, embedded):
+                    results[n].anonymized[j][rows[n]] = e[j]
         except Exception as e:  # every image of the pass gets the error
             for k, p, _, _ in done:
                 outcomes[k] = error_outcome(p.job, e)
             return
         faces = sum(len(result.faces) for _, _, result, _ in done)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        for (k, _, result, _), embedded in zip(done, anonymized):
+        for k, _, result, _ in done:
             share = len(result.faces) / faces
             outcomes[k].timings["judge"] += seconds * share
             outcomes[k].timings["cpu"] += cpu * share
-            outcomes[k].link = self.link(result.original, embedded,
+            outcomes[k].link = self.link(result.original, result.anonymized,
                                          [r.private() for r in result.records])
 
     def link(self, original: dict[str, np.ndarray], anonymized: dict[str, np.ndarray],
              records: list[dict]) -> dict:
         """An image's :attr:`Outcome.link`: ``original`` and ``anonymized``, the judges'
         embeddings of its original faces and of its anonymized image's at the original faces'
-        places; ``records``, the faces' private records."""
+        places (only its verified faces' are read); ``records``, the faces' private records."""
         index = self.pipeline.backend.bank.position
         return {"original": original, "anonymized": anonymized,
                 "donors": [index.get(r["anonymized"]["donor"]) for r in records],

@@ -136,19 +136,32 @@ class FaceRecord:
 @dataclass
 class Result:
     """``image`` (H, W, 3) uint8, the faces found in the original, one :class:`FaceRecord` per
-    face, seconds per stage, and every judge's embeddings of the original faces
-    (``{judge: (F, D)}``; None where the judges did not read them)."""
+    face, seconds per stage, every judge's embeddings of the original faces (``{judge: (F,
+    D)}``; None where the judges did not read them) and of the verified faces at their places
+    in ``image`` as its file gives it back (``anonymized``, ``{judge: (F, D)}``, full
+    precision, from the judging that verified them; NaN rows for the other faces and where a
+    judge embedded a face in bfloat16 only)."""
 
     image: np.ndarray
     faces: list[F.Face]
     records: list[FaceRecord]
     timings: dict[str, float]
     original: dict[str, np.ndarray] | None = None
+    anonymized: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def unverified(self) -> list[FaceRecord]:
         """Faces that failed verification and were handled fail-closed."""
         return [r for r in self.records if r.status.startswith("fail_closed")]
+
+
+def _verified_rows(embedded: dict[str, np.ndarray], records: list[FaceRecord]
+                   ) -> dict[str, np.ndarray]:
+    """``{judge: (F, D)}`` embeddings with NaN rows but for the verified faces: a face's last
+    judging is on the final image only if it is verified (:meth:`Pipeline._settle` judges a
+    verified face again once another face is pasted after it)."""
+    verified = np.array([r.status == "verified" for r in records], bool)[:, None]
+    return {j: np.where(verified, e, np.nan).astype(np.float32) for j, e in embedded.items()}
 
 
 def _wears_glasses(original: dict[str, np.ndarray]) -> np.ndarray:
@@ -292,6 +305,9 @@ class _Replacing:
     out: np.ndarray
     released: Callable[[np.ndarray], np.ndarray] | None = None
     original: dict[str, np.ndarray] | None = None
+    #: every judge's full-precision embeddings of each face at its place in the output as
+    #: last judged (``{judge: (F, D)}``, NaN rows where none: :meth:`Pipeline._judge`)
+    anonymized: dict[str, np.ndarray] = field(default_factory=dict)
     exclude: np.ndarray | None = None
     #: faces anonymized again to unlink them: ``{face: (M,) bool}``, the donors they avoid
     unlink: dict[int, np.ndarray] = field(default_factory=dict)
@@ -382,14 +398,11 @@ class Pipeline:
                 landmarks.append(time.perf_counter() - t0)
         results: list[Result | VerificationError] = []
         released = released or [None] * len(images)
-        for faces, seconds, done in zip(found, landmarks, self.replace_many(
+        for seconds, done in zip(landmarks, self.replace_many(
                 list(zip(images, found, keys, released)), unlink, originals)):
-            if isinstance(done, VerificationError):
-                results.append(done)
-                continue
-            out, records, timings, original = done
-            results.append(Result(out, faces, records,
-                                  {"detect": detect, "landmarks": seconds, **timings}, original))
+            if not isinstance(done, VerificationError):
+                done.timings = {"detect": detect, "landmarks": seconds, **done.timings}
+            results.append(done)
         return results
 
     def replace_many(
@@ -397,13 +410,11 @@ class Pipeline:
                                 Callable[[np.ndarray], np.ndarray] | None]],
         unlink: list[dict[int, np.ndarray]] | None = None,
         originals: list[dict[str, np.ndarray] | None] | None = None,
-    ) -> list[tuple[np.ndarray, list[FaceRecord], dict[str, float],
-                    dict[str, np.ndarray] | None] | VerificationError]:
-        """Replace the given faces of each ``(image, faces, key, released)``; per item the new
-        image, a record per face, seconds per stage (``occluders``, ``backend``,
-        ``postprocess``, ``judge``: the judges reading the originals and, with verification,
-        scoring each try) and the judges' embeddings of the original faces (or None), or the
-        :class:`~.verify.VerificationError` of ``on_fail="error"``.
+    ) -> list[Result | VerificationError]:
+        """Replace the given faces of each ``(image, faces, key, released)``; per item its
+        :class:`Result` (seconds per stage: ``occluders``, ``backend``, ``postprocess``,
+        ``judge``: the judges reading the originals and, with verification, scoring each try),
+        or the :class:`~.verify.VerificationError` of ``on_fail="error"``.
         ``released``: what the image goes through before it is seen, which the judges score
         (:meth:`anonymize_many`), or None; ``unlink``: per item, the faces to keep apart from
         other images' (:meth:`anonymize_many`); ``originals``: per item, the judges'
@@ -450,7 +461,8 @@ class Pipeline:
                 except VerificationError as e:
                     results.append(e)
                     continue
-            results.append((st.out, st.records, st.timings, st.original))
+            results.append(Result(st.out, st.faces, st.records, st.timings, st.original,
+                                  _verified_rows(st.anonymized, st.records)))
         return results
 
     def _start(self, image: np.ndarray, faces: list[F.Face], key: str,
@@ -617,11 +629,15 @@ class Pipeline:
         """After the last try: the faces ``st.todo`` fail closed (:meth:`_fail_closed`), and a
         verified face of the image in which another face was pasted after its own last try (a
         later try, or a cover) is judged once more in the final image, since that paste can
-        reach into what the judges see of it; one now matched fails closed too."""
+        reach into what the judges see of it; one now matched fails closed too. A face
+        unlinked starts :data:`~.unlink.FROM_TRY` tries ahead of the others, so the pass it
+        was last pasted in is its try less that."""
         if st.todo:
             self._fail_closed(st)
+        pasted = [r.tries - (FROM_TRY if i in st.unlink else 0)
+                  for i, r in enumerate(st.records)]
         stale = [i for i, r in enumerate(st.records) if r.status == "verified" and any(
-            k != i and (o.tries > r.tries or o.status.startswith("fail_closed"))
+            k != i and (pasted[k] > pasted[i] or o.status.startswith("fail_closed"))
             for k, o in enumerate(st.records))]
         while stale:
             st.todo = stale
@@ -1008,15 +1024,20 @@ class Pipeline:
         unmatched = [np.ones(len(st.todo), bool) for st in states]
         for j in self.panel.judges:
             rows = [np.flatnonzero(o | every) for o in unmatched]
-            sims = split_rows(self.panel.score(
+            sims, embedded = self.panel.score_embedded(
                 {j: np.concatenate([st.original[j][np.asarray(st.todo, int)[r]]
                                     for st, r in zip(states, rows)])},
                 [(image, [st.faces[st.todo[i]] for i in r])
-                 for image, st, r in zip(images, states, rows)]),
-                [len(r) for r in rows])
-            for k, (st, r, v) in enumerate(zip(states, rows, sims)):
+                 for image, st, r in zip(images, states, rows)])
+            counts = [len(r) for r in rows]
+            for k, (st, r, v, e) in enumerate(zip(states, rows, split_rows(sims, counts),
+                                                  split_rows(embedded, counts))):
                 scored[k][j] = np.full(len(st.todo), np.nan)
                 scored[k][j][r] = v[j]
+                if j not in st.anonymized:
+                    st.anonymized[j] = np.full((len(st.faces), e[j].shape[1]), np.nan,
+                                               np.float32)
+                st.anonymized[j][np.asarray(st.todo, int)[r]] = e[j]
                 unmatched[k] &= ~self.panel.matched({j: scored[k][j]},
                                                 written=st.released is not None)
         matched = [~o for o in unmatched]

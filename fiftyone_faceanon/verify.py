@@ -201,19 +201,30 @@ class Verifier:
         the full-precision one; a similarity outside that band may differ from it by up to
         BF16_ERROR (one above it is matched at every line: 1 in 7 of the tries' faces on LFW,
         which no longer cost a second embedding)."""
+        return self.score_embedded(original, items, margin)[0]
+
+    def score_embedded(self, original: dict[str, np.ndarray],
+                       items: list[tuple[np.ndarray, list[Face]]],
+                       margin: dict[str, float] | None = None
+                       ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """:meth:`score`, and each judge's ``{judge: (N, D)}`` full-precision embeddings of the
+        faces it scored, NaN rows for those it embedded in bfloat16 only."""
         margin = margin or {}
-        sims = {}
+        sims, embedded = {}, {}
         for j in original:
             judge = self.judges[j]
             crops = [c for image, faces in items for c in judge.crops(image, faces)]
-            sims[j] = np.einsum("fd,fd->f", original[j], judge.embed_crops(crops, judge.fast))
+            embedded[j] = judge.embed_crops(crops, judge.fast)
+            sims[j] = np.einsum("fd,fd->f", original[j], embedded[j])
             if judge.fast:
+                embedded[j][:] = np.nan
                 low, high = self.screen(j, margin)
                 again = np.flatnonzero((sims[j] >= low) & (sims[j] < high))
                 if len(again):
+                    embedded[j][again] = judge.embed_crops([crops[k] for k in again])
                     sims[j][again] = np.einsum("fd,fd->f", original[j][again],
-                                               judge.embed_crops([crops[k] for k in again]))
-        return sims
+                                               embedded[j][again])
+        return sims, embedded
 
     def screen(self, judge: str, margin: dict[str, float] | None = None) -> tuple[float, float]:
         """The band of similarities that :meth:`score` embeds again at full precision for

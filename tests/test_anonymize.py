@@ -242,11 +242,11 @@ def test_images_judged_together_are_judged_as_alone(fixtures_dir, astronaut):
     assert max(tries) > 1 and len(tries) >= 15  # retries were judged in shared passes
     together = pipeline.replace_many(
         [(image, result.faces, key, None) for image, result, key in zip(images, alone, keys)])
-    for (out, records, _, _), b in zip(together, alone):
-        np.testing.assert_array_equal(out, b.image)
-        assert [(r.donor, r.tries, r.status) for r in records] == [
+    for a, b in zip(together, alone):
+        np.testing.assert_array_equal(a.image, b.image)
+        assert [(r.donor, r.tries, r.status) for r in a.records] == [
             (r.donor, r.tries, r.status) for r in b.records]
-        for ra, rb in zip(records, b.records):
+        for ra, rb in zip(a.records, b.records):
             assert ra.similarity.keys() == rb.similarity.keys()
             for j in ra.similarity:
                 assert abs(ra.similarity[j] - rb.similarity[j]) < 1e-5
@@ -257,8 +257,33 @@ def test_images_judged_together_are_judged_as_alone(fixtures_dir, astronaut):
     given = pipeline.replace_many(
         [(image, result.faces, key, None) for image, result, key in zip(images, alone, keys)],
         originals=[result.original for result in alone])
-    for (out, records, _, original), b in zip(given, alone):
-        np.testing.assert_array_equal(out, b.image)
-        assert original is b.original
-        assert [(r.donor, r.tries, r.status) for r in records] == [
+    for a, b in zip(given, alone):
+        np.testing.assert_array_equal(a.image, b.image)
+        assert a.original is b.original
+        assert [(r.donor, r.tries, r.status) for r in a.records] == [
             (r.donor, r.tries, r.status) for r in b.records]
+
+
+def test_a_result_carries_its_verified_faces_embeddings_in_its_final_image(fixtures_dir):
+    """What unlinking compares instead of embedding the written file again: each verified
+    face's embedding by each judge, from the judging that verified it, is that judge's full
+    precision embedding of the final image at the face's place (to float rounding), also for
+    a face verified before another face of its image was redone (the group photo); the other
+    faces have none."""
+    images = [read_rgb(fixtures_dir / "group/insightface_t1.jpg")]
+    images += [read_rgb(p) for p in lfw_images(3)]
+    pipeline = Pipeline(Settings())
+    results = pipeline.anonymize_many(images, [f"image{k}" for k in range(len(images))])
+    tries = [r.tries for r in results[0].records if r.status == "verified"]
+    assert min(tries) < max(tries)  # faces verified before others were redone
+    for result in results:
+        verified = np.array([r.status == "verified" for r in result.records])
+        assert verified.any()
+        final = pipeline.panel.embed_many([(result.image, result.faces)])
+        for j, kept in result.anonymized.items():
+            assert np.isnan(kept[~verified]).all()
+            rows = verified & ~np.isnan(kept[:, 0])
+            if j == "dlib":  # never embedded in bfloat16
+                assert rows.sum() == verified.sum()
+            np.testing.assert_allclose(kept[rows], final[j][rows], atol=1e-4)
+        assert set(result.anonymized) == set(pipeline.panel.judges)

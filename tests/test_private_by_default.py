@@ -320,13 +320,13 @@ def test_one_judge_after_another_decides_as_every_judge_does(monkeypatch):
     key = "Adrien_Brody_0004.jpg"
     image = read_rgb(need_shared("lfw") / "images_deepfunneled" / "Adrien_Brody" / key)
     scored = []
-    score = Verifier.score
+    score = Verifier.score_embedded
 
     def counted(self, original, items, margin=None):
         scored.extend(j for j in original for _, faces in items for _ in faces)
         return score(self, original, items, margin)
 
-    monkeypatch.setattr(Verifier, "score", counted)
+    monkeypatch.setattr(Verifier, "score_embedded", counted)
     pipeline = Pipeline(Settings())
     in_turn = pipeline.anonymize(image, key=key)
     casia_in_turn, scored[:] = scored.count("facenet_casia"), []

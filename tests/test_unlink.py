@@ -13,7 +13,7 @@ from fiftyone_faceanon.batch import (UNLINK_STATE, Worker, anonymize_files, coll
                                      record_faces, run_jobs, unlink_run, worker_pool)
 from fiftyone_faceanon.engines import as_engine
 from fiftyone_faceanon.images import MAX_PIXELS, records_dir
-from fiftyone_faceanon.pipeline import Settings
+from fiftyone_faceanon.pipeline import Pipeline, Settings
 from fiftyone_faceanon.unlink import (
     BLOCK, FROM_TRY, ROUNDS, avoided, linked_pairs, look_alikes, redo_plan,
 )
@@ -174,6 +174,26 @@ def test_a_face_not_verified_again_leaves_its_image_as_it_was(tmp_path):
     records = file_tree(records_dir(out))
     assert json.loads(records.pop(UNLINK_STATE)) == {"rounds": ROUNDS}
     assert (file_tree(out), records) == before  # the copies kept for the round are gone too
+
+
+def test_a_face_unlinked_before_another_face_of_its_image_was_redone_is_judged_again():
+    """A face to unlink starts :data:`FROM_TRY` tries ahead of its image's other faces. One
+    verified at its first redo try while another face of its image was redone after it (the
+    man of Abdullah_Gul_0009 at his first, the face beside him at its second) is judged again
+    in the final image, as any verified face beside a later paste is: the embeddings its
+    judging leaves for unlinking are the final image's. Until 2026-12-06 it was not (its try
+    was the higher), and dlib's embedding of it differed from the final image's by 1.5e-3."""
+    key = "Abdullah_Gul/Abdullah_Gul_0009.jpg"
+    image = read_rgb(need_shared(f"lfw/images_deepfunneled/{key}"))
+    pipeline = Pipeline(Settings())
+    first = pipeline.anonymize_many([image], [key])[0]
+    redo = pipeline.anonymize_many(
+        [image], [key], unlink=[{0: np.zeros(len(pipeline.backend.bank), bool)}],
+        faces=[first.faces], originals=[first.original])[0]
+    assert [(r.tries, r.status) for r in redo.records] == [(FROM_TRY + 1, "verified"),
+                                                           (2, "verified")]
+    final = pipeline.panel.embed_many([(redo.image, redo.faces)], ("dlib",))["dlib"]
+    np.testing.assert_allclose(redo.anonymized["dlib"], final, atol=1e-5)
 
 
 def test_a_run_stopped_before_unlinking_unlinks_when_run_again(tmp_path):
