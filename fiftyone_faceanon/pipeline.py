@@ -138,9 +138,9 @@ class Result:
     """``image`` (H, W, 3) uint8, the faces found in the original, one :class:`FaceRecord` per
     face, seconds per stage, every judge's embeddings of the original faces (``{judge: (F,
     D)}``; None where the judges did not read them) and of the verified faces at their places
-    in ``image`` as its file gives it back (``anonymized``, ``{judge: (F, D)}``, full
-    precision, from the judging that verified them; NaN rows for the other faces and where a
-    judge embedded a face in bfloat16 only)."""
+    in ``image`` as it is released (``anonymized``, ``{judge: (F, D)}``, full precision, from
+    the judging that verified them: :meth:`Pipeline.anonymize_many`'s ``released``; NaN rows
+    for the other faces and where a judge embedded a face in bfloat16 only)."""
 
     image: np.ndarray
     faces: list[F.Face]
@@ -157,9 +157,9 @@ class Result:
 
 def _verified_rows(embedded: dict[str, np.ndarray], records: list[FaceRecord]
                    ) -> dict[str, np.ndarray]:
-    """``{judge: (F, D)}`` embeddings with NaN rows but for the verified faces: a face's last
-    judging is on the final image only if it is verified (:meth:`Pipeline._settle` judges a
-    verified face again once another face is pasted after it)."""
+    """``{judge: (F, D)}`` embeddings with NaN rows but for the verified faces, whose last
+    judging is of the final image (:meth:`Pipeline._settle` judges a verified face again once
+    another face is pasted after it); another face's may be of an image since changed."""
     verified = np.array([r.status == "verified" for r in records], bool)[:, None]
     return {j: np.where(verified, e, np.nan).astype(np.float32) for j, e in embedded.items()}
 
