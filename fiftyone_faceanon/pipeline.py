@@ -288,7 +288,8 @@ class _Replacing:
     embeddings of the ``original`` faces (``{judge: (F, D)}``), the bank's donors too close to
     each (``exclude``, (F, M) bool); the faces still to try (``todo``), the output so far,
     what it goes through before it is seen (``released``, or None), seconds per stage and the
-    faces anonymized again to unlink them (``unlink``)."""
+    faces anonymized again to unlink them (``unlink``); how many times the output was pasted
+    (``pastes``) and per face how many it had when the face was last judged (``judged_at``)."""
 
     image: np.ndarray
     faces: list[F.Face]
@@ -311,11 +312,14 @@ class _Replacing:
     exclude: np.ndarray | None = None
     #: faces anonymized again to unlink them: ``{face: (M,) bool}``, the donors they avoid
     unlink: dict[int, np.ndarray] = field(default_factory=dict)
+    pastes: int = 0
+    judged_at: list[int] = field(default_factory=list)
 
     def paste(self) -> None:
         """``out``: the image with every face's latest ``(crop, mask)`` pasted."""
         self.out = F.paste_faces(self.image, self.faces, [p[0] for p in self.pasted],
                                  [p[1] for p in self.pasted])
+        self.pastes += 1
 
 
 def _share_judging(states: list[_Replacing], seconds: float, faces: list[int]) -> None:
@@ -476,7 +480,7 @@ class Pipeline:
                           {"occluders": 0.0, "backend": 0.0, "postprocess": 0.0, "judge": 0.0},
                           records=[None] * n, pasted=[None] * n, readings=[None] * n,
                           todo=list(range(n)),
-                          out=image.copy(), released=released)
+                          out=image.copy(), released=released, judged_at=[-1] * n)
 
     def _embed_originals(self, states: list[_Replacing]) -> None:
         """Every judge's embeddings of the states' original faces that no state holds yet, in
@@ -627,23 +631,17 @@ class Pipeline:
 
     def _settle(self, st: _Replacing) -> None:
         """After the last try: the faces ``st.todo`` fail closed (:meth:`_fail_closed`), and a
-        verified face of the image in which another face was pasted after its own last try (a
-        later try, or a cover) is judged once more in the final image, since that paste can
-        reach into what the judges see of it; one now matched fails closed too. A face
-        unlinked starts :data:`~.unlink.FROM_TRY` tries ahead of the others, so the pass it
-        was last pasted in is its try less that."""
+        verified face last judged before the image's latest paste (another face's later try,
+        or a cover) is judged once more in the final image, since that paste can reach into
+        what the judges see of it; one now matched fails closed too, and its cover is a paste
+        after every other. So each verified face's last judging is of the final image."""
         if st.todo:
             self._fail_closed(st)
-        pasted = [r.tries - (FROM_TRY if i in st.unlink else 0)
-                  for i, r in enumerate(st.records)]
-        stale = [i for i, r in enumerate(st.records) if r.status == "verified" and any(
-            k != i and (pasted[k] > pasted[i] or o.status.startswith("fail_closed"))
-            for k, o in enumerate(st.records))]
-        while stale:
+        while stale := [i for i, r in enumerate(st.records)
+                        if r.status == "verified" and st.judged_at[i] < st.pastes]:
             st.todo = stale
             matched = self._judge([st])[0]
             st.todo = [i for i, m in zip(stale, matched) if m]
-            stale = [i for i, m in zip(stale, matched) if not m] if st.todo else []
             if st.todo:
                 self._fail_closed(st)
 
@@ -1047,5 +1045,6 @@ class Pipeline:
         for st, sims in zip(states, scored):
             for k, i in enumerate(st.todo):
                 st.records[i].similarity = {j: float(v[k]) for j, v in sims.items()}
+                st.judged_at[i] = st.pastes
         _share_judging(states, time.perf_counter() - t0, [len(st.todo) for st in states])
         return matched
