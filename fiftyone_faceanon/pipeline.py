@@ -158,8 +158,9 @@ class Result:
 def _verified_rows(embedded: dict[str, np.ndarray], records: list[FaceRecord]
                    ) -> dict[str, np.ndarray]:
     """``{judge: (F, D)}`` embeddings with NaN rows but for the verified faces, whose last
-    judging is of the final image (:meth:`Pipeline._settle` judges a verified face again once
-    another face is pasted after it); another face's may be of an image since changed."""
+    judging is of the final image (:meth:`Pipeline._settle` judges a verified face again when
+    the image was pasted after it was judged); another face's may be of an image since
+    changed."""
     verified = np.array([r.status == "verified" for r in records], bool)[:, None]
     return {j: np.where(verified, e, np.nan).astype(np.float32) for j, e in embedded.items()}
 
