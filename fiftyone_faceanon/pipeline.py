@@ -473,15 +473,18 @@ class Pipeline:
     def _start(self, image: np.ndarray, faces: list[F.Face], key: str,
                released: Callable[[np.ndarray], np.ndarray] | None) -> _Replacing:
         """The state of one image before its first try: every face's crop and crop
-        landmarks, every face to do, the output a copy of the image."""
+        landmarks, every face to do, the output a copy of the image, no face judged yet."""
         crops = [F.crop_face(image, f.crop) for f in faces]
         lms = [f.crop.to_crop(f.landmarks) for f in faces]
         n = len(faces)
+        judges = self.panel.judges if self.panel is not None else {}
         return _Replacing(image, faces, key, crops, lms, [None] * n,
                           {"occluders": 0.0, "backend": 0.0, "postprocess": 0.0, "judge": 0.0},
                           records=[None] * n, pasted=[None] * n, readings=[None] * n,
                           todo=list(range(n)),
-                          out=image.copy(), released=released, judged_at=[-1] * n)
+                          out=image.copy(), released=released, judged_at=[-1] * n,
+                          anonymized={j: np.full((n, judge.dim), np.nan, np.float32)
+                                      for j, judge in judges.items()})
 
     def _embed_originals(self, states: list[_Replacing]) -> None:
         """Every judge's embeddings of the states' original faces that no state holds yet, in
@@ -1033,9 +1036,6 @@ class Pipeline:
                                                   split_rows(embedded, counts))):
                 scored[k][j] = np.full(len(st.todo), np.nan)
                 scored[k][j][r] = v[j]
-                if j not in st.anonymized:
-                    st.anonymized[j] = np.full((len(st.faces), e[j].shape[1]), np.nan,
-                                               np.float32)
                 st.anonymized[j][np.asarray(st.todo, int)[r]] = e[j]
                 unmatched[k] &= ~self.panel.matched({j: scored[k][j]},
                                                 written=st.released is not None)
