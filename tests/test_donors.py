@@ -155,6 +155,7 @@ def test_attributes_tell_real_faces_apart(fixtures_dir):
     assert max(a["angry"]["mouth_open"], a["disgusted"]["mouth_open"]) < 0.05
     assert a["surprised"]["teeth"] > 0.2 and a["angry"]["teeth"] == 0
     assert a["angry"]["beard"] > 0.5 > 0.1 > max(a["neutral"]["beard"], a["happy"]["beard"])
+    assert a["neutral"]["lips"] > 0.15 > 0.06 > max(a[n]["lips"] for n in a if n != "neutral")
     cast = {name: attributes_of(faceapi / name / f"{name}1.png")
             for name in ("leonard", "bernadette", "sheldon", "amy", "penny", "raj")}
     with_glasses = min(cast[n]["glasses"] for n in ("leonard", "bernadette"))
@@ -593,22 +594,23 @@ def test_the_bank_records_the_facial_hair_a_person_saw(bank):
         assert "synthetic_faces/" + cell in seen
 
 
-def test_a_bank_saved_before_seen_genders_shade_and_expression_loads(bank, tmp_path):
-    """A bank file written before ``gender_seen``, ``facial_hair_seen``, the ``shade``
-    attribute and the expression readings existed loads with no gender seen (-1: the backend
-    reads every donor's from the head), no facial hair seen, and ``shade`` and the readings
-    measured on its crops as it loads: the values the shipped bank stores, ``shade`` within
-    0.005 (the build measured it on the landmarks before they were stored as float32), the
-    readings to the bit (fer reads the stored crops and landmarks, 32 at a time, as the build
-    did)."""
+def test_a_bank_saved_before_seen_genders_shade_lips_and_expression_loads(bank, tmp_path):
+    """A bank file written before ``gender_seen``, ``facial_hair_seen``, the ``shade`` and
+    ``lips`` attributes and the expression readings existed loads with no gender seen (-1: the
+    backend reads every donor's from the head), no facial hair seen, and ``shade``, ``lips``
+    and the readings measured on its crops as it loads: the values the shipped bank stores,
+    ``shade`` within 0.005 (the build measured it on the landmarks before they were stored as
+    float32), ``lips`` (measured as the shipped bank loaded) and the readings to the bit (fer
+    reads the stored crops and landmarks, 32 at a time, as the build did)."""
     old = tmp_path / "old.npz"
     with np.load(weights.models_dir() / BANK_FILE) as z:
         np.savez(old, **{k: z[k] for k in z.files if k not in (
-            "gender_seen", "facial_hair_seen", "attr_shade", "expression")})
+            "gender_seen", "facial_hair_seen", "attr_shade", "attr_lips", "expression")})
     loaded = load_bank(old)
     assert loaded.gender_seen.shape == (len(bank),) and (loaded.gender_seen == -1).all()
     assert loaded.facial_hair_seen.shape == (len(bank),) and not loaded.facial_hair_seen.any()
     np.testing.assert_allclose(loaded.attributes["shade"], bank.attributes["shade"], atol=0.005)
+    np.testing.assert_array_equal(loaded.attributes["lips"], bank.attributes["lips"])
     assert loaded.expression.dtype == bank.expression.dtype == np.float32
     np.testing.assert_array_equal(loaded.expression, bank.expression)
 
@@ -772,6 +774,7 @@ def test_attributes_do_not_depend_on_the_crop_size(fixtures_dir):
         assert abs(big[key] - small[key]) < 0.05 * max(abs(big[key]), 1.0), key
     for key in ("cb", "cr", "luma", "beard", "glasses", "shade"):
         assert abs(big[key] - small[key]) < 0.05, key
+    assert abs(big["lips"] - small["lips"]) < 0.005
 
 
 def faceanon(*args: str) -> subprocess.CompletedProcess:
