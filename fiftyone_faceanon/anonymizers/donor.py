@@ -127,6 +127,17 @@ SURE_GLASSES = 0.8
 #: skinned man of the cross-fade clip drew a wide-eyed, open-mouthed donor, whose landmarks then
 #: jittered (docs/video.md). It leaves out 47 of the 759 donors for such a face.
 SHOWS_TEETH, DARK_OPEN, DARK_TEETH = 0.5, 0.1, 0.1
+#: A face whose lips are under ``PALE_LIPS`` redder than its skin
+#: (:func:`~fiftyone_faceanon.donors.face_attributes`' ``lips``) never gets a donor whose lips
+#: are ``LIPSTICK`` or more: a donor's lipstick stays on the face, over its own pale lips. As a
+#: cost term (weight 1, tolerance 0.03) it moved no donor out of the demo's Grace Hopper's
+#: (0.03) twelve cheapest, where a donor wearing lipstick (0.08) stood eighth and her second
+#: try drew it. It leaves out 53 of the 759 donors (26 of them children, whose lips read as
+#: red as lipstick); 97.6% of the LFW DevTest 500's faces read under ``PALE_LIPS``. A rule
+#: relative to the face's own reading (no donor over it by 0.04) left out a sixth of the bank
+#: for a face of the median reading, and more faces failed closed (docs/benchmarks.md, "No
+#: lipstick on pale lips").
+PALE_LIPS, LIPSTICK = 0.05, 0.065
 #: A face whose P(female) (:func:`demographics`, calibrated) is at least ``SURE_FACE`` never
 #: gets a donor at most ``1 - SURE_DONOR``, and one at most ``1 - SURE_FACE`` none at least
 #: ``SURE_DONOR``. As a cost term alone, the age and eye-opening terms of the bank's few old
@@ -409,7 +420,8 @@ class Donor(Anonymizer):
         """(M,) matching cost of every donor for a face read by :meth:`read`: the weighted
         terms it can count, infinite for a donor with glasses on a face without
         (:func:`glasses_line`), a bearded one or one seen with
-        facial hair on a face without (:data:`BEARDLESS`) and, with the judge embeddings, for
+        facial hair on a face without (:data:`BEARDLESS`), one wearing lipstick on a face
+        with pale lips (:data:`PALE_LIPS`) and, with the judge embeddings, for
         one sure to be of the other gender (:data:`SURE_FACE`) or, on a face that will be
         verified, under half its age (:data:`AGE_FLOOR`) and, on its ``early`` tries, far from
         its skin tone by both measures (:data:`SKIN_FAR`); every judge's embedding adds to its
@@ -435,6 +447,8 @@ class Donor(Anonymizer):
         if a["beard"] < BEARDLESS:
             cost = rule_out(cost, (self.table[:, self.keys.index("beard")] >= BEARDED)
                             | self.bank.facial_hair_seen)
+        if a["lips"] < PALE_LIPS:
+            cost = rule_out(cost, self.bank.attributes["lips"] >= LIPSTICK)
         if a["teeth"] >= SHOWS_TEETH:
             cost = rule_out(cost, (self.opening >= DARK_OPEN)
                             & (self.table[:, self.keys.index("teeth")] < DARK_TEETH))
