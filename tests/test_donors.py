@@ -276,9 +276,10 @@ def test_a_beardless_face_never_gets_a_bearded_donor(fixtures_dir, monkeypatch):
 
 def test_a_face_with_pale_lips_never_gets_a_donor_wearing_lipstick(fixtures_dir, monkeypatch):
     """The demo's Grace Hopper (lips 0.03 redder than her skin): none of her first 20
-    candidates has lips ``LIPSTICK`` or more redder than its skin. Without the rule her twenty
-    cheapest held such donors, and her second try drew one (0.08) on the demo contact sheet.
-    faceapi's ``neutral`` (lipstick, 0.24) keeps donors wearing it among her six cheapest."""
+    candidates wears lipstick (lips ``LIPSTICK`` or more redder than the skin, read as
+    ``LIPSTICK_AGE`` or older). Without the rule her twenty cheapest held such donors, and her
+    second try drew one (0.08) on the demo contact sheet. faceapi's ``neutral`` (lipstick,
+    0.24) keeps donors wearing it among her six cheapest."""
     from fiftyone_faceanon.anonymizers import donor as D
 
     donor = D.Donor()
@@ -286,11 +287,12 @@ def test_a_face_with_pale_lips_never_gets_a_donor_wearing_lipstick(fixtures_dir,
     crop, lms, identity = demo_face("grace_hopper.jpg")
     rng, read = np.random.default_rng(0), donor.read(crop, lms, identity)
     chosen = [donor.choose(read, rng, rank, None) for rank in range(20)]
-    assert 0.0 < read.attributes["lips"] < D.PALE_LIPS and (lips[chosen] < D.LIPSTICK).all()
+    assert 0.0 < read.attributes["lips"] < D.PALE_LIPS and not donor.lipstick[chosen].any()
+    assert (lips[donor.lipstick] >= D.LIPSTICK).all() and 10 <= donor.lipstick.sum() <= 30
     lipstick = photo_face(read_rgb(fixtures_dir / "faceapi/neutral.jpg"))
-    assert (lips[np.argsort(donor.cost(donor.read(*lipstick)))[:6]] >= 0.08).any()
+    assert donor.lipstick[np.argsort(donor.cost(donor.read(*lipstick)))[:6]].any()
     monkeypatch.setattr(D, "PALE_LIPS", -np.inf)
-    assert (lips[np.argsort(donor.cost(read))[:20]] >= D.LIPSTICK).any()
+    assert donor.lipstick[np.argsort(donor.cost(read))[:20]].any()
 
 
 def test_donors_are_matched_on_the_faces_expression(fixtures_dir, monkeypatch):
