@@ -342,15 +342,16 @@ def test_one_judge_after_another_decides_as_every_judge_does(monkeypatch):
 
 
 def test_a_face_is_verified_where_a_reidentifier_finds_it_too(tmp_path, monkeypatch):
-    """LFW's Betsy_Coffin_0001 at seed 0. Judged at the original face's place alone, a try
-    passes (dlib 0.926 against its 0.927 limit) that the metrics suite finds matched (0.932)
+    """LFW's Anthony_LaPaglia_0001 at seed 0. Judged at the original face's place alone, a
+    try passes (dlib 0.926 against its 0.927 limit) that the metrics suite finds matched (0.928)
     where a re-identifier finds the face in the written output (MTCNN run on it, dlib's
     landmarks there): dlib's chip moves with the landmarks. Judged there too (``FOUND_BAND``),
-    that try is redone, and the output passes both places, for both judges."""
+    that try is redone, and the output passes both places, for both judges. (Betsy_Coffin_0001
+    showed it until stop 53 changed the donors of faces with pale lips.)"""
     from fiftyone_faceanon import verify
     from fiftyone_faceanon.metrics import Evaluator
 
-    rel = "Betsy_Coffin/Betsy_Coffin_0001.jpg"
+    rel = "Anthony_LaPaglia/Anthony_LaPaglia_0001.jpg"
     photo = need_shared("lfw") / "images_deepfunneled" / rel
     (tmp_path / "in" / rel).parent.mkdir(parents=True)
     (tmp_path / "in" / rel).write_bytes(photo.read_bytes())
