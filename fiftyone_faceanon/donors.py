@@ -140,9 +140,8 @@ def face_zones(landmarks: np.ndarray, shape: tuple[int, int]) -> dict[str, np.nd
         "jaw_r": _fill(pts[[31, 48, 6, 5, 4, 3]], shape) & skin,
         "jaw_l": _fill(pts[[35, 54, 10, 11, 12, 13]], shape) & skin,
         "eyes": eyes,
-        "inner_mouth": _fill(pts[60:68], shape),
     }
-    zones["lips"] = _fill(pts[48:60], shape) & ~zones["inner_mouth"]
+    zones["inner_mouth"], zones["lips"] = _mouth_zones(pts, shape)
     frame = np.zeros(shape, np.uint8)
     for part in (RIGHT_EYE, LEFT_EYE):
         centre = pts[part].mean(0)
@@ -218,6 +217,13 @@ def mouth_opening(landmarks: np.ndarray) -> float:
     return float(gap / max(np.linalg.norm(pts[48] - pts[54]), 1e-6))
 
 
+def _mouth_zones(pts: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(68, 2) landmarks -> the inner-lip polygon (60-67) and the lips around it (the outer
+    polygon 48-59 without it), each an (h, w) bool mask of ``shape``."""
+    inner = _fill(pts[60:68], shape)
+    return inner, _fill(pts[48:60], shape) & ~inner
+
+
 def mouth_redness(crop: np.ndarray, landmarks: np.ndarray) -> float:
     """How much redder the inside of the lips is than the lips: the median Cr over the inner-lip
     polygon (60-67) minus that over the lips around it (the outer polygon 48-59 without it),
@@ -232,8 +238,7 @@ def mouth_redness(crop: np.ndarray, landmarks: np.ndarray) -> float:
     with teeth, the three that are closed or pouting by eye score +0.006 to +0.022.
     """
     image, pts = canonical_face(crop, landmarks)
-    inner = _fill(pts[60:68], image.shape[:2])
-    lips = _fill(pts[48:60], image.shape[:2]) & ~inner
+    inner, lips = _mouth_zones(pts, image.shape[:2])
     if inner.sum() < 4 or lips.sum() < 4:
         return 0.0
     cr = cv2.cvtColor(image.astype(np.float32) / 255, cv2.COLOR_RGB2YCrCb)[..., 1]
