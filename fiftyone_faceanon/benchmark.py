@@ -330,9 +330,10 @@ def _switch(value: str) -> bool:
 
 
 #: Settings a benchmark spec may set, and how its value is read (``levels``: the photometric
-#: pyramid's, :class:`~.photometric.PhotometricSettings`).
+#: pyramid's, ``detail``: detail matching on or off, :class:`~.photometric.PhotometricSettings`).
 SPEC_OPTIONS = {"geometry": float, "verify": _switch, "tries": int, "on_fail": str,
-                "occluders": _switch, "seed": int, "levels": int, "unlink": _switch}
+                "occluders": _switch, "seed": int, "levels": int, "detail": _switch,
+                "unlink": _switch}
 
 
 def spec_settings(spec: str, device: str = "auto") -> Settings:
@@ -352,6 +353,8 @@ def spec_settings(spec: str, device: str = "auto") -> Settings:
     photometric = PhotometricSettings()
     if "levels" in values:
         photometric = replace(photometric, levels=values.pop("levels"))
+    if not values.pop("detail", True):
+        photometric = replace(photometric, most_detail=None)
     return Settings(backend=name, device=device, photometric=photometric, **values)
 
 

@@ -57,7 +57,7 @@ from .engines import as_engine
 from .faces import Face
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, image_size, record_path
 from .metrics.video import DEFAULT_FRAME_STEP
-from .photometric import PhotometricSettings
+from .photometric import MOST_DETAIL, PhotometricSettings
 from .pipeline import DEFAULT_GEOMETRY, Settings
 from .tracking import TrackSettings
 from .video import VideoSettings
@@ -126,6 +126,7 @@ def anonymize_samples(
     relight: bool = True,
     pyramid: bool = True,
     color_transfer: bool = True,
+    detail_match: bool = True,
     detector: str = "mtcnn",
     device: str = "auto",
     any_roll: bool = True,
@@ -168,7 +169,9 @@ def anonymize_samples(
     """
     settings = Settings(backend=backend, seed=seed, detector=detector, device=device,
                         any_roll=any_roll,
-                        photometric=PhotometricSettings(relight, pyramid, color_transfer),
+                        photometric=PhotometricSettings(
+                            relight, pyramid, color_transfer,
+                            most_detail=MOST_DETAIL if detail_match else None),
                         geometry=geometry, donors=str(donors) if donors else None,
                         verify=verify, on_fail=on_fail, unlink=unlink)
     video = VideoSettings(tracking=TrackSettings(detect_every=detect_every),

@@ -118,7 +118,10 @@ class AnonymizeFaces(_FaceanonOperator):
                    description="Same seed, same output")
         for name, text in (("relight", "Retinex relighting with the original's shading"),
                            ("pyramid", "Laplacian-pyramid refinement of the relit face"),
-                           ("color_transfer", "Cb/Cr statistics transfer from the original")):
+                           ("color_transfer", "Cb/Cr statistics transfer from the original"),
+                           ("detail_match", "With verification, blur a new face that holds "
+                                            "more than twice the original's fine detail down "
+                                            "to that")):
             inputs.bool(name, default=_default(fn, name), label=name.replace("_", " "),
                         description=text)
         inputs.float("geometry", min=0.0, max=1.0, default=_default(fn, "geometry"),

@@ -208,5 +208,6 @@ def test_spec_options_set_the_settings_and_unknown_ones_are_refused():
     plain = spec_settings("ksame")
     assert (plain.verify, plain.seed, plain.occluders) == (False, 0, True)
     assert plain.photometric == PhotometricSettings()
+    assert spec_settings("donor:detail=0").photometric == PhotometricSettings(most_detail=None)
     with pytest.raises(ValueError, match="unknown option 'sed'"):
         spec_settings("donor:sed=2")

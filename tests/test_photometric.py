@@ -122,7 +122,8 @@ def test_postprocess_switches(face_crop):
     crop, region = face_crop
     anon = (np.clip(crop[::-1] * 0.7, 0, 1) * 255).round().astype(np.uint8)
     orig = (crop * 255).round().astype(np.uint8)
-    off = P.PhotometricSettings(relight=False, pyramid=False, color_transfer=False)
+    off = P.PhotometricSettings(relight=False, pyramid=False, color_transfer=False,
+                                most_detail=None)
     np.testing.assert_array_equal(P.postprocess(anon, orig, region, off), anon)
     outs = {
         name: P.postprocess(anon, orig, region, s)
@@ -135,3 +136,87 @@ def test_postprocess_switches(face_crop):
     assert len({o.tobytes() for o in outs.values()}) == 3
     for o in outs.values():
         assert o.dtype == np.uint8 and o.shape == anon.shape
+
+
+def test_detail_by_hand():
+    # one white pixel on black: the Laplacian is -4 * 255 there and 255 at its 4 neighbours,
+    # mean 0 over the 64 pixels, variance (1020^2 + 4 * 255^2) / 64
+    image = np.zeros((8, 8, 3), np.float32)
+    image[4, 4] = 1.0
+    assert P.detail(image, np.ones((8, 8)), 8) == pytest.approx((1020**2 + 4 * 255**2) / 64)
+    assert P.detail(np.full((8, 8, 3), 0.5, np.float32), np.ones((8, 8)), 8) == 0.0
+
+
+def test_match_detail_blurs_a_face_sharper_than_its_photo_down_to_the_bound(face_crop):
+    crop, region = face_crop
+    soft = cv2.GaussianBlur(crop, (0, 0), 2.5)  # the original: a soft photo of the face
+    limit = P.MOST_DETAIL * P.detail(soft, region, 128)
+    assert P.detail(crop, region, 128) > 3 * limit
+    out = P.match_detail(crop, soft, region)
+    assert 0.9 * limit <= P.detail(out, region, 128) <= limit
+    assert P.match_detail(soft, crop, region) is soft  # a face softer than its photo: as it is
+
+
+def test_match_detail_compares_a_small_face_at_its_own_resolution(face_crop):
+    # a crop upsampled 2x from a 64 px face holds little detail at 128 px, but as much as the
+    # new face once both are seen at 64 px, the face's size in the image
+    crop, region = face_crop
+    upsampled = cv2.resize(cv2.resize(crop, (64, 64), interpolation=cv2.INTER_AREA), (128, 128),
+                           interpolation=cv2.INTER_LINEAR)
+    assert P.detail(crop, region, 128) > 3 * P.MOST_DETAIL * P.detail(upsampled, region, 128)
+    assert P.match_detail(crop, upsampled, region, scale=2.0) is crop
+    assert P.detail(P.match_detail(crop, upsampled, region, scale=1.0), region, 128) < (
+        P.detail(crop, region, 128) / 3)
+
+
+def test_postprocess_matches_detail_unless_switched_off(face_crop):
+    crop, region = face_crop
+    soft = np.rint(cv2.GaussianBlur(crop, (0, 0), 2.5) * 255).astype(np.uint8)
+    sharp = np.rint(crop * 255).astype(np.uint8)
+    on = P.postprocess(sharp, soft, region)
+    off = P.postprocess(sharp, soft, region, P.PhotometricSettings(most_detail=None))
+    f = [x.astype(np.float32) / 255 for x in (on, off, soft)]
+    assert P.detail(f[0], region, 128) <= P.MOST_DETAIL * P.detail(f[2], region, 128) * 1.05
+    assert P.detail(f[1], region, 128) > 3 * P.detail(f[0], region, 128)
+
+
+def test_a_verified_face_in_a_soft_photo_gets_a_donor_as_soft_as_it(astronaut):
+    # the astronaut a little out of focus (a Gaussian of 1.3 px): a donor set into it as it is
+    # holds several times its detail; verified (at its first try), at most MOST_DETAIL times
+    # (the paste's feathered edge adds a little); not verified, the donor's detail stays
+    from fiftyone_faceanon import faces as F
+    from fiftyone_faceanon.pipeline import Pipeline, Settings
+
+    image = cv2.GaussianBlur(astronaut, (0, 0), 1.3)
+    ratio = {}
+    for name, settings in {
+        "off": Settings(photometric=P.PhotometricSettings(most_detail=None)),
+        "verified": Settings(),
+        "not verified": Settings(verify=False),
+    }.items():
+        result = Pipeline(settings).anonymize(image, "astronaut.png")
+        (face,) = result.faces
+        assert result.records[0].tries == 1
+        region = F.face_region(face.crop.to_crop(face.landmarks), face.crop.size)
+        before, after = (F.crop_face(im, face.crop).astype(np.float32) / 255
+                         for im in (image, result.image))
+        ratio[name] = (P.detail(after, region, face.crop.size)
+                       / P.detail(before, region, face.crop.size))
+    assert ratio["off"] > 3 and ratio["not verified"] > 3
+    assert ratio["verified"] <= 1.2 * P.MOST_DETAIL
+
+
+def test_a_face_too_small_to_judge_keeps_the_donors_detail(fixtures_dir):
+    # the magazine face lying at the edge of dlib's dog photo (32 px, printed, out of focus) is
+    # too small for the judges: blurred towards its photo, nothing would check that it became
+    # more like it, so its donor's detail stays
+    from conftest import read_rgb
+    from fiftyone_faceanon.pipeline import Pipeline, Settings
+    from fiftyone_faceanon.verify import large_enough
+
+    image = read_rgb(fixtures_dir / "dlib_faces/dogs.jpg")
+    on, off = (Pipeline(Settings(photometric=P.PhotometricSettings(most_detail=most))).anonymize(
+        image, "dogs.jpg") for most in (P.MOST_DETAIL, None))
+    (face,) = on.faces
+    assert not large_enough(face) and on.records[0].status == "too_small"
+    np.testing.assert_array_equal(on.image, off.image)

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from ..anonymizers import DEFAULT_BACKEND, BackendUnavailable, available_backends
 from ..engines import Engine
 from ..images import MAX_PIXELS
-from ..photometric import PYRAMID_LEVELS, PhotometricSettings
+from ..photometric import MOST_DETAIL, PYRAMID_LEVELS, PhotometricSettings
 from ..pipeline import DEFAULT_GEOMETRY, Settings
 from ..tracking import TrackSettings
 from ..verify import MIN_JUDGED_SIZE, ON_FAIL, VerificationError
@@ -32,6 +32,10 @@ def settings_options(f):
                      help="Laplacian-pyramid refinement of the relit face."),
         click.option("--color-transfer/--no-color-transfer", default=True, show_default=True,
                      help="Cb/Cr statistics transfer from the original face."),
+        click.option("--detail-match/--no-detail-match", default=True, show_default=True,
+                     help="With --verify, blur a new face that holds more than twice the "
+                          "original's fine detail down to that on its first two tries (a crisp "
+                          "face in a soft photo)."),
         click.option("--levels", default=PYRAMID_LEVELS, show_default=True,
                      help="Laplacian pyramid depth."),
         click.option("--geometry", default=DEFAULT_GEOMETRY, show_default=True,
@@ -82,9 +86,9 @@ def build_video_settings(detect_every, video_quality, strip_audio) -> VideoSetti
                          quality=video_quality, strip_audio=strip_audio)
 
 
-def build_settings(backend, seed, relight, pyramid, color_transfer, levels, geometry, donors,
-                   verify, on_fail, unlink, verify_thresholds, detector, threshold, device,
-                   any_roll) -> Settings:
+def build_settings(backend, seed, relight, pyramid, color_transfer, detail_match, levels,
+                   geometry, donors, verify, on_fail, unlink, verify_thresholds, detector,
+                   threshold, device, any_roll) -> Settings:
     from ..gate import GateError, parse_threshold_overrides
 
     try:
@@ -94,7 +98,8 @@ def build_settings(backend, seed, relight, pyramid, color_transfer, levels, geom
     return Settings(
         backend=backend, seed=seed, detector=detector, threshold=threshold, device=device,
         any_roll=any_roll,
-        photometric=PhotometricSettings(relight, pyramid, color_transfer, levels=levels),
+        photometric=PhotometricSettings(relight, pyramid, color_transfer, levels=levels,
+                                        most_detail=MOST_DETAIL if detail_match else None),
         geometry=geometry, donors=str(donors) if donors else None, verify=verify,
         on_fail=on_fail, verify_thresholds=tuple(sorted(overrides.items())), unlink=unlink,
     )
