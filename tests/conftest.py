@@ -27,13 +27,20 @@ os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
 os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
 
 #: fiftyone's MongoDB and plugins folder for this session (and the CLIs it starts), never the
-#: user's; fiftyone reads them at import. Deleted at exit: the database is about 300 MB.
-FIFTYONE_DIR = Path(tempfile.mkdtemp(prefix="faceanon-tests-fiftyone-"))
+#: user's; fiftyone reads them at import. Deleted at exit: the database is about 300 MB. A
+#: process the session starts that imports a test module, and with it this file (a pool worker
+#: given a test's function), takes the folder from the environment and leaves it alone: it is
+#: the session's, and such a worker ends terminated, without running its exit handlers (so a
+#: folder of its own would be left behind).
+SESSION_DIR = "FACEANON_TESTS_FIFTYONE_DIR"
+OWNER = SESSION_DIR not in os.environ
+if OWNER:
+    os.environ[SESSION_DIR] = tempfile.mkdtemp(prefix="faceanon-tests-fiftyone-")
+FIFTYONE_DIR = Path(os.environ[SESSION_DIR])
 os.environ["FIFTYONE_DATABASE_DIR"] = str(FIFTYONE_DIR / "db")
 os.environ["FIFTYONE_PLUGINS_DIR"] = str(FIFTYONE_DIR / "plugins")
 
 
-@atexit.register
 def remove_fiftyone_dir() -> None:
     """Stop the MongoDB that serves the session's database, if a test started one, and delete
     the session's fiftyone folder. Registered before fiftyone is imported, so it runs after
@@ -50,6 +57,10 @@ def remove_fiftyone_dir() -> None:
             pass
     psutil.wait_procs(servers, timeout=60)
     shutil.rmtree(FIFTYONE_DIR, ignore_errors=True)
+
+
+if OWNER:
+    atexit.register(remove_fiftyone_dir)
 
 
 def need_shared(path: str = "") -> Path:
