@@ -200,6 +200,18 @@ def test_radar_extremes_and_missing_metrics():
     assert math.isnan(partial["image quality"]) and math.isnan(partial["lighting"])
 
 
+def test_specs_split_on_semicolons_else_on_commas_between_backends():
+    from fiftyone_faceanon.cli.benchmark import split_specs
+
+    assert split_specs("donor:verify=1,geometry=0;ksame") == ["donor:verify=1,geometry=0",
+                                                               "ksame"]
+    assert split_specs("donor,ksame, blur") == ["donor", "ksame", "blur"]
+    # without a semicolon an option stays with its spec, where it once became a backend
+    assert split_specs("donor:verify=1,seed=1") == ["donor:verify=1,seed=1"]
+    assert split_specs("donor:verify=1,seed=2,ksame,dp68:geometry=0") == [
+        "donor:verify=1,seed=2", "ksame", "dp68:geometry=0"]
+
+
 def test_spec_options_set_the_settings_and_unknown_ones_are_refused():
     s = spec_settings("donor:verify=1,seed=2,geometry=0.75,occluders=0,levels=3")
     assert (s.backend, s.verify, s.seed, s.geometry, s.occluders) == ("donor", True, 2, 0.75,

@@ -11,9 +11,19 @@ from . import main
 
 
 def split_specs(text: str) -> list[str]:
-    """``"donor:verify=1,geometry=0;ksame"`` or ``"donor,ksame"`` -> the list of specs: ``;``
-    separates specs when present, else ``,`` does (a spec's own options use ``,``)."""
-    parts = text.split(";") if ";" in text else text.split(",")
+    """``"donor:verify=1,geometry=0;ksame"``, ``"donor,ksame"`` or ``"donor:verify=1,seed=1"``
+    -> the list of specs: ``;`` separates specs when present, else ``,`` does, except before a
+    ``key=value`` option, which belongs to the spec before it (a spec's own options use ``,``:
+    ``"donor:verify=1,seed=1"`` is one spec, not ``donor:verify=1`` and a backend ``seed=1``)."""
+    if ";" in text:
+        parts = text.split(";")
+    else:
+        parts = []
+        for piece in text.split(","):
+            if parts and "=" in piece and ":" not in piece:
+                parts[-1] += "," + piece
+            else:
+                parts.append(piece)
     return [p.strip() for p in parts if p.strip()]
 
 
@@ -22,8 +32,8 @@ def split_specs(text: str) -> list[str]:
 @click.option("--backends", default="donor,donor:verify=1,dp68,ksame,blur,pixelate,mask,noise",
               show_default=True,
               help="Semicolon- or comma-separated specs BACKEND[:key=value,...] (keys: geometry, "
-                   "verify, tries, on_fail, occluders, seed, levels, unlink; verify is off "
-                   "unless set); unknown or unavailable backends are listed as skipped.")
+                   "verify, tries, on_fail, occluders, seed, levels, detail, unlink; verify is "
+                   "off unless set); unknown or unavailable backends are listed as skipped.")
 @click.option("--ablation", metavar="BACKEND",
               help="Table VI for this backend: photometric steps switched on in turn.")
 @click.option("--limit", type=click.IntRange(1), help="Only the first N images (sorted paths).")
