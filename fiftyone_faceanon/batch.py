@@ -158,11 +158,12 @@ def unlink_run(run: Callable[..., Iterator[list[Outcome]]], worker: "Worker", jo
     anonymizing again, with ``worker`` through ``run`` (the run's :func:`worker_pool`, or
     another of ``worker``), each image holding a verified face that
     a judge links to another image's face of the same person (:mod:`.unlink`): the later face
-    of each linked pair starts at try :data:`~.unlink.FROM_TRY` and avoids the donors of its
-    look-alikes (:func:`~.unlink.look_alikes`) and the donors a judge finds close to its
-    partners' anonymized faces, on top of what it
-    avoided before. An image that a redone face leaves unverified (a face failed closed, or
-    an error) where it was verified keeps its files as they were, and is not redone again.
+    of each linked pair starts at try :data:`~.unlink.FROM_TRY` and avoids its own donor, the
+    donors of its look-alikes (:func:`~.unlink.look_alikes`) and the donors a judge finds close
+    to its partners' anonymized faces, on top of what it avoided before. An image that a
+    redone face leaves unverified (a face failed closed, or an error) where it was verified
+    keeps its files as they were and is not redone again; the earlier face of its pairs is
+    redone instead (:func:`~.unlink.redo_plan`).
     ``on_outcome`` gets each new outcome; ``on_progress("unlink", done, total)`` is called
     before each round (``done`` 0) and after each image redone."""
     from dataclasses import replace
@@ -194,18 +195,17 @@ def unlink_run(run: Callable[..., Iterator[list[Outcome]]], worker: "Worker", jo
                            for j in panel.judges} for part in ("original", "anonymized")}
         image = np.array([k for k, _ in faces])
         plan = redo_plan(linked_pairs(embedded["original"], embedded["anonymized"], image,
-                                      panel.limits, panel.written))
+                                      panel.limits, panel.written),
+                         {face for face, (k, _) in enumerate(faces) if k in settled})
         if not plan:
             break
-        plan = {face: partners for face, partners in plan.items()
-                if faces[face][0] not in settled}
         alike = look_alikes(embedded["original"], image, panel.limits, list(plan))
         redo: dict[int, dict[int, set[int]]] = {}
         for face, partners in plan.items():
             k, f = faces[face]
             mask = avoided({j: e[partners] for j, e in embedded["anonymized"].items()},
                            [outcomes[faces[p][0]].link["donors"][faces[p][1]]
-                            for p in alike[face]], bank.embeddings, panel.close)
+                            for p in [face, *alike[face]]], bank.embeddings, panel.close)
             redo.setdefault(k, {})[f] = set(np.flatnonzero(mask).tolist())
         if not redo:
             break

@@ -9,11 +9,15 @@ FaceNet-CASIA linked 8.5% of the pairs of photos of one person at its FAR 1e-3 t
 
 After a run, :func:`linked_pairs` finds the pairs of faces of two different images whose
 originals a judge matches (one person, or a look-alike) and whose anonymized faces a judge
-matches too. :func:`redo_plan` takes the later face of each pair: it is anonymized again from
-the try :data:`FROM_TRY` on (the wide region, the strongest geometry; its donor chosen on the
-first tries' terms), with the donors of its look-alikes (:func:`look_alikes`: every face of
-another image whose original a judge matches, linked or not) and every donor a judge finds
-close to its partners' anonymized faces (:func:`avoided`) ruled out. Avoiding the partners'
+matches too. :func:`redo_plan` takes the later face of each pair (the earlier one where the
+later one's image cannot be verified again): it is anonymized again from the try
+:data:`FROM_TRY` on (the wide region, the strongest geometry; its donor chosen on the first
+tries' terms), with its own donor, the donors of its look-alikes (:func:`look_alikes`: every
+face of another image whose original a judge matches, linked or not) and every donor a judge
+finds close to its partners' anonymized faces (:func:`avoided`) ruled out. Without its own
+donor ruled out, a face that had reached try :data:`FROM_TRY` was given the same donor at the
+same try again, byte for byte the same face, and stayed linked (docs/benchmarks.md, "Linked
+photos of one person redone until apart"). Avoiding the partners'
 donors alone let photos of one person redone one after another end on the same donor (at
 seed 0, 4 of the 16 same-person pairs FaceNet-CASIA still linked; with it, 0.7% of the
 same-person pairs against 1.0%, at the cost of emotion match: docs/benchmarks.md, "Many
@@ -35,8 +39,11 @@ import numpy as np
 #: two rounds and 0.9% after six, dlib's from 6.5% to 0.7% and 0.4% (different people: 0.7% and
 #: 1.1%), with the same emotion match, NME-51 and colour. With the redone faces' donors chosen
 #: on the first tries' terms (skin tone and light: :meth:`~.pipeline.Pipeline._try`), six rounds
-#: give 0.6% and 0.4% (different people: 0.6% and 1.0%).
-ROUNDS = 6
+#: give 0.6% and 0.4% (different people: 0.6% and 1.0%). With each redone face's own donor
+#: ruled out and a settled face's partner redone instead (2026-12-06, seed 0): 0.73% and 0.37%
+#: after six rounds, 0.18% and 0.12% after ten (different people: 0.61% and 0.97%); the rounds
+#: after the sixth redid 6, 4, 3, 3 and 3 images.
+ROUNDS = 10
 #: The try (0-based) a redone face starts at: the wide region and geometry 1
 #: (:data:`~.pipeline.WIDEN_FROM`). With two rounds on the same images: 1.8% and 0.7% of
 #: same-person pairs linked; from the second try (geometry 0.75, the usual region) 2.8% and
@@ -88,23 +95,28 @@ def look_alikes(original: dict[str, np.ndarray], image: np.ndarray, same: dict[s
     return {int(f): np.flatnonzero(m).tolist() for f, m in zip(rows, matched)}
 
 
-def redo_plan(pairs: np.ndarray) -> dict[int, list[int]]:
+def redo_plan(pairs: np.ndarray, settled: set[int] | frozenset[int] = frozenset()
+              ) -> dict[int, list[int]]:
     """``{face: partners}``: the later face ``j`` of each linked pair ``(i, j)``
     (:func:`linked_pairs`), to be anonymized again, and every face it is linked to (either way
-    round), sorted."""
-    plan: dict[int, set[int]] = {int(j): set() for _, j in pairs}
+    round), sorted. Where ``j`` is ``settled`` (a redo left its image unverified, so it keeps
+    its face), the earlier face ``i`` is redone instead; a pair of two settled faces stays."""
+    pairs = [(int(i), int(j)) for i, j in pairs]
+    plan: dict[int, set[int]] = {i if j in settled else j: set() for i, j in pairs
+                                 if i not in settled or j not in settled}
     for i, j in pairs:
-        plan[int(j)].add(int(i))
-        if int(i) in plan:
-            plan[int(i)].add(int(j))
+        if j in plan:
+            plan[j].add(i)
+        if i in plan:
+            plan[i].add(j)
     return {face: sorted(partners) for face, partners in sorted(plan.items())}
 
 
 def avoided(partners: dict[str, np.ndarray], donors: list[int | None],
             bank: dict[str, np.ndarray], close: dict[str, float]) -> np.ndarray:
     """(M,) bool over a bank of M donors: the ``donors`` (bank indices, None for no donor) of a
-    face's look-alikes (:func:`look_alikes`), and every donor a judge finds close to one of its
-    partners' anonymized faces (``partners``: ``{judge: (K, D)}``; ``bank``: the donors'
+    face and its look-alikes (:func:`look_alikes`), and every donor a judge finds close to one
+    of its partners' anonymized faces (``partners``: ``{judge: (K, D)}``; ``bank``: the donors'
     ``{judge: (M, D)}``), at or above ``close[judge]``."""
     out = np.zeros(len(next(iter(bank.values()))), bool)
     out[[d for d in donors if d is not None]] = True
