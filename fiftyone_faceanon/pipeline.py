@@ -53,13 +53,13 @@ WIDE_FOREHEAD = 0.3
 WIDEN = 0.04
 #: An image's face that verification judges (``verify`` on, the face
 #: :func:`~.verify.large_enough`) gets its new face's detail matched to the original's
-#: (:func:`~.photometric.match_detail`) on its tries before this one (0-based); its later tries, a
-#: face redone to unlink it (which starts at :data:`~.unlink.FROM_TRY`), a face that is not
-#: verified and a video's faces keep the donor's. A face blurred towards a soft photo is more
-#: like it to the judges: matched at every try, 7 of the 565 LFW DevTest 500 faces failed closed
-#: at seed 0, against 2 without; matched on faces too small to judge, the metrics suite's
-#: judges matched 7 of those 8 faces against 4 (docs/benchmarks.md, "Detail matched to the
-#: photo").
+#: (:func:`~.photometric.match_detail`) on its tries before this one (0-based), so a face
+#: redone to unlink it on the first of its tries (it starts at :data:`~.unlink.FROM_TRY`);
+#: its later tries, a face that is not verified and a video's faces keep the donor's. A face
+#: blurred towards a soft photo is more like it to the judges: matched at every try, 7 of the
+#: 565 LFW DevTest 500 faces failed closed at seed 0, against 2 without; matched on faces too
+#: small to judge, the metrics suite's judges matched 7 of those 8 faces against 4
+#: (docs/benchmarks.md, "Detail matched to the photo").
 DETAIL_TRIES = 2
 
 

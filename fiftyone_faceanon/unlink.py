@@ -11,8 +11,8 @@ After a run, :func:`linked_pairs` finds the pairs of faces of two different imag
 originals a judge matches (one person, or a look-alike) and whose anonymized faces a judge
 matches too. :func:`redo_plan` takes the later face of each pair (the earlier one where the
 later one's image cannot be verified again): it is anonymized again from the try
-:data:`FROM_TRY` on (the wide region, the strongest geometry; its donor chosen on the first
-tries' terms), with its own donor, the donors of its look-alikes (:func:`look_alikes`: every
+:data:`FROM_TRY` on (the second try's geometry, 0.75; its donor chosen on the first tries'
+terms), with its own donor, the donors of its look-alikes (:func:`look_alikes`: every
 face of another image whose original a judge matches, linked or not) and every donor a judge
 finds close to its partners' anonymized faces (:func:`avoided`) ruled out. Without its own
 donor ruled out, a face that had reached try :data:`FROM_TRY` was given the same donor at the
@@ -42,17 +42,25 @@ import numpy as np
 #: give 0.6% and 0.4% (different people: 0.6% and 1.0%). With each redone face's own donor
 #: ruled out and a settled face's partner redone instead (2026-12-06, seed 0): 0.73% and 0.37%
 #: after six rounds, 0.18% and 0.12% after ten (different people: 0.61% and 0.97%); the rounds
-#: after the sixth redid 6, 4, 3, 3 and 3 images.
-ROUNDS = 10
-#: The try (0-based) a redone face starts at: the wide region and geometry 1
-#: (:data:`~.pipeline.WIDEN_FROM`). With two rounds on the same images: 1.8% and 0.7% of
-#: same-person pairs linked; from the second try (geometry 0.75, the usual region) 2.8% and
-#: 1.3%; from the first (a study script, three rounds) no lower than 3.4% and 2.1%. With the
-#: six rounds and the expression term (LFW DevTest 500, seed 0; FaceNet-CASIA and dlib): from
-#: the third try 0.55% and 0.12% (different people: 0.60% and 0.96%), from the second 1.5% and
-#: 0.61% (0.59% and 1.0%), with emotion match 57.0% against 55.6% and NME-51 0.047 against 0.048
-#: (docs/benchmarks.md, "Work done once").
-FROM_TRY = 2
+#: after the sixth redid 6, 4, 3, 3 and 3 images. Redone from the second try (:data:`FROM_TRY`)
+#: ten rounds left 0.55% and 0.06% (different people: 0.55% and 0.92%), four more 0.31% and
+#: 0.06% (docs/benchmarks.md, "Linked photos of one person redone until apart").
+ROUNDS = 14
+#: The try (0-based) a redone face starts at: the second, geometry 0.75 and the usual region
+#: (from the third on, the wide region and geometry 1: :data:`~.pipeline.WIDEN_FROM`). Until
+#: 2026-12-06 (stop 55) it was the third. With a redone face's own donor ruled out and ten
+#: rounds (LFW DevTest 500), the second still met unlinkability at seeds 1 and 2
+#: (FaceNet-CASIA 0.24% and 0.31% of same-person pairs linked, against 0.24% and 0.06% from
+#: the third, and 0.71% and 0.69% of pairs of different people), but only just at seed 0
+#: (0.55% against 0.55%; 0.18% from the third), hence four more rounds; it gave 0.7-1.6
+#: points more emotion match and lower NME-51, Si-MSE and ΔE2000. At stop 47, with two
+#: rounds: from the third try 1.8% and 0.7% (FaceNet-CASIA and dlib), from the second 2.8% and
+#: 1.3%, from the first (a study script, three rounds) no lower than 3.4% and 2.1%; at stop 50,
+#: with six rounds and the expression term (seed 0): from the third try 0.55% and 0.12%
+#: (different people: 0.60% and 0.96%), from the second 1.5% and 0.61% (0.59% and 1.0%), with
+#: emotion match 57.0% against 55.6% and NME-51 0.047 against 0.048 (docs/benchmarks.md, "Work
+#: done once").
+FROM_TRY = 1
 #: Rows of the similarity matrix computed at a time, so a large run's pairs fit in memory.
 BLOCK = 4096
 
