@@ -42,9 +42,10 @@ import numpy as np
 #: give 0.6% and 0.4% (different people: 0.6% and 1.0%). With each redone face's own donor
 #: ruled out and a settled face's partner redone instead (2026-12-06, seed 0): 0.73% and 0.37%
 #: after six rounds, 0.18% and 0.12% after ten (different people: 0.61% and 0.97%); the rounds
-#: after the sixth redid 6, 4, 3, 3 and 3 images. Redone from the second try (:data:`FROM_TRY`)
-#: ten rounds left 0.55% and 0.06% (different people: 0.55% and 0.92%), four more 0.31% and
-#: 0.06% (docs/benchmarks.md, "Linked photos of one person redone until apart").
+#: after the sixth redid 6, 4, 3, 3 and 3 images. Redone from the second try (:data:`FROM_TRY`),
+#: ten rounds left 0.55% and 0.06% (different people: 0.55% and 0.92%), fourteen 0.37% and
+#: 0.06% (0.56% and 0.92%; rounds of 112, 55, 35, 23, 16, 11, 8, 5, 4, 4, 5, 3, 2 and 2
+#: images); docs/benchmarks.md, "Linked photos of one person redone until apart".
 ROUNDS = 14
 #: The try (0-based) a redone face starts at: the second, geometry 0.75 and the usual region
 #: (from the third on, the wide region and geometry 1: :data:`~.pipeline.WIDEN_FROM`). Until
