@@ -173,16 +173,33 @@ def color_transfer(image: np.ndarray, reference: np.ndarray, mask: np.ndarray,
     return np.clip(cv2.cvtColor(t, cv2.COLOR_YCrCb2RGB), 0.0, 1.0)
 
 
+def laplacian_variance(luma: np.ndarray, region: np.ndarray) -> np.floating:
+    """Fine detail: the variance of the 4-neighbour Laplacian of an (N, N) float32 luma image
+    over its (N, N) bool ``region``; :func:`detail` and the metrics suite's sharpness
+    (:func:`~.metrics.lighting.sharpness_ratio`) both measure it."""
+    return np.var(cv2.Laplacian(luma, cv2.CV_32F)[region])
+
+
+def _region_at(mask: np.ndarray, side: int) -> np.ndarray:
+    """(side, side) bool: an (S, S) mask's ``> 0`` region seen at ``side`` px (area resize)."""
+    return cv2.resize(mask.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA) > 0.5
+
+
+def _detail_at(image: np.ndarray, region: np.ndarray) -> float:
+    """:func:`detail` of an (S, S, 3) [0, 1] crop over a ``region`` already at its side."""
+    if not region.any():
+        return 0.0
+    side = region.shape[0]
+    small = cv2.resize(gray(image) * 255.0, (side, side), interpolation=cv2.INTER_AREA)
+    return float(laplacian_variance(small, region))
+
+
 def detail(image: np.ndarray, mask: np.ndarray, side: int) -> float:
     """How much fine detail an (S, S, 3) [0, 1] crop holds over its (S, S) ``mask > 0``, seen at
-    ``side`` x ``side`` px (the crop resized by area): the variance of the 4-neighbour
-    Laplacian of its luma (0-255 units) there, as the metrics suite's sharpness
+    ``side`` x ``side`` px (the crop resized by area): the :func:`laplacian_variance` of its
+    luma (0-255 units) there, as the metrics suite's sharpness
     (:func:`~.metrics.lighting.sharpness_ratio`)."""
-    small = cv2.resize(gray(image) * 255.0, (side, side), interpolation=cv2.INTER_AREA)
-    sel = cv2.resize(mask.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA) > 0.5
-    if not sel.any():
-        return 0.0
-    return float(np.var(cv2.Laplacian(small, cv2.CV_32F)[sel]))
+    return _detail_at(image, _region_at(mask, side))
 
 
 def match_detail(anon: np.ndarray, orig: np.ndarray, mask: np.ndarray, scale: float = 1.0,
@@ -198,13 +215,14 @@ def match_detail(anon: np.ndarray, orig: np.ndarray, mask: np.ndarray, scale: fl
     size = anon.shape[0]
     side = min(size, max(8, int(round(size / max(scale, 1.0)))))
     small = cv2.resize(anon, (side, side), interpolation=cv2.INTER_AREA)
+    region = _region_at(mask, side)  # once, for every sigma tried
 
     def seen(sigma: float) -> float:  # I_a's detail, blurred by sigma px at N px
         blurred = cv2.GaussianBlur(small, (0, 0), sigma) if sigma > 0 else small
-        return detail(cv2.resize(blurred, (size, size), interpolation=cv2.INTER_LINEAR), mask,
-                      side)
+        return _detail_at(cv2.resize(blurred, (size, size), interpolation=cv2.INTER_LINEAR),
+                          region)
 
-    limit = most * detail(orig, mask, side)
+    limit = most * _detail_at(orig, region)
     if seen(0.0) <= limit:
         return anon
     low, high = 0.0, 0.5

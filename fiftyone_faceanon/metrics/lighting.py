@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..photometric import shading
+from ..photometric import laplacian_variance, shading
 
 
 def _scale_invariant_sse(orig: np.ndarray, anon: np.ndarray) -> float:
@@ -83,6 +83,6 @@ def sharpness_ratio(orig: np.ndarray, anon: np.ndarray, landmarks: np.ndarray) -
 
     crop = crop_transform(landmarks, crop_size_for(landmarks))
     region = face_region(crop.to_crop(landmarks), crop.size) > 0
-    var = [np.var(cv2.Laplacian(cv2.cvtColor(crop_face(im, crop), cv2.COLOR_RGB2GRAY).astype(
-        np.float32), cv2.CV_32F)[region]) for im in (orig, anon)]
+    var = [laplacian_variance(cv2.cvtColor(crop_face(im, crop), cv2.COLOR_RGB2GRAY).astype(
+        np.float32), region) for im in (orig, anon)]
     return float(var[1] / max(var[0], 1e-6))
