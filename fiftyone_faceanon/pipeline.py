@@ -542,8 +542,8 @@ class Pipeline:
         none a judge finds close to the face), rendered; ``st.out`` gets every face's latest
         try, its donor chosen on what :meth:`_read_faces` read off it. A face to unlink
         (``st.unlink``) is at try ``attempt +`` :data:`~.unlink.FROM_TRY` (its geometry, region
-        and candidate rank), its donor chosen on the terms of its ``attempt``-th try (the first
-        ones match skin tone and light)."""
+        and candidate rank), its donor chosen at every try on the terms of a first try (skin
+        tone and light: ``redo`` in :meth:`~.anonymizers.Anonymizer.choose`)."""
         bank = self.backend.bank
         for i in st.todo:
             at = attempt + (FROM_TRY if i in st.unlink else 0)
@@ -554,7 +554,7 @@ class Pipeline:
                        if k != i and r is not None]] = True
             rng = face_rng(self.settings.seed, st.key, i)
             t0 = time.perf_counter()
-            donor = self.backend.choose(st.readings[i], rng, at, avoid, attempt)
+            donor = self.backend.choose(st.readings[i], rng, at, avoid, i in st.unlink)
             st.timings["backend"] += time.perf_counter() - t0
             small = not large_enough(st.faces[i])
             st.records[i], st.pasted[i] = self._render(

@@ -11,10 +11,11 @@ After a run, :func:`linked_pairs` finds the pairs of faces of two different imag
 originals a judge matches (one person, or a look-alike) and whose anonymized faces a judge
 matches too. :func:`redo_plan` takes the later face of each pair (the earlier one where the
 later one's image cannot be verified again): it is anonymized again from the try
-:data:`FROM_TRY` on (the second try's geometry, 0.75; its donor chosen on the first tries'
-terms), with its own donor, the donors of its look-alikes (:func:`look_alikes`: every
-face of another image whose original a judge matches, linked or not) and every donor a judge
-finds close to its partners' anonymized faces (:func:`avoided`) ruled out. Without its own
+:data:`FROM_TRY` on (the second try's geometry, 0.75; its donor chosen at every try on the
+first tries' terms, skin tone and light), with its own donor, the donors of its look-alikes
+(:func:`look_alikes`: every face of another image whose original a judge matches, linked or
+not) and every donor a judge finds close to its partners' anonymized faces (:func:`avoided`)
+ruled out. Without its own
 donor ruled out, a face that had reached try :data:`FROM_TRY` was given the same donor at the
 same try again, byte for byte the same face, and stayed linked (docs/benchmarks.md, "Linked
 photos of one person redone until apart"). Avoiding the partners'

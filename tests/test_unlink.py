@@ -11,6 +11,7 @@ import numpy as np
 from conftest import file_tree, need_shared, read_rgb
 from fiftyone_faceanon.batch import (UNLINK_STATE, Worker, anonymize_files, collect_jobs,
                                      record_faces, run_jobs, unlink_run, worker_pool)
+from fiftyone_faceanon import faces as F
 from fiftyone_faceanon.engines import as_engine
 from fiftyone_faceanon.images import MAX_PIXELS, records_dir
 from fiftyone_faceanon.pipeline import Pipeline, Settings
@@ -205,6 +206,49 @@ def test_a_face_unlinked_before_another_face_of_its_image_was_redone_is_judged_a
     assert [(r.tries, r.status) for r in redo.records] == [(FROM_TRY + 1, "verified")] * 2
     final = pipeline.panel.embed_many([(redo.image, redo.faces)], ("dlib",))["dlib"]
     np.testing.assert_allclose(redo.anonymized["dlib"], final, atol=1e-5)
+
+
+def test_a_face_redone_to_unlink_it_is_matched_on_skin_tone_at_every_try(monkeypatch):
+    """A face redone to unlink it avoids many donors (its look-alikes' and those close to its
+    partners), and its later tries, ranked without skin tone and light, drew donors of another
+    skin tone (dark-skinned men on Abdullah Gul's redone photos of the LFW DevTest 500). With
+    every try matched (the judges forced to match), each of Abdullah_Gul_0014's six redo tries
+    draws a donor within ``SKIN_FAR`` of his skin by one measure at least, while his first
+    pass, whose tries from ``SKIN_TRIES`` on drop those terms, draws one far by both."""
+    from fiftyone_faceanon.anonymizers import donor as D
+    from fiftyone_faceanon.donors import face_attributes
+
+    key = "Abdullah_Gul/Abdullah_Gul_0014.jpg"
+    image = read_rgb(need_shared(f"lfw/images_deepfunneled/{key}"))
+    pipeline = Pipeline(Settings())
+    first = pipeline.anonymize_many([image], [key])[0]
+    face = first.faces[0]
+    bank = pipeline.backend
+    luma = bank.table[:, bank.keys.index("luma")]
+    skin = bank.table[:, bank.keys.index("skin")]
+    own = np.array([face_attributes(F.crop_face(image, face.crop),
+                                    face.crop.to_crop(face.landmarks))["luma"],
+                    D.skin_luma({j: e[:1] for j, e in first.original.items()})[0]])
+    drawn = []
+    choose = D.Donor.choose
+
+    def seen(self, *args):
+        drawn.append(choose(self, *args))
+        return drawn[-1]
+
+    def far(d: int) -> bool:
+        gaps = (np.array([luma[d], skin[d]]) - own) / D.SKIN_FAR
+        return bool((gaps < -1).all() or (gaps > 1).all())
+
+    monkeypatch.setattr(D.Donor, "choose", seen)
+    monkeypatch.setattr(Pipeline, "_judge", lambda self, states, every=False:
+                        [[True] * len(st.todo) for st in states])
+    pipeline.anonymize_many([image], [key])
+    assert len(drawn) == Settings().tries and any(far(d) for d in drawn), drawn
+    drawn.clear()
+    pipeline.anonymize_many([image], [key], unlink=[{0: np.zeros(len(bank.bank), bool)}],
+                            faces=[first.faces], originals=[first.original])
+    assert len(drawn) == Settings().tries and not any(far(d) for d in drawn), drawn
 
 
 def test_a_run_stopped_before_unlinking_unlinks_when_run_again(tmp_path):

@@ -58,13 +58,12 @@ class Anonymizer(abc.ABC):
         rng: np.random.Generator,
         rank: int,
         exclude: np.ndarray | None,
-        attempt: int | None = None,
+        redo: bool = False,
     ) -> int | None:
         """The donor for a face read by :meth:`read`: the ``rank``-th of this face's seeded
-        candidate order, skipping ``exclude`` ((M,) bool over the donors); ``attempt``: how
-        many tries the face has had before this one in this pass (default ``rank``; fewer for
-        a face anonymized again to unlink it, which starts at a later rank). ``None`` for
-        backends without donors."""
+        candidate order, skipping ``exclude`` ((M,) bool over the donors); ``redo``: the face
+        is anonymized again to unlink it (it starts at a later rank, and every one of its
+        tries is matched as a first try is). ``None`` for backends without donors."""
         return None
 
     def donor_landmarks(self, donor: int) -> np.ndarray:
