@@ -190,8 +190,9 @@ def test_a_face_not_verified_again_leaves_its_image_as_it_was(tmp_path):
 def test_a_face_unlinked_before_another_face_of_its_image_was_redone_is_judged_again():
     """A face to unlink starts :data:`FROM_TRY` tries ahead of its image's other faces. One
     verified at its first redo try while another face of its image was redone after it, to the
-    same try (the first face of Abdullah_Gul_0006 at its first redo attempt, the face beside
-    it at its second attempt: both end at try FROM_TRY + 1), is judged again in the final
+    same try (the second face of Abdullah_Gul_0006 at its first redo attempt, the face beside
+    it at its second attempt: both end at try FROM_TRY + 1; until stop 56's age ceiling, the
+    first face redone), is judged again in the final
     image, as any verified face beside a later paste is: the embeddings its judging leaves for
     unlinking are the final image's. Until 2026-12-06 (stop 52) it was not (no other face had
     a higher try), and dlib's embedding of such a face differed from the final image's by
@@ -201,7 +202,7 @@ def test_a_face_unlinked_before_another_face_of_its_image_was_redone_is_judged_a
     pipeline = Pipeline(Settings())
     first = pipeline.anonymize_many([image], [key])[0]
     redo = pipeline.anonymize_many(
-        [image], [key], unlink=[{0: np.zeros(len(pipeline.backend.bank), bool)}],
+        [image], [key], unlink=[{1: np.zeros(len(pipeline.backend.bank), bool)}],
         faces=[first.faces], originals=[first.original])[0]
     assert [(r.tries, r.status) for r in redo.records] == [(FROM_TRY + 1, "verified")] * 2
     final = pipeline.panel.embed_many([(redo.image, redo.faces)], ("dlib",))["dlib"]
