@@ -208,17 +208,18 @@ def test_a_track_is_read_on_all_its_first_views(fixtures_dir):
 
 def test_a_track_is_judged_as_the_encoder_will_show_it(fixtures_dir):
     """Frame 150 of the Hamilton clip: MTCNN's false face on a hand holding a microphone
-    (34 px). With the donor of seed 0 the judges do not know it again as rendered (CASIA
-    0.41, dlib 0.910), but H.264 at the default quality takes the donor's detail away and
-    FaceNet-CASIA does (0.54; with the donors before the ``shade`` term, seed 2's donor was
-    matched so by dlib, 0.933, and with seed 1's donor before the glasses head a frame leaked
-    there in the written video). The plan judges its views encoded."""
+    (34 px). With the donor of seed 2 (seed 0's until the age ceiling of stop 56 changed that
+    seed's candidates) the judges do not know it again as rendered
+    (CASIA 0.41, dlib 0.910), but H.264 at the default quality takes the donor's detail away
+    and FaceNet-CASIA does (0.54; with the donors before the ``shade`` term, seed 2's donor
+    then was matched so by dlib, 0.933, and with seed 1's donor before the glasses head a
+    frame leaked there in the written video). The plan judges its views encoded."""
     from fiftyone_faceanon.pipeline import Pipeline, Settings
     from fiftyone_faceanon.videoio import as_encoded
 
     clip = fixtures_dir / "face_recognition/examples/short_hamilton_clip.mp4"
     frame = next(f for t, f in enumerate(read_frames(clip)) if t == 150)
-    pipeline = Pipeline(Settings(seed=0, tries=1))
+    pipeline = Pipeline(Settings(seed=2, tries=1))
     hand = min(F.find_faces(frame), key=lambda f: np.abs(f.box[:2] - [193, 163]).sum())
     assert np.abs(hand.box[:2] - [193, 163]).max() < 2
     hand.crop = F.crop_transform(hand.landmarks, F.crop_size_for(hand.landmarks))
