@@ -740,8 +740,7 @@ def test_a_donor_darker_or_lighter_by_both_skin_measures_is_never_a_first_candid
         crop, lms, identity = photo_face(read_rgb(lfw / name))
         own_luma = face_attributes(crop, lms)["luma"]
         own_skin = D.skin_luma({j: e[None] for j, e in identity.items()})[0]
-        far = (((luma < own_luma - D.SKIN_FAR[0]) & (skin < own_skin - D.SKIN_FAR[1]))
-               | ((luma > own_luma + D.SKIN_FAR[0]) & (skin > own_skin + D.SKIN_FAR[1])))
+        far = D.skin_far(luma - own_luma, skin - own_skin)
         cost = donor.cost(donor.read(crop, lms, identity))
         later = donor.cost(donor.read(crop, lms, identity), early=False)
         unverified = donor.cost(donor.read(crop, lms, identity, verified=False))

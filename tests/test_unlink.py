@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from conftest import file_tree, need_shared, read_rgb
+from fiftyone_faceanon import faces as F
 from fiftyone_faceanon.batch import (UNLINK_STATE, Worker, anonymize_files, collect_jobs,
                                      record_faces, run_jobs, unlink_run, worker_pool)
-from fiftyone_faceanon import faces as F
 from fiftyone_faceanon.engines import as_engine
 from fiftyone_faceanon.images import MAX_PIXELS, records_dir
 from fiftyone_faceanon.pipeline import Pipeline, Settings
@@ -192,11 +192,11 @@ def test_a_face_unlinked_before_another_face_of_its_image_was_redone_is_judged_a
     verified at its first redo try while another face of its image was redone after it, to the
     same try (the second face of Abdullah_Gul_0006 at its first redo attempt, the face beside
     it at its second attempt: both end at try FROM_TRY + 1; until stop 56's age ceiling, the
-    first face redone), is judged again in the final
-    image, as any verified face beside a later paste is: the embeddings its judging leaves for
-    unlinking are the final image's. Until 2026-12-06 (stop 52) it was not (no other face had
-    a higher try), and dlib's embedding of such a face differed from the final image's by
-    1.5e-3 (Abdullah_Gul_0009, when redone faces started at the third try)."""
+    first face redone), is judged again in the final image, as any verified face beside a
+    later paste is: the embeddings its judging leaves for unlinking are the final image's.
+    Until 2026-12-06 (stop 52) it was not (no other face had a higher try), and dlib's
+    embedding of such a face differed from the final image's by 1.5e-3 (Abdullah_Gul_0009,
+    when redone faces started at the third try)."""
     key = "Abdullah_Gul/Abdullah_Gul_0006.jpg"
     image = read_rgb(need_shared(f"lfw/images_deepfunneled/{key}"))
     pipeline = Pipeline(Settings())
@@ -238,8 +238,7 @@ def test_a_face_redone_to_unlink_it_is_matched_on_skin_tone_at_every_try(monkeyp
         return drawn[-1]
 
     def far(d: int) -> bool:
-        gaps = (np.array([luma[d], skin[d]]) - own) / D.SKIN_FAR
-        return bool((gaps < -1).all() or (gaps > 1).all())
+        return bool(D.skin_far(luma[d] - own[0], skin[d] - own[1]))
 
     monkeypatch.setattr(D.Donor, "choose", seen)
     monkeypatch.setattr(Pipeline, "_judge", lambda self, states, every=False:

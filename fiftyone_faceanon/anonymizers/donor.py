@@ -305,6 +305,14 @@ def skin_luma(embeddings: dict[str, np.ndarray]) -> np.ndarray:
     return linear_head(demographic_features(embeddings), _head(SKIN_HEAD)["luma"])
 
 
+def skin_far(luma: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """(M,) donors' measured luma and skin-head luma minus the face's, each (M,) -> (M,) bool:
+    darker than the face by more than :data:`SKIN_FAR` in both measures, or lighter by both
+    (the rule of :meth:`Donor.cost`)."""
+    far_luma, far_skin = SKIN_FAR
+    return ((luma < -far_luma) & (skin < -far_skin)) | ((luma > far_luma) & (skin > far_skin))
+
+
 def glasses(embeddings: np.ndarray) -> np.ndarray:
     """(N, 512) FaceNet-CASIA unit embeddings -> (N,) probability of glasses or sunglasses,
     from the shipped linear head."""
@@ -481,17 +489,14 @@ class Donor(Anonymizer):
                 cost = rule_out(cost, female <= 1 - SURE_DONOR)
             elif a["female"] <= 1 - SURE_FACE:
                 cost = rule_out(cost, female >= SURE_DONOR)
+            log_age = self.table[:, self.keys.index("log_age")]
             if face.verified:
-                cost = rule_out(cost, self.table[:, self.keys.index("log_age")]
-                                < a["log_age"] + np.log(AGE_FLOOR))
+                cost = rule_out(cost, log_age < a["log_age"] + np.log(AGE_FLOOR))
             if face.verified and early:
-                cost = rule_out(cost, self.table[:, self.keys.index("log_age")]
-                                > a["log_age"] + np.log(AGE_CEILING))
-                luma = self.table[:, self.keys.index("luma")] - a["luma"]
-                skin = self.table[:, self.keys.index("skin")] - a["skin"]
-                far_luma, far_skin = SKIN_FAR
-                cost = rule_out(cost, ((luma < -far_luma) & (skin < -far_skin))
-                                | ((luma > far_luma) & (skin > far_skin)))
+                cost = rule_out(cost, log_age > a["log_age"] + np.log(AGE_CEILING))
+                cost = rule_out(cost, skin_far(
+                    self.table[:, self.keys.index("luma")] - a["luma"],
+                    self.table[:, self.keys.index("skin")] - a["skin"]))
         return cost
 
     def choose(self, face, rng, rank, exclude, redo=False):
