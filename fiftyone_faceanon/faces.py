@@ -168,6 +168,9 @@ def _mtcnn(device: str, min_face_size: float):
 
 #: MTCNN's image pyramid: each scale is this factor of the one before (facenet-pytorch's default).
 PYRAMID_FACTOR = 0.709
+#: MTCNN's P-Net looks at windows of this many pixels: its pyramid starts at ``PNET_WINDOW /
+#: min_face_size`` of the image and stops before the shorter side is under ``PNET_WINDOW``.
+PNET_WINDOW = 12
 
 
 def pyramid_min_size(face_px: float, min_face_size: float = 20) -> float:
@@ -203,9 +206,11 @@ def detect_boxes(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Face boxes for each image: a list of ``(boxes (F, 4) x0y0x1y1, scores (F,))``.
 
-    MTCNN runs batched over images of equal size, on the GPU when ``device`` resolves to one.
-    dlib's HOG detector (one upsampling) has no calibrated score; its detection confidence is
-    reported and ``threshold`` is not applied to it.
+    MTCNN runs batched over images of equal size, on the GPU when ``device`` resolves to one;
+    an image whose shorter side is under ``min_face_size`` has no face of that size, and no
+    boxes (MTCNN's pyramid would have no scale to look at). dlib's HOG detector (one
+    upsampling) has no calibrated score; its detection confidence is reported and
+    ``threshold`` is not applied to it.
     """
     if detector not in DETECTORS:
         raise ValueError(f"unknown detector {detector!r}; choose one of {DETECTORS}")
@@ -223,7 +228,9 @@ def detect_boxes(
     by_size: dict[tuple[int, ...], list[int]] = {}
     for i, img in enumerate(images):
         by_size.setdefault(img.shape, []).append(i)
-    for indices in by_size.values():
+    for (h, w, *_), indices in by_size.items():
+        if min(h, w) * (PNET_WINDOW / min_face_size) < PNET_WINDOW:  # no scale to look at
+            continue
         # MTCNN turns the (N, H, W, 3) batch into (N, 3, H, W) with a permute; given a view of
         # planar memory, that permute is contiguous, and its pyramid's area resampling runs
         # on contiguous planes, 40% faster, to the same bits (docs/benchmarks.md)

@@ -39,6 +39,7 @@ def bad_tree(tmp_path_factory, astronaut, fixtures_dir):
     im.quantize(256).save(src / "palette.png")
     (src / "noface.png").write_bytes((fixtures_dir / "faceapi/white.png").read_bytes())
     im.resize((112, 112), Image.LANCZOS).save(src / "tiny_face.png")  # face about 20 px
+    im.resize((16, 16), Image.LANCZOS).save(src / "thumbnail.png")  # under the smallest face
     result = CliRunner().invoke(main, ["anonymize", str(src), "-o", str(root / "out")])
     return src, root / "out", result
 
@@ -88,6 +89,13 @@ def test_no_face_is_recorded_and_written(bad_tree):
     sidecar = json.loads((out / "noface.png.json").read_text())
     assert sidecar["status"] == "no_face" and sidecar["faces"] == []
     assert (out / "noface.png").is_file()
+
+
+def test_a_thumbnail_smaller_than_any_face_is_written_without_one(bad_tree):
+    src, out, _ = bad_tree
+    sidecar = json.loads((out / "thumbnail.png.json").read_text())
+    assert sidecar["status"] == "no_face" and sidecar["faces"] == []
+    assert Image.open(out / "thumbnail.png").size == (16, 16)
 
 
 def test_twenty_pixel_face_is_handled(bad_tree):

@@ -31,6 +31,17 @@ def test_no_face(fixtures_dir, any_roll):
     assert F.find_faces(read_rgb(fixtures_dir / "faceapi/white.png"), any_roll=any_roll) == []
 
 
+def test_an_image_smaller_than_the_smallest_face_has_none(astronaut):
+    # 16 px is under MTCNN's 20 px minimum face: its pyramid has no scale there, and
+    # facenet-pytorch's cascade stopped with "torch.cat(): expected a non-empty list"
+    import cv2
+
+    thumbnail = cv2.resize(astronaut, (16, 16), interpolation=cv2.INTER_AREA)
+    (tiny, _), (boxes, _) = F.detect_boxes([thumbnail, astronaut], device="cpu")
+    assert tiny.shape == (0, 4) and len(boxes) == 1
+    assert F.find_faces(thumbnail, any_roll=True) == []
+
+
 def test_a_printed_face_on_its_side_among_dogs(fixtures_dir):
     # dlib's dog photo has a magazine lying sideways at its left edge with a woman's face on
     # it (about 40 px): upright, nothing is found; at any roll, that face, three turns from
