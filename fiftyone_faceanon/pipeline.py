@@ -396,7 +396,12 @@ class Pipeline:
         again. MTCNN's scores move in their last bits with the batch,
         which on rare images moves a box (LFW: 1 face of 565 by 3.5 px), so an image's output
         can depend on the images it is detected with; :mod:`.batch` always groups the same
-        images (fixed chunks)."""
+        images (fixed chunks). Raises ``ValueError`` for an image that is not an RGB (H, W, 3)
+        uint8 array (:func:`~.images.load_image` gives one for any file)."""
+        for image, key in zip(images, keys):
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"{key or 'image'}: an RGB (H, W, 3) uint8 array is needed, "
+                                 f"not {image.dtype} of shape {image.shape}")
         detect, found, landmarks = 0.0, faces, [0.0] * len(images)
         if faces is None:
             s = self.settings

@@ -74,6 +74,17 @@ def test_backend_registry():
         create_backend("nope")
 
 
+def test_an_array_that_is_not_an_rgb_image_gets_a_clear_error(astronaut):
+    # grey, RGBA and float arrays ended in torch's errors about channels or permutes, or were
+    # read as 0-255 pixels
+    pipeline = Pipeline(Settings(backend="blur"))
+    for array in (astronaut[..., 0], np.dstack([astronaut, astronaut[..., :1]]),
+                  astronaut / 255.0):
+        with pytest.raises(ValueError, match=r"photo.png: an RGB \(H, W, 3\) uint8 array"):
+            pipeline.anonymize(array, "photo.png")
+    assert len(pipeline.anonymize(astronaut).records) == 1
+
+
 @pytest.mark.parametrize("backend, geometry", [("ksame", 0.0), ("donor", 0.5)])
 def test_replaced_face_follows_its_target_geometry(astronaut, backend, geometry):
     """The rendered face lands on the landmarks it was given: the original's at geometry 0,
