@@ -2,6 +2,7 @@
 
 import xml.etree.ElementTree as ET
 
+import cv2
 import numpy as np
 import pytest
 
@@ -34,8 +35,6 @@ def test_no_face(fixtures_dir, any_roll):
 def test_an_image_smaller_than_the_smallest_face_has_none(astronaut):
     # 16 px is under MTCNN's 20 px minimum face: its pyramid has no scale there, and
     # facenet-pytorch's cascade stopped with "torch.cat(): expected a non-empty list"
-    import cv2
-
     thumbnail = cv2.resize(astronaut, (16, 16), interpolation=cv2.INTER_AREA)
     (tiny, _), (boxes, _) = F.detect_boxes([thumbnail, astronaut], device="cpu")
     assert tiny.shape == (0, 4) and len(boxes) == 1
