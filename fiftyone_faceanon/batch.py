@@ -257,7 +257,22 @@ def error_outcome(job: Job, error: Exception) -> Outcome:
 
 
 class UsageError(Exception):
-    """Inputs and output that must not be combined (e.g. OUTDIR inside an input tree)."""
+    """Inputs and output that must not be combined (e.g. OUTDIR inside an input tree), or an
+    output that cannot be written."""
+
+
+def make_writable(outdir: Path) -> None:
+    """Create ``outdir`` and its private records' folder (:func:`~.images.records_dir`) and
+    make a file in each, so that an output that cannot be written stops a run before its
+    first image, with one :class:`UsageError` naming the folder, instead of failing every
+    file after anonymizing it."""
+    for folder in (outdir, records_dir(outdir)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            raise UsageError(f"{folder}: cannot write there: {e.strerror or e}") from None
 
 
 def collect_jobs(inputs: list[Path], outdir: Path, allow_inside: bool = False) -> list[Job]:
@@ -307,14 +322,16 @@ def unverified_message(src: Path, records: list[dict], what: str = "face") -> st
 
 class Worker:
     """Runs chunks of jobs with one :class:`Pipeline`. Built once before any job, so a backend
-    that cannot run here (:class:`~.anonymizers.BackendUnavailable`) stops the run with one
-    error instead of failing every file; pickled by its arguments, so each process of a pool
+    that cannot run here (:class:`~.anonymizers.BackendUnavailable`) or an output that cannot
+    be written (:func:`make_writable`) stops the run with one error instead of failing every
+    file; pickled by its arguments, so each process of a pool
     builds its own."""
 
     def __init__(self, settings: Settings, outdir: Path, overwrite: bool, max_pixels: int,
                  gallery: bool = False, video: VideoSettings = VideoSettings(), threads: int = 1):
         self.settings, self.outdir = settings, outdir
         self.records = records_dir(outdir)
+        make_writable(outdir)
         self.overwrite, self.max_pixels, self.gallery = overwrite, max_pixels, gallery
         self.video, self.threads = video, threads
         self.pipeline = Pipeline(settings)

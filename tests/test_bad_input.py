@@ -107,6 +107,17 @@ def test_twenty_pixel_face_is_handled(bad_tree):
         assert 12 <= x1 - x0 <= 40
 
 
+def test_an_output_that_cannot_be_written_stops_the_run_before_its_first_image(tmp_path,
+                                                                              astronaut):
+    Image.fromarray(astronaut).save(tmp_path / "a.png")
+    (tmp_path / "taken").write_text("a file where the output folder's parent should be\n")
+    out = tmp_path / "taken" / "out"
+    r = CliRunner().invoke(main, ["anonymize", str(tmp_path / "a.png"), "-o", str(out)])
+    assert r.exit_code == 2, r.output
+    assert f"{out}: cannot write there: Not a directory" in r.output
+    assert "error: " not in r.output and "anonymized" not in r.output
+
+
 def test_pixel_limit_is_configurable(tmp_path, astronaut):
     Image.fromarray(astronaut).save(tmp_path / "a.png")
     with pytest.raises(ImageError, match=r"a.png: 512x512 exceeds the pixel limit of 100,000"):
