@@ -260,6 +260,21 @@ def test_a_photo_stored_sideways_is_blocked_then_anonymized(world, tmp_path):
     assert passed.exit_code == 0, passed.output
 
 
+def test_a_face_under_the_minimum_face_size_is_neither_checked_nor_anonymized(world, tmp_path):
+    # --min-face-size trades small faces for speed on large photos, for the gate and
+    # anonymize alike: the gallery person's face (about 110 px) passes at 200 and is left as
+    # it is, and the settings say why
+    photo = world["files"] / "salley.jpg"
+    gate = ["gate", "--gallery", world["gallery"], "--no-cache", photo]
+    assert run_cli(*gate).exit_code == 1
+    passed = run_cli(*gate, "--min-face-size", "200")
+    assert passed.exit_code == 0 and "1 files, 0 faces" in passed.output, passed.output
+    anon = run_cli("anonymize", photo, "-o", tmp_path / "anon", "--min-face-size", "200")
+    assert anon.exit_code == 0, anon.output
+    sidecar = json.loads((tmp_path / "anon" / "salley.jpg.json").read_text())
+    assert sidecar["status"] == "no_face" and sidecar["settings"]["min_face_size"] == 200
+
+
 def test_light_import_path():
     code = ("import sys, fiftyone_faceanon.cli.gate, fiftyone_faceanon.gate; "
             "print(sorted(m for m in ('fiftyone', 'torch', 'dlib', 'facenet_pytorch') "

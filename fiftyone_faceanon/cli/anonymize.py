@@ -88,7 +88,7 @@ def build_video_settings(detect_every, video_quality, strip_audio) -> VideoSetti
 
 def build_settings(backend, seed, relight, pyramid, color_transfer, detail_match, levels,
                    geometry, donors, verify, on_fail, unlink, verify_thresholds, detector,
-                   threshold, device, any_roll) -> Settings:
+                   threshold, min_face_size, device, any_roll) -> Settings:
     from ..gate import GateError, parse_threshold_overrides
 
     try:
@@ -96,8 +96,8 @@ def build_settings(backend, seed, relight, pyramid, color_transfer, detail_match
     except GateError as e:
         raise click.UsageError(str(e)) from None
     return Settings(
-        backend=backend, seed=seed, detector=detector, threshold=threshold, device=device,
-        any_roll=any_roll,
+        backend=backend, seed=seed, detector=detector, threshold=threshold,
+        min_face_size=min_face_size, device=device, any_roll=any_roll,
         photometric=PhotometricSettings(relight, pyramid, color_transfer, levels=levels,
                                         most_detail=MOST_DETAIL if detail_match else None),
         geometry=geometry, donors=str(donors) if donors else None, verify=verify,

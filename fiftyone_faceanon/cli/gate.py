@@ -68,8 +68,8 @@ def gallery():
               type=click.Path(dir_okay=False, path_type=Path), help=GALLERY_HELP)
 @detect_options
 @video_options
-def gallery_add(inputs, gallery_path, detector, face_threshold, device, any_roll, every,
-                track_margin):
+def gallery_add(inputs, gallery_path, detector, face_threshold, min_face_size, device,
+                any_roll, every, track_margin):
     """Add every face of IMAGES_OR_DIRS (images and videos) to the gallery: each available
     judge's embedding and the source file's sha256 (never the image or its path); of a video,
     each tracked person's largest sampled face."""
@@ -79,8 +79,8 @@ def gallery_add(inputs, gallery_path, detector, face_threshold, device, any_roll
     try:
         gal = load_gallery(gallery_path)
         embedder = Embedder(sorted(gal.embeddings) or None,
-                            DetectSettings(detector, face_threshold, device=device,
-                                           any_roll=any_roll),
+                            DetectSettings(detector, face_threshold, min_face_size, device,
+                                           any_roll),
                             video=VideoCheck(every, track_margin))
         files = expand_inputs(inputs)
         errors = faces = 0
@@ -131,8 +131,8 @@ def gallery_add(inputs, gallery_path, detector, face_threshold, device, any_roll
 @detect_options
 @video_options
 def gate(files, gallery_path, thresholds, baseline, update_baseline, allow_unverifiable,
-         json_path, sarif_path, no_cache, quiet, detector, face_threshold, device, any_roll,
-         every, track_margin):
+         json_path, sarif_path, no_cache, quiet, detector, face_threshold, min_face_size,
+         device, any_roll, every, track_margin):
     """Block images and videos whose faces are still too similar to someone in the gallery.
 
     A video is checked on every --every-th frame, by tracked person; a person whose worst
@@ -159,7 +159,7 @@ def gate(files, gallery_path, thresholds, baseline, update_baseline, allow_unver
         _fail(str(e))
     paths = G.expand_inputs(files)
     embedder = G.Embedder(sorted(limits), G.DetectSettings(detector, face_threshold,
-                                                            device=device, any_roll=any_roll),
+                                                            min_face_size, device, any_roll),
                           None if no_cache else cache_dir(), G.VideoCheck(every, track_margin))
     try:
         with _progress(len(paths), "gate") as bar:
