@@ -497,10 +497,10 @@ def test_a_face_the_glasses_head_is_unsure_of_gets_no_donor_sure_to_wear_glasses
     donor = Donor()
     worn = donor.table[:, donor.keys.index("glasses")] >= SURE_GLASSES  # as the rule reads them
     read = donor.read(crop, lms, identity)
-    for early in (True, False):
-        chosen = [donor.choose(read, np.random.default_rng(0), rank, None, early)
+    for redo in (True, False):
+        chosen = [donor.choose(read, np.random.default_rng(0), rank, None, redo)
                   for rank in range(20)]
-        assert not worn[chosen].any(), early
+        assert not worn[chosen].any(), redo
 
 
 def log_loss(p: np.ndarray, truth: np.ndarray) -> float:
@@ -707,7 +707,7 @@ def test_a_child_gets_no_donor_over_twice_its_age_on_its_early_tries(monkeypatch
     crop, lms, identity = photo_face(read_rgb(
         need_shared("utkface") / "1_0_4_20161221192855037.jpg.chip.jpg"))
     donor = D.Donor()
-    age = donor.table[:, donor.keys.index("log_age")]
+    age = donor.column("log_age")
     read = donor.read(crop, lms, identity)
     over = age > read.attributes["log_age"] + np.log(D.AGE_CEILING)
     cost = donor.cost(read)

@@ -225,8 +225,8 @@ def test_a_face_redone_to_unlink_it_is_matched_on_skin_tone_at_every_try(monkeyp
     first = pipeline.anonymize_many([image], [key])[0]
     face = first.faces[0]
     bank = pipeline.backend
-    luma = bank.table[:, bank.keys.index("luma")]
-    skin = bank.table[:, bank.keys.index("skin")]
+    luma = bank.column("luma")
+    skin = bank.column("skin")
     own = np.array([face_attributes(F.crop_face(image, face.crop),
                                     face.crop.to_crop(face.landmarks))["luma"],
                     D.skin_luma({j: e[:1] for j, e in first.original.items()})[0]])

@@ -474,29 +474,27 @@ class Donor(Anonymizer):
             weight, offset = (LIKENESS, 0.0) if face.verified else LIKENESS_UNVERIFIED
             z = likeness(face.judged, self.bank.embeddings)
             cost = cost + weight * np.maximum(z + offset, 0) ** 2
-        cost = rule_out(cost, self.table[:, self.keys.index("glasses")] > face.glasses)
+        cost = rule_out(cost, self.column("glasses") > face.glasses)
         if a["beard"] < BEARDLESS:
-            cost = rule_out(cost, (self.table[:, self.keys.index("beard")] >= BEARDED)
-                            | self.bank.facial_hair_seen)
+            cost = rule_out(cost, (self.column("beard") >= BEARDED) | self.bank.facial_hair_seen)
         if a["lips"] < PALE_LIPS:
             cost = rule_out(cost, self.lipstick)
         if a["teeth"] >= SHOWS_TEETH:
             cost = rule_out(cost, (self.opening >= DARK_OPEN)
-                            & (self.table[:, self.keys.index("teeth")] < DARK_TEETH))
+                            & (self.column("teeth") < DARK_TEETH))
         if face.gendered:
-            female = self.table[:, self.keys.index("female")]
+            female = self.column("female")
             if a["female"] >= SURE_FACE:
                 cost = rule_out(cost, female <= 1 - SURE_DONOR)
             elif a["female"] <= 1 - SURE_FACE:
                 cost = rule_out(cost, female >= SURE_DONOR)
-            log_age = self.table[:, self.keys.index("log_age")]
+            log_age = self.column("log_age")
             if face.verified:
                 cost = rule_out(cost, log_age < a["log_age"] + np.log(AGE_FLOOR))
             if face.verified and early:
                 cost = rule_out(cost, log_age > a["log_age"] + np.log(AGE_CEILING))
-                cost = rule_out(cost, skin_far(
-                    self.table[:, self.keys.index("luma")] - a["luma"],
-                    self.table[:, self.keys.index("skin")] - a["skin"]))
+                cost = rule_out(cost, skin_far(self.column("luma") - a["luma"],
+                                               self.column("skin") - a["skin"]))
         return cost
 
     def choose(self, face, rng, rank, exclude, redo=False):
@@ -515,10 +513,14 @@ class Donor(Anonymizer):
         order = np.concatenate([head[rng.permutation(len(head))], order[self.candidates:]])
         return int(order[rank % len(order)])
 
+    def column(self, key: str) -> np.ndarray:
+        """(M,) every donor's value of the term ``key`` (:data:`TERMS`), as the cost reads it."""
+        return self.table[:, self.keys.index(key)]
+
     @property
     def opening(self) -> np.ndarray:
         """(M,) each donor's mouth opening (:func:`~fiftyone_faceanon.donors.mouth_opening`)."""
-        return self.table[:, self.keys.index("mouth_open")]
+        return self.column("mouth_open")
 
     def mouth_donors(self) -> np.ndarray | None:
         """(M,) each donor's mouth donor: of the other donors whose mouth is open
@@ -532,7 +534,7 @@ class Donor(Anonymizer):
 
         colour = [self.keys.index(k) for k in ("cb", "cr", "luma")]
         tone = self.table[:, colour] / self.scale[colour]
-        teeth = self.table[:, self.keys.index("teeth")]
+        teeth = self.column("teeth")
         wide = np.array([d for d in np.flatnonzero((self.opening >= WIDE_OPEN)
                                                    & (teeth >= MOUTH_TEETH))
                          if mouth_redness(self.bank.image(d), self.bank.landmarks[d]) < 0], int)
