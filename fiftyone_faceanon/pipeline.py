@@ -276,6 +276,9 @@ class IdentityPlan:
     #: whether the face wears glasses (its first judged view's embedding), whose frames every
     #: view keeps (:meth:`Pipeline._occluded`)
     frames: bool = False
+    #: the donors (bank ids) it avoided to be kept apart from other files' faces of its person
+    #: (``redo`` in :meth:`Pipeline.plan_identity`)
+    unlinked: tuple[str, ...] = ()
 
     @property
     def covered(self) -> bool:
@@ -718,7 +721,7 @@ class Pipeline:
                       margin: dict[str, float] | None = None,
                       released: Callable[[np.ndarray], np.ndarray] | None = None,
                       found: list[Callable[[], np.ndarray | None]] | None = None,
-                      cover: bool = False) -> "IdentityPlan":
+                      cover: bool = False, redo: bool = False) -> "IdentityPlan":
         """One fake identity for a face seen many times (a video track): the donor and try that
         every view of it is rendered with (:meth:`render_planned`).
 
@@ -740,7 +743,10 @@ class Pipeline:
         (by default found in the view); ``cover``: no donor is tried, every view is covered
         (status ``covered:<how>``: a mask with ``on_fail`` mask, else a blur, or a mask where a
         judge still matches the blur), for a face that may not be one (a video track the
-        detector seldom confirmed). Seconds per stage are added to ``timings``."""
+        detector seldom confirmed); ``redo``: the face is anonymized again apart from another
+        file's face of its person (:mod:`.unlink`), from try :data:`~.unlink.FROM_TRY` on,
+        its donor chosen at every try on a first try's terms, as :meth:`replace_many` redoes a
+        photo's face. Seconds per stage are added to ``timings``."""
         s = self.settings
         released = released or (lambda image: image)
         seen = ([i for i, (image, _, judged, _) in enumerate(views)
@@ -780,8 +786,9 @@ class Pipeline:
         tries = s.tries if judged else 1
         lead = 0  # how many views first (the last try's matches) are judged on their own
         reading = self.backend.read(prepared[0].crop, prepared[0].lms, identity, s.verify)
-        for attempt in range(tries):
-            donor = self.backend.choose(reading, face_rng(s.seed, key, index), attempt, exclude)
+        for attempt in range(FROM_TRY if redo else 0, tries + (FROM_TRY if redo else 0)):
+            donor = self.backend.choose(reading, face_rng(s.seed, key, index), attempt, exclude,
+                                        redo)
             plan = IdentityPlan(index, donor, attempt, "too_small" if s.verify else "replaced",
                                 {}, frames=frames)
             if not judged:

@@ -109,11 +109,17 @@ Progress = Callable[[str, int, int], None]
 
 def anonymize_video(pipeline: Pipeline, src: Path, dst: Path, key: str,
                     settings: VideoSettings = VideoSettings(),
-                    progress: Progress | None = None, threads: int = 1) -> VideoResult:
+                    progress: Progress | None = None, threads: int = 1,
+                    unlink: dict[int, np.ndarray] | None = None) -> VideoResult:
     """Anonymize the video ``src`` into ``dst`` (written atomically) with ``pipeline``; ``key``
     (e.g. the file's relative path) seeds each track's identity with the pipeline's seed.
     ``progress(stage, done, total)`` is called per frame of the ``track`` and ``render`` passes;
     ``threads`` plan tracks and render frames concurrently (the output does not depend on it).
+    ``unlink``: the tracks to anonymize again apart from other files' faces of their person
+    (:mod:`.unlink`), ``{place in the video's tracks: (M,) bool}``, the bank's donors each
+    must avoid; each is planned with ``redo`` (:meth:`~.pipeline.Pipeline.plan_identity`) and
+    its plan lists them (``unlinked``). The tracks are found again as they were the first time
+    (tracking does not depend on the identities), so a place names the same track.
     Raises :class:`~.videoio.VideoError` for a video that cannot be read."""
     start = time.perf_counter()
     info = probe(src)
@@ -131,7 +137,9 @@ def anonymize_video(pipeline: Pipeline, src: Path, dst: Path, key: str,
     released = partial(as_encoded, codec=codec_for(dst), quality=settings.quality)
     doubtful = {tr.id for tr in tracks if detected_share(
         tr, settings.tracking.detect_every, (info.height, info.width)) < DOUBTFUL}
-    plans = _plan(pipeline, key, tracks, views, found, doubtful, timings, threads, released)
+    redo = {tracks[k].id: avoid for k, avoid in (unlink or {}).items() if k < len(tracks)}
+    plans = _plan(pipeline, key, tracks, views, found, doubtful, timings, threads, released,
+                  redo)
     frames = _render(pipeline, src, dst, key, info, raw, tracks, plans, sizes, colours,
                      occluders, settings, timings, progress, threads)
     timings["total"] = time.perf_counter() - start
@@ -318,22 +326,30 @@ def _colour_stats(pipeline: Pipeline, crop: np.ndarray, lms: np.ndarray) -> np.n
     return color_stats(crop / np.float32(255), region)
 
 
-def _plan(pipeline, key, tracks, views, found, doubtful, timings, threads, released
+def _plan(pipeline, key, tracks, views, found, doubtful, timings, threads, released, redo
           ) -> dict[int, IdentityPlan]:
     """One :class:`IdentityPlan` per track, from its ``views`` and what gives their occluders
     (``found``; :func:`_colours_and_views`), each judged as the encoder gives it back
-    (``released``); the tracks in ``doubtful`` are covered, with no donor tried.
+    (``released``); the tracks in ``doubtful`` are covered, with no donor tried; those in
+    ``redo`` (``{track id: (M,) bool}``) are anonymized again avoiding those donors, to unlink
+    them (:func:`anonymize_video`).
     The tracks are planned by ``threads`` threads, each on its own; then, in track order, a
     track whose donor an earlier track shows is planned again without it, so no two faces on
     screen share a donor and the result does not depend on the threads."""
     t0 = time.perf_counter()
     by_id = {tr.id: tr for tr in tracks}
     spent: list[dict[str, float]] = []
+    bank = pipeline.backend.bank
 
     def plan(tid: int, avoid=None) -> IdentityPlan:
         spent.append({})  # one per call: the threads do not add into one dict
-        return pipeline.plan_identity(views[tid], key, tid, avoid, spent[-1], VIDEO_MARGIN,
-                                      released, found[tid], tid in doubtful)
+        if tid in redo:
+            avoid = redo[tid] if avoid is None else avoid | redo[tid]
+        done = pipeline.plan_identity(views[tid], key, tid, avoid, spent[-1], VIDEO_MARGIN,
+                                      released, found[tid], tid in doubtful, tid in redo)
+        if tid in redo:
+            done.unlinked = tuple(str(d) for d in bank.ids[redo[tid]])
+        return done
 
     # the tracks with the most views to judge first, those covered or too small to judge last:
     # they fill the threads' ends, and the plans do not depend on the order
@@ -342,7 +358,6 @@ def _plan(pipeline, key, tracks, views, found, doubtful, timings, threads, relea
     with ThreadPoolExecutor(threads) as pool:
         done = dict(zip(order, pool.map(plan, order)))
     plans = {tid: done[tid] for tid in by_id}
-    bank = pipeline.backend.bank
     if bank is not None:
         used = np.zeros(len(bank), bool)
         for tid in by_id:
