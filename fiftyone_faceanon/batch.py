@@ -15,9 +15,11 @@ A rerun skips every image whose private record has the same input hash and setti
 output and sidecar exist, so an interrupted run resumes where it stopped.
 
 With verification and a donor bank (``Settings.unlink``), :func:`unlink_run` then anonymizes
-again each face that a judge links to another image's face of the same person (:mod:`.unlink`),
+again each face that a judge links to another file's face of the same person (:mod:`.unlink`),
 in up to :data:`~.unlink.ROUNDS` rounds; the donors such a face avoided are in its private
-record (``unlinked``), so a rerun that finds it linked again adds to them.
+record (``unlinked``), so a rerun that finds it linked again adds to them. A video's tracks
+take part, each by one frame (:func:`track_representatives`); where a photo is linked to a
+video, the photo is the one anonymized again.
 
 Videos (:data:`~.videoio.VIDEO_EXTENSIONS`) go through :func:`~.video.anonymize_video` and get
 the same three files; their sidecars hold the tracks (each with its donor, geometry, tries and
@@ -44,10 +46,10 @@ from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, LoadedImage, as_w
                      atomic_write, decoded, encode_image, load_image, records_dir)
 from .gate import DetectSettings, Embedder
 from .engines import Engine, as_engine
-from .faces import CropTransform, Face
+from .faces import CropTransform, Face, crop_size_for, crop_transform
 from .pipeline import Pipeline, Result, Settings
 from .verify import VerificationError
-from .video import VideoResult, VideoSettings, anonymize_video, largest_face
+from .video import VideoResult, VideoSettings, anonymize_video
 from .videoio import VIDEO_EXTENSIONS
 
 #: The private folder's record of how many rounds of :func:`unlink_run` a run has done.
@@ -62,8 +64,9 @@ class Job:
 
     src: Path
     rel: str
-    #: faces to anonymize again apart from other images' faces of their person
-    #: (:func:`unlink_run`): ``((face index, (donor index, ...)), ...)``, the donors each avoids
+    #: faces (a video's tracks) to anonymize again apart from other files' faces of their
+    #: person (:func:`unlink_run`): ``((face index, (donor index, ...)), ...)``, the donors each
+    #: avoids
     unlink: tuple[tuple[int, tuple[int, ...]], ...] = ()
     #: for a job to unlink, the judges' embeddings of its original faces from its first pass
     #: (``{judge: (F, D)}``), which are then not computed again
@@ -186,9 +189,14 @@ def unlink_run(run: Callable[..., Iterator[list[Outcome]]], worker: "Worker", jo
                 except (ImageError, OSError, ValueError, KeyError):  # it takes no part
                     o.link = {}
     settled: set[int] = set()  # images whose faces could not be verified again: left as they were
+    videos = {k for k, job in enumerate(jobs) if Path(job.rel).suffix.lower()
+              in VIDEO_EXTENSIONS}
     for round_ in range(first, ROUNDS):
-        faces = [(k, f) for k, o in enumerate(outcomes) if o.link
-                 for f, judged in enumerate(o.link["judged"]) if judged]
+        # videos' tracks first: the later face of a linked pair is redone, and a photo costs
+        # far less to redo than a video
+        faces = sorted(((k, f) for k, o in enumerate(outcomes) if o.link
+                        for f, judged in enumerate(o.link["judged"]) if judged),
+                       key=lambda face: face[0] not in videos)
         if len(faces) < 2:
             break
         embedded = {part: {j: np.stack([outcomes[k].link[part][j][f] for k, f in faces])
@@ -544,13 +552,15 @@ class Worker:
         return kept
 
     def link_again(self, job: Job) -> dict:
-        """:meth:`link` of an image done before (a resumed run): its original and output read
-        again, its faces from its private record; ``{}`` for a video or an image without a
-        face. Raises what reading them raises (the image then takes no part)."""
+        """:meth:`link` of a file done before (a resumed run): its original and output read
+        again, its faces (a video's tracks: :meth:`video_link`) from its private record; ``{}``
+        for a file without a face. Raises what reading them raises (the file then takes no
+        part)."""
         dst = self.outdir / job.rel
+        record = json.loads((self.records / f"{job.rel}.json").read_text())
         if dst.suffix.lower() in VIDEO_EXTENSIONS:
-            return {}
-        records = json.loads((self.records / f"{job.rel}.json").read_text())["faces"]
+            return self.video_link(job.src, dst, record) if record["tracks"] else {}
+        records = record["faces"]
         if not records:
             return {}
         faces = record_faces(records)
@@ -564,7 +574,7 @@ class Worker:
         (:func:`video_records`); the outcome counts tracks as faces."""
         cpu0 = time.process_time()
         result = anonymize_video(self.pipeline, job.src, dst, job.rel, self.video,
-                                 self.progress, self.threads)
+                                 self.progress, self.threads, self._avoid(job))
         status = ("unverified" if result.unverified else "ok") if result.tracks else "no_face"
         public, record = video_records(result, self.pipeline)
         atomic_write(sidecar, (json.dumps({"input": job.rel, "status": status, **public,
@@ -577,32 +587,60 @@ class Worker:
         identity = {}
         if self.embedder is not None and result.tracks:
             identity = {"sha256": digest,
-                        "embeddings": self._track_embeddings(job.src, result)}
+                        "embeddings": self._track_embeddings(job.src, record)}
+        timings = {**result.timings}
+        link = {}
+        if self.unlinks and result.tracks:
+            t0 = time.perf_counter()
+            link = self.video_link(job.src, dst, record)
+            timings["link"] = time.perf_counter() - t0
         return Outcome(job.rel, status, len(result.tracks), message,
-                       timings={**result.timings, "cpu": time.process_time() - cpu0},
+                       timings={**timings, "cpu": time.process_time() - cpu0},
                        identity=identity, covered=sum(plan.status.startswith("covered:")
-                                                      for plan in result.plans.values()))
+                                                      for plan in result.plans.values()),
+                       link=link)
 
-    def _track_embeddings(self, src: Path, result: VideoResult) -> dict:
+    def video_link(self, src: Path, dst: Path, record: dict) -> dict:
+        """:meth:`link` of a video from its private ``record``: each track by its face at
+        :func:`track_representatives`, each judge's embedding of the original's in ``src`` and of
+        the anonymized one's in ``dst`` as written, at the original face's place."""
+        views = track_representatives(record)
+
+        def embed(frame: np.ndarray, faces: list[Face]) -> dict[str, np.ndarray]:
+            return self.pipeline.panel.embed_each([(frame, faces)])[0]
+
+        return self.link(embed_track_views(src, views, embed),
+                         embed_track_views(dst, views, embed), record["tracks"])
+
+    def _track_embeddings(self, src: Path, record: dict) -> dict:
         """Every judge's embedding of each track's original face at
-        :func:`~.video.largest_face`, ``{judge: (T, D)}``, for the identity gallery."""
-        import numpy as np
-
-        from .videoio import read_some_frames
-
-        by_frame: dict[int, list] = {}
-        for tr in result.tracks:
-            t = largest_face(tr)
-            by_frame.setdefault(t, []).append(
-                next(f.original for f in result.frames[t] if f.track == tr.id))
-        parts: dict[str, list] = {}
-        for t, frame in read_some_frames(src, by_frame):
-            embeddings, failed = self.embedder.embed_faces(frame, by_frame[t])
+        :func:`track_representatives` (``record``: the video's private record), ``{judge: (T,
+        D)}``, for the identity gallery."""
+        def embed(frame: np.ndarray, faces: list[Face]) -> dict[str, np.ndarray]:
+            embeddings, failed = self.embedder.embed_faces(frame, faces)
             if failed:
                 raise ImageError(src, f"gallery: judge(s) failed: {failed}")
-            for j, e in embeddings.items():
-                parts.setdefault(j, []).append(e)
-        return {j: np.concatenate(e) for j, e in parts.items()}
+            return embeddings
+
+        return embed_track_views(src, track_representatives(record), embed)
+
+
+def embed_track_views(path: Path, views: list[tuple[int, Face]],
+                      embed: Callable[[np.ndarray, list[Face]], dict[str, np.ndarray]]
+                      ) -> dict[str, np.ndarray]:
+    """``{judge: (T, D)}``: the faces ``views`` (per track, ``(frame index, face)``:
+    :func:`track_representatives`) of the video ``path`` embedded by ``embed(frame, faces) ->
+    {judge: (F, D)}``, the faces of one frame together, decoding the video once."""
+    from .videoio import read_some_frames
+
+    by_frame: dict[int, list[int]] = {}
+    for place, (t, _) in enumerate(views):
+        by_frame.setdefault(t, []).append(place)
+    out: dict[str, np.ndarray] = {}
+    for t, frame in read_some_frames(path, by_frame):
+        for j, e in embed(frame, [views[p][1] for p in by_frame[t]]).items():
+            out.setdefault(j, np.zeros((len(views), e.shape[1]), e.dtype))[by_frame[t]] = e
+    return out
 
 
 def record_faces(records: list[dict]) -> list[Face]:
@@ -610,6 +648,27 @@ def record_faces(records: list[dict]) -> list[Face]:
     return [Face(np.asarray(r["box"], np.float64), float(r["score"]),
                  np.asarray(r["landmarks"], np.float64), CropTransform(**r["crop"]))
             for r in records]
+
+
+def track_representatives(record: dict) -> list[tuple[int, Face]]:
+    """Per track of a video's private ``record`` (in its order), the frame and original face
+    that stand for it in unlinking and in the identity gallery: its largest detected face
+    (largest landmark extent, the earliest of equals), or its largest face when none was
+    detected, as :func:`~.video.largest_face` picks the face its donor is matched to; read from
+    the record (landmarks to 0.1 px), so a resumed run finds the same."""
+    best: dict[int, tuple] = {}
+    for t, faces in enumerate(record["frames"]):
+        for f in faces:
+            landmarks = np.asarray(f["landmarks"], np.float64)
+            rank = (f["source"] == "detected", float(np.ptp(landmarks, 0).max()), -t)
+            if f["track"] not in best or rank > best[f["track"]][0]:
+                best[f["track"]] = (rank, t, f, landmarks)
+    views = []
+    for track in record["tracks"]:
+        _, t, f, landmarks = best[track["track"]]
+        views.append((t, Face(np.asarray(f["box"], np.float64), float(f["score"]), landmarks,
+                              crop_transform(landmarks, crop_size_for(landmarks)))))
+    return views
 
 
 def _rounded(points, digits: int = 1) -> list:
@@ -642,7 +701,8 @@ def video_records(result: VideoResult, pipeline: Pipeline) -> tuple[dict, dict]:
                                "anonymized": anonymized,
                                "similarity": {j: round(v, 5)
                                               for j, v in plan.similarity.items()},
-                               "uninformative": plan.uninformative})
+                               "uninformative": plan.uninformative,
+                               "unlinked": list(plan.unlinked)})
     public_frames, private_frames = [], []
     for faces in result.frames:
         public_frames.append([{"track": f.track, "source": f.source,

@@ -9,21 +9,22 @@ FaceNet-CASIA linked 8.5% of the pairs of photos of one person at its FAR 1e-3 t
 
 After a run, :func:`linked_pairs` finds the pairs of faces of two different images whose
 originals a judge matches (one person, or a look-alike) and whose anonymized faces a judge
-matches too. :func:`redo_plan` takes the later face of each pair (the earlier one where the
-later one's image cannot be verified again): it is anonymized again from the try
-:data:`FROM_TRY` on (the second try's geometry, 0.75; its donor chosen at every try on the
-first tries' terms, skin tone and light), with its own donor, the donors of its look-alikes
-(:func:`look_alikes`: every face of another image whose original a judge matches, linked or
-not) and every donor a judge finds close to its partners' anonymized faces (:func:`avoided`)
-ruled out. Without its own donor ruled out, a face that had reached try :data:`FROM_TRY` was
-given the same donor at the same try again, byte for byte the same face, and stayed linked
-(docs/benchmarks.md, "Linked photos of one person redone until apart"). Avoiding the
-partners' donors alone let photos of one person redone one after another end on the same
-donor (at seed 0, 4 of the 16 same-person pairs FaceNet-CASIA still linked; with it, 0.7% of
-the same-person pairs against 1.0%, at the cost of emotion match: docs/benchmarks.md, "Many
-photos of one person"). This repeats for up to :data:`ROUNDS` rounds, the pairs found again
-on the new faces. An image that a redo would leave unverified keeps what it
-had (:func:`~.batch.unlink_run`).
+matches too; a video counts as one image, and each of its tracks as one face, seen on one frame
+(:func:`~.batch.track_representatives`). :func:`redo_plan` takes the later face of each pair
+(the earlier one where the later one's image cannot be verified again): it is anonymized again
+from the try :data:`FROM_TRY` on (the second try's geometry, 0.75; its donor chosen at every try
+on the first tries' terms, skin tone and light), with its own donor, the donors of its
+look-alikes (:func:`look_alikes`: every face of another image whose original a judge matches,
+linked or not) and every donor a judge finds close to its partners' anonymized faces
+(:func:`avoided`) ruled out. Without its own donor ruled out, a face that had reached try
+:data:`FROM_TRY` was given the same donor at the same try again, byte for byte the same face,
+and stayed linked (docs/benchmarks.md, "Linked photos of one person redone until apart").
+Avoiding the partners' donors alone let photos of one person redone one after another end on the
+same donor (at seed 0, 4 of the 16 same-person pairs FaceNet-CASIA still linked; with it, 0.7%
+of the same-person pairs against 1.0%, at the cost of emotion match: docs/benchmarks.md, "Many
+photos of one person"). This repeats for up to :data:`ROUNDS` rounds, the pairs found again on
+the new faces. An image that a redo would leave unverified keeps what it had
+(:func:`~.batch.unlink_run`).
 
 The run keeps both judges' embeddings of every verified face, original and anonymized, in
 memory until it ends: about 5 KB a face.

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from clips import crossfade_clip
 from conftest import file_tree, need_shared, read_rgb
 from fiftyone_faceanon import faces as F
 from fiftyone_faceanon.batch import (UNLINK_STATE, Worker, anonymize_files, collect_jobs,
-                                     record_faces, run_jobs, unlink_run, worker_pool)
+                                     record_faces, run_jobs, track_representatives,
+                                     unlink_run, worker_pool)
 from fiftyone_faceanon.engines import as_engine
 from fiftyone_faceanon.images import MAX_PIXELS, records_dir
 from fiftyone_faceanon.pipeline import Pipeline, Settings
@@ -19,6 +21,7 @@ from fiftyone_faceanon.unlink import (
     BLOCK, FROM_TRY, ROUNDS, avoided, linked_pairs, look_alikes, redo_plan,
 )
 from fiftyone_faceanon.verify import Verifier
+from fiftyone_faceanon.videoio import read_some_frames
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -319,3 +322,100 @@ def test_where_the_later_photo_cannot_be_redone_the_earlier_ones_are(tmp_path):
     for i, k in ((0, 1), (0, 2), (1, 2)):
         for j in verifier.judges:
             assert embedded[i][j][0] @ embedded[k][j][0] < verifier.written[j], (i, k, j)
+
+
+def _first_face(out: Path, rel: str) -> tuple[np.ndarray, F.Face, dict]:
+    """The image (a video's frame) by which a file's first face (track) takes part in
+    unlinking, that face as found in the original, and its private record."""
+    record = json.loads((records_dir(out) / f"{rel}.json").read_text())
+    if rel.endswith(".mp4"):
+        t, face = track_representatives(record)[0]
+        return dict(read_some_frames(out / rel, {t}))[t], face, record["tracks"][0]
+    return read_rgb(out / rel), record_faces(record["faces"])[0], record["faces"][0]
+
+
+def _files_linked(out: Path, rels: tuple[str, str], verifier) -> bool:
+    """Whether a judge matches the two files' first anonymized faces (tracks)."""
+    (a, fa, _), (b, fb, _) = (_first_face(out, rel) for rel in rels)
+    ea, eb = verifier.embed_many([(a, [fa])]), verifier.embed_many([(b, [fb])])
+    return any(float(ea[j][0] @ eb[j][0]) >= verifier.limits[j] for j in ea)
+
+
+def _clip(photo: str, dst: Path, frames: int, size: tuple[int, int]) -> Path:
+    """A still clip of an LFW photo, fitted into a frame of ``size`` with black bars."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    return crossfade_clip([need_shared(f"lfw/images_deepfunneled/{photo}")], dst,
+                          frames_per_photo=frames, fade=0, size=size)
+
+
+def test_two_videos_of_one_person_are_anonymized_apart_also_when_run_again(tmp_path):
+    """Two clips of one photo of Adrien Brody, framed differently: without unlinking both
+    judges link their tracks' faces (dlib 0.940, FaceNet-CASIA 0.800). A run stopped after
+    its first pass is run again: both videos are skipped, their tracks' links are read from
+    the files written (``Worker.link_again``, each track by its largest detected face), and
+    the later video is anonymized again, its track from try FROM_TRY on avoiding the first
+    one's donor, which its private record lists and its public sidecar does not. No judge
+    links them then; the first video is byte for byte the one without unlinking, and one more
+    run does nothing."""
+    inputs = tmp_path / "in"
+    rels = ("a.mp4", "b.mp4")
+    _clip(ONE_PERSON[0], inputs / rels[0], 12, (256, 256))
+    _clip(ONE_PERSON[0], inputs / rels[1], 16, (320, 288))
+    plain, apart = tmp_path / "plain", tmp_path / "apart"
+    assert [o.status for o in anonymize_files([inputs], plain, Settings(unlink=False),
+                                              workers=1)] == ["ok", "ok"]
+    verifier = Verifier("cpu")
+    assert _files_linked(plain, rels, verifier)
+
+    jobs = collect_jobs([inputs], apart)
+    worker = Worker(Settings(), apart, False, MAX_PIXELS)
+    with worker_pool(as_engine("local"), worker, jobs, 1) as run:
+        first = list(run_jobs(run, jobs))  # the first pass alone: stopped before the rounds
+    assert [o.status for o in first] == ["ok", "ok"] and all(o.link for o in first)
+    assert not (records_dir(apart) / UNLINK_STATE).exists()
+    again = anonymize_files([inputs], apart, Settings(), workers=1)
+    assert [o.status for o in again] == ["skipped", "ok"]
+
+    (_, _, track_a), (_, _, track_b) = (_first_face(apart, rel) for rel in rels)
+    assert not track_a["unlinked"]
+    assert track_a["anonymized"]["donor"] in track_b["unlinked"]
+    assert track_b["anonymized"]["donor"] not in track_b["unlinked"]
+    assert track_b["anonymized"]["status"] == "verified"
+    assert track_b["anonymized"]["tries"] >= FROM_TRY + 1
+    assert "unlinked" not in (apart / f"{rels[1]}.json").read_text()
+    assert not _files_linked(apart, rels, verifier)
+    assert (apart / rels[0]).read_bytes() == (plain / rels[0]).read_bytes()
+    assert json.loads((records_dir(apart) / UNLINK_STATE).read_text()) == {"rounds": ROUNDS}
+    written = file_tree(apart)
+    assert [o.status for o in anonymize_files([inputs], apart, Settings(), workers=1)] == [
+        "skipped", "skipped"]
+    assert file_tree(apart) == written
+
+
+def test_of_a_photo_and_a_video_linked_the_photo_is_anonymized_again(tmp_path):
+    """A photo of Adrien Brody and a clip of another photo of him, named so that the photo
+    comes first: without unlinking both get the same donor and both judges link them (dlib
+    0.972, FaceNet-CASIA 0.695; the names seed the donor choice). With it the photo is
+    anonymized again, though the video is the later file (a photo costs a fraction of a video
+    to redo), avoiding the video track's donor; no judge links them
+    then, and the video is byte for byte the one without unlinking."""
+    inputs = tmp_path / "in"
+    rels = ("1.jpg", "2.mp4")
+    inputs.mkdir()
+    shutil.copy(need_shared(f"lfw/images_deepfunneled/{ONE_PERSON[1]}"), inputs / rels[0])
+    _clip(ONE_PERSON[0], inputs / rels[1], 12, (256, 256))
+    plain, apart = tmp_path / "plain", tmp_path / "apart"
+    assert [o.status for o in anonymize_files([inputs], plain, Settings(unlink=False),
+                                              workers=1)] == ["ok", "ok"]
+    verifier = Verifier("cpu")
+    assert _files_linked(plain, rels, verifier)
+    (_, _, photo), (_, _, track) = (_first_face(plain, rel) for rel in rels)
+    assert photo["anonymized"]["donor"] == track["anonymized"]["donor"]
+
+    assert [o.status for o in anonymize_files([inputs], apart, Settings(), workers=1)] == [
+        "ok", "ok"]
+    (_, _, photo), (_, _, track) = (_first_face(apart, rel) for rel in rels)
+    assert track["anonymized"]["donor"] in photo["unlinked"] and not track["unlinked"]
+    assert photo["anonymized"]["tries"] >= FROM_TRY + 1
+    assert not _files_linked(apart, rels, verifier)
+    assert (apart / rels[1]).read_bytes() == (plain / rels[1]).read_bytes()
