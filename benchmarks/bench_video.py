@@ -38,8 +38,9 @@ from memory import TreeMemory
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared/data"
 CLIP = DATA / "fixtures/face_recognition/examples/short_hamilton_clip.mp4"
+#: ``link``: reading each track's faces again for unlinking, after the video is written
 STAGES = ("detect", "track", "plan", "render", "render_occluders", "render_backend",
-          "render_postprocess", "render_encode")
+          "render_postprocess", "render_encode", "link")
 
 
 def cpu_seconds() -> float:
