@@ -16,8 +16,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-#: Extensions read from folders and written back.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+#: Extensions read from folders and written back. A GIF is written with a 256-colour palette of
+#: its own, as any GIF is.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+#: Formats whose extra frames :func:`load_image` leaves out rather than refuse: an MPO (a camera's
+#: JPEG with a second picture: a stereo view or a large preview) is its first picture.
+FIRST_FRAME_FORMATS = ("MPO",)
 #: Default refusal limit against decompression bombs (width x height).
 MAX_PIXELS = 64_000_000
 JPEG_QUALITY = 95
@@ -48,7 +52,10 @@ def load_image(path: os.PathLike | str, max_pixels: int = MAX_PIXELS) -> LoadedI
     """Decode ``path`` into a :class:`LoadedImage`.
 
     Handles grayscale, palette, RGBA/LA, CMYK and 16-bit sources; refuses zero-byte, truncated,
-    non-image and over-``max_pixels`` files with an :class:`ImageError`.
+    non-image and over-``max_pixels`` files with an :class:`ImageError`, and files of more than
+    one frame (an animated GIF, WebP or PNG, a multi-page TIFF; but :data:`FIRST_FRAME_FORMATS`):
+    reading the first alone would leave the faces of the others unseen, by the anonymizer and the
+    gate alike.
     """
     path = Path(path)
     try:
@@ -60,6 +67,11 @@ def load_image(path: os.PathLike | str, max_pixels: int = MAX_PIXELS) -> LoadedI
                 w, h = im.size
                 if w * h > max_pixels:
                     raise ImageError(path, f"{w}x{h} exceeds the pixel limit of {max_pixels:,}")
+                frames = getattr(im, "n_frames", 1)
+                if frames > 1 and im.format not in FIRST_FRAME_FORMATS:
+                    raise ImageError(path, f"{frames} frames (an animated image or a multi-page "
+                                     "file): only still images are read; make it a video "
+                                     "(e.g. MP4) or one file per frame")
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 return _to_rgb(im)

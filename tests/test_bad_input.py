@@ -40,6 +40,13 @@ def bad_tree(tmp_path_factory, astronaut, fixtures_dir):
     (src / "noface.png").write_bytes((fixtures_dir / "faceapi/white.png").read_bytes())
     im.resize((112, 112), Image.LANCZOS).save(src / "tiny_face.png")  # face about 20 px
     im.resize((16, 16), Image.LANCZOS).save(src / "thumbnail.png")  # under the smallest face
+    im.save(src / "still.gif", comment=b"taken at home")
+    flipped = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    for name in ("animated.gif", "animated.webp"):  # the face would be unseen on frame 2
+        Image.new("RGB", im.size).save(src / name, save_all=True, append_images=[flipped],
+                                       duration=100)
+    # a camera's MPO: a JPEG holding a second picture (a stereo view)
+    im.save(src / "stereo.jpg", format="MPO", save_all=True, append_images=[flipped])
     result = CliRunner().invoke(main, ["anonymize", str(src), "-o", str(root / "out")])
     return src, root / "out", result
 
@@ -50,6 +57,8 @@ ERRORS = {
     "empty.png": "empty file",
     "notes.png": "not a readable image",
     "bomb.png": "decompression bomb",
+    "animated.gif": "2 frames (an animated image",
+    "animated.webp": "2 frames (an animated image",
 }
 
 
@@ -67,7 +76,7 @@ def test_run_continues_and_exit_code_tells(bad_tree):
 
 @pytest.mark.parametrize("name, mode", [
     ("gray.png", "L"), ("rgba.png", "RGBA"), ("deep16.png", "L"), ("cmyk.jpg", "RGB"),
-    ("palette.png", "RGB"),
+    ("palette.png", "RGB"), ("still.gif", "P"), ("stereo.jpg", "RGB"),
 ])
 def test_unusual_modes_are_anonymized(bad_tree, name, mode):
     src, out, _ = bad_tree
@@ -75,6 +84,16 @@ def test_unusual_modes_are_anonymized(bad_tree, name, mode):
     assert sidecar["status"] == "ok" and len(sidecar["faces"]) == 1, name
     result = Image.open(out / name)
     assert result.mode == mode and result.size == (512, 512)
+
+
+def test_a_gif_is_written_as_a_gif_of_one_frame_without_its_comment(bad_tree):
+    src, out, _ = bad_tree
+    assert Image.open(src / "still.gif").info["comment"] == b"taken at home"
+    result = Image.open(out / "still.gif")
+    assert result.format == "GIF" and getattr(result, "n_frames", 1) == 1
+    assert "comment" not in result.info
+    stereo = Image.open(out / "stereo.jpg")
+    assert stereo.format == "JPEG" and getattr(stereo, "n_frames", 1) == 1
 
 
 def test_alpha_is_kept(bad_tree):
