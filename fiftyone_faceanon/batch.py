@@ -630,16 +630,21 @@ def embed_track_views(path: Path, views: list[tuple[int, Face]],
                       ) -> dict[str, np.ndarray]:
     """``{judge: (T, D)}``: the faces ``views`` (per track, ``(frame index, face)``:
     :func:`track_representatives`) of the video ``path`` embedded by ``embed(frame, faces) ->
-    {judge: (F, D)}``, the faces of one frame together, decoding the video once."""
+    {judge: (F, D)}``, the faces of one frame together, decoding the video once. Raises
+    :class:`~.images.ImageError` when the video ends before one of those frames."""
     from .videoio import read_some_frames
 
     by_frame: dict[int, list[int]] = {}
     for place, (t, _) in enumerate(views):
         by_frame.setdefault(t, []).append(place)
     out: dict[str, np.ndarray] = {}
+    unread = set(by_frame)
     for t, frame in read_some_frames(path, by_frame):
         for j, e in embed(frame, [views[p][1] for p in by_frame[t]]).items():
             out.setdefault(j, np.zeros((len(views), e.shape[1]), e.dtype))[by_frame[t]] = e
+        unread.discard(t)
+    if unread:
+        raise ImageError(path, f"the video ends before frame {min(unread)}")
     return out
 
 
