@@ -348,6 +348,17 @@ def _clip(photo: str, dst: Path, frames: int, size: tuple[int, int]) -> Path:
                           frames_per_photo=frames, fade=0, size=size)
 
 
+def _linked_without_unlinking(inputs: Path, plain: Path, rels: tuple[str, str]) -> Verifier:
+    """Anonymize ``inputs`` (the two files ``rels``) into ``plain`` without unlinking; both
+    are done and a judge links them. The judges, for the test to go on with."""
+    statuses = [o.status for o in anonymize_files([inputs], plain, Settings(unlink=False),
+                                                  workers=1)]
+    assert statuses == ["ok", "ok"]
+    verifier = Verifier("cpu")
+    assert _files_linked(plain, rels, verifier)
+    return verifier
+
+
 def test_two_videos_of_one_person_are_anonymized_apart_also_when_run_again(tmp_path):
     """Two clips of one photo of Adrien Brody, framed differently: without unlinking both
     judges link their tracks' faces (dlib 0.940, FaceNet-CASIA 0.800). A run stopped after
@@ -362,10 +373,7 @@ def test_two_videos_of_one_person_are_anonymized_apart_also_when_run_again(tmp_p
     _clip(ONE_PERSON[0], inputs / rels[0], 12, (256, 256))
     _clip(ONE_PERSON[0], inputs / rels[1], 16, (320, 288))
     plain, apart = tmp_path / "plain", tmp_path / "apart"
-    assert [o.status for o in anonymize_files([inputs], plain, Settings(unlink=False),
-                                              workers=1)] == ["ok", "ok"]
-    verifier = Verifier("cpu")
-    assert _files_linked(plain, rels, verifier)
+    verifier = _linked_without_unlinking(inputs, plain, rels)
 
     jobs = collect_jobs([inputs], apart)
     worker = Worker(Settings(), apart, False, MAX_PIXELS)
@@ -405,10 +413,7 @@ def test_of_a_photo_and_a_video_linked_the_photo_is_anonymized_again(tmp_path):
     shutil.copy(need_shared(f"lfw/images_deepfunneled/{ONE_PERSON[1]}"), inputs / rels[0])
     _clip(ONE_PERSON[0], inputs / rels[1], 12, (256, 256))
     plain, apart = tmp_path / "plain", tmp_path / "apart"
-    assert [o.status for o in anonymize_files([inputs], plain, Settings(unlink=False),
-                                              workers=1)] == ["ok", "ok"]
-    verifier = Verifier("cpu")
-    assert _files_linked(plain, rels, verifier)
+    verifier = _linked_without_unlinking(inputs, plain, rels)
     (_, _, photo), (_, _, track) = (_first_face(plain, rel) for rel in rels)
     assert photo["anonymized"]["donor"] == track["anonymized"]["donor"]
 
