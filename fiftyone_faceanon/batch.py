@@ -42,8 +42,9 @@ from typing import Callable, Iterator, NamedTuple
 import numpy as np
 
 from . import __version__
-from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, LoadedImage, as_written,
-                     atomic_write, decoded, encode_image, load_image, records_dir)
+from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, OTHER_PHOTO_EXTENSIONS, ImageError,
+                     LoadedImage, as_written, atomic_write, decoded, encode_image, load_image,
+                     records_dir)
 from .gate import DetectSettings, Embedder
 from .engines import Engine, as_engine
 from .faces import CropTransform, Face, crop_size_for, crop_transform
@@ -54,8 +55,11 @@ from .videoio import VIDEO_EXTENSIONS
 
 #: The private folder's record of how many rounds of :func:`unlink_run` a run has done.
 UNLINK_STATE = "unlink.json"
-#: Every extension a run picks up from a folder.
+#: What a run anonymizes: images and videos.
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+#: What a folder is searched for: the media, and the photos that are not anonymized here, each of
+#: which gets an error line rather than being left out without a word.
+FOLDER_EXTENSIONS = MEDIA_EXTENSIONS + OTHER_PHOTO_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -300,7 +304,7 @@ def collect_jobs(inputs: list[Path], outdir: Path, allow_inside: bool = False) -
                     "pass --allow-inside to write there anyway"
                 )
             for path in sorted(inp.rglob("*")):
-                if path.suffix.lower() in MEDIA_EXTENSIONS and path.is_file():
+                if path.suffix.lower() in FOLDER_EXTENSIONS and path.is_file():
                     if out in path.resolve().parents:
                         continue
                     jobs.append(Job(path, path.relative_to(inp).as_posix()))
@@ -431,7 +435,9 @@ class Worker:
         sidecar = dst.with_name(dst.name + ".json")
         private = self.records / f"{job.rel}.json"
         if dst.suffix.lower() not in MEDIA_EXTENSIONS:
-            raise ImageError(job.src, f"unsupported extension {dst.suffix!r}")
+            raise ImageError(job.src, f"unsupported extension {dst.suffix!r}: images "
+                             f"{' '.join(IMAGE_EXTENSIONS)} and videos "
+                             f"{' '.join(VIDEO_EXTENSIONS)} are anonymized; convert it to one")
         if dst.resolve() == job.src.resolve():
             raise ImageError(job.src, "output would overwrite the input")
         digest = file_sha256(job.src)

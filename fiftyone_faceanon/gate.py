@@ -46,7 +46,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from . import __version__
-from .images import IMAGE_EXTENSIONS, ImageError, atomic_write, load_image
+from .images import (IMAGE_EXTENSIONS, OTHER_PHOTO_EXTENSIONS, ImageError, atomic_write,
+                     load_image)
 from .videoio import VIDEO_EXTENSIONS
 from .weights import sha256_file
 
@@ -65,8 +66,10 @@ MARGIN_FROM = "accuracy"
 FALLBACK_MARGIN = 0.1
 #: Images (or video frames) detected and embedded together.
 CHUNK = 16
-#: What the gate reads from a folder: images and videos.
-GATE_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+#: What the gate reads from a folder: images and videos, and the photo formats ``anonymize`` does
+#: not write (:data:`~.images.OTHER_PHOTO_EXTENSIONS`): checked where Pillow reads them, else
+#: unverifiable.
+GATE_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS + OTHER_PHOTO_EXTENSIONS
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 RULES = {
     "identifiable-face": "A face is at or above an identity judge's threshold against the gallery.",
@@ -105,7 +108,8 @@ def check_gallery_path(path: os.PathLike | str) -> Path:
 
 
 def expand_inputs(inputs: Iterable[os.PathLike | str]) -> list[Path]:
-    """Files as given, folders replaced by their images and videos (recursively, sorted)."""
+    """Files as given, folders replaced by their images and videos (:data:`GATE_EXTENSIONS`,
+    recursively, sorted)."""
     out: list[Path] = []
     for inp in map(Path, inputs):
         if inp.is_dir():

@@ -19,6 +19,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 #: Extensions read from folders and written back. A GIF is written with a 256-colour palette of
 #: its own, as any GIF is.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+#: Photo formats a folder may hold that are not written here: HEIC/HEIF (phones), AVIF, JPEG XL,
+#: JPEG 2000 and camera raw. Folders are searched for them too, so that none is left out without
+#: a word: ``anonymize`` gives each an error line, the gate checks it where Pillow reads it and
+#: else reports it unverifiable.
+OTHER_PHOTO_EXTENSIONS = (".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".dng", ".cr2",
+                          ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2")
 #: Formats whose extra frames :func:`load_image` leaves out rather than refuse: an MPO (a camera's
 #: JPEG with a second picture: a stereo view or a large preview) is its first picture.
 FIRST_FRAME_FORMATS = ("MPO",)

@@ -45,6 +45,8 @@ def bad_tree(tmp_path_factory, astronaut, fixtures_dir):
     for name in ("animated.gif", "animated.webp"):  # the face would be unseen on frame 2
         Image.new("RGB", im.size).save(src / name, save_all=True, append_images=[flipped],
                                        duration=100)
+    im.save(src / "photo.avif")  # read by Pillow, not written here
+    (src / "phone.heic").write_bytes(jpeg_bytes(im))  # by its name: neither read nor written
     # a camera's MPO: a JPEG holding a second picture (a stereo view)
     im.save(src / "stereo.jpg", format="MPO", save_all=True, append_images=[flipped])
     result = CliRunner().invoke(main, ["anonymize", str(src), "-o", str(root / "out")])
@@ -59,6 +61,8 @@ ERRORS = {
     "bomb.png": "decompression bomb",
     "animated.gif": "2 frames (an animated image",
     "animated.webp": "2 frames (an animated image",
+    "photo.avif": "unsupported extension '.avif'",
+    "phone.heic": "unsupported extension '.heic'",
 }
 
 

@@ -275,27 +275,30 @@ def test_a_face_under_the_minimum_face_size_is_neither_checked_nor_anonymized(wo
     assert sidecar["status"] == "no_face" and sidecar["settings"]["min_face_size"] == 200
 
 
-def test_a_gif_in_a_folder_is_checked_and_an_animated_one_blocks(world, tmp_path):
-    # Until stop 58 a folder's GIFs were not searched, so a gallery person's photo saved as a
-    # GIF passed `faceanon gate FOLDER` unchecked; and an animated image was read by its first
-    # frame, so a face in a later frame passed. Now the GIF is blocked, and a file of more
-    # than one frame (here the gallery person on its second) cannot be checked and blocks
+def test_a_folder_s_gif_and_avif_are_checked_and_an_animated_image_blocks(world, tmp_path):
+    # Until stop 58 a folder's GIFs and AVIFs were not searched, so a gallery person's photo
+    # saved as either passed `faceanon gate FOLDER` unchecked; and an animated image was read
+    # by its first frame, so a face in a later frame passed. Now both photos are blocked, and
+    # a file of more than one frame (here the gallery person on its second) cannot be checked
+    # and blocks
     from PIL import Image
 
     folder = tmp_path / "gifs"
     folder.mkdir()
     photo = Image.open(world["files"] / "salley.jpg")
     photo.save(folder / "salley.gif")
+    photo.save(folder / "salley.avif")
     Image.new("RGB", photo.size).save(folder / "animated.gif", save_all=True,
                                       append_images=[photo], duration=100)
     result = run_cli("gate", folder, "--gallery", world["gallery"], "--no-cache")
     assert result.exit_code == 1, result.output
-    gif, animated = folder / "salley.gif", folder / "animated.gif"
-    assert f"BLOCKED: {animated}, {gif}" in result.output, result.output
+    animated, avif, gif = (folder / n for n in ("animated.gif", "salley.avif", "salley.gif"))
+    assert f"BLOCKED: {animated}, {avif}, {gif}" in result.output, result.output
     (line,) = [line for line in result.output.splitlines() if f"{animated}:" in line]
     assert "2 frames" in line
-    assert any(line.startswith(f"{gif} ") and line.endswith("BLOCK")
-               for line in result.output.splitlines()), result.output
+    for still in (avif, gif):
+        assert any(line.startswith(f"{still} ") and line.endswith("BLOCK")
+                   for line in result.output.splitlines()), result.output
 
 
 def test_light_import_path():
