@@ -158,6 +158,18 @@ def test_hook_manifest_validates():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_hook_gives_the_gate_every_kind_of_file_it_searches_folders_for():
+    # what `faceanon gate FOLDER` checks, a commit checks too: a HEIC committed passed the
+    # hook unchecked until stop 58
+    import re
+
+    example = yaml.safe_load((ROOT / "hooks" / "example-pre-commit-config.yaml").read_text())
+    for files in (HOOK_FILES, example["repos"][0]["hooks"][0]["files"]):
+        for ext in G.GATE_EXTENSIONS:
+            assert re.search(files, f"photos/x{ext}") and re.search(files, f"X{ext.upper()}")
+        assert not re.search(files, "notes.txt")
+
+
 def test_json_report_round_trips_and_matches_the_verdicts(world):
     assert world["report"].exit_code == 1
     data = json.loads((world["tmp"] / "report.json").read_text())
