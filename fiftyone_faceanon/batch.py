@@ -42,10 +42,9 @@ from typing import Callable, Iterator, NamedTuple
 import numpy as np
 
 from . import __version__
-from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, OTHER_PHOTO_EXTENSIONS, ImageError,
-                     LoadedImage, as_written, atomic_write, decoded, encode_image, load_image,
-                     records_dir)
-from .gate import DetectSettings, Embedder
+from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, LoadedImage, as_written,
+                     atomic_write, decoded, encode_image, load_image, records_dir)
+from .gate import DetectSettings, Embedder, folder_files
 from .engines import Engine, as_engine
 from .faces import CropTransform, Face, crop_size_for, crop_transform
 from .pipeline import Pipeline, Result, Settings
@@ -57,9 +56,6 @@ from .videoio import VIDEO_EXTENSIONS
 UNLINK_STATE = "unlink.json"
 #: What a run anonymizes: images and videos.
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
-#: What a folder is searched for: the media, and the photos that are not anonymized here, each of
-#: which gets an error line rather than being left out without a word.
-FOLDER_EXTENSIONS = MEDIA_EXTENSIONS + OTHER_PHOTO_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -303,11 +299,10 @@ def collect_jobs(inputs: list[Path], outdir: Path, allow_inside: bool = False) -
                     f"{outdir}: output folder is inside the input folder {inp}; "
                     "pass --allow-inside to write there anyway"
                 )
-            for path in sorted(inp.rglob("*")):
-                if path.suffix.lower() in FOLDER_EXTENSIONS and path.is_file():
-                    if out in path.resolve().parents:
-                        continue
-                    jobs.append(Job(path, path.relative_to(inp).as_posix()))
+            # the photos not anonymized here too (gate.GATE_EXTENSIONS): each gets an error
+            # line rather than being left out without a word
+            jobs += [Job(path, path.relative_to(inp).as_posix()) for path in folder_files(inp)
+                     if out not in path.resolve().parents]
         else:
             jobs.append(Job(inp, inp.name))
     seen: set[str] = set()

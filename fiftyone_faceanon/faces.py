@@ -229,7 +229,9 @@ def detect_boxes(
     for i, img in enumerate(images):
         by_size.setdefault(img.shape, []).append(i)
     for (h, w, *_), indices in by_size.items():
-        if min(h, w) * (PNET_WINDOW / min_face_size) < PNET_WINDOW:  # no scale to look at
+        # no scale to look at: MTCNN's own test, in its floating point (h < min_face_size
+        # differs from it when they are equal, e.g. at 47 px)
+        if min(h, w) * (PNET_WINDOW / min_face_size) < PNET_WINDOW:
             continue
         # MTCNN turns the (N, H, W, 3) batch into (N, 3, H, W) with a permute; given a view of
         # planar memory, that permute is contiguous, and its pyramid's area resampling runs

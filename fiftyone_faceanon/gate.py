@@ -107,16 +107,19 @@ def check_gallery_path(path: os.PathLike | str) -> Path:
     return path
 
 
+def folder_files(folder: Path) -> list[Path]:
+    """The files under ``folder`` (recursively, sorted) with an extension of
+    :data:`GATE_EXTENSIONS`: what the gate checks of a folder, and what ``faceanon anonymize``
+    takes from one (:func:`~.batch.collect_jobs`)."""
+    return [p for p in sorted(folder.rglob("*"))
+            if p.suffix.lower() in GATE_EXTENSIONS and p.is_file()]
+
+
 def expand_inputs(inputs: Iterable[os.PathLike | str]) -> list[Path]:
-    """Files as given, folders replaced by their images and videos (:data:`GATE_EXTENSIONS`,
-    recursively, sorted)."""
+    """Files as given, folders replaced by their images and videos (:func:`folder_files`)."""
     out: list[Path] = []
     for inp in map(Path, inputs):
-        if inp.is_dir():
-            out += [p for p in sorted(inp.rglob("*"))
-                    if p.suffix.lower() in GATE_EXTENSIONS and p.is_file()]
-        else:
-            out.append(inp)
+        out += folder_files(inp) if inp.is_dir() else [inp]
     return out
 
 

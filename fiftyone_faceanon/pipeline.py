@@ -786,7 +786,8 @@ class Pipeline:
         tries = s.tries if judged else 1
         lead = 0  # how many views first (the last try's matches) are judged on their own
         reading = self.backend.read(prepared[0].crop, prepared[0].lms, identity, s.verify)
-        for attempt in range(FROM_TRY if redo else 0, tries + (FROM_TRY if redo else 0)):
+        first = FROM_TRY if redo else 0
+        for attempt in range(first, first + tries):
             donor = self.backend.choose(reading, face_rng(s.seed, key, index), attempt, exclude,
                                         redo)
             plan = IdentityPlan(index, donor, attempt, "too_small" if s.verify else "replaced",
