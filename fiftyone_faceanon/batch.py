@@ -72,6 +72,11 @@ class Job:
     #: (``{judge: (F, D)}``), which are then not computed again
     original: dict[str, np.ndarray] | None = field(default=None, compare=False)
 
+    @property
+    def is_video(self) -> bool:
+        """Whether its output is a video (:data:`~.videoio.VIDEO_EXTENSIONS`)."""
+        return Path(self.rel).suffix.lower() in VIDEO_EXTENSIONS
+
 
 @dataclass
 class Outcome:
@@ -189,8 +194,7 @@ def unlink_run(run: Callable[..., Iterator[list[Outcome]]], worker: "Worker", jo
                 except (ImageError, OSError, ValueError, KeyError):  # it takes no part
                     o.link = {}
     settled: set[int] = set()  # images whose faces could not be verified again: left as they were
-    videos = {k for k, job in enumerate(jobs) if Path(job.rel).suffix.lower()
-              in VIDEO_EXTENSIONS}
+    videos = {k for k, job in enumerate(jobs) if job.is_video}
     for round_ in range(first, ROUNDS):
         # videos' tracks first: the later face of a linked pair is redone, and a photo costs
         # far less to redo than a video
@@ -436,7 +440,7 @@ class Worker:
         if dst.resolve() == job.src.resolve():
             raise ImageError(job.src, "output would overwrite the input")
         digest = file_sha256(job.src)
-        is_video = dst.suffix.lower() in VIDEO_EXTENSIONS
+        is_video = job.is_video
         settings = self.settings.as_dict()
         if is_video:
             settings["video"] = json.loads(json.dumps(asdict(self.video)))
@@ -559,7 +563,7 @@ class Worker:
         part)."""
         dst = self.outdir / job.rel
         record = json.loads((self.records / f"{job.rel}.json").read_text())
-        if dst.suffix.lower() in VIDEO_EXTENSIONS:
+        if job.is_video:
             return self.video_link(job.src, dst, record) if record["tracks"] else {}
         records = record["faces"]
         if not records:
