@@ -3,7 +3,7 @@
 A hand has the face's own skin colour, which the colour occluder test
 (:func:`~fiftyone_faceanon.faces.occluder_mask`) cannot tell from the face. MediaPipe Hands'
 two networks find it instead (shipped in ``models/``, Apache-2.0, from the ``mediapipe`` wheel:
-``scripts/fetch_hand_models.py``), run with LiteRT (``ai-edge-litert``):
+``scripts/fetch_hand_models.py``), run with LiteRT (:mod:`~fiftyone_faceanon.litert`):
 
 1. **Palm detection** (192x192 RGB in [0, 1], the image letterboxed): an SSD over 2016 anchors
    (:func:`palm_anchors`) regressing a box and 7 keypoints per anchor, scored by a sigmoid;
@@ -21,12 +21,10 @@ mouth and cheek and drop the false palms that the detector scores on jaws and ch
 
 from __future__ import annotations
 
-import os
-import threading
-from contextlib import contextmanager
-
 import cv2
 import numpy as np
+
+from .litert import run
 
 PALM_MODEL = "palm_detection_full.tflite"
 LANDMARK_MODEL = "hand_landmark_full.tflite"
@@ -56,48 +54,6 @@ def palm_anchors() -> np.ndarray:
     return np.concatenate(out)
 
 
-_local = threading.local()
-
-
-def _interpreter(name: str):
-    """This thread's interpreter of a shipped network (a LiteRT interpreter must not run in two
-    threads at once; the video pipeline renders frames in several)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from .weights import model_path
-
-    nets = _local.__dict__.setdefault("nets", {})
-    if name not in nets:
-        path = str(model_path(name))
-        with _quiet_stderr():
-            nets[name] = Interpreter(model_path=path, num_threads=1)
-            nets[name].allocate_tensors()
-    return nets[name]
-
-
-@contextmanager
-def _quiet_stderr():
-    """File descriptor 2 sent to the null device: LiteRT's runtime prints "INFO: Created
-    TensorFlow Lite XNNPACK delegate for CPU." there at each interpreter's creation, which no
-    log level turns off (the interpreter without that delegate is 4x slower)."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _run(name: str, x: np.ndarray) -> list[np.ndarray]:
-    """One (S, S, 3) float32 input through a network: its outputs, batch axis dropped."""
-    net = _interpreter(name)
-    net.set_tensor(net.get_input_details()[0]["index"], x[None].astype(np.float32))
-    net.invoke()
-    return [net.get_tensor(d["index"])[0] for d in net.get_output_details()]
-
-
 def detect_palms(image: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
     """Palms in an (H, W, 3) uint8 RGB image: ``(box (4,) x0 y0 x1 y1, score, keypoints (7, 2))``
     in image pixels, scores at or above :data:`PALM_SCORE`, best first.
@@ -114,7 +70,7 @@ def detect_palms(image: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]
     square = np.zeros((side, side, 3), np.uint8)
     square[oy:oy + h, ox:ox + w] = image
     x = cv2.resize(square, (PALM_SIZE, PALM_SIZE), interpolation=cv2.INTER_AREA)
-    raw, logits = _run(PALM_MODEL, x.astype(np.float32) / 255.0)
+    raw, logits = run(PALM_MODEL, x.astype(np.float32) / 255.0)
     score = 1.0 / (1.0 + np.exp(-np.clip(logits[:, 0], -100.0, 100.0)))
     keep = score >= PALM_SCORE
     raw, score, anchors = raw[keep] / PALM_SIZE, score[keep], palm_anchors()[keep]
@@ -150,7 +106,7 @@ def hand_landmarks(image: np.ndarray, roi: np.ndarray) -> tuple[np.ndarray, floa
     square = np.float32([[0, 0], [HAND_SIZE, 0], [0, HAND_SIZE]])
     to_roi = cv2.getAffineTransform(roi.astype(np.float32), square)
     crop = cv2.warpAffine(image, to_roi, (HAND_SIZE, HAND_SIZE), flags=cv2.INTER_LINEAR)
-    points, presence, _, _ = _run(LANDMARK_MODEL, crop.astype(np.float32) / 255.0)
+    points, presence, _, _ = run(LANDMARK_MODEL, crop.astype(np.float32) / 255.0)
     back = cv2.invertAffineTransform(to_roi)
     return points.reshape(21, 3)[:, :2] @ back[:, :2].T + back[:, 2], float(presence[0])
 
