@@ -41,32 +41,34 @@ SHAPE_MODEL = "shape_identity.npz"
 
 @dataclass(frozen=True)
 class Similarity:
-    """``aligned = scale * (points - centre) @ rotation + offset``: image px -> model frame."""
+    """``aligned = scale * (points - centre) @ rotation + offset``: image px -> model frame, in
+    D = 2 (landmarks) or 3 (a face mesh) dimensions."""
 
     scale: float
-    rotation: np.ndarray  # (2, 2)
-    centre: np.ndarray  # (2,)
-    offset: np.ndarray  # (2,)
+    rotation: np.ndarray  # (D, D)
+    centre: np.ndarray  # (D,)
+    offset: np.ndarray  # (D,)
 
     def apply(self, points: np.ndarray) -> np.ndarray:
-        """(N, 2) image px -> (N, 2) model frame."""
+        """(N, D) image px -> (N, D) model frame."""
         return self.scale * (points - self.centre) @ self.rotation + self.offset
 
     def invert(self, aligned: np.ndarray) -> np.ndarray:
-        """(N, 2) model frame -> (N, 2) image px."""
+        """(N, D) model frame -> (N, D) image px."""
         return (aligned - self.offset) @ self.rotation.T / self.scale + self.centre
 
 
 def fit_similarity(points: np.ndarray, reference: np.ndarray) -> Similarity:
     """Least-squares similarity (rotation, uniform scale, translation; no reflection) taking
-    ``points`` (N, 2) onto ``reference`` (N, 2): Umeyama's solution."""
+    ``points`` (N, D) onto ``reference`` (N, D): Umeyama's solution."""
     c = points.mean(0)
     r0 = reference.mean(0)
     a, b = points - c, reference - r0
     u, sig, vt = np.linalg.svd(a.T @ b)
-    d = np.sign(np.linalg.det(u @ vt))
-    rotation = u @ np.diag([1.0, d]) @ vt
-    scale = float((sig * [1.0, d]).sum() / max((a**2).sum(), 1e-12))
+    keep = np.ones(points.shape[1])
+    keep[-1] = np.sign(np.linalg.det(u @ vt))
+    rotation = u @ np.diag(keep) @ vt
+    scale = float((sig * keep).sum() / max((a**2).sum(), 1e-12))
     return Similarity(scale, rotation, c, r0)
 
 

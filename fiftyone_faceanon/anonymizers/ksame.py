@@ -42,21 +42,41 @@ def piecewise_affine_warp(
     """Warp ``src`` (h, w, C) so that ``src_points`` (P, 2) land on ``dst_points`` (P, 2).
 
     ``triangles`` (T, 3) index the points. Every output pixel of the (size, size) result takes
-    its triangle's affine map ``x_src = M_t [x_dst, y_dst, 1]^T`` (``M_t`` solved from the
-    triangle's three vertex pairs) and samples ``src`` bilinearly there (``cv2.remap``).
-    Pixels in no triangle take the nearest triangle's map via the frame's border points.
+    its triangle's affine map (:func:`warp_triangles`). Pixels in no triangle take the nearest
+    triangle's map via the frame's border points.
     """
-    # Triangle id per output pixel (-1 where none): rasterised in the destination frame.
-    tri_id = np.full((size, size), -1, np.int32)
+    return warp_triangles(src, src_points, dst_points, triangles,
+                          triangle_ids(dst_points, triangles, size))
+
+
+def triangle_ids(points: np.ndarray, triangles: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) int32: the index into ``triangles`` (T, 3) of the triangle of (P, 2)
+    ``points`` that covers each pixel, -1 where none; triangles are filled in their order, so
+    a later one covers an earlier one where they overlap."""
+    ids = np.full((size, size), -1, np.int32)
     for t, tri in enumerate(triangles):
-        cv2.fillConvexPoly(tri_id, np.round(dst_points[tri] * 16).astype(np.int32), int(t), shift=4)
+        cv2.fillConvexPoly(ids, np.round(points[tri] * 16).astype(np.int32), int(t), shift=4)
+    return ids
+
+
+def warp_triangles(
+    src: np.ndarray,
+    src_points: np.ndarray,
+    dst_points: np.ndarray,
+    triangles: np.ndarray,
+    ids: np.ndarray,
+) -> np.ndarray:
+    """``src`` (h, w, C) warped triangle by triangle: each pixel of the (S, S, C) result takes
+    the affine map ``x_src = M_t [x_dst, y_dst, 1]^T`` of its triangle ``t = ids[y, x]``
+    (:func:`triangle_ids`; ``M_t`` solved from the triangle's three vertex pairs) and samples
+    ``src`` bilinearly there (``cv2.remap``). Pixels of id -1 take triangle 0's map."""
+    size = ids.shape[0]
     # One (2, 3) affine map dst -> src per triangle.
     dst_h = np.concatenate([dst_points[triangles], np.ones((len(triangles), 3, 1))], axis=2)
     # pinv: a degenerate (collinear) destination triangle gets a least-squares map.
     maps = (np.linalg.pinv(dst_h) @ src_points[triangles]).transpose(0, 2, 1)  # (T, 2, 3)
-    tri_id[tri_id < 0] = 0
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
-    m = maps[tri_id]  # (size, size, 2, 3)
+    m = maps[np.maximum(ids, 0)]  # (size, size, 2, 3)
     map_x = m[..., 0, 0] * xs + m[..., 0, 1] * ys + m[..., 0, 2]
     map_y = m[..., 1, 0] * xs + m[..., 1, 1] * ys + m[..., 1, 2]
     return cv2.remap(src, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
