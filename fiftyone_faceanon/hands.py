@@ -3,7 +3,7 @@
 A hand has the face's own skin colour, which the colour occluder test
 (:func:`~fiftyone_faceanon.faces.occluder_mask`) cannot tell from the face. MediaPipe Hands'
 two networks find it instead (shipped in ``models/``, Apache-2.0, from the ``mediapipe`` wheel:
-``scripts/fetch_hand_models.py``), run with LiteRT (:mod:`~fiftyone_faceanon.litert`):
+``scripts/fetch_mediapipe_models.py``), run with LiteRT (:mod:`~fiftyone_faceanon.litert`):
 
 1. **Palm detection** (192x192 RGB in [0, 1], the image letterboxed): an SSD over 2016 anchors
    (:func:`palm_anchors`) regressing a box and 7 keypoints per anchor, scored by a sigmoid;
