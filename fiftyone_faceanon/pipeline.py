@@ -24,6 +24,7 @@ import numpy as np
 from . import faces as F
 from .anonymizers import DEFAULT_BACKEND, create_backend
 from .hands import hands_mask
+from .mesh import Mesh, turned
 from .metrics.detection import found_again
 from .photometric import PhotometricSettings, postprocess
 from .unlink import FROM_TRY
@@ -303,7 +304,9 @@ class _Replacing:
     each (``exclude``, (F, M) bool); the faces still to try (``todo``), the output so far,
     what it goes through before it is seen (``released``, or None), seconds per stage and the
     faces anonymized again to unlink them (``unlink``); how many times the output was pasted
-    (``pastes``) and per face how many it had when the face was last judged (``judged_at``)."""
+    (``pastes``) and per face how many it had when the face was last judged (``judged_at``);
+    per face its :class:`~.mesh.Mesh` where it is turned and the backend renders meshes
+    (``meshes``, else None)."""
 
     image: np.ndarray
     faces: list[F.Face]
@@ -328,6 +331,7 @@ class _Replacing:
     unlink: dict[int, np.ndarray] = field(default_factory=dict)
     pastes: int = 0
     judged_at: list[int] = field(default_factory=list)
+    meshes: list[Mesh | None] = field(default_factory=list)
 
     def paste(self) -> None:
         """``out``: the image with every face's latest ``(crop, mask)`` pasted."""
@@ -490,19 +494,32 @@ class Pipeline:
 
     def _start(self, image: np.ndarray, faces: list[F.Face], key: str,
                released: Callable[[np.ndarray], np.ndarray] | None) -> _Replacing:
-        """The state of one image before its first try: every face's crop and crop
-        landmarks, every face to do, the output a copy of the image, no face judged yet."""
+        """The state of one image before its first try: every face's crop, crop landmarks and
+        mesh (:meth:`_mesh`), every face to do, the output a copy of the image, no face judged
+        yet."""
+        t0 = time.perf_counter()
         crops = [F.crop_face(image, f.crop) for f in faces]
         lms = [f.crop.to_crop(f.landmarks) for f in faces]
+        meshes = [self._mesh(c, f) for c, f in zip(crops, faces)]
         n = len(faces)
         judges = self.panel.judges if self.panel is not None else {}
         return _Replacing(image, faces, key, crops, lms, [None] * n,
-                          {"occluders": 0.0, "backend": 0.0, "postprocess": 0.0, "judge": 0.0},
+                          {"occluders": 0.0, "backend": time.perf_counter() - t0,
+                           "postprocess": 0.0, "judge": 0.0},
                           records=[None] * n, pasted=[None] * n, readings=[None] * n,
                           todo=list(range(n)),
                           out=image.copy(), released=released, judged_at=[-1] * n,
                           anonymized={j: np.full((n, judge.dim), np.nan, np.float32)
-                                      for j, judge in judges.items()})
+                                      for j, judge in judges.items()}, meshes=meshes)
+
+    def _mesh(self, crop: np.ndarray, face: F.Face) -> Mesh | None:
+        """The face's :class:`~.mesh.Mesh` in its (S, S, 3) crop where it is turned beyond
+        :data:`~.mesh.TURNED` (:func:`~.mesh.turned`) and the backend renders meshes; else
+        None."""
+        if not self.backend.renders_meshes:
+            return None
+        corners = face.crop.to_crop(np.reshape(face.box, (2, 2)))
+        return turned(crop, np.r_[corners.min(0), corners.max(0)])
 
     def _embed_originals(self, states: list[_Replacing]) -> None:
         """Every judge's embeddings of the states' original faces that no state holds yet, in
@@ -568,7 +585,8 @@ class Pipeline:
             st.records[i], st.pasted[i] = self._render(
                 st.faces[i], st.crops[i], st.lms[i], st.occluded[i], rng, donor, at, st.timings,
                 wide=at >= WIDEN_FROM or small,
-                detail=self.settings.verify and not small and at < DETAIL_TRIES)
+                detail=self.settings.verify and not small and at < DETAIL_TRIES,
+                mesh=st.meshes[i])
             if i in st.unlink:
                 st.records[i].unlinked = tuple(str(d) for d in bank.ids[st.unlink[i]])
         st.paste()
@@ -618,21 +636,29 @@ class Pipeline:
         crosses it."""
         return self._occluded(crop, lms, frames, None if found is None else found())
 
-    def _region(self, target: np.ndarray, size: int, wide: bool) -> np.ndarray:
+    def _region(self, target: np.ndarray, size: int, wide: bool,
+                mesh: Mesh | None = None) -> np.ndarray:
         """The (S, S) region a try replaces around the (68, 2) crop-px ``target``: the face's
         hull with the backend's forehead or, ``wide``, with :data:`WIDE_FOREHEAD` of forehead
         and grown by :data:`WIDEN` of the crop, so that less of the head's outline is left for
-        a judge to match."""
+        a judge to match. A turned face's is the visible surface of its target ``mesh``
+        (:meth:`~.mesh.Mesh.surface`), grown by as much when ``wide``."""
+        if mesh is not None:
+            region = mesh.surface(size).astype(np.float32)
+        else:
+            region = F.face_region(target, size, WIDE_FOREHEAD if wide else self.backend.forehead)
         if not wide:
-            return F.face_region(target, size, self.backend.forehead)
+            return region
         radius = int(round(WIDEN * size))
-        return cv2.dilate(F.face_region(target, size, WIDE_FOREHEAD),
+        return cv2.dilate(region,
                           cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
 
     def _render(self, face, crop, lms, occluded, rng, donor, attempt, timings, stats=None,
-                wide=False, detail=False):
-        """One try at one face with the given donor: target geometry (:meth:`_target`),
-        rendering over the region of :meth:`_region` (``wide``), post-processing (``stats``:
+                wide=False, detail=False, mesh=None):
+        """One try at one face with the given donor: target geometry (:meth:`_target`; a
+        turned face's ``mesh`` moved as far towards the donor's, :meth:`~.mesh.Mesh.toward`),
+        rendering over the region of :meth:`_region`
+        (``wide``), post-processing (``stats``:
         the colour statistics to transfer, when not the crop's own; ``detail``: the new face's
         detail matched to the original's, :data:`DETAIL_TRIES`), paste mask; a
         :class:`FaceRecord` and the ``(crop, mask)`` to paste."""
@@ -640,9 +666,13 @@ class Pipeline:
         size = crop.shape[0]
         t0 = time.perf_counter()
         target, record = self._target(face, lms, donor, attempt)
-        region = self._region(target, size, wide)
+        meshes = {}
+        if mesh is not None:
+            mesh = mesh.toward(self.backend.donor_mesh(donor), record.geometry)
+            meshes["meshes"] = [mesh]
+        region = self._region(target, size, wide, mesh)
         anon = self.backend.anonymize(crop[None], target[None], region[None], [rng],
-                                      donors=[donor])[0]
+                                      donors=[donor], **meshes)[0]
         t1 = time.perf_counter()
         photometric = s.photometric if detail else replace(s.photometric, most_detail=None)
         if self.backend.photometric and photometric.any:

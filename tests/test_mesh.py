@@ -14,7 +14,7 @@ from skimage import data
 from fiftyone_faceanon import faces as F
 from fiftyone_faceanon import mesh as M
 from fiftyone_faceanon.geometry import fit_similarity
-from fiftyone_faceanon.pipeline import Settings
+from fiftyone_faceanon.pipeline import Pipeline, Settings
 
 NOSE_TIP = 4  # MediaPipe's numbering
 
@@ -130,3 +130,19 @@ def test_a_donor_is_drawn_through_the_mesh_nearest_surface_in_front(cameraman):
     assert found.mean() > 0.95 and (error < 1).mean() > 0.97 and (error < 5).mean() > 0.995
     tip = np.round(mesh.points[NOSE_TIP, :2]).astype(int)
     assert np.linalg.norm(drawn[tip[1], tip[0]] - donor[NOSE_TIP]) < 3.0
+
+
+def test_a_turned_face_is_replaced_over_its_surface_only(cameraman):
+    """At geometry 0 the cameraman's face is replaced over its visible surface: beyond it
+    (grown by the paste's feather) every pixel is the photo's own, bit for bit, and the face
+    on it is another's. The same seed gives the same bytes."""
+    face, crop, box = _face(cameraman)
+    pipeline = Pipeline(Settings(geometry=0.0, verify=False))
+    out = pipeline.anonymize(cameraman, key="cameraman.png").image
+    assert np.array_equal(out, pipeline.anonymize(cameraman, key="cameraman.png").image)
+    after = F.crop_face(out, face.crop)
+    surface = M.turned(crop, box).surface(crop.shape[0])
+    beyond = F.soften(surface, 4) == 0
+    np.testing.assert_array_equal(after[beyond], crop[beyond])
+    inside = F.feathered_mask(surface.astype(np.float32)) > 0.99
+    assert np.abs(after[inside].astype(int) - crop[inside]).mean() > 8

@@ -37,6 +37,9 @@ class Anonymizer(abc.ABC):
     forehead: ClassVar[float] = 0.3
     #: the :class:`~fiftyone_faceanon.donors.DonorBank` of a backend with donors, else None
     bank = None
+    #: whether :meth:`anonymize` renders a turned face through its mesh (``meshes``), so the
+    #: pipeline finds the meshes of turned faces (:func:`~fiftyone_faceanon.mesh.turned`)
+    renders_meshes: ClassVar[bool] = False
 
     def read(
         self,
@@ -73,6 +76,11 @@ class Anonymizer(abc.ABC):
     def donor_id(self, donor: int) -> str:
         raise NotImplementedError(f"{self.name} has no donors")
 
+    def donor_mesh(self, donor: int) -> np.ndarray:
+        """(468, 3) face mesh points of a donor, in its own frame (a backend that
+        :attr:`renders_meshes`)."""
+        raise NotImplementedError(f"{self.name} renders no meshes")
+
     @abc.abstractmethod
     def anonymize(
         self,
@@ -81,7 +89,13 @@ class Anonymizer(abc.ABC):
         regions: np.ndarray,
         rngs: list[np.random.Generator],
         donors: list[int | None] | None = None,
-    ) -> np.ndarray: ...
+        meshes: list | None = None,
+    ) -> np.ndarray:
+        """The anonymized crops, (N, C, C, 3) uint8 with C the backend's :attr:`crop_size` (S
+        where None), of (N, S, S, 3) uint8 ``crops`` with (N, 68, 2)
+        crop-px target ``landmarks`` over (N, S, S) ``regions``; ``donors`` from
+        :meth:`choose`; ``meshes``, for a backend that :attr:`renders_meshes`: per face its
+        target :class:`~fiftyone_faceanon.mesh.Mesh` where it is turned, else None."""
 
 
 class BackendUnavailable(RuntimeError):

@@ -44,6 +44,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
+from ..mesh import face_mesh, render
 from .base import Anonymizer, register
 from .ksame import control_points, piecewise_affine_warp
 
@@ -384,6 +385,7 @@ class Donor(Anonymizer):
     photometric = True
     crop_size = None
     forehead = 0.15
+    renders_meshes = True
 
     def __init__(self, bank: str | Path | None = None, candidates: int = CANDIDATES):
         from ..donors import load_bank
@@ -411,6 +413,7 @@ class Donor(Anonymizer):
         self.mouths = self.mouth_donors()
         self.lipstick = ((self.bank.attributes["lips"] >= LIPSTICK)
                          & (attrs["log_age"] >= np.log1p(LIPSTICK_AGE)))
+        self._meshes: dict[int, np.ndarray] = {}
 
     def read(self, crop: np.ndarray, landmarks: np.ndarray,
              identity: dict[str, np.ndarray] | None = None, verified: bool = True) -> Reading:
@@ -561,32 +564,54 @@ class Donor(Anonymizer):
     def donor_id(self, donor: int) -> str:
         return str(self.bank.ids[donor])
 
-    def anonymize(self, crops, landmarks, regions, rngs, donors=None):
-        """Each donor crop warped so its 86 control points land on the face's, the inside of a
-        mouth opened wider than the donor's taken from its mouth donor (:meth:`mouth_weight`),
-        brightness-matched over the region and set into the original crop: (N, S, S, 3)
-        uint8."""
+    def anonymize(self, crops, landmarks, regions, rngs, donors=None, meshes=None):
+        """Each donor crop warped onto the face (:meth:`warped`), brightness-matched over the
+        region and set into the original crop: (N, S, S, 3) uint8."""
         from ..faces import feathered_mask
 
-        size = crops.shape[1]
         out = []
-        for crop, lms, region, d in zip(crops, landmarks, regions, donors):
-            points = control_points(lms, size)
-            warped = piecewise_affine_warp(self.bank.image(d), self.src_points[d], points,
-                                           self.triangles, size)
-            weight = self.mouth_weight(lms, d)
-            if weight > 0:
-                m = self.mouths[d]
-                inside = piecewise_affine_warp(self.bank.image(m), self.src_points[m], points,
-                                               self.triangles, size)
-                cavity = weight * _inside_of_mouth(lms, size)[..., None]
-                warped = np.rint(inside * cavity + warped * (1 - cavity)).astype(np.uint8)
+        meshes = meshes or [None] * len(crops)
+        for crop, lms, region, d, mesh in zip(crops, landmarks, regions, donors, meshes):
+            warped = (self.warped(lms, d, crop.shape[0]) if mesh is None
+                      else self.through_mesh(crop, mesh, d))
             sel = region > 0
             gain = crop[sel].mean() / max(float(warped[sel].mean()), 1.0)
             warped = np.clip(warped.astype(np.float32) * gain, 0, 255)
             soft = feathered_mask(region)[..., None]
             out.append(np.rint(warped * soft + crop * (1 - soft)).astype(np.uint8))
         return np.stack(out)
+
+    def warped(self, lms: np.ndarray, donor: int, size: int) -> np.ndarray:
+        """The donor's (S, S, 3) uint8 crop warped so its 86 control points land on the face's
+        ((68, 2) crop-px ``lms``), the inside of a mouth opened wider than the donor's taken
+        from its mouth donor (:meth:`mouth_weight`)."""
+        points = control_points(lms, size)
+        warped = piecewise_affine_warp(self.bank.image(donor), self.src_points[donor], points,
+                                       self.triangles, size)
+        weight = self.mouth_weight(lms, donor)
+        if weight > 0:
+            m = self.mouths[donor]
+            inside = piecewise_affine_warp(self.bank.image(m), self.src_points[m], points,
+                                           self.triangles, size)
+            cavity = weight * _inside_of_mouth(lms, size)[..., None]
+            warped = np.rint(inside * cavity + warped * (1 - cavity)).astype(np.uint8)
+        return warped
+
+    def through_mesh(self, crop: np.ndarray, mesh, donor: int) -> np.ndarray:
+        """A turned face's (S, S, 3) ``crop`` with the donor drawn onto the face's
+        :class:`~fiftyone_faceanon.mesh.Mesh` from its own (:meth:`donor_mesh`,
+        :func:`~..mesh.render`)."""
+        drawn, covered = render(self.bank.image(donor), self.donor_mesh(donor)[:, :2], mesh,
+                                crop.shape[0])
+        return np.where(covered[..., None], drawn, crop)
+
+    def donor_mesh(self, donor: int) -> np.ndarray:
+        """(468, 3) the donor's mesh points in its crop's pixels (:func:`~..mesh.face_mesh`
+        about the box of its 68 landmarks), found once per donor."""
+        if donor not in self._meshes:
+            lms = self.bank.landmarks[donor]
+            self._meshes[donor] = face_mesh(self.bank.image(donor), np.r_[lms.min(0), lms.max(0)])
+        return self._meshes[donor]
 
 
 def rule_out(cost: np.ndarray, out: np.ndarray) -> np.ndarray:
