@@ -598,14 +598,33 @@ def _cheek_skin(landmarks: np.ndarray, size: int) -> np.ndarray:
     return _polygon_mask(centre + 0.55 * (landmarks[[1, 3, 13, 15, 29, 31, 35]] - centre), size)
 
 
+def not_skin(crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """(S, S) bool: the pixels of an (S, S, 3) uint8 face crop that are not the face's skin
+    (:func:`occluder_mask`'s candidates, anywhere in the crop): (Cr, Cb) more than
+    ``OCCLUDER_SIGMAS`` robust standard deviations (1.4826 MAD) from the median chroma of the
+    face's own cheeks and nose, or darker than ``OCCLUDER_DARK`` times their median luma and
+    half as far off in chroma; none where too little skin is seen to measure it. (68, 2)
+    landmarks in crop pixels."""
+    size = crop.shape[0]
+    ycc = cv2.cvtColor(crop, cv2.COLOR_RGB2YCrCb).astype(np.float32)
+    skin = _cheek_skin(landmarks, size)
+    if skin.sum() < 16:
+        return np.zeros((size, size), bool)
+    chroma = ycc[..., 1:]
+    med = np.median(chroma[skin], axis=0)
+    spread = np.maximum(1.4826 * np.median(np.abs(chroma[skin] - med), axis=0), 2.0)
+    dist = np.sqrt((((chroma - med) / spread) ** 2).sum(-1))
+    dark = (ycc[..., 0] < OCCLUDER_DARK * np.median(ycc[..., 0][skin])) & (
+        dist > OCCLUDER_SIGMAS / 2)
+    return (dist > OCCLUDER_SIGMAS) | dark
+
+
 def occluder_mask(crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """Pixels of an (S, S, 3) uint8 face crop where something that is not skin crosses the face
     (hair, a glasses frame, a microphone, a dark or coloured object), as (S, S) bool.
 
-    A pixel of the face region (:func:`face_region`) is a candidate when its (Cr, Cb) lies more
-    than ``OCCLUDER_SIGMAS`` robust standard deviations (1.4826 MAD) from the median chroma of the
-    face's own cheeks and nose, or when it is darker than ``OCCLUDER_DARK`` times their median
-    luma and half as far off in chroma, outside the eyes, brows and lips (dilated). Candidates are kept
+    A pixel of the face region (:func:`face_region`) is a candidate when it is not the face's
+    skin (:func:`not_skin`) and lies outside the eyes, brows and lips (dilated). Candidates are kept
     only in connected components that reach the region's edge (occluders come from outside the
     face), cover at least ``OCCLUDER_MIN_AREA`` of it, and whose centre lies in the upper
     ``OCCLUDER_UPPER`` of the face: below that, a beard cannot be told from an object by colour,
@@ -615,21 +634,11 @@ def occluder_mask(crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """
     size = crop.shape[0]
     region = face_region(landmarks, size) > 0
-    ycc = cv2.cvtColor(crop, cv2.COLOR_RGB2YCrCb).astype(np.float32)
-    skin = _cheek_skin(landmarks, size)
-    if skin.sum() < 16:
-        return np.zeros((size, size), bool)
-    chroma = ycc[..., 1:]
-    med = np.median(chroma[skin], axis=0)
-    spread = np.maximum(1.4826 * np.median(np.abs(chroma[skin] - med), axis=0), 2.0)
-    dist = np.sqrt((((chroma - med) / spread) ** 2).sum(-1))
     iod = float(np.linalg.norm(landmarks[36] - landmarks[45]))
     features = np.zeros((size, size), bool)
     for part in (RIGHT_EYE, LEFT_EYE, slice(17, 22), slice(22, 27), MOUTH):
         features |= _polygon_mask(landmarks[part], size, dilate=int(0.08 * iod) + 1)
-    dark = (ycc[..., 0] < OCCLUDER_DARK * np.median(ycc[..., 0][skin])) & (
-        dist > OCCLUDER_SIGMAS / 2)
-    candidate = ((dist > OCCLUDER_SIGMAS) | dark) & region & ~features
+    candidate = not_skin(crop, landmarks) & region & ~features
     candidate = cv2.morphologyEx(candidate.astype(np.uint8), cv2.MORPH_OPEN,
                                  np.ones((3, 3), np.uint8))
     candidate = (cv2.morphologyEx(candidate, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
