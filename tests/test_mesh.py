@@ -6,6 +6,7 @@ Real photos bundled with scikit-image (public domain): the cameraman, his head t
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -146,3 +147,26 @@ def test_a_turned_face_is_replaced_over_its_surface_only(cameraman):
     np.testing.assert_array_equal(after[beyond], crop[beyond])
     inside = F.feathered_mask(surface.astype(np.float32)) > 0.99
     assert np.abs(after[inside].astype(int) - crop[inside]).mean() > 8
+
+
+def test_a_donor_s_hair_and_background_are_not_drawn_onto_a_turned_cheek():
+    """The donor the J. Lopez profile of LFW got (grey hair down both sides of her face):
+    around its features what is not its skin is filled from its skin, the features and chin
+    are its own bit for bit."""
+    from fiftyone_faceanon.anonymizers import create_backend
+    from fiftyone_faceanon.anonymizers.donor import SKIN_INNER
+
+    backend = create_backend("donor")
+    (d,) = np.nonzero(backend.bank.ids == "synthetic_faces/sfhq/SFHQ_sample_2x4.jpg#r1c0")[0]
+    image, lms = backend.bank.image(d), backend.bank.landmarks[d].astype(np.float64)
+    face = backend.donor_face(d)
+    inner = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillConvexPoly(inner, cv2.convexHull(np.round(lms[SKIN_INNER]).astype(np.int32)), 1)
+    inner = inner > 0
+    np.testing.assert_array_equal(face[inner], image[inner])
+    band = 2 * int(0.1 * np.linalg.norm(lms[36] - lms[45])) + 1  # beyond SKIN_FEATURES
+    near = cv2.dilate(inner.astype(np.uint8), np.ones((band, band), np.uint8)) > 0
+    outside = ~near & (F.face_region(lms, image.shape[0], 0.3) > 0)
+    hair = F.not_skin(image, lms) & outside
+    assert hair.mean() / outside.mean() > 0.1  # her hair covers the sides of her face
+    assert (F.not_skin(face, lms) & outside).sum() < 0.2 * hair.sum()

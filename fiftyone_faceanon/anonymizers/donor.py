@@ -209,6 +209,12 @@ KEEP_FRAMES = 0.5
 #: :data:`DEMOGRAPHIC_JUDGES` (``scripts/build_demographics_head.py``): on FaceNet-CASIA's
 #: alone they told the gender of 67% of the synthetic donors (labelled by eye), with dlib's
 #: beside it 96% (docs/donors.md, "Gender and age").
+#: The hull of a donor's brows, eyes, nose, mouth and chin (jaw points 3-13), grown by
+#: SKIN_FEATURES of its eye distance: what is drawn onto a turned face whatever its colour
+#: (:meth:`Donor.donor_face`), a beard or shadow there being the donor's face, not something
+#: across it.
+SKIN_INNER = np.r_[3:14, 17:68]
+SKIN_FEATURES = 0.05
 DEMOGRAPHICS = "demographics.npz"
 DEMOGRAPHIC_JUDGES = ("facenet_casia", "dlib")
 #: Temperature ``T`` of the gender head, ``P(female) = sigmoid(T * logit)``. Fitted with a strong
@@ -598,12 +604,30 @@ class Donor(Anonymizer):
         return warped
 
     def through_mesh(self, crop: np.ndarray, mesh, donor: int) -> np.ndarray:
-        """A turned face's (S, S, 3) ``crop`` with the donor drawn onto the face's
-        :class:`~fiftyone_faceanon.mesh.Mesh` from its own (:meth:`donor_mesh`,
+        """A turned face's (S, S, 3) ``crop`` with the donor (:meth:`donor_face`) drawn onto
+        the face's :class:`~fiftyone_faceanon.mesh.Mesh` from its own (:meth:`donor_mesh`,
         :func:`~..mesh.render`)."""
-        drawn, covered = render(self.bank.image(donor), self.donor_mesh(donor)[:, :2], mesh,
+        drawn, covered = render(self.donor_face(donor), self.donor_mesh(donor)[:, :2], mesh,
                                 crop.shape[0])
         return np.where(covered[..., None], drawn, crop)
+
+    def donor_face(self, donor: int) -> np.ndarray:
+        """The donor's (S, S, 3) uint8 crop with what is not its skin (:func:`~..faces.not_skin`:
+        hair over its cheeks and temples, the background beyond its outline; grown by 2 px, so
+        no hair-coloured edge is left to fill from) outside its features (:data:`SKIN_INNER`)
+        filled from its skin around (``cv2.inpaint``): a turned
+        face's near cheek is the donor's cheek stretched, across which its hair or background
+        would show."""
+        from ..faces import not_skin
+
+        lms = self.bank.landmarks[donor].astype(np.float64)
+        image = self.bank.image(donor)
+        inner = np.zeros(image.shape[:2], np.uint8)
+        cv2.fillConvexPoly(inner, cv2.convexHull(np.round(lms[SKIN_INNER]).astype(np.int32)), 1)
+        grow = 2 * int(SKIN_FEATURES * np.linalg.norm(lms[36] - lms[45])) + 1
+        inner = cv2.dilate(inner, np.ones((grow, grow), np.uint8)) > 0
+        hole = cv2.dilate(not_skin(image, lms).astype(np.uint8), np.ones((5, 5), np.uint8))
+        return cv2.inpaint(image, hole & ~inner, 3, cv2.INPAINT_TELEA)
 
     def donor_mesh(self, donor: int) -> np.ndarray:
         """(468, 3) the donor's mesh points in its crop's pixels (:func:`~..mesh.face_mesh`
