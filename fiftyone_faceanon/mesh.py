@@ -150,10 +150,12 @@ def frontal_triangles(points: np.ndarray) -> np.ndarray:
 
 def turned(crop: np.ndarray, box: np.ndarray) -> Mesh | None:
     """The :class:`Mesh` of the face in ``box`` (crop px) of an (S, S, 3) crop if its yaw is
-    beyond :data:`TURNED`, else None (the 68 landmarks serve it)."""
-    points = face_mesh(crop, box)
-    if abs(yaw(points)) <= TURNED:
+    beyond :data:`TURNED`, else None (the 68 landmarks serve it). The yaw is read off the
+    network's first pass (:func:`face_mesh`), so a face that is not turned costs one pass."""
+    first = _mesh_about(crop, box)
+    if abs(yaw(first)) <= TURNED:
         return None
+    points = _mesh_about(crop, np.r_[first[:, :2].min(0), first[:, :2].max(0)])
     return Mesh(points, frontal_triangles(points))
 
 
