@@ -80,12 +80,11 @@ def drawn(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
 
 
 def surface(points: np.ndarray, triangles: np.ndarray, size: int) -> np.ndarray:
-    """(S, S) bool: the face's visible surface at (468, 3) ``points``, the triangles that face
-    the camera filled."""
-    mask = np.zeros((size, size), np.uint8)
-    for tri in drawn(points, triangles):
-        cv2.fillConvexPoly(mask, np.round(points[tri, :2] * 16).astype(np.int32), 1, shift=4)
-    return mask > 0
+    """(S, S) bool: the face's visible surface at (468, 3) ``points``, the pixels of the
+    triangles that face the camera (``anonymizers.ksame.triangle_ids``)."""
+    from .anonymizers.ksame import triangle_ids
+
+    return triangle_ids(points[:, :2], drawn(points, triangles), size) >= 0
 
 
 def render(src: np.ndarray, src_points: np.ndarray, mesh: Mesh, size: int
