@@ -35,6 +35,10 @@ SIDE, ROI = 192, 1.5
 #: the two renderings looked alike on LFW's turned faces, beyond 40° dlib's drew the donor's
 #: features beside the face's own (docs/donors.md, "Turned faces").
 TURNED = 40.0
+#: Degrees of yaw within which the first pass says a face is not turned: the second pass,
+#: about the first's points, read up to 6° apart from it on the faces looked at (the
+#: insightface group, LFW's turned faces).
+FIRST_PASS = 30.0
 #: The outer eye corners in MediaPipe's numbering (the subject's right, then left).
 EYE_CORNERS = (33, 263)
 
@@ -148,13 +152,15 @@ def frontal_triangles(points: np.ndarray) -> np.ndarray:
 
 
 def turned(crop: np.ndarray, box: np.ndarray) -> Mesh | None:
-    """The :class:`Mesh` of the face in ``box`` (crop px) of an (S, S, 3) crop if its yaw is
-    beyond :data:`TURNED`, else None (the 68 landmarks serve it). The yaw is read off the
-    network's first pass (:func:`face_mesh`), so a face that is not turned costs one pass."""
+    """The :class:`Mesh` of the face in ``box`` (crop px) of an (S, S, 3) crop if its yaw
+    (:func:`face_mesh`'s second pass) is beyond :data:`TURNED`, else None (the 68 landmarks
+    serve it). A face whose first pass reads within :data:`FIRST_PASS` costs that pass only."""
     first = _mesh_about(crop, box)
-    if abs(yaw(first)) <= TURNED:
+    if abs(yaw(first)) <= FIRST_PASS:
         return None
     points = _mesh_about(crop, np.r_[first[:, :2].min(0), first[:, :2].max(0)])
+    if abs(yaw(points)) <= TURNED:
+        return None
     return Mesh(points, frontal_triangles(points))
 
 
