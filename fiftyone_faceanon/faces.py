@@ -581,7 +581,9 @@ OCCLUDER_MIN_AREA = 0.01
 OCCLUDER_UPPER = 0.62
 
 
-def _polygon_mask(points: np.ndarray, size: int, dilate: int = 0) -> np.ndarray:
+def polygon_mask(points: np.ndarray, size: int, dilate: int = 0) -> np.ndarray:
+    """(S, S) bool: the convex hull of (N, 2) crop-px ``points``, filled to 1/16 px, grown by
+    ``dilate`` px (an elliptic structuring element)."""
     mask = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(mask, np.round(cv2.convexHull(points.astype(np.float32)) * 16).astype(
         np.int32), 1, lineType=cv2.LINE_8, shift=4)
@@ -595,7 +597,7 @@ def _cheek_skin(landmarks: np.ndarray, size: int) -> np.ndarray:
     (points 1, 3, 13, 15, 29, 31, 35) pulled 45% of the way to the nose's centre, away from
     hair, beard line and glasses; (68, 2) crop-px landmarks."""
     centre = landmarks[NOSE].mean(0)
-    return _polygon_mask(centre + 0.55 * (landmarks[[1, 3, 13, 15, 29, 31, 35]] - centre), size)
+    return polygon_mask(centre + 0.55 * (landmarks[[1, 3, 13, 15, 29, 31, 35]] - centre), size)
 
 
 def not_skin(crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -637,7 +639,7 @@ def occluder_mask(crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     iod = float(np.linalg.norm(landmarks[36] - landmarks[45]))
     features = np.zeros((size, size), bool)
     for part in (RIGHT_EYE, LEFT_EYE, slice(17, 22), slice(22, 27), MOUTH):
-        features |= _polygon_mask(landmarks[part], size, dilate=int(0.08 * iod) + 1)
+        features |= polygon_mask(landmarks[part], size, dilate=int(0.08 * iod) + 1)
     candidate = not_skin(crop, landmarks) & region & ~features
     candidate = cv2.morphologyEx(candidate.astype(np.uint8), cv2.MORPH_OPEN,
                                  np.ones((3, 3), np.uint8))

@@ -110,7 +110,11 @@ def face_mesh(crop: np.ndarray, box: np.ndarray) -> np.ndarray:
     (S, S, 3) uint8 RGB crop, in crop px ``(x, y, z)``. The network runs twice, as MediaPipe
     tracks a face: about the box (:func:`_mesh_about`), then about the box of the points it
     found, the square it was trained on."""
-    points = _mesh_about(crop, box)
+    return _mesh_again(crop, _mesh_about(crop, box))
+
+
+def _mesh_again(crop: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(468, 3) mesh points found again about the box of (468, 3) ``points`` of a pass."""
     return _mesh_about(crop, np.r_[points[:, :2].min(0), points[:, :2].max(0)])
 
 
@@ -158,7 +162,7 @@ def turned(crop: np.ndarray, box: np.ndarray) -> Mesh | None:
     first = _mesh_about(crop, box)
     if abs(yaw(first)) <= FIRST_PASS:
         return None
-    points = _mesh_about(crop, np.r_[first[:, :2].min(0), first[:, :2].max(0)])
+    points = _mesh_again(crop, first)
     if abs(yaw(points)) <= TURNED:
         return None
     return Mesh(points, frontal_triangles(points))

@@ -6,7 +6,6 @@ Real photos bundled with scikit-image (public domain): the cameraman, his head t
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -160,12 +159,10 @@ def test_a_donor_s_hair_and_background_are_not_drawn_onto_a_turned_cheek():
     (d,) = np.nonzero(backend.bank.ids == "synthetic_faces/sfhq/SFHQ_sample_2x4.jpg#r1c0")[0]
     image, lms = backend.bank.image(d), backend.bank.landmarks[d].astype(np.float64)
     face = backend.donor_face(d)
-    inner = np.zeros(image.shape[:2], np.uint8)
-    cv2.fillConvexPoly(inner, cv2.convexHull(np.round(lms[SKIN_INNER]).astype(np.int32)), 1)
-    inner = inner > 0
+    inner = F.polygon_mask(lms[SKIN_INNER], image.shape[0])
     np.testing.assert_array_equal(face[inner], image[inner])
-    band = 2 * int(0.1 * np.linalg.norm(lms[36] - lms[45])) + 1  # beyond SKIN_FEATURES
-    near = cv2.dilate(inner.astype(np.uint8), np.ones((band, band), np.uint8)) > 0
+    near = F.polygon_mask(lms[SKIN_INNER], image.shape[0],  # beyond SKIN_FEATURES
+                          int(0.1 * np.linalg.norm(lms[36] - lms[45])))
     outside = ~near & (F.face_region(lms, image.shape[0], 0.3) > 0)
     hair = F.not_skin(image, lms) & outside
     assert hair.mean() / outside.mean() > 0.1  # her hair covers the sides of her face

@@ -618,16 +618,14 @@ class Donor(Anonymizer):
         filled from its skin around (``cv2.inpaint``): a turned
         face's near cheek is the donor's cheek stretched, across which its hair or background
         would show."""
-        from ..faces import not_skin
+        from ..faces import not_skin, polygon_mask
 
         lms = self.bank.landmarks[donor].astype(np.float64)
         image = self.bank.image(donor)
-        inner = np.zeros(image.shape[:2], np.uint8)
-        cv2.fillConvexPoly(inner, cv2.convexHull(np.round(lms[SKIN_INNER]).astype(np.int32)), 1)
-        grow = 2 * int(SKIN_FEATURES * np.linalg.norm(lms[36] - lms[45])) + 1
-        inner = cv2.dilate(inner, np.ones((grow, grow), np.uint8)) > 0
-        hole = cv2.dilate(not_skin(image, lms).astype(np.uint8), np.ones((5, 5), np.uint8))
-        return cv2.inpaint(image, hole & ~inner, 3, cv2.INPAINT_TELEA)
+        inner = polygon_mask(lms[SKIN_INNER], image.shape[0],
+                             int(SKIN_FEATURES * np.linalg.norm(lms[36] - lms[45])))
+        hole = cv2.dilate(not_skin(image, lms).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        return cv2.inpaint(image, (hole & ~inner).astype(np.uint8), 3, cv2.INPAINT_TELEA)
 
     def donor_mesh(self, donor: int) -> np.ndarray:
         """(468, 3) the donor's mesh points in its crop's pixels (:func:`~..mesh.face_mesh`
