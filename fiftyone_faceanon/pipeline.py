@@ -24,7 +24,7 @@ import numpy as np
 from . import faces as F
 from .anonymizers import DEFAULT_BACKEND, create_backend
 from .hands import hands_mask
-from .mesh import Mesh, turned
+from .mesh import Mesh, turned, yaw
 from .metrics.detection import found_again
 from .photometric import PhotometricSettings, postprocess
 from .unlink import FROM_TRY
@@ -559,7 +559,8 @@ class Pipeline:
             for i, (crop, lms) in enumerate(zip(st.crops, st.lms)):
                 identity = (None if st.original is None
                             else {j: e[i] for j, e in st.original.items()})
-                st.readings[i] = self.backend.read(crop, lms, identity, self.settings.verify)
+                st.readings[i] = self.backend.read(crop, lms, identity, self.settings.verify,
+                                                   st.meshes[i])
             st.timings["backend"] += time.perf_counter() - t0
 
     def _try(self, st: _Replacing, attempt: int) -> None:
@@ -668,7 +669,7 @@ class Pipeline:
         target, record = self._target(face, lms, donor, attempt)
         meshes = {}
         if mesh is not None:
-            mesh = mesh.toward(self.backend.donor_mesh(donor), record.geometry)
+            mesh = mesh.toward(self.backend.donor_mesh(donor, yaw(mesh.points)), record.geometry)
             meshes["meshes"] = [mesh]
         region = self._region(target, size, wide, mesh)
         anon = self.backend.anonymize(crop[None], target[None], region[None], [rng],

@@ -47,12 +47,14 @@ class Anonymizer(abc.ABC):
         landmarks: np.ndarray,
         identity: dict[str, np.ndarray] | None = None,
         verified: bool = True,
+        mesh: object | None = None,
     ) -> object | None:
         """What :meth:`choose` matches a face's donor on, read once for all its tries off one
         (S, S, 3) crop with (68, 2) crop-px landmarks; ``identity``: the face's judge
         embeddings ({judge: (D,)}), which the pipeline computes for a backend with donors;
-        ``verified``: whether the judges will score the result. ``None`` for backends without
-        donors."""
+        ``verified``: whether the judges will score the result; ``mesh``: a turned face's
+        :class:`~fiftyone_faceanon.mesh.Mesh` (a backend that :attr:`renders_meshes`).
+        ``None`` for backends without donors."""
         return None
 
     def choose(
@@ -76,9 +78,9 @@ class Anonymizer(abc.ABC):
     def donor_id(self, donor: int) -> str:
         raise NotImplementedError(f"{self.name} has no donors")
 
-    def donor_mesh(self, donor: int) -> np.ndarray:
-        """(468, 3) face mesh points of a donor, in its own frame (a backend that
-        :attr:`renders_meshes`)."""
+    def donor_mesh(self, donor: int, facing: float = 0.0) -> np.ndarray:
+        """(468, 3) face mesh points of a donor, in its own frame, as it is drawn onto a turned
+        face of yaw ``facing`` (degrees; a backend that :attr:`renders_meshes`)."""
         raise NotImplementedError(f"{self.name} renders no meshes")
 
     @abc.abstractmethod

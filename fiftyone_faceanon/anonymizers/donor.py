@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from ..mesh import face_mesh, render
+from ..mesh import Mesh, face_mesh, render, yaw
 from .base import Anonymizer, register
 from .ksame import control_points, piecewise_affine_warp
 
@@ -253,6 +253,10 @@ MOUTH_FROM, MOUTH_FULL = 0.05, 0.1
 WIDE_OPEN, MOUTH_TEETH = 0.2, 0.3
 #: Landmarks of the inner lips, whose polygon is the inside of the mouth.
 INNER_LIPS = slice(60, 68)
+#: Terms whose sign a donor's mirror image flips: its yaw, and which cheek its light is on. A
+#: turned face (its :class:`~fiftyone_faceanon.mesh.Mesh`) is drawn from a donor turned its way,
+#: mirrored where the donor is turned the other (:meth:`Donor.mirrored`).
+MIRRORED = ("yaw", "shade")
 
 
 @lru_cache(maxsize=None)
@@ -373,7 +377,10 @@ class Reading:
     :data:`DEMOGRAPHIC` ones without the judge embeddings, not :data:`VERIFIED_ONLY` without
     verification), ``expression`` fer's (7,) probabilities (None without verification),
     ``judged`` its judge embeddings ((D,) each) that the bank has too, ``gendered`` whether
-    its gender and age were read, ``verified`` whether the judges will score it."""
+    its gender and age were read, ``verified`` whether the judges will score it, ``facing``
+    the yaw of a turned face's mesh (degrees, :func:`~fiftyone_faceanon.mesh.yaw`; 0 for a face
+    drawn through its 68 landmarks), whose sign the donors are mirrored to
+    (:meth:`Donor.mirrored`)."""
 
     attributes: dict[str, float]
     glasses: float
@@ -382,6 +389,7 @@ class Reading:
     judged: dict[str, np.ndarray]
     gendered: bool
     verified: bool
+    facing: float = 0.0
 
 
 @register("donor", "A synthetic person who does not exist, matched on pose, expression, skin "
@@ -419,10 +427,12 @@ class Donor(Anonymizer):
         self.mouths = self.mouth_donors()
         self.lipstick = ((self.bank.attributes["lips"] >= LIPSTICK)
                          & (attrs["log_age"] >= np.log1p(LIPSTICK_AGE)))
-        self._meshes: dict[int, np.ndarray] = {}
+        self.mirror_terms = np.isin(self.keys, MIRRORED)
+        self._meshes: dict[tuple[int, bool], np.ndarray] = {}
 
     def read(self, crop: np.ndarray, landmarks: np.ndarray,
-             identity: dict[str, np.ndarray] | None = None, verified: bool = True) -> Reading:
+             identity: dict[str, np.ndarray] | None = None, verified: bool = True,
+             mesh: Mesh | None = None) -> Reading:
         """What the matching cost reads off one (S, S, 3) crop with its (68, 2) landmarks, the
         same at each of its tries: :func:`~fiftyone_faceanon.donors.face_attributes` and the
         face's proportion; with ``identity`` (its judge embeddings, (D,) each, when the
@@ -430,11 +440,14 @@ class Donor(Anonymizer):
         :data:`DEMOGRAPHIC_JUDGES`, and its glasses by FaceNet-CASIA's (:func:`glasses`; a
         face that wears them by it keeps its own frames and is read as one without,
         :data:`KEEP_FRAMES`); for a face that will be ``verified``, fer's reading of its
-        expression (:data:`EXPRESSION`)."""
+        expression (:data:`EXPRESSION`). A turned face's yaw is its ``mesh``'s (dlib's
+        points, kept near frontal, read the cameraman's 57° as -11°)."""
         from ..donors import expressions, face_attributes
 
         a = face_attributes(crop, landmarks)
         a["proportion"] = proportion(landmarks)
+        if mesh is not None:
+            a["yaw"] = yaw(mesh.points)
         use = np.ones(len(self.keys), bool)
         identity = identity or {}
         by_head = "facenet_casia" in identity
@@ -453,7 +466,7 @@ class Donor(Anonymizer):
         return Reading(a, glasses_line(a["glasses"], by_head), use,
                        expressions([crop], [landmarks])[0] if verified else None,
                        {j: e for j, e in identity.items() if j in self.bank.embeddings},
-                       gendered, verified)
+                       gendered, verified, a["yaw"] if mesh is not None else 0.0)
 
     def cost(self, face: Reading, early: bool = True) -> np.ndarray:
         """(M,) matching cost of every donor for a face read by :meth:`read`: the weighted
@@ -468,12 +481,18 @@ class Donor(Anonymizer):
         donors' :func:`likeness` (:data:`LIKENESS`; :data:`LIKENESS_UNVERIFIED` for a face that will
         not be verified, which also leaves out :data:`VERIFIED_ONLY`). ``early``: whether the
         :data:`EARLY` terms count (:meth:`choose`). A face that will
-        be verified adds the :data:`EXPRESSION` term.
+        be verified adds the :data:`EXPRESSION` term. A turned face (``facing``) is matched to
+        each donor as it will be drawn, mirrored where it is turned the other way
+        (:data:`MIRRORED`).
         """
         a = face.attributes
         use = face.usable if early else face.usable & ~self.early
         values = np.array([a.get(k, 0.0) for k in self.keys])
-        terms = self.weights * ((self.table - values) / self.scale) ** 2
+        table = self.table
+        if face.facing:
+            flip = self.mirrored(np.arange(len(table)), face.facing)
+            table = np.where(flip[:, None] & self.mirror_terms, -table, table)
+        terms = self.weights * ((table - values) / self.scale) ** 2
         cost = terms[:, use].sum(1)
         if face.expression is not None:
             w_e, sigma_e = EXPRESSION
@@ -521,6 +540,16 @@ class Donor(Anonymizer):
         head = order[: self.candidates]
         order = np.concatenate([head[rng.permutation(len(head))], order[self.candidates:]])
         return int(order[rank % len(order)])
+
+    def mirrored(self, donor: int | np.ndarray, facing: float) -> bool | np.ndarray:
+        """Whether a ``donor`` (or (M,) donors) is drawn mirrored onto a turned face of yaw
+        ``facing`` (degrees, :func:`~fiftyone_faceanon.mesh.yaw`; the sign is
+        :func:`~fiftyone_faceanon.donors.head_pose`'s): where it is turned the other way, so
+        that the side of the face the photo shows, stretched over the near cheek, is the side
+        the donor's photo shows best. The judges' embeddings of a donor stand for its mirror
+        image (in the cost's :func:`likeness` and the donors kept from a face); the result is
+        judged as drawn."""
+        return self.column("yaw")[donor] * facing < 0
 
     def column(self, key: str) -> np.ndarray:
         """(M,) every donor's value of the term ``key`` (:data:`TERMS`), as the cost reads it."""
@@ -603,11 +632,16 @@ class Donor(Anonymizer):
             warped = np.rint(inside * cavity + warped * (1 - cavity)).astype(np.uint8)
         return warped
 
-    def through_mesh(self, crop: np.ndarray, mesh, donor: int) -> np.ndarray:
-        """A turned face's (S, S, 3) ``crop`` with the donor (:meth:`donor_face`) drawn onto
-        the face's :class:`~fiftyone_faceanon.mesh.Mesh` from its own (:meth:`donor_mesh`,
+    def through_mesh(self, crop: np.ndarray, mesh: Mesh, donor: int) -> np.ndarray:
+        """A turned face's (S, S, 3) ``crop`` with the donor (:meth:`donor_face`, mirrored where
+        it is turned the other way, :meth:`mirrored`) drawn onto the face's
+        :class:`~fiftyone_faceanon.mesh.Mesh` from its own (:meth:`donor_mesh`,
         :func:`~..mesh.render`)."""
-        drawn, covered = render(self.donor_face(donor), self.donor_mesh(donor)[:, :2], mesh,
+        facing = yaw(mesh.points)
+        face = self.donor_face(donor)
+        if self.mirrored(donor, facing):
+            face = np.ascontiguousarray(face[:, ::-1])
+        drawn, covered = render(face, self.donor_mesh(donor, facing)[:, :2], mesh,
                                 crop.shape[0])
         return np.where(covered[..., None], drawn, crop)
 
@@ -627,13 +661,19 @@ class Donor(Anonymizer):
         hole = cv2.dilate(not_skin(image, lms).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
         return cv2.inpaint(image, (hole & ~inner).astype(np.uint8), 3, cv2.INPAINT_TELEA)
 
-    def donor_mesh(self, donor: int) -> np.ndarray:
+    def donor_mesh(self, donor: int, facing: float = 0.0) -> np.ndarray:
         """(468, 3) the donor's mesh points in its crop's pixels (:func:`~..mesh.face_mesh`
-        about the box of its 68 landmarks), found once per donor."""
-        if donor not in self._meshes:
-            lms = self.bank.landmarks[donor]
-            self._meshes[donor] = face_mesh(self.bank.image(donor), np.r_[lms.min(0), lms.max(0)])
-        return self._meshes[donor]
+        about the box of its 68 landmarks), those of its mirror image where it is drawn
+        mirrored onto a face of yaw ``facing`` (:meth:`mirrored`), found once per donor and
+        side."""
+        flip = bool(self.mirrored(donor, facing))
+        if (donor, flip) not in self._meshes:
+            image, lms = self.bank.image(donor), self.bank.landmarks[donor].astype(np.float64)
+            if flip:
+                image = np.ascontiguousarray(image[:, ::-1])
+                lms = np.c_[image.shape[1] - 1 - lms[:, 0], lms[:, 1]]
+            self._meshes[donor, flip] = face_mesh(image, np.r_[lms.min(0), lms.max(0)])
+        return self._meshes[donor, flip]
 
 
 def rule_out(cost: np.ndarray, out: np.ndarray) -> np.ndarray:
