@@ -47,10 +47,13 @@ EYE_CORNERS = (33, 263)
 class Mesh:
     """A face's mesh: ``points`` (468, 3) float64 crop px ``(x, y, z)``, z smaller nearer;
     ``triangles`` (T, 3) int, each of positive signed area on screen (:func:`_signed_areas`)
-    where it faces the camera."""
+    where it faces the camera; ``facing``: the yaw (degrees, :func:`yaw`) the donor drawn onto
+    it is turned towards, mirrored where it is turned the other way (0: every donor as it is;
+    the backend's choice, ``Anonymizer.facing``)."""
 
     points: np.ndarray
     triangles: np.ndarray
+    facing: float = 0.0
 
     def drawn(self) -> np.ndarray:
         """(F, 3) the triangles facing the camera (:func:`drawn`)."""

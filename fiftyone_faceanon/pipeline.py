@@ -24,7 +24,7 @@ import numpy as np
 from . import faces as F
 from .anonymizers import DEFAULT_BACKEND, create_backend
 from .hands import hands_mask
-from .mesh import Mesh, turned, yaw
+from .mesh import Mesh, turned
 from .metrics.detection import found_again
 from .photometric import PhotometricSettings, postprocess
 from .unlink import FROM_TRY
@@ -583,11 +583,13 @@ class Pipeline:
             donor = self.backend.choose(st.readings[i], rng, at, avoid, i in st.unlink)
             st.timings["backend"] += time.perf_counter() - t0
             small = not large_enough(st.faces[i])
+            mesh = st.meshes[i]
+            if mesh is not None:
+                mesh = replace(mesh, facing=self.backend.facing(st.readings[i]))
             st.records[i], st.pasted[i] = self._render(
                 st.faces[i], st.crops[i], st.lms[i], st.occluded[i], rng, donor, at, st.timings,
                 wide=at >= WIDEN_FROM or small,
-                detail=self.settings.verify and not small and at < DETAIL_TRIES,
-                mesh=st.meshes[i])
+                detail=self.settings.verify and not small and at < DETAIL_TRIES, mesh=mesh)
             if i in st.unlink:
                 st.records[i].unlinked = tuple(str(d) for d in bank.ids[st.unlink[i]])
         st.paste()
@@ -657,7 +659,8 @@ class Pipeline:
     def _render(self, face, crop, lms, occluded, rng, donor, attempt, timings, stats=None,
                 wide=False, detail=False, mesh=None):
         """One try at one face with the given donor: target geometry (:meth:`_target`; a
-        turned face's ``mesh`` moved as far towards the donor's, :meth:`~.mesh.Mesh.toward`),
+        turned face's ``mesh`` moved as far towards the donor's as drawn onto it,
+        ``backend.donor_mesh`` at the mesh's ``facing``, :meth:`~.mesh.Mesh.toward`),
         rendering over the region of :meth:`_region`
         (``wide``), post-processing (``stats``:
         the colour statistics to transfer, when not the crop's own; ``detail``: the new face's
@@ -669,7 +672,7 @@ class Pipeline:
         target, record = self._target(face, lms, donor, attempt)
         meshes = {}
         if mesh is not None:
-            mesh = mesh.toward(self.backend.donor_mesh(donor, yaw(mesh.points)), record.geometry)
+            mesh = mesh.toward(self.backend.donor_mesh(donor, mesh.facing), record.geometry)
             meshes["meshes"] = [mesh]
         region = self._region(target, size, wide, mesh)
         anon = self.backend.anonymize(crop[None], target[None], region[None], [rng],

@@ -167,3 +167,31 @@ def test_a_donor_s_hair_and_background_are_not_drawn_onto_a_turned_cheek():
     hair = F.not_skin(image, lms) & outside
     assert hair.mean() / outside.mean() > 0.1  # her hair covers the sides of her face
     assert (F.not_skin(face, lms) & outside).sum() < 0.2 * hair.sum()
+
+
+def test_a_turned_face_gets_a_donor_turned_its_way(cameraman):
+    """dlib's points read the cameraman, turned 57° to the picture's right, as turned the other
+    way; to be verified, he is read at his mesh's yaw, and his cheapest donors are those turned
+    his way as drawn: a donor turned the other way is drawn mirrored, its mesh that of its
+    mirror image (turned as far the other way). Not to be verified, he is read as before."""
+    from fiftyone_faceanon.anonymizers import create_backend
+    from fiftyone_faceanon.donors import head_pose
+
+    face, crop, box = _face(cameraman)
+    lms = face.crop.to_crop(face.landmarks)
+    mesh = M.turned(crop, box)
+    assert head_pose(lms)[0] < 0
+    backend = create_backend("donor")
+    unverified = backend.read(crop, lms, verified=False, mesh=mesh)
+    assert backend.facing(unverified) == 0 and unverified.attributes["yaw"] < 0
+    reading = backend.read(crop, lms, mesh=mesh)
+    assert backend.facing(reading) == reading.attributes["yaw"] == M.yaw(mesh.points) > 45
+    yaws = backend.column("yaw")
+    drawn = np.where(backend.mirrored(np.arange(len(yaws)), reading.facing), -yaws, yaws)
+    assert (drawn >= 0).all() and not backend.mirrored(int(np.argmax(yaws)), reading.facing)
+    cheapest = np.argsort(backend.cost(reading))[:6]  # (dlib's reading: -3° at the median)
+    assert np.median(drawn[cheapest]) > np.percentile(drawn, 75) and drawn[cheapest].min() > 5
+    away = int(np.argmin(yaws))  # the donor turned farthest to the picture's left
+    assert yaws[away] < -20 and backend.mirrored(away, reading.facing)
+    own, mirrored = M.yaw(backend.donor_mesh(away)), M.yaw(backend.donor_mesh(away, 57.0))
+    assert own < -10 and abs(mirrored + own) < 3

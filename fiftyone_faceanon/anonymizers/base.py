@@ -78,9 +78,15 @@ class Anonymizer(abc.ABC):
     def donor_id(self, donor: int) -> str:
         raise NotImplementedError(f"{self.name} has no donors")
 
+    def facing(self, face: object | None) -> float:
+        """The yaw (degrees) towards which the donors of a turned face read by :meth:`read`
+        are drawn turned (``Mesh.facing``); 0: each donor as it is."""
+        return 0.0
+
     def donor_mesh(self, donor: int, facing: float = 0.0) -> np.ndarray:
         """(468, 3) face mesh points of a donor, in its own frame, as it is drawn onto a turned
-        face of yaw ``facing`` (degrees; a backend that :attr:`renders_meshes`)."""
+        face whose donors are turned towards ``facing`` (degrees, :meth:`facing`; a backend
+        that :attr:`renders_meshes`)."""
         raise NotImplementedError(f"{self.name} renders no meshes")
 
     @abc.abstractmethod

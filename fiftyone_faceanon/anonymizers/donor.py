@@ -254,8 +254,13 @@ WIDE_OPEN, MOUTH_TEETH = 0.2, 0.3
 #: Landmarks of the inner lips, whose polygon is the inside of the mouth.
 INNER_LIPS = slice(60, 68)
 #: Terms whose sign a donor's mirror image flips: its yaw, and which cheek its light is on. A
-#: turned face (its :class:`~fiftyone_faceanon.mesh.Mesh`) is drawn from a donor turned its way,
-#: mirrored where the donor is turned the other (:meth:`Donor.mirrored`).
+#: turned face that will be verified (its :class:`~fiftyone_faceanon.mesh.Mesh`) is read at its
+#: mesh's yaw and drawn from a donor turned its way, mirrored where the donor is turned the
+#: other (:meth:`Donor.mirrored`). Not without verification: as with ``shade``
+#: (:data:`VERIFIED_ONLY`), a donor posed like the face is more like it to the judges, and
+#: nothing redoes a try they would match (on the LFW DevTest 500's seven faces beyond 40°,
+#: FaceNet-CASIA's similarity rose on five of them and it matched two more; docs/benchmarks.md,
+#: "Turned faces get donors turned their way").
 MIRRORED = ("yaw", "shade")
 
 
@@ -378,9 +383,9 @@ class Reading:
     verification), ``expression`` fer's (7,) probabilities (None without verification),
     ``judged`` its judge embeddings ((D,) each) that the bank has too, ``gendered`` whether
     its gender and age were read, ``verified`` whether the judges will score it, ``facing``
-    the yaw of a turned face's mesh (degrees, :func:`~fiftyone_faceanon.mesh.yaw`; 0 for a face
-    drawn through its 68 landmarks), whose sign the donors are mirrored to
-    (:meth:`Donor.mirrored`)."""
+    the yaw of a turned face's mesh (degrees, :func:`~fiftyone_faceanon.mesh.yaw`) where it will
+    be verified, whose sign its donors are mirrored to (:meth:`Donor.mirrored`); 0 for any
+    other face (:data:`MIRRORED`)."""
 
     attributes: dict[str, float]
     glasses: float
@@ -440,14 +445,16 @@ class Donor(Anonymizer):
         :data:`DEMOGRAPHIC_JUDGES`, and its glasses by FaceNet-CASIA's (:func:`glasses`; a
         face that wears them by it keeps its own frames and is read as one without,
         :data:`KEEP_FRAMES`); for a face that will be ``verified``, fer's reading of its
-        expression (:data:`EXPRESSION`). A turned face's yaw is its ``mesh``'s (dlib's
-        points, kept near frontal, read the cameraman's 57° as -11°)."""
+        expression (:data:`EXPRESSION`). A turned face that will be verified is read at its
+        ``mesh``'s yaw (dlib's points, kept near frontal, read the cameraman's 57° as -11°) and
+        faces its donors' way (:data:`MIRRORED`)."""
         from ..donors import expressions, face_attributes
 
         a = face_attributes(crop, landmarks)
         a["proportion"] = proportion(landmarks)
-        if mesh is not None:
-            a["yaw"] = yaw(mesh.points)
+        facing = yaw(mesh.points) if mesh is not None and verified else 0.0
+        if facing:
+            a["yaw"] = facing
         use = np.ones(len(self.keys), bool)
         identity = identity or {}
         by_head = "facenet_casia" in identity
@@ -466,7 +473,7 @@ class Donor(Anonymizer):
         return Reading(a, glasses_line(a["glasses"], by_head), use,
                        expressions([crop], [landmarks])[0] if verified else None,
                        {j: e for j, e in identity.items() if j in self.bank.embeddings},
-                       gendered, verified, a["yaw"] if mesh is not None else 0.0)
+                       gendered, verified, facing)
 
     def cost(self, face: Reading, early: bool = True) -> np.ndarray:
         """(M,) matching cost of every donor for a face read by :meth:`read`: the weighted
@@ -481,9 +488,11 @@ class Donor(Anonymizer):
         donors' :func:`likeness` (:data:`LIKENESS`; :data:`LIKENESS_UNVERIFIED` for a face that will
         not be verified, which also leaves out :data:`VERIFIED_ONLY`). ``early``: whether the
         :data:`EARLY` terms count (:meth:`choose`). A face that will
-        be verified adds the :data:`EXPRESSION` term. A turned face (``facing``) is matched to
+        be verified adds the :data:`EXPRESSION` term. A face with a ``facing`` is matched to
         each donor as it will be drawn, mirrored where it is turned the other way
-        (:data:`MIRRORED`).
+        (:data:`MIRRORED`): its mesh's yaw against the donor's by dlib's points
+        (:func:`~fiftyone_faceanon.donors.head_pose`), which read a donor's 28° as 15° by
+        the mesh; beyond 40° the donors turned most its way are the nearest either way.
         """
         a = face.attributes
         use = face.usable if early else face.usable & ~self.early
@@ -541,9 +550,12 @@ class Donor(Anonymizer):
         order = np.concatenate([head[rng.permutation(len(head))], order[self.candidates:]])
         return int(order[rank % len(order)])
 
+    def facing(self, face: Reading | None) -> float:
+        return 0.0 if face is None else face.facing
+
     def mirrored(self, donor: int | np.ndarray, facing: float) -> bool | np.ndarray:
-        """Whether a ``donor`` (or (M,) donors) is drawn mirrored onto a turned face of yaw
-        ``facing`` (degrees, :func:`~fiftyone_faceanon.mesh.yaw`; the sign is
+        """Whether a ``donor`` (or (M,) donors) is drawn mirrored onto a turned face whose
+        donors face ``facing`` (degrees, :func:`~fiftyone_faceanon.mesh.yaw`; the sign is
         :func:`~fiftyone_faceanon.donors.head_pose`'s): where it is turned the other way, so
         that the side of the face the photo shows, stretched over the near cheek, is the side
         the donor's photo shows best. The judges' embeddings of a donor stand for its mirror
@@ -634,14 +646,13 @@ class Donor(Anonymizer):
 
     def through_mesh(self, crop: np.ndarray, mesh: Mesh, donor: int) -> np.ndarray:
         """A turned face's (S, S, 3) ``crop`` with the donor (:meth:`donor_face`, mirrored where
-        it is turned the other way, :meth:`mirrored`) drawn onto the face's
+        it is turned against ``mesh.facing``, :meth:`mirrored`) drawn onto the face's
         :class:`~fiftyone_faceanon.mesh.Mesh` from its own (:meth:`donor_mesh`,
         :func:`~..mesh.render`)."""
-        facing = yaw(mesh.points)
         face = self.donor_face(donor)
-        if self.mirrored(donor, facing):
+        if self.mirrored(donor, mesh.facing):
             face = np.ascontiguousarray(face[:, ::-1])
-        drawn, covered = render(face, self.donor_mesh(donor, facing)[:, :2], mesh,
+        drawn, covered = render(face, self.donor_mesh(donor, mesh.facing)[:, :2], mesh,
                                 crop.shape[0])
         return np.where(covered[..., None], drawn, crop)
 
@@ -664,8 +675,8 @@ class Donor(Anonymizer):
     def donor_mesh(self, donor: int, facing: float = 0.0) -> np.ndarray:
         """(468, 3) the donor's mesh points in its crop's pixels (:func:`~..mesh.face_mesh`
         about the box of its 68 landmarks), those of its mirror image where it is drawn
-        mirrored onto a face of yaw ``facing`` (:meth:`mirrored`), found once per donor and
-        side."""
+        mirrored onto a face whose donors face ``facing`` (:meth:`mirrored`), found once per
+        donor and side."""
         flip = bool(self.mirrored(donor, facing))
         if (donor, flip) not in self._meshes:
             image, lms = self.bank.image(donor), self.bank.landmarks[donor].astype(np.float64)
