@@ -239,9 +239,15 @@ def mouth_redness(crop: np.ndarray, landmarks: np.ndarray) -> float:
     """
     image, pts = canonical_face(crop, landmarks)
     inner, lips = _mouth_zones(pts, image.shape[:2])
+    cr = cv2.cvtColor(image.astype(np.float32) / 255, cv2.COLOR_RGB2YCrCb)[..., 1]
+    return _redness(cr, inner, lips)
+
+
+def _redness(cr: np.ndarray, inner: np.ndarray, lips: np.ndarray) -> float:
+    """:func:`mouth_redness` from the canonical frame's (h, w) Cr and its inner-lip and lips
+    masks; 0 where either has under 4 px."""
     if inner.sum() < 4 or lips.sum() < 4:
         return 0.0
-    cr = cv2.cvtColor(image.astype(np.float32) / 255, cv2.COLOR_RGB2YCrCb)[..., 1]
     return float(np.median(cr[inner]) - np.median(cr[lips]))
 
 
@@ -343,19 +349,10 @@ def face_attributes(crop: np.ndarray, landmarks: np.ndarray) -> dict[str, float]
     zones = face_zones(pts, image.shape[:2])
     ycc = cv2.cvtColor(image.astype(np.float32) / 255, cv2.COLOR_RGB2YCrCb)
     luma, cr, cb = ycc[..., 0], ycc[..., 1], ycc[..., 2]
-    skin = zones["skin"]
-    if skin.sum() < 20:  # degenerate landmarks: fall back to the whole hull-free frame
-        skin = np.ones_like(skin)
+    skin = _skin(zones)
     yaw, pitch, roll = head_pose(landmarks)
     opening = mouth_opening(landmarks)
-    teeth = 0.0
-    inner = zones["inner_mouth"]
-    if opening >= TEETH_MIN_OPEN and inner.sum() >= 4:
-        rgb = image[inner].astype(np.float32)
-        top = rgb.max(1)
-        sat = (top - rgb.min(1)) / np.maximum(top, 1.0)  # HSV saturation
-        bright = luma[inner] > TEETH_MIN_LUMA * float(np.median(luma[skin]))
-        teeth = float(np.mean((sat < TEETH_MAX_SAT) & bright))
+    teeth = _teeth(image, luma, zones, opening)
     chroma = np.hypot(cr - 0.5, cb - 0.5)
     smooth = cv2.GaussianBlur(luma, (0, 0), 1.0)
     grad = np.hypot(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1))
@@ -381,6 +378,38 @@ def face_attributes(crop: np.ndarray, landmarks: np.ndarray) -> dict[str, float]
         "sharpness": float(laplacian[skin].var()),
         "shade": shade, "lips": redness,
     }
+
+
+def _skin(zones: dict[str, np.ndarray]) -> np.ndarray:
+    """The ``skin`` zone of :func:`face_zones`, or the whole frame where degenerate landmarks
+    leave it under 20 px."""
+    skin = zones["skin"]
+    return skin if skin.sum() >= 20 else np.ones_like(skin)
+
+
+def _teeth(image: np.ndarray, luma: np.ndarray, zones: dict[str, np.ndarray],
+           opening: float) -> float:
+    """``teeth`` of :func:`face_attributes` from the canonical (h, w, 3) uint8 ``image``, its
+    (h, w) luma in [0, 1], its :func:`face_zones` and the lips' :func:`mouth_opening`."""
+    inner = zones["inner_mouth"]
+    if opening < TEETH_MIN_OPEN or inner.sum() < 4:
+        return 0.0
+    rgb = image[inner].astype(np.float32)
+    top = rgb.max(1)
+    sat = (top - rgb.min(1)) / np.maximum(top, 1.0)  # HSV saturation
+    bright = luma[inner] > TEETH_MIN_LUMA * float(np.median(luma[_skin(zones)]))
+    return float(np.mean((sat < TEETH_MAX_SAT) & bright))
+
+
+def mouth_inside(crop: np.ndarray, landmarks: np.ndarray) -> tuple[float, float]:
+    """``(teeth, redness)`` of the face in an (S, S, 3) uint8 RGB crop with its (68, 2)
+    crop-px landmarks: :func:`face_attributes`' ``teeth`` and :func:`mouth_redness`, from one
+    canonical frame."""
+    image, pts = canonical_face(crop, landmarks)
+    ycc = cv2.cvtColor(image.astype(np.float32) / 255, cv2.COLOR_RGB2YCrCb)
+    zones = face_zones(pts, image.shape[:2])
+    return (_teeth(image, ycc[..., 0], zones, mouth_opening(landmarks)),
+            _redness(ycc[..., 1], zones["inner_mouth"], zones["lips"]))
 
 
 # --- demographic labels (k-NN on UTKFace) -------------------------------------------------------
@@ -553,7 +582,7 @@ def quality_measures(crop: np.ndarray, landmarks: np.ndarray) -> dict[str, float
     zones = face_zones(pts, image.shape[:2])
     ycc = cv2.cvtColor(image.astype(np.float32) / 255, cv2.COLOR_RGB2YCrCb)
     luma = ycc[..., 0]
-    skin = zones["skin"] if zones["skin"].sum() >= 20 else np.ones_like(zones["skin"])
+    skin = _skin(zones)
     skin_luma = float(np.median(luma[skin]))
     eyes = zones["eyes"]
     hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)

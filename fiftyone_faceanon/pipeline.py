@@ -360,6 +360,7 @@ class Pipeline:
         self.settings = settings
         kwargs = {"bank": settings.donors} if settings.donors else {}
         self.backend = create_backend(settings.backend, **kwargs)
+        self.backend.verified = settings.verify
         self.shape = None
         if settings.geometry > 0 or (settings.verify and settings.tries > 1):
             from .geometry import load_shape_model

@@ -17,7 +17,8 @@ from conftest import ROOT, SHARED_DATA, largest_face, need_shared, read_rgb
 from fiftyone_faceanon import weights
 from fiftyone_faceanon.donors import (
     AGE_BINS, ATTRIBUTES, BANK_FILE, RACES, DonorBankError, DonorSource, build_bank,
-    face_attributes, face_thumb, load_bank, mouth_redness, save_bank, sheet_cells,
+    face_attributes, face_thumb, load_bank, mouth_inside, mouth_opening, mouth_redness,
+    save_bank, sheet_cells,
 )
 from fiftyone_faceanon.faces import crop_face, crop_size_for, crop_transform, find_faces
 
@@ -443,6 +444,48 @@ def test_a_mouth_open_wider_than_the_donor_takes_its_inside_from_a_mouth_donor(f
     gain = np.median(out[unclipped] / np.maximum(plain[unclipped], 1))
     assert away.sum() > 500
     assert np.abs(out[away] - np.clip(plain[away] * gain, 0, 255)).max() <= 2
+
+
+def test_a_mouth_open_without_teeth_keeps_its_own_dark_inside(fixtures_dir):
+    """LFW's Carlos_Arroyo_0001 shouts, his lips open 0.8 over a dark cavity. Given the donor
+    of the bank that shows the most teeth, the inside of his lips stays his own, blurred: as
+    dark as in the photo, where the donor's teeth had drawn a white blob (60 of the 86 such
+    mouths of the LFW DevTest 500's verified run showed teeth). Outside it the donor is drawn
+    as before. A mouth showing teeth (faceapi's happy) or closed (angry) keeps the donor's, as
+    does every face that will not be verified."""
+    from fiftyone_faceanon.anonymizers.donor import Donor, _inside_of_mouth
+    from fiftyone_faceanon.faces import face_region, feathered_mask
+    from fiftyone_faceanon.photometric import gray
+
+    lfw = need_shared("lfw") / "images_deepfunneled"
+    image = read_rgb(lfw / "Carlos_Arroyo" / "Carlos_Arroyo_0001.jpg")
+    crop, lms = pipeline_crop(image, largest_face(image))
+    assert mouth_opening(lms) > 0.5 and Donor.cavity_weight(crop, lms) == 1.0
+    donor = Donor()
+    toothy = int(np.argmax(donor.column("teeth")))
+    size = crop.shape[0]
+    region = face_region(lms, size)
+    out = donor.anonymize(crop[None], lms[None], region[None], [None], [toothy])[0]
+    drawn = donor.warped(lms, toothy, size)
+    cavity = cv2.erode((_inside_of_mouth(lms, size) > 0.98).astype(np.uint8),
+                       np.ones((3, 3))) > 0
+    assert cavity.sum() > 60
+    luma = {name: float(gray(im.astype(np.float32) / 255)[cavity].mean())
+            for name, im in (("photo", crop), ("out", out), ("donor", drawn))}
+    assert luma["donor"] > 2 * luma["photo"]  # the donor's teeth
+    assert abs(luma["out"] - luma["photo"]) < 0.15 * luma["photo"]  # its own, blurred
+    assert mouth_inside(out, lms)[0] < 0.1 < mouth_inside(drawn, lms)[0]
+    away = ((cv2.dilate(_inside_of_mouth(lms, size), np.ones((9, 9))) == 0)
+            & (feathered_mask(region) > 0.999))
+    assert np.corrcoef(gray(out.astype(np.float32))[away],
+                       gray(drawn.astype(np.float32))[away])[0, 1] > 0.99
+    faceapi = fixtures_dir / "faceapi"
+    for name in ("happy", "angry"):
+        other = read_rgb(faceapi / f"{name}.jpg")
+        assert Donor.cavity_weight(*pipeline_crop(other, largest_face(other))) == 0, name
+    donor.verified = False  # without verification the donor's mouth is drawn as it is
+    out = donor.anonymize(crop[None], lms[None], region[None], [None], [toothy])[0]
+    assert mouth_inside(out, lms)[0] > 0.1
 
 
 def test_the_embedding_tells_glasses_where_the_edge_measure_cannot():

@@ -40,6 +40,10 @@ class Anonymizer(abc.ABC):
     #: whether :meth:`anonymize` renders a turned face through its mesh (``meshes``), so the
     #: pipeline finds the meshes of turned faces (:func:`~fiftyone_faceanon.mesh.turned`)
     renders_meshes: ClassVar[bool] = False
+    #: whether the judges will score this backend's faces (``Settings.verify``, set by the
+    #: pipeline): where they will, a backend may keep more of how the face looks, since a try
+    #: they match is redone
+    verified: bool = True
 
     def read(
         self,
