@@ -261,8 +261,7 @@ INNER_LIPS = slice(60, 68)
 #: face's own open mouth makes it more like itself to the judges (FaceNet-CASIA found again
 #: 14.7% of the faces instead of 13.6%; a flat fill of the cavity's colour, 14.5%), and
 #: nothing redoes a try they would match (docs/benchmarks.md, "Open mouths keep their dark
-#: inside"). The
-#: weight :meth:`Donor.cavity_weight` rises from 0 to 1 as the lips open from
+#: inside"). The weight :meth:`Donor.cavity_weight` rises from 0 to 1 as the lips open from
 #: ``OPEN_CAVITY[0]`` to ``OPEN_CAVITY[1]``, falls back to 0 as ``teeth`` (measured on the crop
 #: at the target landmarks) rises from ``DARK_CAVITY[0]`` to ``DARK_CAVITY[1]``, and is 0 where
 #: the inside is not less red than the lips by ``RED_CAVITY`` (closed lips that dlib parts,
@@ -684,10 +683,9 @@ class Donor(Anonymizer):
     def own_cavity(self, crop: np.ndarray, lms: np.ndarray, warped: np.ndarray) -> np.ndarray:
         """The (S, S, 3) float ``warped`` donor (brightness-matched) with the inside of the lips
         at (68, 2) crop-px target ``lms`` blended over to the face's own (S, S, 3) uint8
-        ``crop`` there, blurred by
-        :data:`CAVITY_BLUR` of the mouth's width, at :meth:`cavity_weight`: a mouth open without
-        teeth stays a dark cavity, whatever the donor's mouth shows (:meth:`anonymize`, for a
-        face that will be :attr:`verified`)."""
+        ``crop`` there, blurred by :data:`CAVITY_BLUR` of the mouth's width, at
+        :meth:`cavity_weight`: a mouth open without teeth stays a dark cavity, whatever the
+        donor's mouth shows (:meth:`anonymize`, for a face that will be :attr:`verified`)."""
         weight = self.cavity_weight(crop, lms)
         if weight == 0:
             return warped
