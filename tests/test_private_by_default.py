@@ -344,17 +344,19 @@ def test_one_judge_after_another_decides_as_every_judge_does(monkeypatch):
 
 
 def test_a_face_is_verified_where_a_reidentifier_finds_it_too(tmp_path, monkeypatch):
-    """LFW's Carlos_Moya_0017 at seed 0. Judged at the original face's place alone, a try
-    passes (dlib 0.926 against its 0.927 limit) that the metrics suite finds matched where a
-    re-identifier finds the face in the written output (MTCNN run on it, dlib's landmarks
-    there): dlib's chip moves with the landmarks. Judged there too (``FOUND_BAND``), that try is
-    redone, and the output passes both places, for both judges. (Betsy_Coffin_0001 showed it
-    until stop 53 changed the donors of faces with pale lips, Anthony_LaPaglia_0001 until its
-    first tries' detail was matched to the photo's.)"""
+    """LFW's Ann_Veneman_0008 at seed 0, her face (the photo's first; a second, cut by its
+    edge, is verified too). Judged at the original face's place alone, her first try passes
+    (dlib 0.922 against its 0.927 limit) that the metrics suite finds matched where a
+    re-identifier finds the face in the written output (0.931: MTCNN run on it, dlib's
+    landmarks there): dlib's chip moves with the landmarks. Judged there too (``FOUND_BAND``),
+    that try is redone, and the output passes both places, for both judges. (Betsy_Coffin_0001
+    showed it until stop 53 changed the donors of faces with pale lips, Anthony_LaPaglia_0001
+    until its first tries' detail was matched to the photo's, Carlos_Moya_0017 until stop 60
+    kept open mouths dark inside.)"""
     from fiftyone_faceanon import verify
     from fiftyone_faceanon.metrics import Evaluator
 
-    rel = "Carlos_Moya/Carlos_Moya_0017.jpg"
+    rel = "Ann_Veneman/Ann_Veneman_0008.jpg"
     photo = need_shared("lfw") / "images_deepfunneled" / rel
     (tmp_path / "in" / rel).parent.mkdir(parents=True)
     (tmp_path / "in" / rel).write_bytes(photo.read_bytes())
@@ -367,10 +369,13 @@ def test_a_face_is_verified_where_a_reidentifier_finds_it_too(tmp_path, monkeypa
         out = tmp_path / where
         r = run_cli("anonymize", tmp_path / "in", "-o", out, "--workers", "1", "--seed", "0")
         assert r.exit_code == 0, r.output
-        (face,) = json.loads((tmp_path / f"{where}.private" / f"{rel}.json").read_text())["faces"]
-        assert face["anonymized"]["status"] == "verified"
+        faces = json.loads((tmp_path / f"{where}.private" / f"{rel}.json").read_text())["faces"]
+        assert len(faces) == 2
+        assert all(f["anonymized"]["status"] == "verified" for f in faces)
+        face = faces[0]
         tries[where] = face["anonymized"]["tries"]
-        (scores[where],) = evaluator.evaluate_pair(original, read_rgb(out / rel)).faces
+        scores[where] = min(evaluator.evaluate_pair(original, read_rgb(out / rel)).faces,
+                            key=lambda s: np.abs(np.subtract(s["box"], face["box"])).sum())
     assert scores["place"]["reid_far_dlib"] == 0 and scores["place"]["reid_far_found_dlib"] == 1
     assert tries["found"] > tries["place"]
     for j in verify.VERIFY_JUDGES:
