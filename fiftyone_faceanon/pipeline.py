@@ -554,7 +554,9 @@ class Pipeline:
     def _read_faces(self, states: list[_Replacing]) -> None:
         """What the backend matches each face's donor on
         (:meth:`~.anonymizers.Anonymizer.read`: with the judges, their embeddings of the
-        original), read once for all its tries."""
+        original, and a turned face's mesh), read once for all its tries; a turned face's mesh
+        takes the way its donors are to face (``Mesh.facing``,
+        :meth:`~.anonymizers.Anonymizer.facing`)."""
         for st in states:
             t0 = time.perf_counter()
             for i, (crop, lms) in enumerate(zip(st.crops, st.lms)):
@@ -562,6 +564,9 @@ class Pipeline:
                             else {j: e[i] for j, e in st.original.items()})
                 st.readings[i] = self.backend.read(crop, lms, identity, self.settings.verify,
                                                    st.meshes[i])
+                if st.meshes[i] is not None:
+                    st.meshes[i] = replace(st.meshes[i],
+                                           facing=self.backend.facing(st.readings[i]))
             st.timings["backend"] += time.perf_counter() - t0
 
     def _try(self, st: _Replacing, attempt: int) -> None:
@@ -584,13 +589,11 @@ class Pipeline:
             donor = self.backend.choose(st.readings[i], rng, at, avoid, i in st.unlink)
             st.timings["backend"] += time.perf_counter() - t0
             small = not large_enough(st.faces[i])
-            mesh = st.meshes[i]
-            if mesh is not None:
-                mesh = replace(mesh, facing=self.backend.facing(st.readings[i]))
             st.records[i], st.pasted[i] = self._render(
                 st.faces[i], st.crops[i], st.lms[i], st.occluded[i], rng, donor, at, st.timings,
                 wide=at >= WIDEN_FROM or small,
-                detail=self.settings.verify and not small and at < DETAIL_TRIES, mesh=mesh)
+                detail=self.settings.verify and not small and at < DETAIL_TRIES,
+                mesh=st.meshes[i])
             if i in st.unlink:
                 st.records[i].unlinked = tuple(str(d) for d in bank.ids[st.unlink[i]])
         st.paste()
