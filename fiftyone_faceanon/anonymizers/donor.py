@@ -205,16 +205,16 @@ SKIN_FAR = (0.12, 0.05)
 #: Matched to donors with glasses instead, 16 of 36 verified LFW wearers looked at came out
 #: bare: the bank has few such donors, most of them young (docs/donors.md).
 KEEP_FRAMES = 0.5
+#: The hull of a donor's brows, eyes, nose, mouth and chin (jaw points 3-13), grown by
+#: SKIN_FEATURES of its eye distance: what is drawn onto a turned face or over a wide region
+#: whatever its colour (:meth:`Donor.donor_face`), a beard or shadow there being the donor's
+#: face, not something across it.
+SKIN_INNER = np.r_[3:14, 17:68]
+SKIN_FEATURES = 0.05
 #: Linear heads for gender and age on the concatenated embeddings of
 #: :data:`DEMOGRAPHIC_JUDGES` (``scripts/build_demographics_head.py``): on FaceNet-CASIA's
 #: alone they told the gender of 67% of the synthetic donors (labelled by eye), with dlib's
 #: beside it 96% (docs/donors.md, "Gender and age").
-#: The hull of a donor's brows, eyes, nose, mouth and chin (jaw points 3-13), grown by
-#: SKIN_FEATURES of its eye distance: what is drawn onto a turned face whatever its colour
-#: (:meth:`Donor.donor_face`), a beard or shadow there being the donor's face, not something
-#: across it.
-SKIN_INNER = np.r_[3:14, 17:68]
-SKIN_FEATURES = 0.05
 DEMOGRAPHICS = "demographics.npz"
 DEMOGRAPHIC_JUDGES = ("facenet_casia", "dlib")
 #: Temperature ``T`` of the gender head, ``P(female) = sigmoid(T * logit)``. Fitted with a strong
@@ -630,15 +630,22 @@ class Donor(Anonymizer):
         """Each donor crop warped onto the face (:meth:`warped`; a verified face's open mouth
         without teeth keeps its inside, :meth:`own_cavity`) or drawn through a turned face's
         mesh (:meth:`through_mesh`), brightness-matched over the region and set into the
-        original crop: (N, S, S, 3) uint8."""
-        from ..faces import feathered_mask
+        original crop: (N, S, S, 3) uint8. A region that reaches beyond the face's hull with
+        the backend's :attr:`forehead` (a wide try's, ``pipeline.WIDEN_FROM``) is drawn from
+        the donor's face with its skin extended beyond its own such region
+        (:meth:`donor_face`): there the donor's photo shows its hair, a hat brim or its
+        background, which set into a bald or bare forehead looked like a dark band or blob."""
+        from ..faces import face_region, feathered_mask
 
         out = []
         meshes = meshes or [None] * len(crops)
         for crop, lms, region, d, mesh in zip(crops, landmarks, regions, donors, meshes):
-            warped = (self.warped(lms, d, crop.shape[0]) if mesh is None
-                      else self.through_mesh(crop, mesh, d))
             sel = region > 0
+            if mesh is None:
+                own = face_region(lms, crop.shape[0], self.forehead) > 0
+                warped = self.warped(lms, d, crop.shape[0], wide=bool((sel & ~own).any()))
+            else:
+                warped = self.through_mesh(crop, mesh, d)
             gain = crop[sel].mean() / max(float(warped[sel].mean()), 1.0)
             warped = np.clip(warped.astype(np.float32) * gain, 0, 255)
             if mesh is None and self.verified:
@@ -647,13 +654,16 @@ class Donor(Anonymizer):
             out.append(np.rint(warped * soft + crop * (1 - soft)).astype(np.uint8))
         return np.stack(out)
 
-    def warped(self, lms: np.ndarray, donor: int, size: int) -> np.ndarray:
-        """The donor's (S, S, 3) uint8 crop warped so its 86 control points land on the face's
-        ((68, 2) crop-px ``lms``), the inside of a mouth opened wider than the donor's taken
-        from its mouth donor (:meth:`mouth_weight`)."""
+    def warped(self, lms: np.ndarray, donor: int, size: int, wide: bool = False
+               ) -> np.ndarray:
+        """The donor's (S, S, 3) uint8 crop (``wide``: its :meth:`donor_face` filled beyond its
+        own region) warped so its 86 control points land on the face's ((68, 2) crop-px
+        ``lms``), the inside of a mouth opened wider than the donor's taken from its mouth
+        donor (:meth:`mouth_weight`)."""
         points = control_points(lms, size)
-        warped = piecewise_affine_warp(self.bank.image(donor), self.src_points[donor], points,
-                                       self.triangles, size)
+        image = self.donor_face(donor, beyond=True) if wide else self.bank.image(donor)
+        warped = piecewise_affine_warp(image, self.src_points[donor], points, self.triangles,
+                                       size)
         weight = self.mouth_weight(lms, donor)
         if weight > 0:
             m = self.mouths[donor]
@@ -706,21 +716,34 @@ class Donor(Anonymizer):
                                 crop.shape[0])
         return np.where(covered[..., None], drawn, crop)
 
-    def donor_face(self, donor: int) -> np.ndarray:
+    def donor_face(self, donor: int, beyond: bool = False) -> np.ndarray:
         """The donor's (S, S, 3) uint8 crop with what is not its skin (:func:`~..faces.not_skin`:
         hair over its cheeks and temples, the background beyond its outline; grown by 2 px, so
-        no hair-coloured edge is left to fill from) outside its features (:data:`SKIN_INNER`)
-        filled from its skin around (``cv2.inpaint``): a turned
-        face's near cheek is the donor's cheek stretched, across which its hair or background
-        would show."""
-        from ..faces import not_skin, polygon_mask
+        no hair-coloured edge is left to fill from) and, ``beyond``, all that lies beyond its
+        face's hull with the backend's :attr:`forehead` (hair the skin test takes for skin,
+        a hat brim) outside its features (:data:`SKIN_INNER`) filled from its skin around
+        (``cv2.inpaint`` at half the crop's side, 10 ms against 40 at its own on one core;
+        the fill is smooth at either): a turned face's near cheek is the donor's cheek
+        stretched, and a wide region (:meth:`anonymize`) reaches past the donor's forehead and
+        outline, where its hair or background would show."""
+        from ..faces import face_region, not_skin, polygon_mask
 
         lms = self.bank.landmarks[donor].astype(np.float64)
         image = self.bank.image(donor)
-        inner = polygon_mask(lms[SKIN_INNER], image.shape[0],
+        size = image.shape[0]
+        inner = polygon_mask(lms[SKIN_INNER], size,
                              int(SKIN_FEATURES * np.linalg.norm(lms[36] - lms[45])))
         hole = cv2.dilate(not_skin(image, lms).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-        return cv2.inpaint(image, (hole & ~inner).astype(np.uint8), 3, cv2.INPAINT_TELEA)
+        if beyond:
+            hole |= face_region(lms, size, self.forehead) == 0
+        hole &= ~inner
+        half = size // 2
+        covered = cv2.resize(hole.astype(np.float32), (half, half),
+                             interpolation=cv2.INTER_AREA) > 0  # a pixel with any hole in it
+        small = cv2.inpaint(cv2.resize(image, (half, half), interpolation=cv2.INTER_AREA),
+                            covered.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+        fill = cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
+        return np.where(hole[..., None], fill, image)
 
     def donor_mesh(self, donor: int, facing: float = 0.0) -> np.ndarray:
         """(468, 3) the donor's mesh points in its crop's pixels (:func:`~..mesh.face_mesh`
