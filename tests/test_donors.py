@@ -488,6 +488,40 @@ def test_a_mouth_open_without_teeth_keeps_its_own_dark_inside(fixtures_dir):
     assert mouth_inside(out, lms)[0] > 0.1
 
 
+def test_a_wide_region_gets_the_donors_skin_not_its_hat():
+    """A face still matched after two tries is replaced over a wider region, which reaches
+    past the donor's own forehead. LFW's bald Alan_Greenspan_0004 drew there the brim of a
+    donor's hat, a dark band across his forehead. Drawn over that region from the same donor,
+    the band beyond the face's own region (above the brows) is now the donor's skin, and
+    inside its own region the donor is drawn as before."""
+    from fiftyone_faceanon.anonymizers.donor import Donor
+    from fiftyone_faceanon.faces import face_region, feathered_mask, not_skin
+    from fiftyone_faceanon.photometric import gray
+    from fiftyone_faceanon.pipeline import WIDE_FOREHEAD, WIDEN
+
+    lfw = need_shared("lfw") / "images_deepfunneled"
+    image = read_rgb(lfw / "Alan_Greenspan" / "Alan_Greenspan_0004.jpg")
+    crop, lms = pipeline_crop(image, largest_face(image))
+    size = crop.shape[0]
+    donor = Donor()
+    hat = donor.bank.position[
+        "synthetic_faces/sfhq_t2i/textual_search_2_Ethnicity_x_Age_2_top_10_matches.jpg#r4c3"]
+    radius = int(round(WIDEN * size))
+    wide = cv2.dilate(face_region(lms, size, WIDE_FOREHEAD),
+                      cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
+    own = face_region(lms, size, donor.forehead) > 0
+    band = (feathered_mask(wide) > 0.5) & ~own
+    band[int(lms[17:27, 1].min()):] = False  # above the brows
+    assert band.sum() > 500
+    out = donor.anonymize(crop[None], lms[None], wide[None], [None], [hat])[0]
+    drawn = donor.warped(lms, hat, size)  # as a narrow region draws it
+    assert not_skin(drawn, lms)[band].mean() > 0.9  # the hat's brim
+    assert not_skin(out, lms)[band].mean() < 0.15
+    inside = feathered_mask(own.astype(np.float32)) > 0.999
+    assert np.corrcoef(gray(out.astype(np.float32))[inside],
+                       gray(drawn.astype(np.float32))[inside])[0, 1] > 0.99
+
+
 def test_the_embedding_tells_glasses_where_the_edge_measure_cannot():
     """LFW evaluation-split faces (people the glasses head never saw): four without glasses
     that the edge measure scores above 0.6, whose verified outputs wore donors' glasses before
