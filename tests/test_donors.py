@@ -493,9 +493,10 @@ def test_a_wide_region_gets_the_donors_skin_not_its_hat():
     past the donor's own forehead. LFW's bald Alan_Greenspan_0004 drew there the brim of a
     donor's hat, a dark band across his forehead. Drawn over that region from the same donor,
     the band beyond the face's own region (above the brows) is now the donor's skin, and
-    inside its own region the donor is drawn as before."""
+    inside its own region the donor is drawn as before: its features are those of its photo
+    to the bit, and the forehead a wide region adds to its own has lost the hat."""
     from fiftyone_faceanon.anonymizers.donor import Donor
-    from fiftyone_faceanon.faces import face_region, feathered_mask, not_skin
+    from fiftyone_faceanon.faces import face_region, feathered_mask, not_skin, polygon_mask
     from fiftyone_faceanon.photometric import gray
     from fiftyone_faceanon.pipeline import WIDE_FOREHEAD, WIDEN
 
@@ -520,6 +521,18 @@ def test_a_wide_region_gets_the_donors_skin_not_its_hat():
     inside = feathered_mask(own.astype(np.float32)) > 0.999
     assert np.corrcoef(gray(out.astype(np.float32))[inside],
                        gray(drawn.astype(np.float32))[inside])[0, 1] > 0.99
+    # the donor's eyes, nose and mouth are its own; its hat is gone from the forehead a wide
+    # region adds to its own
+    stored, lms_d = donor.bank.image(hat), donor.bank.landmarks[hat].astype(np.float64)
+    wide_face = donor.donor_face(hat, beyond=True)
+    features = np.zeros(stored.shape[:2], bool)
+    for part in (slice(36, 42), slice(42, 48), slice(27, 36), slice(48, 68)):
+        features |= polygon_mask(lms_d[part], stored.shape[0])
+    np.testing.assert_array_equal(wide_face[features], stored[features])
+    forehead = ((face_region(lms_d, stored.shape[0], WIDE_FOREHEAD) > 0)
+                & (face_region(lms_d, stored.shape[0], donor.forehead) == 0))
+    assert not_skin(stored, lms_d)[forehead].mean() > 0.8  # 0.91
+    assert not_skin(wide_face, lms_d)[forehead].mean() < 0.1  # 0.05
 
 
 def test_the_embedding_tells_glasses_where_the_edge_measure_cannot():
