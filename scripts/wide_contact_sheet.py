@@ -27,13 +27,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
+from fiftyone_faceanon import faces as F
+from fiftyone_faceanon.anonymizers.donor import Donor
+from fiftyone_faceanon.demo import demo_images
+from fiftyone_faceanon.photometric import postprocess
+from fiftyone_faceanon.pipeline import WIDE_FOREHEAD, WIDEN
 
-from fiftyone_faceanon import faces as F  # noqa: E402
-from fiftyone_faceanon.anonymizers.donor import Donor  # noqa: E402
-from fiftyone_faceanon.demo import demo_images  # noqa: E402
-from fiftyone_faceanon.photometric import postprocess  # noqa: E402
-from fiftyone_faceanon.pipeline import WIDE_FOREHEAD, WIDEN  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 #: (face, donor id) per row: a hat brim, a side fringe, long hair at the temples, a short fringe.
 #: A face is a demo photo's name or a donor id (that donor's stored crop).
@@ -80,14 +80,10 @@ def row(backend: Donor, name: str, donor_id: str) -> np.ndarray:
     size = crop.shape[0]
     region = wide_region(lms, size)
     donor = backend.bank.position[donor_id]
-    soft = F.feathered_mask(region)[..., None]
-
-    def pasted(drawn: np.ndarray) -> np.ndarray:
-        sel = region > 0
-        gain = crop[sel].mean() / max(float(drawn[sel].mean()), 1.0)
-        return np.rint(np.clip(drawn * gain, 0, 255) * soft + crop * (1 - soft)).astype(np.uint8)
-
-    before = pasted(backend.warped(lms, donor, size).astype(np.float32))
+    soft, sel = F.feathered_mask(region)[..., None], region > 0
+    drawn = backend.warped(lms, donor, size).astype(np.float32)  # as before: brightness-matched
+    drawn *= crop[sel].mean() / max(float(drawn[sel].mean()), 1.0)
+    before = np.rint(np.clip(drawn, 0, 255) * soft + crop * (1 - soft)).astype(np.uint8)
     now = backend.anonymize(crop[None], lms[None], region[None], [None], [donor])[0]
     relit = postprocess(now, crop, region, scale=at.scale)
     mask = (F.feathered_mask(region) * (1 - F.soften(F.occluder_mask(crop, lms))))[..., None]
