@@ -199,6 +199,19 @@ def face_rng(seed: int, key: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(key.encode()), index])
 
 
+def widened(region: np.ndarray) -> np.ndarray:
+    """An (S, S) float32 region grown by :data:`WIDEN` of its side (a wide try's outline)."""
+    radius = int(round(WIDEN * region.shape[0]))
+    return cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
+
+
+def wide_region(target: np.ndarray, size: int) -> np.ndarray:
+    """The (S, S) float32 region a wide try replaces around the (68, 2) crop-px ``target`` of a
+    face drawn without a mesh: its hull with :data:`WIDE_FOREHEAD` of forehead,
+    :func:`widened`."""
+    return widened(F.face_region(target, size, WIDE_FOREHEAD))
+
+
 def moved_box(box: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """A detector box (4,) carried along by the similarity that takes landmarks ``before``
     (68, 2) onto ``after``: what a detector would report on the re-shaped face."""
@@ -646,19 +659,16 @@ class Pipeline:
     def _region(self, target: np.ndarray, size: int, wide: bool,
                 mesh: Mesh | None = None) -> np.ndarray:
         """The (S, S) region a try replaces around the (68, 2) crop-px ``target``: the face's
-        hull with the backend's forehead or, ``wide``, with :data:`WIDE_FOREHEAD` of forehead
-        and grown by :data:`WIDEN` of the crop, so that less of the head's outline is left for
-        a judge to match. A turned face's is the visible surface of its target ``mesh``
-        (:meth:`~.mesh.Mesh.surface`), grown by as much when ``wide``."""
+        hull with the backend's forehead or, ``wide``, :func:`wide_region` (more forehead, the
+        outline grown), so that less of the head's outline is left for a judge to match. A
+        turned face's is the visible surface of its target ``mesh``
+        (:meth:`~.mesh.Mesh.surface`), :func:`widened` when ``wide``."""
         if mesh is not None:
             region = mesh.surface(size).astype(np.float32)
-        else:
-            region = F.face_region(target, size, WIDE_FOREHEAD if wide else self.backend.forehead)
-        if not wide:
-            return region
-        radius = int(round(WIDEN * size))
-        return cv2.dilate(region,
-                          cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
+            return widened(region) if wide else region
+        if wide:
+            return wide_region(target, size)
+        return F.face_region(target, size, self.backend.forehead)
 
     def _render(self, face, crop, lms, occluded, rng, donor, attempt, timings, stats=None,
                 wide=False, detail=False, mesh=None):

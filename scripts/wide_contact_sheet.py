@@ -3,10 +3,10 @@ shows hair or a hat over the forehead, as the donor is stored and as a wide regi
 
     python scripts/wide_contact_sheet.py [--out docs/benchmark_contact_sheet_wide.png]
 
-A face the judges still match after two tries is replaced over a wider region (``pipeline``'s
-``WIDEN_FROM``, ``WIDE_FOREHEAD``, ``WIDEN``): more forehead, the outline grown, past the donor's
-own face region. Each row is one face given one donor with a hat, a fringe or hair at its
-temples, at geometry 0. The faces are the bundled demo astronaut and Grace Hopper and two
+A face the judges still match after two tries is replaced over a wider region
+(``pipeline.wide_region`` from ``pipeline.WIDEN_FROM``): more forehead, the outline grown, past
+the donor's own face region. Each row is one face given one donor with a hat, a fringe or hair
+at its temples, at geometry 0. The faces are the bundled demo astronaut and Grace Hopper and two
 synthetic faces of the shipped donor bank (people who do not exist; no real photo's pixels
 are drawn here but the demo's public-domain ones). Columns: the face's crop; the donor as the
 bank stores it; the wide region drawn from that (before stop 61); drawn from the donor's face
@@ -31,7 +31,7 @@ from fiftyone_faceanon import faces as F
 from fiftyone_faceanon.anonymizers.donor import Donor
 from fiftyone_faceanon.demo import demo_images
 from fiftyone_faceanon.photometric import postprocess
-from fiftyone_faceanon.pipeline import WIDE_FOREHEAD, WIDEN
+from fiftyone_faceanon.pipeline import wide_region
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,14 +60,6 @@ def photo(backend: Donor, name: str) -> np.ndarray:
     crop = backend.bank.image(backend.bank.position[name])
     pad = crop.shape[0] // 2
     return cv2.copyMakeBorder(crop, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128,) * 3)
-
-
-def wide_region(lms: np.ndarray, size: int) -> np.ndarray:
-    """The (S, S) float32 region a wide try replaces around (68, 2) crop-px ``lms``, as
-    ``Pipeline._region`` makes it for a face without a mesh."""
-    radius = int(round(WIDEN * size))
-    return cv2.dilate(F.face_region(lms, size, WIDE_FOREHEAD),
-                      cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
 
 
 def row(backend: Donor, name: str, donor_id: str) -> np.ndarray:

@@ -498,7 +498,7 @@ def test_a_wide_region_gets_the_donors_skin_not_its_hat():
     from fiftyone_faceanon.anonymizers.donor import Donor
     from fiftyone_faceanon.faces import face_region, feathered_mask, not_skin, polygon_mask
     from fiftyone_faceanon.photometric import gray
-    from fiftyone_faceanon.pipeline import WIDE_FOREHEAD, WIDEN
+    from fiftyone_faceanon.pipeline import WIDE_FOREHEAD, wide_region
 
     lfw = need_shared("lfw") / "images_deepfunneled"
     image = read_rgb(lfw / "Alan_Greenspan" / "Alan_Greenspan_0004.jpg")
@@ -507,9 +507,7 @@ def test_a_wide_region_gets_the_donors_skin_not_its_hat():
     donor = Donor()
     hat = donor.bank.position[
         "synthetic_faces/sfhq_t2i/textual_search_2_Ethnicity_x_Age_2_top_10_matches.jpg#r4c3"]
-    radius = int(round(WIDEN * size))
-    wide = cv2.dilate(face_region(lms, size, WIDE_FOREHEAD),
-                      cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
+    wide = wide_region(lms, size)
     own = face_region(lms, size, donor.forehead) > 0
     band = (feathered_mask(wide) > 0.5) & ~own
     band[int(lms[17:27, 1].min()):] = False  # above the brows
