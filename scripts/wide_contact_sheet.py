@@ -73,9 +73,8 @@ def row(backend: Donor, name: str, donor_id: str) -> np.ndarray:
     region = wide_region(lms, size)
     donor = backend.bank.position[donor_id]
     soft, sel = F.feathered_mask(region)[..., None], region > 0
-    drawn = backend.warped(lms, donor, size).astype(np.float32)  # as before: brightness-matched
-    drawn *= crop[sel].mean() / max(float(drawn[sel].mean()), 1.0)
-    before = np.rint(np.clip(drawn, 0, 255) * soft + crop * (1 - soft)).astype(np.uint8)
+    drawn = backend.brightness_matched(crop, backend.warped(lms, donor, size), sel)  # as before
+    before = np.rint(drawn * soft + crop * (1 - soft)).astype(np.uint8)
     now = backend.anonymize(crop[None], lms[None], region[None], [None], [donor])[0]
     relit = postprocess(now, crop, region, scale=at.scale)
     mask = (F.feathered_mask(region) * (1 - F.soften(F.occluder_mask(crop, lms))))[..., None]

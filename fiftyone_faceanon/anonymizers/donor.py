@@ -646,13 +646,19 @@ class Donor(Anonymizer):
                 warped = self.warped(lms, d, crop.shape[0], wide=bool((sel & ~own).any()))
             else:
                 warped = self.through_mesh(crop, mesh, d)
-            gain = crop[sel].mean() / max(float(warped[sel].mean()), 1.0)
-            warped = np.clip(warped.astype(np.float32) * gain, 0, 255)
+            warped = self.brightness_matched(crop, warped, sel)
             if mesh is None and self.verified:
                 warped = self.own_cavity(crop, lms, warped)
             soft = feathered_mask(region)[..., None]
             out.append(np.rint(warped * soft + crop * (1 - soft)).astype(np.uint8))
         return np.stack(out)
+
+    @staticmethod
+    def brightness_matched(crop: np.ndarray, drawn: np.ndarray, sel: np.ndarray) -> np.ndarray:
+        """The (S, S, 3) ``drawn`` donor scaled to the mean brightness of the (S, S, 3) uint8
+        ``crop`` over the (S, S) bool ``sel``, clipped to [0, 255] (float)."""
+        gain = crop[sel].mean() / max(float(drawn[sel].mean()), 1.0)
+        return np.clip(drawn.astype(np.float32) * gain, 0, 255)
 
     def warped(self, lms: np.ndarray, donor: int, size: int, wide: bool = False
                ) -> np.ndarray:
