@@ -662,6 +662,9 @@ class DonorBank:
     - ``facial_hair_seen`` (N,) bool: a person saw a moustache, beard, goatee or stubble
       (:func:`see_facial_hair`), which ``beard`` misses on light hair and stubble; False where
       none was recorded;
+    - ``fringe_seen`` (N,) bool: a person saw hair, a hat or a headscarf inside the donor's own
+      face region above its eyes (:func:`see_fringe`), which a wide try (the donor backend's
+      ``wide`` choice) would draw onto the face's forehead; False where none was recorded;
     - ``expression`` (N, 7) float32: fer's expression probabilities of each stored crop
       (:func:`expressions`), read as the bank is built; a bank saved without them (before
       2026-12-06) has them read as it is made, :data:`CACHE` crops at a time (about 2.6 s for
@@ -685,6 +688,7 @@ class DonorBank:
     meta: dict = field(default_factory=dict)
     gender_seen: np.ndarray | None = None
     facial_hair_seen: np.ndarray | None = None
+    fringe_seen: np.ndarray | None = None
     expression: np.ndarray | None = None
     _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
@@ -696,6 +700,8 @@ class DonorBank:
             self.gender_seen = np.full(n, -1, np.int8)
         if self.facial_hair_seen is None:
             self.facial_hair_seen = np.zeros(n, bool)
+        if self.fringe_seen is None:
+            self.fringe_seen = np.zeros(n, bool)
         if self.expression is None:
             self.expression = np.concatenate(
                 [np.zeros((0, len(EMOTIONS)), np.float32)]
@@ -753,6 +759,7 @@ def save_bank(bank: DonorBank, path: Path) -> None:
         "offsets": np.asarray(bank.offsets, np.int64),
         "gender_seen": np.asarray(bank.gender_seen, np.int8),
         "facial_hair_seen": np.asarray(bank.facial_hair_seen, bool),
+        "fringe_seen": np.asarray(bank.fringe_seen, bool),
         "expression": np.asarray(bank.expression, np.float32),
     }
     arrays.update({f"attr_{k}": np.asarray(v, np.float32) for k, v in bank.attributes.items()})
@@ -796,6 +803,7 @@ def load_bank(path: Path | None = None) -> DonorBank:
         age=data["age"], gender=data["gender"], race=data["race"], jpeg=data["jpeg"],
         offsets=data["offsets"], meta=json.loads(str(data["meta"])),
         gender_seen=data.get("gender_seen"), facial_hair_seen=data.get("facial_hair_seen"),
+        fringe_seen=data.get("fringe_seen"),
         expression=data.get("expression"),
     )
     missing = [k for k in ATTRIBUTES if k not in attributes]
@@ -927,10 +935,24 @@ def see_facial_hair(bank: DonorBank, ids: Iterable[str]) -> list[str]:
     """Record in ``bank.facial_hair_seen`` the donors on which a person saw facial hair (their
     ids, e.g. the keys of :func:`read_reviewed` of a list file), in place; returns the ids the
     bank does not hold."""
+    return _see(bank, "facial_hair_seen", ids)
+
+
+def see_fringe(bank: DonorBank, ids: Iterable[str]) -> list[str]:
+    """Record in ``bank.fringe_seen`` the donors on which a person saw hair, a hat or a
+    headscarf inside the face region above the eyes (their ids, e.g. the keys of
+    :func:`read_reviewed` of a list file), in place; returns the ids the bank does not hold."""
+    return _see(bank, "fringe_seen", ids)
+
+
+def _see(bank: DonorBank, name: str, ids: Iterable[str]) -> list[str]:
+    """Set the (N,) bool ``bank.<name>`` on the donors ``ids`` and count them in
+    ``bank.meta[name]``; returns the ids the bank does not hold."""
     index = bank.position
     ids = set(ids)
-    bank.facial_hair_seen[[index[d] for d in ids if d in index]] = True
-    bank.meta["facial_hair_seen"] = int(bank.facial_hair_seen.sum())
+    seen = getattr(bank, name)
+    seen[[index[d] for d in ids if d in index]] = True
+    bank.meta[name] = int(seen.sum())
     return sorted(ids - set(index))
 
 

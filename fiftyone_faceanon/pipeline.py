@@ -598,13 +598,14 @@ class Pipeline:
                 avoid[[r.donor_index for k, r in enumerate(st.records)
                        if k != i and r is not None]] = True
             rng = face_rng(self.settings.seed, st.key, i)
-            t0 = time.perf_counter()
-            donor = self.backend.choose(st.readings[i], rng, at, avoid, i in st.unlink)
-            st.timings["backend"] += time.perf_counter() - t0
             small = not large_enough(st.faces[i])
+            wide = at >= WIDEN_FROM or small
+            t0 = time.perf_counter()
+            donor = self.backend.choose(st.readings[i], rng, at, avoid, i in st.unlink, wide)
+            st.timings["backend"] += time.perf_counter() - t0
             st.records[i], st.pasted[i] = self._render(
                 st.faces[i], st.crops[i], st.lms[i], st.occluded[i], rng, donor, at, st.timings,
-                wide=at >= WIDEN_FROM or small,
+                wide=wide,
                 detail=self.settings.verify and not small and at < DETAIL_TRIES,
                 mesh=st.meshes[i])
             if i in st.unlink:

@@ -11,7 +11,8 @@ estimates are stored), reads each donor's expression with fer (``donors.expressi
 and of the rejected candidates per reason, to look at. The candidates of :data:`REVIEWED` pass
 every filter but were rejected by looking at the bank (docs/donors.md); :data:`GENDERS_SEEN`
 lists the gender a person saw on donors whose gender the head was unsure of or read wrong, and
-:data:`FACIAL_HAIR_SEEN` the donors on which a person saw facial hair.
+:data:`FACIAL_HAIR_SEEN` the donors on which a person saw facial hair and :data:`FRINGE_SEEN`
+those with hair or headwear over the forehead.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from PIL import Image
 
 from fiftyone_faceanon.donors import (
     BANK_FILE, REJECTIONS, DonorSource, build_bank, contact_sheet, estimate_labels, face_thumb,
-    knn_labels, read_genders, read_reviewed, save_bank, see_facial_hair, see_genders,
+    knn_labels, read_genders, read_reviewed, save_bank, see_facial_hair, see_fringe, see_genders,
     sheet_cells, utkface_reference,
 )
 from fiftyone_faceanon.images import atomic_write, load_image
@@ -133,6 +134,9 @@ GENDERS_SEEN = Path(__file__).with_name("donor_genders_seen.txt")
 #: The donors on which a person saw facial hair (one id per line; docs/donors.md), recorded in
 #: the bank's ``facial_hair_seen``.
 FACIAL_HAIR_SEEN = Path(__file__).with_name("donor_facial_hair_seen.txt")
+#: The donors on which a person saw hair, a hat or a headscarf inside the face region above the
+#: eyes (one id per line; docs/donors.md), recorded in the bank's ``fringe_seen``.
+FRINGE_SEEN = Path(__file__).with_name("donor_fringe_seen.txt")
 LICENCE = ("repositories MIT; the author states that the images, being synthetic, carry no "
            "privacy or licence restrictions; every donor is a face of a person who does not "
            "exist (no real person's face is in the bank)")
@@ -203,6 +207,9 @@ def main() -> None:
     unseen = see_facial_hair(bank, read_reviewed(FACIAL_HAIR_SEEN.read_text().splitlines()))
     if unseen:
         sys.exit(f"{FACIAL_HAIR_SEEN.name}: ids the bank does not hold: {unseen}")
+    unseen = see_fringe(bank, read_reviewed(FRINGE_SEEN.read_text().splitlines()))
+    if unseen:
+        sys.exit(f"{FRINGE_SEEN.name}: ids the bank does not hold: {unseen}")
 
     out = models_dir() / BANK_FILE
     save_bank(bank, out)
@@ -226,6 +233,7 @@ def main() -> None:
         gender_seen=f"{bank.meta['gender_seen']} donors, listed in scripts/{GENDERS_SEEN.name}",
         facial_hair_seen=(f"{bank.meta['facial_hair_seen']} donors, listed in "
                           f"scripts/{FACIAL_HAIR_SEEN.name}"),
+        fringe_seen=f"{bank.meta['fringe_seen']} donors, listed in scripts/{FRINGE_SEEN.name}",
         coverage=bank.coverage(),
         labels=bank.meta["labels"] + f"; leave-one-out on the reference: {loo}",
         attributes="fiftyone_faceanon.donors.face_attributes of each stored crop",

@@ -68,11 +68,14 @@ class Anonymizer(abc.ABC):
         rank: int,
         exclude: np.ndarray | None,
         redo: bool = False,
+        wide: bool = False,
     ) -> int | None:
         """The donor for a face read by :meth:`read`: the ``rank``-th of this face's seeded
         candidate order, skipping ``exclude`` ((M,) bool over the donors); ``redo``: the face
         is anonymized again to unlink it (it starts at a later rank, and every one of its
-        tries is matched as a first try is). ``None`` for backends without donors."""
+        tries is matched as a first try is); ``wide``: the try replaces a wide region
+        (``pipeline.wide_region``: more forehead, the outline grown). ``None`` for backends
+        without donors."""
         return None
 
     def donor_landmarks(self, donor: int) -> np.ndarray:

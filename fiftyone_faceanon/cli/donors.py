@@ -37,8 +37,13 @@ def donors() -> None:
               help="Donor ids on which you saw a moustache, beard, goatee or stubble, one per "
                    "line (lines starting with # are skipped): the donor backend then never gives "
                    "them to a face without a beard.")
+@click.option("--fringe", type=click.File("r"),
+              help="Donor ids on which you saw hair, a hat or a headscarf over the forehead "
+                   "(inside the face's outline, above the eyes), one per line (lines starting "
+                   "with # are skipped): the donor backend then does not draw them over a wide "
+                   "region, which would set that hair onto the face's forehead.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def build(folder, out, utkface, quality, reject, gender, facial_hair, device):
+def build(folder, out, utkface, quality, reject, gender, facial_hair, fringe, device):
     """Build a donor bank from every image under FOLDER: each face that passes the donor filters
     (frontal, eyes visible, colour, not occluded, sharp) becomes a donor.
 
@@ -47,7 +52,8 @@ def build(folder, out, utkface, quality, reject, gender, facial_hair, device):
     no face passed.
     """
     from ..donors import (DonorSource, build_bank, estimate_labels, read_genders, read_reviewed,
-                          save_bank, see_facial_hair, see_genders, utkface_reference)
+                          save_bank, see_facial_hair, see_fringe, see_genders,
+                          utkface_reference)
     from ..images import IMAGE_EXTENSIONS, ImageError, load_image
 
     try:
@@ -94,6 +100,10 @@ def build(folder, out, utkface, quality, reject, gender, facial_hair, device):
     if facial_hair:
         unseen = see_facial_hair(bank, read_reviewed(facial_hair))
         click.echo(f"facial hair seen: {bank.meta['facial_hair_seen']} donors"
+                   + (f"; not in the bank: {', '.join(unseen)}" if unseen else ""))
+    if fringe:
+        unseen = see_fringe(bank, read_reviewed(fringe))
+        click.echo(f"fringe seen: {bank.meta['fringe_seen']} donors"
                    + (f"; not in the bank: {', '.join(unseen)}" if unseen else ""))
     save_bank(bank, out)
     click.echo(f"-> {out}")
