@@ -588,7 +588,17 @@ class Pipeline:
         try, its donor chosen on what :meth:`_read_faces` read off it. A face to unlink
         (``st.unlink``) is at try ``attempt +`` :data:`~.unlink.FROM_TRY` (its geometry, region
         and candidate rank), its donor chosen at every try on the terms of a first try (skin
-        tone and light: ``redo`` in :meth:`~.anonymizers.Anonymizer.choose`)."""
+        tone and light: ``redo`` in :meth:`~.anonymizers.Anonymizer.choose`).
+
+        A wide try asks for a donor with a bare forehead (``bare``): its region reaches up the
+        forehead, where a donor's fringe or hat is drawn as a dark band or wedge. Not for a
+        face to unlink, whose tries need the whole bank to keep one person's photos apart (asked
+        there too, FaceNet-CASIA linked 0.79, 0.43 and 0.73% of the pairs of one person's
+        photos of the LFW DevTest 500 at seeds 0-2, more than the 0.61-0.68% of the pairs of
+        different people; not asked there, 0.18, 0.31 and 0.43%), nor at a face's last try,
+        where a donor's fringe, which hides some of the forehead from the judges, is better
+        than the face blurred away (docs/benchmarks.md, "A wide try gets a donor with a bare
+        forehead")."""
         bank = self.backend.bank
         for i in st.todo:
             at = attempt + (FROM_TRY if i in st.unlink else 0)
@@ -600,8 +610,9 @@ class Pipeline:
             rng = face_rng(self.settings.seed, st.key, i)
             small = not large_enough(st.faces[i])
             wide = at >= WIDEN_FROM or small
+            bare = wide and i not in st.unlink and attempt < self.settings.tries - 1
             t0 = time.perf_counter()
-            donor = self.backend.choose(st.readings[i], rng, at, avoid, i in st.unlink, wide)
+            donor = self.backend.choose(st.readings[i], rng, at, avoid, i in st.unlink, bare)
             st.timings["backend"] += time.perf_counter() - t0
             st.records[i], st.pasted[i] = self._render(
                 st.faces[i], st.crops[i], st.lms[i], st.occluded[i], rng, donor, at, st.timings,

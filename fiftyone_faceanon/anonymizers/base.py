@@ -68,14 +68,15 @@ class Anonymizer(abc.ABC):
         rank: int,
         exclude: np.ndarray | None,
         redo: bool = False,
-        wide: bool = False,
+        bare: bool = False,
     ) -> int | None:
         """The donor for a face read by :meth:`read`: the ``rank``-th of this face's seeded
         candidate order, skipping ``exclude`` ((M,) bool over the donors); ``redo``: the face
         is anonymized again to unlink it (it starts at a later rank, and every one of its
-        tries is matched as a first try is); ``wide``: the try replaces a wide region
-        (``pipeline.wide_region``: more forehead, the outline grown). ``None`` for backends
-        without donors."""
+        tries is matched as a first try is); ``bare``: a donor without hair or headwear over its
+        forehead is wanted, where there is one (a wide try's region,
+        ``pipeline.wide_region``, reaches up the forehead; ``pipeline.WIDEN_FROM``). ``None``
+        for backends without donors."""
         return None
 
     def donor_landmarks(self, donor: int) -> np.ndarray:

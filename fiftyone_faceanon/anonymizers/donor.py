@@ -549,21 +549,21 @@ class Donor(Anonymizer):
                                                self.column("skin") - a["skin"]))
         return cost
 
-    def choose(self, face, rng, rank, exclude, redo=False, wide=False):
+    def choose(self, face, rng, rank, exclude, redo=False, bare=False):
         """Excluded donors are never candidates, unless that leaves none (only with
         verification thresholds forced below every similarity): then the face's candidates
         are as without ``exclude``, and the verification that set it fails the face closed.
         Ranks from :data:`SKIN_TRIES` on order the donors without the :data:`EARLY` terms (a
         donor tried before may come again, with the stronger geometry and wider region),
-        except for a ``redo``, which keeps them at every rank. A ``wide`` try never gets a
-        donor seen with hair or headwear over its forehead (the bank's ``fringe_seen``), unless
-        no other is left: its region reaches up the forehead, where that hair would be drawn
-        as a dark band or wedge, often streaked by the fill beyond the donor's own region
-        (:meth:`donor_face`)."""
+        except for a ``redo``, which keeps them at every rank. ``bare`` (a wide try's, whose
+        region reaches up the forehead) rules out the donors seen with hair or headwear over
+        their forehead (the bank's ``fringe_seen``), unless no other is left: that hair would be
+        drawn there as a dark band or wedge, often streaked by the fill beyond the donor's own
+        region (:meth:`donor_face`)."""
         cost = self.cost(face, early=redo or rank < SKIN_TRIES)
         if exclude is not None:
             cost = rule_out(cost, exclude)
-        if wide:
+        if bare:
             cost = rule_out(cost, self.bank.fringe_seen)
         order = np.argsort(cost, kind="stable")
         order = order[np.isfinite(cost[order])]
