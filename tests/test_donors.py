@@ -703,10 +703,33 @@ def test_the_bank_records_the_facial_hair_a_person_saw(bank):
         assert "synthetic_faces/" + cell in seen
 
 
+def test_the_bank_records_the_fringes_a_person_saw(bank):
+    """The shipped bank records a fringe (hair, a hat or a headscarf inside the face region
+    above the eyes) on the 330 donors of ``scripts/donor_fringe_seen.txt``: among them the
+    donors of the wide contact sheet (a side fringe, hair at the temples, a short fringe) and
+    the hat brim that the headwear review missed. Wide tries keep donors of every race code
+    and age bin of the bank (the coverage its manifest reports): at least 25 of each code and
+    40 of each bin."""
+    from fiftyone_faceanon.donors import AGE_BINS, RACES, read_reviewed
+
+    listed = read_reviewed((ROOT / "scripts/donor_fringe_seen.txt").read_text().splitlines())
+    seen = set(bank.ids[bank.fringe_seen])
+    assert len(listed) == 330 and seen == set(listed) and bank.meta["fringe_seen"] == 330
+    for cell in ("sfhq/SFHQ_variability_ethnicity.jpg#r0c2",
+                 "sfhq/SFHQ_variability_age_X_ethnicity_1.jpg#r2c7",
+                 "sfhq_t2i/textual_search_2_Ethnicity_x_Age_3_top_10_matches.jpg#r4c9",
+                 "sfhq_t2i/textual_search_2_Ethnicity_x_Age_2_top_10_matches.jpg#r4c3"):
+        assert "synthetic_faces/" + cell in seen
+    bare = ~bank.fringe_seen
+    assert min(int((bare & (bank.race == code)).sum()) for code in range(len(RACES))) >= 25
+    assert min(int((bare & (bank.age >= lo) & (bank.age < hi + 1)).sum())
+               for _, lo, hi in AGE_BINS) >= 40
+
+
 def test_a_bank_saved_before_seen_genders_shade_lips_and_expression_loads(bank, tmp_path):
-    """A bank file written before ``gender_seen``, ``facial_hair_seen``, the ``shade`` and
-    ``lips`` attributes and the expression readings existed loads with no gender seen (-1: the
-    backend reads every donor's from the head), no facial hair seen, and ``shade``, ``lips``
+    """A bank file written before ``gender_seen``, ``facial_hair_seen``, ``fringe_seen``, the
+    ``shade`` and ``lips`` attributes and the expression readings existed loads with no gender
+    seen (-1: the backend reads every donor's from the head), no facial hair or fringe seen, and ``shade``, ``lips``
     and the readings measured on its crops as it loads: the values the shipped bank stores,
     ``shade`` within 0.005 (the build measured it on the landmarks before they were stored as
     float32), ``lips`` (measured as the shipped bank loaded) and the readings to the bit (fer
@@ -714,10 +737,12 @@ def test_a_bank_saved_before_seen_genders_shade_lips_and_expression_loads(bank, 
     old = tmp_path / "old.npz"
     with np.load(weights.models_dir() / BANK_FILE) as z:
         np.savez(old, **{k: z[k] for k in z.files if k not in (
-            "gender_seen", "facial_hair_seen", "attr_shade", "attr_lips", "expression")})
+            "gender_seen", "facial_hair_seen", "fringe_seen", "attr_shade", "attr_lips",
+            "expression")})
     loaded = load_bank(old)
     assert loaded.gender_seen.shape == (len(bank),) and (loaded.gender_seen == -1).all()
     assert loaded.facial_hair_seen.shape == (len(bank),) and not loaded.facial_hair_seen.any()
+    assert loaded.fringe_seen.shape == (len(bank),) and not loaded.fringe_seen.any()
     np.testing.assert_allclose(loaded.attributes["shade"], bank.attributes["shade"], atol=0.005)
     np.testing.assert_array_equal(loaded.attributes["lips"], bank.attributes["lips"])
     assert loaded.expression.dtype == bank.expression.dtype == np.float32
@@ -960,19 +985,23 @@ def test_cli_builds_a_bank_from_a_folder(bank, tmp_path):
     (tmp_path / "reject.txt").write_text(f"# looked at\n{mine.ids[0]}  eyes half shut\n")
     (tmp_path / "gender.txt").write_text(f"# seen\n{mine.ids[1]} F\n{mine.ids[2]} M\n")
     (tmp_path / "hair.txt").write_text(f"# seen\n{mine.ids[2]}\nnot_a_donor.jpg#0\n")
+    (tmp_path / "fringe.txt").write_text(f"{mine.ids[1]}\n{mine.ids[2]}\n")
     fewer = tmp_path / "fewer.npz"
     run = faceanon("donors", "build", str(folder), "-o", str(fewer), "--device", "cpu",
                    "--reject", str(tmp_path / "reject.txt"),
                    "--gender", str(tmp_path / "gender.txt"),
-                   "--facial-hair", str(tmp_path / "hair.txt"))
+                   "--facial-hair", str(tmp_path / "hair.txt"),
+                   "--fringe", str(tmp_path / "fringe.txt"))
     assert run.returncode == 1 and "reviewed 1" in run.stdout, run.stdout
     assert "gender seen: 2 donors" in run.stdout, run.stdout
     assert ("facial hair seen: 1 donors; not in the bank: not_a_donor.jpg#0"
             in run.stdout), run.stdout
+    assert "fringe seen: 2 donors" in run.stdout, run.stdout
     built = load_bank(fewer)
     assert list(built.ids) == list(mine.ids[1:])
     assert list(built.gender_seen) == [1, 0] + [-1] * (len(built) - 2)
     assert list(built.facial_hair_seen) == [False, True] + [False] * (len(built) - 2)
+    assert list(built.fringe_seen) == [True, True] + [False] * (len(built) - 2)
     (tmp_path / "bad.txt").write_text(f"{mine.ids[1]} woman\n")
     run = faceanon("donors", "build", str(folder), "-o", str(tmp_path / "no.npz"),
                    "--gender", str(tmp_path / "bad.txt"))

@@ -313,6 +313,42 @@ def test_a_face_without_a_beard_gets_no_donor_seen_with_facial_hair(monkeypatch)
     assert seen[donors()].any()
 
 
+def test_a_wide_try_gets_no_donor_seen_with_a_fringe(monkeypatch):
+    """LFW's Alan_Greenspan_0001, a bald man whom the judges match at his first two tries: his
+    third, over the wide region (``pipeline.WIDEN_FROM``), is verified with a donor on whom no
+    one saw hair or headwear over the forehead, as are the candidates of his wide tries but
+    the last. Without the fringes a person saw, his third try's donor is one seen with hair
+    over its forehead, which that region would draw onto his bald one; his first two tries,
+    not wide, and his last, which may draw any donor, draw the same donors either way."""
+    rel = "Alan_Greenspan/Alan_Greenspan_0001.jpg"
+    image = read_rgb(need_shared("lfw") / "images_deepfunneled" / rel)
+    pipeline = Pipeline(Settings())
+    bank = pipeline.backend.bank
+    seen = bank.fringe_seen.copy()
+    result = pipeline.anonymize(image, key=rel)
+    (record,), (face,) = result.records, result.faces
+    assert record.status == "verified" and record.tries == pipeline_module.WIDEN_FROM + 1
+    assert not seen[record.donor_index]
+    crop, lms = F.crop_face(image, face.crop), face.crop.to_crop(face.landmarks)
+    original = pipeline.panel.embed_many([(image, [face])])
+    read = pipeline.backend.read(crop, lms, {j: e[0] for j, e in original.items()})
+
+    wide, tries = pipeline_module.WIDEN_FROM, Settings().tries
+
+    def donors() -> np.ndarray:
+        return np.array([pipeline.backend.choose(read, pipeline_module.face_rng(0, rel, 0), t,
+                                                 None, False, wide <= t < tries - 1)
+                         for t in range(tries)])
+
+    ruled = donors()
+    assert ruled[wide] == record.donor_index and not seen[ruled[wide:-1]].any()
+    monkeypatch.setattr(bank, "fringe_seen", np.zeros_like(seen))
+    unruled = donors()
+    assert seen[unruled[wide]]
+    np.testing.assert_array_equal(unruled[:wide], ruled[:wide])
+    assert unruled[-1] == ruled[-1]
+
+
 def test_one_judge_after_another_decides_as_every_judge_does(monkeypatch):
     """LFW's Adrien_Brody_0004 at seed 0: dlib alone matches its first two tries, so
     FaceNet-CASIA does not score them; the output and the face's record are those of a run that
