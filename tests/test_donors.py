@@ -729,11 +729,12 @@ def test_the_bank_records_the_fringes_a_person_saw(bank):
 def test_a_bank_saved_before_seen_genders_shade_lips_and_expression_loads(bank, tmp_path):
     """A bank file written before ``gender_seen``, ``facial_hair_seen``, ``fringe_seen``, the
     ``shade`` and ``lips`` attributes and the expression readings existed loads with no gender
-    seen (-1: the backend reads every donor's from the head), no facial hair or fringe seen, and ``shade``, ``lips``
-    and the readings measured on its crops as it loads: the values the shipped bank stores,
-    ``shade`` within 0.005 (the build measured it on the landmarks before they were stored as
-    float32), ``lips`` (measured as the shipped bank loaded) and the readings to the bit (fer
-    reads the stored crops and landmarks, 32 at a time, as the build did)."""
+    seen (-1: the backend reads every donor's from the head), no facial hair or fringe seen,
+    and ``shade``, ``lips`` and the readings measured on its crops as it loads: the values the
+    shipped bank stores, ``shade`` within 0.005 (the build measured it on the landmarks before
+    they were stored as float32), ``lips`` (measured as the shipped bank loaded) and the
+    readings to the bit (fer reads the stored crops and landmarks, 32 at a time, as the build
+    did)."""
     old = tmp_path / "old.npz"
     with np.load(weights.models_dir() / BANK_FILE) as z:
         np.savez(old, **{k: z[k] for k in z.files if k not in (
