@@ -284,6 +284,20 @@ def test_a_face_judged_as_written_passes_only_the_crop_margin_under_facenets_lim
     assert sims[0] < limit <= max(sims[1:])
 
 
+def anonymized_and_read(rel: str):
+    """LFW's photo ``rel`` anonymized by the default pipeline: the pipeline, the record of the
+    photo's one face and what the backend reads off that face with the judges' embeddings of
+    it (to choose its donors again)."""
+    image = read_rgb(need_shared("lfw") / "images_deepfunneled" / rel)
+    pipeline = Pipeline(Settings())
+    result = pipeline.anonymize(image, key=rel)
+    (record,), (face,) = result.records, result.faces
+    crop, lms = F.crop_face(image, face.crop), face.crop.to_crop(face.landmarks)
+    original = pipeline.panel.embed_many([(image, [face])])
+    return pipeline, record, pipeline.backend.read(crop, lms,
+                                                   {j: e[0] for j, e in original.items()})
+
+
 def test_a_face_without_a_beard_gets_no_donor_seen_with_facial_hair(monkeypatch):
     """LFW's Beecher_Ray_Kirby_0001, a clean-shaven smiling man (beard 0.03). Without the facial
     hair a person saw on the donors, one of his six tries' donors is one a person saw with
@@ -291,22 +305,14 @@ def test_a_face_without_a_beard_gets_no_donor_seen_with_facial_hair(monkeypatch)
     that the beard measure reads as 0.61, under the 0.8 of the beardless rule); with it, no
     donor of any of his six tries has facial hair."""
     rel = "Beecher_Ray_Kirby/Beecher_Ray_Kirby_0001.jpg"
-    image = read_rgb(need_shared("lfw") / "images_deepfunneled" / rel)
-    pipeline = Pipeline(Settings())
+    pipeline, record, read = anonymized_and_read(rel)
     bank = pipeline.backend.bank
     seen = bank.facial_hair_seen.copy()
-    result = pipeline.anonymize(image, key=rel)
-    (record,), (face,) = result.records, result.faces
     assert record.status == "verified" and not seen[record.donor_index]
-    crop, lms = F.crop_face(image, face.crop), face.crop.to_crop(face.landmarks)
-    original = pipeline.panel.embed_many([(image, [face])])
-    identity = {j: e[0] for j, e in original.items()}
-    tries = range(Settings().tries)
 
     def donors() -> list[int]:
-        read = pipeline.backend.read(crop, lms, identity)
         return [pipeline.backend.choose(read, pipeline_module.face_rng(0, rel, 0), t, None)
-                for t in tries]
+                for t in range(Settings().tries)]
 
     assert not seen[donors()].any()
     monkeypatch.setattr(bank, "facial_hair_seen", np.zeros_like(seen))
@@ -321,19 +327,12 @@ def test_a_wide_try_gets_no_donor_seen_with_a_fringe(monkeypatch):
     over its forehead, which that region would draw onto his bald one; his first two tries,
     not wide, and his last, which may draw any donor, draw the same donors either way."""
     rel = "Alan_Greenspan/Alan_Greenspan_0001.jpg"
-    image = read_rgb(need_shared("lfw") / "images_deepfunneled" / rel)
-    pipeline = Pipeline(Settings())
+    pipeline, record, read = anonymized_and_read(rel)
     bank = pipeline.backend.bank
     seen = bank.fringe_seen.copy()
-    result = pipeline.anonymize(image, key=rel)
-    (record,), (face,) = result.records, result.faces
-    assert record.status == "verified" and record.tries == pipeline_module.WIDEN_FROM + 1
-    assert not seen[record.donor_index]
-    crop, lms = F.crop_face(image, face.crop), face.crop.to_crop(face.landmarks)
-    original = pipeline.panel.embed_many([(image, [face])])
-    read = pipeline.backend.read(crop, lms, {j: e[0] for j, e in original.items()})
-
     wide, tries = pipeline_module.WIDEN_FROM, Settings().tries
+    assert record.status == "verified" and record.tries == wide + 1
+    assert not seen[record.donor_index]
 
     def donors() -> np.ndarray:
         return np.array([pipeline.backend.choose(read, pipeline_module.face_rng(0, rel, 0), t,
