@@ -81,10 +81,11 @@ def row(pipeline: Pipeline, name: str, donor_id: str) -> np.ndarray:
     soft, sel = F.feathered_mask(region)[..., None], region > 0
     drawn = backend.brightness_matched(crop, backend.warped(lms, donor, size), sel)  # as before
     before = np.rint(drawn * soft + crop * (1 - soft)).astype(np.uint8)
-    mask = (F.feathered_mask(region) * (1 - F.soften(F.occluder_mask(crop, lms))))[..., None]
+    mask = soft * (1 - F.soften(F.occluder_mask(crop, lms)))[..., None]
 
-    def pasted(drawn: int) -> tuple[np.ndarray, np.ndarray]:
-        out = backend.anonymize(crop[None], lms[None], region[None], [None], [drawn])[0]
+    def pasted(given: int) -> tuple[np.ndarray, np.ndarray]:
+        """The backend's output with donor ``given``, and that relit and pasted."""
+        out = backend.anonymize(crop[None], lms[None], region[None], [None], [given])[0]
         relit = postprocess(out, crop, region, scale=at.scale)
         return out, np.rint(relit * mask + crop * (1 - mask)).astype(np.uint8)
 

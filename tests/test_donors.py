@@ -494,7 +494,9 @@ def test_a_wide_region_gets_the_donors_skin_not_its_hat():
     donor's hat, a dark band across his forehead. Drawn over that region from the same donor,
     the band beyond the face's own region (above the brows) is now the donor's skin, and
     inside its own region the donor is drawn as before: its features are those of its photo
-    to the bit, and the forehead a wide region adds to its own has lost the hat."""
+    to the bit, and the forehead a wide region adds to its own has lost the hat. (Since stop 62
+    a face's wide tries no longer draw that donor, one seen with headwear over its forehead,
+    but for its last try and a face redone to unlink it, which may.)"""
     from fiftyone_faceanon.anonymizers.donor import Donor
     from fiftyone_faceanon.faces import face_region, feathered_mask, not_skin, polygon_mask
     from fiftyone_faceanon.photometric import gray
