@@ -588,17 +588,8 @@ class Pipeline:
         try, its donor chosen on what :meth:`_read_faces` read off it. A face to unlink
         (``st.unlink``) is at try ``attempt +`` :data:`~.unlink.FROM_TRY` (its geometry, region
         and candidate rank), its donor chosen at every try on the terms of a first try (skin
-        tone and light: ``redo`` in :meth:`~.anonymizers.Anonymizer.choose`).
-
-        A wide try asks for a donor with a bare forehead (``bare``): its region reaches up the
-        forehead, where a donor's fringe or hat is drawn as a dark band or wedge. Not for a
-        face to unlink, whose tries need the whole bank to keep one person's photos apart (asked
-        there too, FaceNet-CASIA linked 0.79, 0.43 and 0.73% of the pairs of one person's
-        photos of the LFW DevTest 500 at seeds 0-2, more than the 0.61-0.68% of the pairs of
-        different people; not asked there, 0.18, 0.31 and 0.43%), nor at a face's last try,
-        where a donor's fringe, which hides some of the forehead from the judges, is better
-        than the face blurred away (docs/benchmarks.md, "A wide try gets a donor with a bare
-        forehead")."""
+        tone and light: ``redo`` in :meth:`~.anonymizers.Anonymizer.choose`, which is also
+        told whether the try is wide and whether it is the face's last)."""
         bank = self.backend.bank
         for i in st.todo:
             at = attempt + (FROM_TRY if i in st.unlink else 0)
@@ -610,9 +601,10 @@ class Pipeline:
             rng = face_rng(self.settings.seed, st.key, i)
             small = not large_enough(st.faces[i])
             wide = at >= WIDEN_FROM or small
-            bare = wide and i not in st.unlink and attempt < self.settings.tries - 1
+            last = self.settings.verify and attempt == self.settings.tries - 1
             t0 = time.perf_counter()
-            donor = self.backend.choose(st.readings[i], rng, at, avoid, i in st.unlink, bare)
+            donor = self.backend.choose(st.readings[i], rng, at, avoid, i in st.unlink, wide,
+                                        last)
             st.timings["backend"] += time.perf_counter() - t0
             st.records[i], st.pasted[i] = self._render(
                 st.faces[i], st.crops[i], st.lms[i], st.occluded[i], rng, donor, at, st.timings,
@@ -847,9 +839,10 @@ class Pipeline:
         lead = 0  # how many views first (the last try's matches) are judged on their own
         reading = self.backend.read(prepared[0].crop, prepared[0].lms, identity, s.verify)
         first = FROM_TRY if redo else 0
+        last = first + tries - 1 if judged else None  # the try after which the track fails closed
         for attempt in range(first, first + tries):
             donor = self.backend.choose(reading, face_rng(s.seed, key, index), attempt, exclude,
-                                        redo)
+                                        redo, last=attempt == last)
             plan = IdentityPlan(index, donor, attempt, "too_small" if s.verify else "replaced",
                                 {}, frames=frames)
             if not judged:

@@ -92,7 +92,7 @@ def row(pipeline: Pipeline, name: str, donor_id: str) -> np.ndarray:
     now, final = pasted(donor)
     identity = {j: e[0] for j, e in pipeline.panel.embed_many([(image, [face])]).items()}
     chosen = backend.choose(backend.read(crop, lms, identity), face_rng(0, name, 0), WIDEN_FROM,
-                            None, bare=True)
+                            None, wide=True)
     tiles = [crop, backend.bank.image(donor), before, now, final,
              backend.bank.image(chosen), pasted(chosen)[1]]
     return np.hstack([cv2.resize(t, (TILE, TILE), interpolation=cv2.INTER_AREA) for t in tiles])

@@ -336,7 +336,7 @@ def test_a_wide_try_gets_no_donor_seen_with_a_fringe(monkeypatch):
 
     def donors() -> np.ndarray:
         return np.array([pipeline.backend.choose(read, pipeline_module.face_rng(0, rel, 0), t,
-                                                 None, False, wide <= t < tries - 1)
+                                                 None, False, wide <= t, t == tries - 1)
                          for t in range(tries)])
 
     ruled = donors()

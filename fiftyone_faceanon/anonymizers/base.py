@@ -68,15 +68,16 @@ class Anonymizer(abc.ABC):
         rank: int,
         exclude: np.ndarray | None,
         redo: bool = False,
-        bare: bool = False,
+        wide: bool = False,
+        last: bool = False,
     ) -> int | None:
         """The donor for a face read by :meth:`read`: the ``rank``-th of this face's seeded
         candidate order, skipping ``exclude`` ((M,) bool over the donors); ``redo``: the face
         is anonymized again to unlink it (it starts at a later rank, and every one of its
-        tries is matched as a first try is); ``bare``: a donor without hair or headwear over its
-        forehead is wanted, where there is one (a wide try's region,
-        ``pipeline.wide_region``, reaches up the forehead; ``pipeline.WIDEN_FROM``). ``None``
-        for backends without donors."""
+        tries is matched as a first try is); ``wide``: the try draws the wide region
+        (``pipeline.wide_region``, from ``pipeline.WIDEN_FROM``), which reaches up the
+        forehead; ``last``: the face's last try before it fails closed (with verification).
+        ``None`` for backends without donors."""
         return None
 
     def donor_landmarks(self, donor: int) -> np.ndarray:
