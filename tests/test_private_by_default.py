@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import lfw_images, need_shared, read_rgb
 from fiftyone_faceanon import faces as F
 from fiftyone_faceanon import pipeline as pipeline_module
-from fiftyone_faceanon.anonymizers.donor import DEMOGRAPHIC_JUDGES, demographics
+from fiftyone_faceanon.anonymizers.donor import DEMOGRAPHIC_JUDGES, demographics, skin_far
 from fiftyone_faceanon.cli import main
 from fiftyone_faceanon.geometry import load_shape_model, spread
 from fiftyone_faceanon.pipeline import Pipeline, Settings
@@ -323,9 +323,10 @@ def test_a_wide_try_gets_no_donor_seen_with_a_fringe(monkeypatch):
     """LFW's Alan_Greenspan_0001, a bald man whom the judges match at his first two tries: his
     third, over the wide region (``pipeline.WIDEN_FROM``), is verified with a donor on whom no
     one saw hair or headwear over the forehead, as are the candidates of his wide tries but
-    the last. Without the fringes a person saw, his third try's donor is one seen with hair
-    over its forehead, which that region would draw onto his bald one; his first two tries,
-    not wide, and his last, which may draw any donor, draw the same donors either way."""
+    the last. Without the fringes a person saw, his fourth and fifth tries' donors are ones
+    seen with hair over the forehead, which that region would draw onto his bald one; his
+    first two tries, not wide, and his last, which may draw any donor, draw the same donors
+    either way."""
     rel = "Alan_Greenspan/Alan_Greenspan_0001.jpg"
     pipeline, record, read = anonymized_and_read(rel)
     bank = pipeline.backend.bank
@@ -343,9 +344,35 @@ def test_a_wide_try_gets_no_donor_seen_with_a_fringe(monkeypatch):
     assert ruled[wide] == record.donor_index and not seen[ruled[wide:-1]].any()
     monkeypatch.setattr(bank, "fringe_seen", np.zeros_like(seen))
     unruled = donors()
-    assert seen[unruled[wide]]
+    assert list(seen[unruled[wide:-1]]) == [False, True, True]
     np.testing.assert_array_equal(unruled[:wide], ruled[:wide])
     assert unruled[-1] == ruled[-1]
+
+
+def test_a_later_try_keeps_the_skin_tone_until_the_last():
+    """LFW's Beecher_Ray_Kirby_0001, a light-skinned man in a grey photo whom the judges match
+    at his first two tries. His third is verified with a donor not far from his skin tone by
+    both measures (``donor.SKIN_FAR``), as are the candidates of every try but his last,
+    although from the third try the donors are ranked without the skin terms
+    (``SKIN_TRIES``). Chosen as at a last try, where the rule gives way, his third try's
+    donor is darker by both measures: a Black man's face, which the stop-62 code gave him."""
+    rel = "Beecher_Ray_Kirby/Beecher_Ray_Kirby_0001.jpg"
+    pipeline, record, read = anonymized_and_read(rel)
+    backend, tries = pipeline.backend, Settings().tries
+    third = pipeline_module.WIDEN_FROM
+
+    def far(donor: int) -> bool:
+        return bool(skin_far(backend.column("luma")[donor] - read.attributes["luma"],
+                             backend.column("skin")[donor] - read.attributes["skin"]))
+
+    def chosen(rank: int, last: bool) -> int:
+        return backend.choose(read, pipeline_module.face_rng(0, rel, 0), rank, None, False,
+                              rank >= third, last)
+
+    assert record.status == "verified" and record.tries == third + 1
+    assert not far(record.donor_index)
+    assert not any(far(chosen(rank, False)) for rank in range(tries - 1))
+    assert far(chosen(third, True))
 
 
 def test_one_judge_after_another_decides_as_every_judge_does(monkeypatch):

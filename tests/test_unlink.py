@@ -289,23 +289,25 @@ ORTEGA = tuple(f"Carlos_Ortega/Carlos_Ortega_000{i}.jpg" for i in (1, 2, 3))
 
 def test_a_photo_already_unverified_is_redone_and_keeps_its_redone_face(tmp_path):
     """The third photo is linked to both others and was unverified before unlinking (the other
-    man's face failed closed). A redo leaves an image as it was only where it turns a verified
-    image unverified; this one is redone and keeps its redone face (a new donor, avoiding the
-    one the three shared; at stop 60 verified, since stop 61's wide-try fill failed closed at
-    its last try, which the image already was), so the two earlier photos are not redone, and
-    no judge links any pair of outputs. (Until stop 60 the other man's face was verified, the
-    third photo's redo failed closed, and the earlier two were redone instead: the forced case
-    of ``test_a_face_not_verified_again_leaves_its_image_as_it_was`` is that path.)"""
+    man's face failed closed at its third and last try: with three tries per face, since with
+    six stop 63's skin rule at later tries has him verified at his third). A redo leaves an
+    image as it was only where it turns a verified image unverified; this one is redone and
+    keeps its redone face (a new donor, avoiding the one the three shared; at stop 60
+    verified, since stop 61's wide-try fill failed closed at its last try, which the image
+    already was), so the two earlier photos are not redone, and no judge links any pair of
+    outputs. (Until stop 60 the other man's face was verified, the third photo's redo failed
+    closed, and the earlier two were redone instead: the forced case of
+    ``test_a_face_not_verified_again_leaves_its_image_as_it_was`` is that path.)"""
     lfw = need_shared("lfw/images_deepfunneled")
     inputs = tmp_path / "in"
     for rel in ORTEGA:
         (inputs / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(lfw / rel, inputs / rel)
     plain, apart = tmp_path / "plain", tmp_path / "apart"
-    assert [o.status for o in anonymize_files([inputs], plain, Settings(unlink=False),
+    assert [o.status for o in anonymize_files([inputs], plain, Settings(unlink=False, tries=3),
                                               workers=1)] == ["ok", "ok", "unverified"]
     rounds = []
-    after = anonymize_files([inputs], apart, Settings(), workers=1,
+    after = anonymize_files([inputs], apart, Settings(tries=3), workers=1,
                             on_progress=lambda stage, done, total: rounds.append(total)
                             if (stage, done) == ("unlink", 0) else None)
     assert [o.status for o in after] == ["ok", "ok", "unverified"]
