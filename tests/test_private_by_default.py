@@ -355,7 +355,9 @@ def test_a_later_try_keeps_the_skin_tone_until_the_last():
     both measures (``donor.SKIN_FAR``), as are the candidates of every try but his last,
     although from the third try the donors are ranked without the skin terms
     (``SKIN_TRIES``). Chosen as at a last try, where the rule gives way, his third try's
-    donor is darker by both measures: a Black man's face, which the stop-62 code gave him."""
+    donor is darker by both measures (a dark-skinned old man lit low, 0.45 darker in measured
+    luma and 0.18 by the skin head); the stop-62 code, which chose so at every later try, gave
+    him a Black man's face there."""
     rel = "Beecher_Ray_Kirby/Beecher_Ray_Kirby_0001.jpg"
     pipeline, record, read = anonymized_and_read(rel)
     backend, tries = pipeline.backend, Settings().tries

@@ -561,23 +561,24 @@ class Donor(Anonymizer):
         return cost
 
     def choose(self, face, rng, rank, exclude, redo=False, wide=False, last=False):
-        """Excluded donors are never candidates, unless that leaves none (only with
-        verification thresholds forced below every similarity): then the face's candidates
-        are as without ``exclude``, and the verification that set it fails the face closed.
-        Ranks from :data:`SKIN_TRIES` on order the donors without the :data:`EARLY` terms (a
-        donor tried before may come again, with the stronger geometry and wider region),
-        except for a ``redo``, which keeps them at every rank; the :data:`SKIN_FAR` rule holds
-        at every rank but a face's ``last`` (:data:`SKIN_TRIES`). A ``wide`` try (its region
-        reaches up the forehead) rules out the donors seen with hair or headwear over their
-        forehead (the bank's ``fringe_seen``), unless no other is left: that hair would be
-        drawn there as a dark band or wedge, often streaked by the fill beyond the donor's own
-        region (:meth:`donor_face`). Not for a ``redo``, whose tries need the whole bank to
-        keep one person's photos apart (asked there too, FaceNet-CASIA linked 0.79, 0.43 and
-        0.73% of the pairs of one person's photos of the LFW DevTest 500 at seeds 0-2, more
-        than the 0.61-0.68% of the pairs of different people; not asked there, 0.18, 0.31 and
-        0.43%), nor at a face's ``last`` try, where a donor's fringe, which hides some of the
-        forehead from the judges, is better than the face blurred away (docs/benchmarks.md,
-        "A wide try gets a donor with a bare forehead")."""
+        """Excluded donors are never candidates, unless that leaves none (only with verification
+        thresholds forced below every similarity): then the face's candidates are as
+        without ``exclude``, and the verification that set it fails the face closed.
+        Ranks from :data:`SKIN_TRIES` on order the donors without the :data:`EARLY` terms
+        (a donor tried before may come again, with the stronger geometry and wider
+        region), except for a ``redo``, which keeps them at every rank; a verified face's
+        :data:`SKIN_FAR` rule holds at every rank but its ``last`` (a redo's last too). A
+        ``wide`` try (its region reaches up the forehead) rules out the donors seen with
+        hair or headwear over their forehead (the bank's ``fringe_seen``), unless no
+        other is left: that hair would be drawn there as a dark band or wedge, often
+        streaked by the fill beyond the donor's own region (:meth:`donor_face`). Not for
+        a ``redo``, whose tries need the whole bank to keep one person's photos apart
+        (asked there too, FaceNet-CASIA linked 0.79, 0.43 and 0.73% of the pairs of one
+        person's photos of the LFW DevTest 500 at seeds 0-2, more than the 0.61-0.68% of
+        the pairs of different people; not asked there, 0.18, 0.31 and 0.43%), nor at a
+        face's ``last`` try, where a donor's fringe, which hides some of the forehead
+        from the judges, is better than the face blurred away (docs/benchmarks.md, "A
+        wide try gets a donor with a bare forehead")."""
         early = redo or rank < SKIN_TRIES
         cost = self.cost(face, early=early, last=last)
         if exclude is not None:
