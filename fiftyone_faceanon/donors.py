@@ -664,8 +664,8 @@ class DonorBank:
       none was recorded;
     - ``fringe_seen`` (N,) bool: a person saw hair, a hat or a headscarf inside the donor's own
       face region above its eyes (:func:`see_fringe`), which a wide try would draw onto the
-      face's forehead (the donor backend's ``bare`` choice leaves them out); False where none
-      was recorded;
+      face's forehead (the donor backend leaves them out of a wide try); False where none was
+      recorded;
     - ``expression`` (N, 7) float32: fer's expression probabilities of each stored crop
       (:func:`expressions`), read as the bank is built; a bank saved without them (before
       2026-12-06) has them read as it is made, :data:`CACHE` crops at a time (about 2.6 s for

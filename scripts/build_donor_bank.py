@@ -201,15 +201,12 @@ def main() -> None:
            "age_mae_years": round(float(np.mean(np.abs(age - labels[:, 0]))), 2)}
     estimate_labels(bank, reference, labels)
     bank.meta["labels_leave_one_out_on_reference"] = loo
-    unseen = see_genders(bank, read_genders(GENDERS_SEEN.read_text().splitlines()))
-    if unseen:
-        sys.exit(f"{GENDERS_SEEN.name}: ids the bank does not hold: {unseen}")
-    unseen = see_facial_hair(bank, read_reviewed(FACIAL_HAIR_SEEN.read_text().splitlines()))
-    if unseen:
-        sys.exit(f"{FACIAL_HAIR_SEEN.name}: ids the bank does not hold: {unseen}")
-    unseen = see_fringe(bank, read_reviewed(FRINGE_SEEN.read_text().splitlines()))
-    if unseen:
-        sys.exit(f"{FRINGE_SEEN.name}: ids the bank does not hold: {unseen}")
+    for listed, read, see in ((GENDERS_SEEN, read_genders, see_genders),
+                              (FACIAL_HAIR_SEEN, read_reviewed, see_facial_hair),
+                              (FRINGE_SEEN, read_reviewed, see_fringe)):
+        unseen = see(bank, read(listed.read_text().splitlines()))
+        if unseen:
+            sys.exit(f"{listed.name}: ids the bank does not hold: {unseen}")
 
     out = models_dir() / BANK_FILE
     save_bank(bank, out)

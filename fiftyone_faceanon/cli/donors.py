@@ -93,18 +93,14 @@ def build(folder, out, utkface, quality, reject, gender, facial_hair, fringe, de
 
         judges, _ = load_judges(["facenet_casia"], device=device)
         estimate_labels(bank, *utkface_reference(utkface, judges["facenet_casia"], device=device))
-    if genders:
-        unseen = see_genders(bank, genders)
-        click.echo(f"gender seen: {bank.meta['gender_seen']} donors"
-                   + (f"; not in the bank: {', '.join(unseen)}" if unseen else ""))
-    if facial_hair:
-        unseen = see_facial_hair(bank, read_reviewed(facial_hair))
-        click.echo(f"facial hair seen: {bank.meta['facial_hair_seen']} donors"
-                   + (f"; not in the bank: {', '.join(unseen)}" if unseen else ""))
-    if fringe:
-        unseen = see_fringe(bank, read_reviewed(fringe))
-        click.echo(f"fringe seen: {bank.meta['fringe_seen']} donors"
-                   + (f"; not in the bank: {', '.join(unseen)}" if unseen else ""))
+    for label, see, ids in (("gender seen", see_genders, genders or None),
+                            ("facial hair seen", see_facial_hair,
+                             facial_hair and read_reviewed(facial_hair)),
+                            ("fringe seen", see_fringe, fringe and read_reviewed(fringe))):
+        if ids is not None:  # what a person saw, recorded in the bank field named as the label
+            unseen = see(bank, ids)
+            click.echo(f"{label}: {bank.meta[label.replace(' ', '_')]} donors"
+                       + (f"; not in the bank: {', '.join(unseen)}" if unseen else ""))
     save_bank(bank, out)
     click.echo(f"-> {out}")
     sys.exit(1 if errors else 0)
