@@ -34,6 +34,7 @@ import numpy as np
 
 from .faces import LEFT_EYE, RIGHT_EYE, box_iou
 from .images import atomic_write
+from .iris import light_eyes
 from .weights import model_path
 
 #: The canonical frame every attribute is measured in: eye line horizontal, ``CANON_IOD`` px
@@ -334,7 +335,9 @@ def face_attributes(crop: np.ndarray, landmarks: np.ndarray) -> dict[str, float]
     - ``lips``: how much redder the lips are than the skin, the median Cr over the ``lips``
       zone less that over ``skin`` (0 where the lips have under 10 px): lipstick and a child's
       lips read high. Of the largest faces of the LFW DevTest 500: 0.010 at the median, 0.037
-      at the 90th percentile; of the 8 highest (0.058-0.102), 7 are women wearing lipstick.
+      at the 90th percentile; of the 8 highest (0.058-0.102), 7 are women wearing lipstick;
+    - ``eyes``: how light and blue the irises are, :func:`~fiftyone_faceanon.iris.light_eyes`
+      on the crop itself (the iris network finds them; NaN where they are hidden).
 
     Checked on real photos (``tests/test_donors.py``, fixtures/faceapi): ``surprised`` and
     ``fearful`` (open mouths, 0.38 and 0.41) against ``angry`` and ``disgusted`` (closed, under
@@ -376,7 +379,7 @@ def face_attributes(crop: np.ndarray, landmarks: np.ndarray) -> dict[str, float]
         "beard": _sigmoid(BEARD_SLOPE * (beard_evidence(luma, chroma, zones) - BEARD_MID)),
         "glasses": _sigmoid(GLASSES_SLOPE * (frame - GLASSES_MID)),
         "sharpness": float(laplacian[skin].var()),
-        "shade": shade, "lips": redness,
+        "shade": shade, "lips": redness, "eyes": light_eyes(crop, landmarks),
     }
 
 
@@ -619,7 +622,7 @@ def quality_measures(crop: np.ndarray, landmarks: np.ndarray) -> dict[str, float
 
 #: Attribute names of :func:`face_attributes`, in the bank's order.
 ATTRIBUTES = ("yaw", "pitch", "roll", "mouth_open", "teeth", "eye_open", "cb", "cr", "cb_std",
-              "cr_std", "luma", "beard", "glasses", "sharpness", "shade", "lips")
+              "cr_std", "luma", "beard", "glasses", "sharpness", "shade", "lips", "eyes")
 #: The shipped bank in ``models/``.
 BANK_FILE = "donors_sfhq.npz"
 #: The ``format`` string of a bank file.
@@ -775,9 +778,10 @@ def load_bank(path: Path | None = None) -> DonorBank:
     against its sha256 in ``models/manifest.json`` by :func:`~fiftyone_faceanon.weights.model_path`,
     which raises ``WeightsError`` on a mismatch). Raises :class:`DonorBankError` with a one-line
     reason for a missing, unreadable or foreign file. :data:`ATTRIBUTES` that a bank saved
-    before they existed lacks (``shade``, 2026-12-05; ``lips``, 2026-12-06) are measured on its
-    crops as it loads (:func:`face_attributes`, about 3 ms per donor), and so are the expression
-    readings of one saved before 2026-12-06 (:attr:`DonorBank.expression`)."""
+    before they existed lacks (``shade``, 2026-12-05; ``lips``, 2026-12-06; ``eyes``,
+    2026-12-07) are measured on its crops as it loads (:func:`face_attributes`, about 11 ms per
+    donor), and so are the expression readings of one saved before 2026-12-06
+    (:attr:`DonorBank.expression`)."""
     if path is None:
         path = model_path(BANK_FILE)
     path = Path(path)

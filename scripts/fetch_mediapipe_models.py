@@ -1,10 +1,10 @@
-"""Take MediaPipe Hands' two networks and the face mesh network out of the ``mediapipe`` wheel
-into ``models/``.
+"""Take MediaPipe Hands' two networks, the face mesh network and the iris network out of the
+``mediapipe`` wheel into ``models/``.
 
     python scripts/fetch_mediapipe_models.py
 
 ``mediapipe`` itself is not installed (0.10.21, the last release that ships these files,
-requires numpy<2); its wheel is downloaded from PyPI, the three ``.tflite`` files are copied out
+requires numpy<2); its wheel is downloaded from PyPI, the four ``.tflite`` files are copied out
 and recorded in ``models/manifest.json`` with the wheel they came from; the wheel's licence
 goes beside them.
 """
@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 from fiftyone_faceanon.hands import LANDMARK_MODEL, PALM_MODEL
+from fiftyone_faceanon.iris import IRIS_MODEL
 from fiftyone_faceanon.mesh import MESH_MODEL
 from fiftyone_faceanon.weights import models_dir, record, sha256_file
 
@@ -31,13 +32,19 @@ MESH_CARD = ("Kartynnik et al., Real-time Facial Surface Geometry from Monocular
              "GPUs, arXiv:1907.06724")
 MESH_DATA = ("Google's MediaPipe Face Mesh data (arXiv:1907.06724: in-the-wild mobile-camera "
              "photos, annotated by a 3-D face model fitted to 2-D landmarks); not trained here")
+IRIS_CARD = ("Ablavatski et al., Real-time Pupil Tracking from Monocular Video for Digital "
+             "Puppetry, arXiv:2006.11341")
+IRIS_DATA = ("Google's MediaPipe Iris data (arXiv:2006.11341: mobile-camera photos "
+             "with iris and eye contours annotated by hand); not trained here")
 INSIDE = {
     PALM_MODEL: ("mediapipe/modules/palm_detection/", "MediaPipe Hands palm detector",
                  HAND_CARD, HAND_DATA),
     LANDMARK_MODEL: ("mediapipe/modules/hand_landmark/", "MediaPipe Hands hand landmarks "
                      "(21 points)", HAND_CARD, HAND_DATA),
     MESH_MODEL: ("mediapipe/modules/face_landmark/", "MediaPipe Face Mesh (468 points in 3-D)",
-                 MESH_CARD, MESH_DATA)}
+                 MESH_CARD, MESH_DATA),
+    IRIS_MODEL: ("mediapipe/modules/iris_landmark/", "MediaPipe Iris (5 iris points and 71 eye "
+                 "and brow points per eye)", IRIS_CARD, IRIS_DATA)}
 #: The wheel's licence (Apache-2.0), shipped beside the networks as the licence requires.
 WHEEL_LICENCE, LICENCE_FILE = "mediapipe-0.10.21.dist-info/LICENSE", "LICENSE-mediapipe.txt"
 LICENCE = f"Apache-2.0 (MediaPipe, Google LLC; models/{LICENCE_FILE}); described in: "

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import lfw_images, need_shared, read_rgb
+from conftest import largest_face, lfw_images, need_shared, read_rgb
 from fiftyone_faceanon import faces as F
 from fiftyone_faceanon import pipeline as pipeline_module
 from fiftyone_faceanon.anonymizers.donor import DEMOGRAPHIC_JUDGES, demographics, skin_far
@@ -598,3 +598,32 @@ def test_glasses_frames_keep_their_pixels_and_the_donor_wears_none():
         assert backend.table[record.donor_index, backend.keys.index("glasses")] <= GLASSES
     # bit for bit but for a band at the frames' edges that the paste blends
     assert kept[True] > 0.2 and kept[False] > 0.3, kept
+
+
+def test_dark_eyes_get_no_donor_with_much_lighter_eyes():
+    """UTKFace's 1_0_2_20161219155411381, an East Asian baby boy with dark eyes: ranked without
+    the rule (as at a face's last try) two of his six cheapest donors have eyes read more than
+    ``donor.EYES_FAR`` lighter than his, and the seed's first choice among them (stop 63's
+    donor at his first try) is one of them; at every try but the last none of his candidates
+    has such eyes."""
+    from fiftyone_faceanon.anonymizers.donor import CANDIDATES, EYES_FAR
+
+    name = "1_0_2_20161219155411381.jpg.chip.jpg"
+    image = read_rgb(need_shared("utkface") / name)
+    pipeline = Pipeline(Settings())
+    face = largest_face(image)
+    crop = F.crop_transform(face.landmarks, F.crop_size_for(face.landmarks))
+    original = pipeline.panel.embed_many([(image, [face])])
+    backend = pipeline.backend
+    read = backend.read(F.crop_face(image, crop), crop.to_crop(face.landmarks),
+                        {j: e[0] for j, e in original.items()})
+    lighter = backend.bank.attributes["eyes"] > read.attributes["eyes"] + EYES_FAR
+    unruled = np.argsort(backend.cost(read, last=True), kind="stable")[:CANDIDATES]
+    assert lighter[unruled].sum() == 2
+
+    def chosen(rank: int, last: bool) -> int:
+        return backend.choose(read, pipeline_module.face_rng(0, name, 0), rank, None, False,
+                              rank >= pipeline_module.WIDEN_FROM, last)
+
+    assert lighter[chosen(0, True)]
+    assert not any(lighter[chosen(rank, False)] for rank in range(Settings().tries - 1))
