@@ -600,30 +600,47 @@ def test_glasses_frames_keep_their_pixels_and_the_donor_wears_none():
     assert kept[True] > 0.2 and kept[False] > 0.3, kept
 
 
-def test_dark_eyes_get_no_donor_with_much_lighter_eyes():
-    """UTKFace's 1_0_2_20161219155411381, an East Asian baby boy with dark eyes: ranked without
-    the rule (as at a face's last try) two of his six cheapest donors have eyes read more than
-    ``donor.EYES_FAR`` lighter than his, and the seed's first choice among them (stop 63's
-    donor at his first try) is one of them; at every try but the last none of his candidates
-    has such eyes."""
-    from fiftyone_faceanon.anonymizers.donor import CANDIDATES, EYES_FAR
-
-    name = "1_0_2_20161219155411381.jpg.chip.jpg"
-    image = read_rgb(need_shared("utkface") / name)
-    pipeline = Pipeline(Settings())
+def read_largest_face(image: np.ndarray, pipeline: Pipeline):
+    """What the backend reads off ``image``'s largest face at its own crop size, with the
+    judges' embeddings of it."""
     face = largest_face(image)
     crop = F.crop_transform(face.landmarks, F.crop_size_for(face.landmarks))
     original = pipeline.panel.embed_many([(image, [face])])
+    return pipeline.backend.read(F.crop_face(image, crop), crop.to_crop(face.landmarks),
+                                 {j: e[0] for j, e in original.items()})
+
+
+def test_dark_eyes_get_no_donor_with_much_lighter_eyes():
+    """UTKFace's 1_1_2_20161219221243095, an East Asian baby girl with dark eyes (read -0.8):
+    two of her six cheapest donors have eyes read more than ``donor.EYES_FAR`` lighter than
+    hers, and the seed's first choice without the rule (as a redo chooses, or stop 63 at her
+    first try) is one of them; at every try but her last none of her candidates has such
+    eyes."""
+    from fiftyone_faceanon.anonymizers.donor import CANDIDATES, EYES_FAR
+
+    name = "1_1_2_20161219221243095.jpg.chip.jpg"
+    pipeline = Pipeline(Settings())
+    read = read_largest_face(read_rgb(need_shared("utkface") / name), pipeline)
     backend = pipeline.backend
-    read = backend.read(F.crop_face(image, crop), crop.to_crop(face.landmarks),
-                        {j: e[0] for j, e in original.items()})
     lighter = backend.bank.attributes["eyes"] > read.attributes["eyes"] + EYES_FAR
-    unruled = np.argsort(backend.cost(read, last=True), kind="stable")[:CANDIDATES]
+    unruled = np.argsort(backend.cost(read), kind="stable")[:CANDIDATES]
     assert lighter[unruled].sum() == 2
 
-    def chosen(rank: int, last: bool) -> int:
-        return backend.choose(read, pipeline_module.face_rng(0, name, 0), rank, None, False,
-                              rank >= pipeline_module.WIDEN_FROM, last)
+    def chosen(rank: int, redo: bool) -> int:
+        return backend.choose(read, pipeline_module.face_rng(0, name, 0), rank, None, redo,
+                              rank >= pipeline_module.WIDEN_FROM)
 
     assert lighter[chosen(0, True)]
     assert not any(lighter[chosen(rank, False)] for rank in range(Settings().tries - 1))
+
+
+def test_eyes_seen_through_kept_glasses_are_not_read():
+    """The demo's Grace Hopper keeps her own glasses (``donor.KEEP_FRAMES``): her irises, seen
+    through the lenses, are not read, so the eye rule does not hold her to them, while the
+    astronaut's are read."""
+    from fiftyone_faceanon.demo import demo_images
+
+    pipeline = Pipeline(Settings())
+    images = demo_images()
+    assert np.isnan(read_largest_face(images["grace_hopper.jpg"], pipeline).attributes["eyes"])
+    assert np.isfinite(read_largest_face(images["astronaut.png"], pipeline).attributes["eyes"])
