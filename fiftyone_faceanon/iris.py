@@ -19,9 +19,10 @@ from .litert import run
 
 IRIS_MODEL = "iris_landmark.tflite"
 #: The network's input side, and its square about an eye: the distance between the eye's
-#: corners times :data:`ROI`, centred between them. The network is trained on the subject's
-#: left eye as it appears in the picture's right half seen mirrored, i.e. on an eye whose outer
-#: corner is on the picture's left; the other eye is mirrored into that view.
+#: corners times :data:`ROI` (a factor recalled from MediaPipe's iris graph, not checked
+#: against its code), centred between them. Each eye is fed with its outer corner on the
+#: square's left, as the subject's right eye appears in a photo; the left eye is mirrored
+#: (``tests/test_iris.py``: a mirrored face gives mirrored circles).
 SIDE, ROI = 64, 2.3
 #: dlib's (outer, inner) eye corners: the subject's right eye (picture left), then the left.
 CORNERS = ((36, 39), (45, 42))
@@ -31,8 +32,8 @@ def iris_circles(crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """(2, 3) float64 ``(x, y, r)`` in crop px of the subject's right and left irises of the
     face in an (S, S, 3) uint8 RGB crop with its (68, 2) dlib landmarks: the centre the network
     gives and the mean distance of its four edge points from it. Each eye's square
-    (:data:`ROI`, replicated at the crop's edge) is resized to :data:`SIDE` px in [0, 1]; about
-    2 ms per face on one core."""
+    (:data:`ROI`, replicated at the crop's edge) is resized to :data:`SIDE` px in [0, 1]: two
+    passes of the network per face."""
     pts = np.asarray(landmarks, np.float64)
     circles = np.zeros((2, 3))
     for k, (outer, inner) in enumerate(CORNERS):
