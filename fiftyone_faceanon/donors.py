@@ -307,7 +307,8 @@ def beard_evidence(luma: np.ndarray, chroma: np.ndarray, zones: dict[str, np.nda
     return max(scores) if scores else 0.0
 
 
-def face_attributes(crop: np.ndarray, landmarks: np.ndarray) -> dict[str, float]:
+def face_attributes(crop: np.ndarray, landmarks: np.ndarray,
+                    read_eyes: bool = True) -> dict[str, float]:
     """Attributes of the face in an (S, S, 3) uint8 RGB crop with its (68, 2) landmarks in crop
     pixels, measured in the canonical frame (:func:`canonical_face`: eyes level, 64 px apart), so
     a face gives about the same values at any crop size or roll:
@@ -337,7 +338,8 @@ def face_attributes(crop: np.ndarray, landmarks: np.ndarray) -> dict[str, float]
       lips read high. Of the largest faces of the LFW DevTest 500: 0.010 at the median, 0.037
       at the 90th percentile; of the 8 highest (0.058-0.102), 7 are women wearing lipstick;
     - ``eyes``: how light and blue the irises are, :func:`~fiftyone_faceanon.iris.light_eyes`
-      on the crop itself (the iris network finds them; NaN where they are hidden).
+      on the crop itself (the iris network finds them; NaN where they are hidden, and where
+      ``read_eyes`` is False: irises behind lenses, not read).
 
     Checked on real photos (``tests/test_donors.py``, fixtures/faceapi): ``surprised`` and
     ``fearful`` (open mouths, 0.38 and 0.41) against ``angry`` and ``disgusted`` (closed, under
@@ -379,7 +381,8 @@ def face_attributes(crop: np.ndarray, landmarks: np.ndarray) -> dict[str, float]
         "beard": _sigmoid(BEARD_SLOPE * (beard_evidence(luma, chroma, zones) - BEARD_MID)),
         "glasses": _sigmoid(GLASSES_SLOPE * (frame - GLASSES_MID)),
         "sharpness": float(laplacian[skin].var()),
-        "shade": shade, "lips": redness, "eyes": light_eyes(crop, landmarks),
+        "shade": shade, "lips": redness,
+        "eyes": light_eyes(crop, landmarks) if read_eyes else float("nan"),
     }
 
 

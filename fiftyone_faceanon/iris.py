@@ -67,13 +67,19 @@ def light_eyes(crop: np.ndarray, landmarks: np.ndarray,
     between (docs/donors.md, "Eye colour")."""
     circles = iris_circles(crop, landmarks) if circles is None else circles
     size = crop.shape[0]
-    yy, xx = np.mgrid[:size, :size]
-    ring = np.zeros((size, size), bool)
+    pixels = []
     for (cx, cy, r), eye in zip(circles, (RIGHT_EYE, LEFT_EYE)):
+        x0, y0 = (max(int(np.floor(c - r)), 0) for c in (cx, cy))
+        x1, y1 = (min(int(np.ceil(c + r)) + 1, size) for c in (cx, cy))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1]
         d = np.hypot(xx - cx, yy - cy)
-        ring |= (d >= RING[0] * r) & (d <= RING[1] * r) & polygon_mask(landmarks[eye], size)
-    if ring.sum() < 4:
+        lids = polygon_mask(landmarks[eye] - (x0, y0), max(x1 - x0, y1 - y0))[:y1 - y0, :x1 - x0]
+        pixels.append(crop[y0:y1, x0:x1][(d >= RING[0] * r) & (d <= RING[1] * r) & lids])
+    ring = np.concatenate(pixels) if pixels else np.zeros((0, 3), crop.dtype)
+    if len(ring) < 4:
         return float("nan")
-    lab = cv2.cvtColor(crop[ring][None].astype(np.float32) / 255, cv2.COLOR_RGB2Lab)[0]
+    lab = cv2.cvtColor(ring[None].astype(np.float32) / 255, cv2.COLOR_RGB2Lab)[0]
     lightness, _, blue_yellow = np.median(lab, 0)
     return float(lightness - 2 * blue_yellow)

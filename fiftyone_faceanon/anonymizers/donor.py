@@ -494,20 +494,19 @@ class Donor(Anonymizer):
         faces its donors' way (:data:`MIRRORED`)."""
         from ..donors import expressions, face_attributes
 
-        a = face_attributes(crop, landmarks)
+        identity = identity or {}
+        by_head = "facenet_casia" in identity
+        casia = identity["facenet_casia"][None] if by_head else None
+        framed = by_head and bool(keeps_frames(casia)[0])
+        # irises seen through kept lenses are not read (EYES_FAR)
+        a = face_attributes(crop, landmarks, read_eyes=not framed)
         a["proportion"] = proportion(landmarks)
         facing = yaw(mesh.points) if mesh is not None and verified else 0.0
         if facing:
             a["yaw"] = facing
         use = np.ones(len(self.keys), bool)
-        identity = identity or {}
-        by_head = "facenet_casia" in identity
         if by_head:
-            casia = identity["facenet_casia"][None]
-            framed = bool(keeps_frames(casia)[0])
             a["glasses"] = 0.0 if framed else float(glasses(casia)[0])
-            if framed:  # irises seen through lenses: not read (EYES_FAR)
-                a["eyes"] = float("nan")
         gendered = all(j in identity for j in DEMOGRAPHIC_JUDGES)
         if gendered:
             embedded = {j: identity[j][None] for j in DEMOGRAPHIC_JUDGES}
