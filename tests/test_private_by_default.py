@@ -602,14 +602,14 @@ def test_glasses_frames_keep_their_pixels_and_the_donor_wears_none():
     assert kept[True] > 0.2 and kept[False] > 0.3, kept
 
 
-def read_largest_face(image: np.ndarray, pipeline: Pipeline):
+def read_largest_face(image: np.ndarray, pipeline: Pipeline, verified: bool = True):
     """What the backend reads off ``image``'s largest face at its own crop size, with the
-    judges' embeddings of it."""
+    judges' embeddings of it, for a face that will be ``verified`` or not."""
     face = largest_face(image)
     crop = F.crop_transform(face.landmarks, F.crop_size_for(face.landmarks))
     original = pipeline.panel.embed_many([(image, [face])])
     return pipeline.backend.read(F.crop_face(image, crop), crop.to_crop(face.landmarks),
-                                 {j: e[0] for j, e in original.items()})
+                                 {j: e[0] for j, e in original.items()}, verified)
 
 
 def test_dark_eyes_get_no_donor_with_much_lighter_eyes():
@@ -636,13 +636,16 @@ def test_dark_eyes_get_no_donor_with_much_lighter_eyes():
     assert not any(lighter[chosen(rank, False)] for rank in range(Settings().tries - 1))
 
 
-def test_eyes_seen_through_kept_glasses_are_not_read():
+def test_eyes_are_read_for_the_eye_rule_alone():
     """The demo's Grace Hopper keeps her own glasses (``donor.KEEP_FRAMES``): her irises, seen
     through the lenses, are not read, so the eye rule does not hold her to them, while the
-    astronaut's are read."""
+    astronaut's are read; and only where she will be verified, since the rule holds for
+    verified faces alone: a run without verification does not run the iris network."""
     from fiftyone_faceanon.demo import demo_images
 
     pipeline = Pipeline(Settings())
     images = demo_images()
     assert np.isnan(read_largest_face(images["grace_hopper.jpg"], pipeline).attributes["eyes"])
-    assert np.isfinite(read_largest_face(images["astronaut.png"], pipeline).attributes["eyes"])
+    astronaut = images["astronaut.png"]
+    assert np.isfinite(read_largest_face(astronaut, pipeline).attributes["eyes"])
+    assert np.isnan(read_largest_face(astronaut, pipeline, verified=False).attributes["eyes"])

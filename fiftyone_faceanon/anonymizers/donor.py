@@ -489,7 +489,8 @@ class Donor(Anonymizer):
         :data:`DEMOGRAPHIC_JUDGES`, and its glasses by FaceNet-CASIA's (:func:`glasses`; a
         face that wears them by it keeps its own frames and is read as one without,
         :data:`KEEP_FRAMES`); for a face that will be ``verified``, fer's reading of its
-        expression (:data:`EXPRESSION`). A turned face that will be verified is read at its
+        expression (:data:`EXPRESSION`) and, but through the frames it keeps, its irises'
+        ``eyes`` (:data:`EYES_FAR`; NaN otherwise). A turned face that will be verified is read at its
         ``mesh``'s yaw (dlib's points, kept near frontal, read the cameraman's 57° as -11°) and
         faces its donors' way (:data:`MIRRORED`)."""
         from ..donors import expressions, face_attributes
@@ -498,8 +499,9 @@ class Donor(Anonymizer):
         by_head = "facenet_casia" in identity
         casia = identity["facenet_casia"][None] if by_head else None
         framed = by_head and bool(keeps_frames(casia)[0])
-        # irises seen through kept lenses are not read (EYES_FAR)
-        a = face_attributes(crop, landmarks, read_eyes=not framed)
+        # irises are read for the eye rule alone, which holds for verified faces, and not
+        # through kept lenses (EYES_FAR)
+        a = face_attributes(crop, landmarks, read_eyes=verified and not framed)
         a["proportion"] = proportion(landmarks)
         facing = yaw(mesh.points) if mesh is not None and verified else 0.0
         if facing:
