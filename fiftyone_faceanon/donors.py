@@ -782,8 +782,8 @@ def load_bank(path: Path | None = None) -> DonorBank:
     which raises ``WeightsError`` on a mismatch). Raises :class:`DonorBankError` with a one-line
     reason for a missing, unreadable or foreign file. :data:`ATTRIBUTES` that a bank saved
     before they existed lacks (``shade``, 2026-12-05; ``lips``, 2026-12-06; ``eyes``,
-    2026-12-07) are measured on its crops as it loads (:func:`face_attributes`, about 11 ms per
-    donor), and so are the expression readings of one saved before 2026-12-06
+    2026-12-07) are measured on its crops as it loads (:func:`face_attributes`, about 5 ms per
+    donor on a 2-core VM, 1.7 of them the irises), and so are the expression readings of one saved before 2026-12-06
     (:attr:`DonorBank.expression`)."""
     if path is None:
         path = model_path(BANK_FILE)
