@@ -227,7 +227,9 @@ SKIN_FAR = (0.12, 0.05)
 #: (seed 0; 104 without the rule, 31 with it), and most of the UTKFace babies given blue eyes
 #: kept them. The rule cost the LFW DevTest 500's emotion match 0.7 points over seeds 0-2
 #: (56.7% against 57.4%; docs/benchmarks.md, "Dark eyes keep dark eyes"). With verification
-#: only: without it, not measured.
+#: only: held to it at their one try, faces without verification lost their much lighter eyes
+#: too (16 of 562 left against 109, seed 0), but 0.4-0.5 points more were re-identified by
+#: dlib and 0.5-1.2 by FaceNet-CASIA at each of seeds 0-2, with no later try to redo them.
 EYES_FAR = 25.0
 #: A face whose glasses head (:func:`glasses`) scores at least this keeps its own frames
 #: (:func:`keeps_frames`): a donor's glasses would land beside them, so it gets a donor without.
