@@ -636,6 +636,31 @@ def test_dark_eyes_get_no_donor_with_much_lighter_eyes():
     assert not any(lighter[chosen(rank, False)] for rank in range(Settings().tries - 1))
 
 
+def test_a_face_read_very_dark_keeps_its_dark_eyed_donors():
+    """LFW's Alan_Dershowitz_0001, whose irises read -28.8 through the glasses he does not keep:
+    ruling out every donor more than ``donor.EYES_FAR`` over that leaves 2 of the 32 donors his
+    other rules allow (stop 64's rule, which gave him a donor lit hard from one side); donors
+    that read at most ``donor.EYES_DARK``, dark-eyed by eye, are not ruled out, which leaves
+    27, and every try but his last draws one of those."""
+    from fiftyone_faceanon.anonymizers.donor import EYES_DARK, EYES_FAR
+
+    name = "Alan_Dershowitz/Alan_Dershowitz_0001.jpg"
+    pipeline = Pipeline(Settings())
+    read = read_largest_face(read_rgb(need_shared("lfw") / "images_deepfunneled" / name),
+                             pipeline)
+    backend, own = pipeline.backend, read.attributes["eyes"]
+    eyes = backend.bank.attributes["eyes"]
+    assert own + EYES_FAR < 0
+    allowed = np.isfinite(backend.cost(read))
+    assert allowed.sum() == 32 and (allowed & (eyes <= own + EYES_FAR)).sum() == 2
+    assert (allowed & (eyes <= EYES_DARK)).sum() == 27
+    rng = pipeline_module.face_rng
+    chosen = [backend.choose(read, rng(0, name, 0), rank, None, False,
+                             rank >= pipeline_module.WIDEN_FROM)
+              for rank in range(Settings().tries - 1)]
+    assert all(eyes[chosen] <= EYES_DARK) and any(eyes[chosen] > own + EYES_FAR)
+
+
 def test_eyes_are_read_for_the_eye_rule_alone():
     """The demo's Grace Hopper keeps her own glasses (``donor.KEEP_FRAMES``): her irises, seen
     through the lenses, are not read, so the eye rule does not hold her to them, while the

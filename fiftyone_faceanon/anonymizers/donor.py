@@ -231,6 +231,14 @@ SKIN_FAR = (0.12, 0.05)
 #: too (16 of 562 left against 109, seed 0), but 0.4-0.5 points more were re-identified by
 #: dlib and 0.5-1.2 by FaceNet-CASIA at each of seeds 0-2, with no later try to redo them.
 EYES_FAR = 25.0
+#: A donor whose eyes read at most ``EYES_DARK`` is never ruled out by :data:`EYES_FAR`: its
+#: eyes are dark by eye (on the bank, dark brown and black eyes read about -10 to 25, and from
+#: 15 up hazel and green ones mix in; docs/donors.md, "Eye colour"). A face read very dark,
+#: through the lenses of glasses it does not keep or in a dim photo, would otherwise lose
+#: nearly every donor: Alan_Dershowitz_0001, read -28.8 through his glasses, kept 2 of his 32
+#: candidates, and got a donor lit hard from one side (docs/benchmarks.md, "Dark eyes keep
+#: dark eyes").
+EYES_DARK = 15.0
 #: A face whose glasses head (:func:`glasses`) scores at least this keeps its own frames
 #: (:func:`keeps_frames`): a donor's glasses would land beside them, so it gets a donor without.
 #: Matched to donors with glasses instead, 16 of 36 verified LFW wearers looked at came out
@@ -492,9 +500,9 @@ class Donor(Anonymizer):
         face that wears them by it keeps its own frames and is read as one without,
         :data:`KEEP_FRAMES`); for a face that will be ``verified``, fer's reading of its
         expression (:data:`EXPRESSION`) and, but through the frames it keeps, its irises'
-        ``eyes`` (:data:`EYES_FAR`; NaN otherwise). A turned face that will be verified is read at its
-        ``mesh``'s yaw (dlib's points, kept near frontal, read the cameraman's 57° as -11°) and
-        faces its donors' way (:data:`MIRRORED`)."""
+        ``eyes`` (:data:`EYES_FAR`; NaN otherwise). A turned face that will be verified is
+        read at its ``mesh``'s yaw (dlib's points, kept near frontal, read the cameraman's 57°
+        as -11°) and faces its donors' way (:data:`MIRRORED`)."""
         from ..donors import expressions, face_attributes
 
         identity = identity or {}
@@ -606,7 +614,7 @@ class Donor(Anonymizer):
         from the judges, is better than the face blurred away (docs/benchmarks.md, "A
         wide try gets a donor with a bare forehead"). At every try of a verified face but
         its ``last``, not a redo's, no donor's eyes are much lighter than the face's
-        (:data:`EYES_FAR`)."""
+        (:data:`EYES_FAR`) unless they are dark (:data:`EYES_DARK`)."""
         early = redo or rank < SKIN_TRIES
         cost = self.cost(face, early=early, last=last)
         if exclude is not None:
@@ -615,7 +623,7 @@ class Donor(Anonymizer):
             cost = rule_out(cost, self.bank.fringe_seen)
         eyes = face.attributes["eyes"]
         if face.verified and not last and not redo and np.isfinite(eyes):
-            cost = rule_out(cost, self.bank.attributes["eyes"] > eyes + EYES_FAR)
+            cost = rule_out(cost, self.bank.attributes["eyes"] > max(eyes + EYES_FAR, EYES_DARK))
         order = np.argsort(cost, kind="stable")
         order = order[np.isfinite(cost[order])]
         head = order[: self.candidates]
