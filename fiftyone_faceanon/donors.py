@@ -339,7 +339,8 @@ def face_attributes(crop: np.ndarray, landmarks: np.ndarray,
       at the 90th percentile; of the 8 highest (0.058-0.102), 7 are women wearing lipstick;
     - ``eyes``: how light and blue the irises are, :func:`~fiftyone_faceanon.iris.light_eyes`
       on the crop itself (the iris network finds them; NaN where they are hidden, and where
-      ``read_eyes`` is False: irises behind lenses, not read).
+      ``read_eyes`` is False: the donor backend reads them for its eye rule alone, on faces
+      that will be verified and not through kept lenses).
 
     Checked on real photos (``tests/test_donors.py``, fixtures/faceapi): ``surprised`` and
     ``fearful`` (open mouths, 0.38 and 0.41) against ``angry`` and ``disgusted`` (closed, under
@@ -783,8 +784,8 @@ def load_bank(path: Path | None = None) -> DonorBank:
     reason for a missing, unreadable or foreign file. :data:`ATTRIBUTES` that a bank saved
     before they existed lacks (``shade``, 2026-12-05; ``lips``, 2026-12-06; ``eyes``,
     2026-12-07) are measured on its crops as it loads (:func:`face_attributes`, about 5 ms per
-    donor on a 2-core VM, 1.7 of them the irises), and so are the expression readings of one saved before 2026-12-06
-    (:attr:`DonorBank.expression`)."""
+    donor on a 2-core VM, 1.7 of them the irises), and so are the expression readings of one
+    saved before 2026-12-06 (:attr:`DonorBank.expression`)."""
     if path is None:
         path = model_path(BANK_FILE)
     path = Path(path)
