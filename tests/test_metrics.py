@@ -21,8 +21,8 @@ from fiftyone_faceanon.metrics.realism import (frechet_distance, frechet_distanc
 from fiftyone_faceanon.photometric import albedo, shading
 
 REQUIRED = ["detected", "reid_facenet_casia", "reid_dlib", "reid_rate_facenet_casia",
-            "reid_rate_dlib", "landmark_nme_68", "landmark_nme_51", "emotion_match", "si_mse",
-            "si_l2", "delta_l", "delta_c", "delta_e2000", "fid_facenet"]
+            "reid_rate_dlib", "landmark_nme_68", "landmark_nme_51", "emotion_match", "group_match",
+            "si_mse", "si_l2", "delta_l", "delta_c", "delta_e2000", "fid_facenet"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -238,6 +238,26 @@ def test_unanonymized_pair_scores_reid_one_and_distances_zero(evaluator, fixture
                  "delta_e2000", "mse_l", "mse_ab", "emotion_l1"):
         assert rec[name] == pytest.approx(0.0, abs=1e-9), name
     assert rec["emotion_match"] == 1.0
+    assert rec["group_match"] == 1.0
+
+
+def test_group_match_tells_a_face_of_another_apparent_group(evaluator):
+    """``group_match`` on LFW's deep-funneled photos, whose faces all sit in the same place:
+    Al_Pacino_0001 against itself matches, and against Aretha_Franklin_0001 (read as code 1,
+    Black) and Annette_Lu_0001 (code 2, East Asian), each taken as his "anonymized" photo, it
+    does not (the ``donor`` backend at seed 0 gives him an East Asian donor's face;
+    docs/benchmarks.md, "A donor of the face's apparent group")."""
+    from conftest import need_shared
+
+    lfw = need_shared("lfw") / "images_deepfunneled"
+    photo = lambda name: read_rgb(lfw / name.rsplit("_", 1)[0] / f"{name}.jpg")  # noqa: E731
+    pacino = photo("Al_Pacino_0001")
+    rec = evaluator.evaluate_pair(pacino, pacino).faces[0]
+    assert (rec["group_orig"], rec["group_match"]) == ("White", 1.0)
+    for other, code in (("Aretha_Franklin_0001", "Black"), ("Annette_Lu_0001", "Asian")):
+        rec = evaluator.evaluate_pair(pacino, photo(other)).faces[0]
+        assert (rec["group_orig"], rec["group_anon"], rec["group_match"]) == (
+            "White", code, 0.0), other
 
 
 def test_evaluate_cli_end_to_end(tmp_path, fixtures_dir):

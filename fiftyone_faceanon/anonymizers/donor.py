@@ -275,6 +275,9 @@ GLASSES_HEAD = "glasses_casia.npz"
 #: The linear head that reads skin luma from the judges' embeddings, at any exposure
 #: (:func:`skin_luma`, ``scripts/build_skin_head.py``).
 SKIN_HEAD = "skin_luma.npz"
+#: The softmax head that reads UTKFace's race code from the judges' embeddings
+#: (:func:`groups`, ``scripts/build_group_head.py``): the metrics suite's ``group_match``.
+GROUP_HEAD = "groups.npz"
 #: A mouth open wider than its donor's (:func:`~fiftyone_faceanon.donors.mouth_opening`) would
 #: stretch the donor's closed lips across it, drawn as streaks like fangs (a video track keeps
 #: one donor while its mouth opens and closes: on the Hamilton clip the singer's donor has
@@ -340,6 +343,15 @@ def logistic_head(embeddings: np.ndarray, weights: np.ndarray, temperature: floa
     return 1 / (1 + np.exp(-temperature * linear_head(embeddings, weights)))
 
 
+def softmax_head(embeddings: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(N, D) embeddings and (C, D + 1) weights, the last column the biases -> (N, C) the
+    softmax of ``[e, 1] . w_c`` over the C classes."""
+    logits = np.hstack([embeddings, np.ones((len(embeddings), 1))]).astype(np.float64) @ weights.T
+    logits -= logits.max(1, keepdims=True)
+    p = np.exp(logits)
+    return p / p.sum(1, keepdims=True)
+
+
 def demographic_features(embeddings: dict[str, np.ndarray]) -> np.ndarray:
     """``{judge: (N, D_j) unit embeddings}`` -> (N, 640): those of :data:`DEMOGRAPHIC_JUDGES`
     (FaceNet-CASIA 512, dlib 128) side by side, what the demographic heads read."""
@@ -373,6 +385,13 @@ def skin_luma(embeddings: dict[str, np.ndarray]) -> np.ndarray:
     the shipped head reads in the embeddings: on the UTKFace 500 it moves about a tenth as much
     as the measured luma when the exposure changes (``SKIN_HEAD``'s manifest metrics)."""
     return linear_head(demographic_features(embeddings), _head(SKIN_HEAD)["luma"])
+
+
+def groups(embeddings: dict[str, np.ndarray]) -> np.ndarray:
+    """``{judge: (N, D_j) unit embeddings}`` of :data:`DEMOGRAPHIC_JUDGES` -> (N, 5) the
+    probability of each of UTKFace's race codes (``donors.RACES``) by the shipped softmax head
+    (:data:`GROUP_HEAD`)."""
+    return softmax_head(demographic_features(embeddings), _head(GROUP_HEAD)["group"])
 
 
 def skin_far(luma: np.ndarray, skin: np.ndarray) -> np.ndarray:

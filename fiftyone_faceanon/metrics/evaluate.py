@@ -15,6 +15,9 @@ is compared with the original over the ORIGINAL face's place:
 - ``landmark_nme_68`` / ``landmark_nme_51``: the original's landmarks against those dlib's
   landmarks on the anonymized image (:mod:`.geometry`);
 - ``emotion_match`` / ``emotion_l1``: the emotion model on both (:mod:`.emotion`);
+- ``group_match``: the apparent group (UTKFace's race code) that a softmax head reads in the
+  FaceNet-CASIA and dlib embeddings of both is the same
+  (:func:`~fiftyone_faceanon.anonymizers.donor.groups`);
 - lighting and colour metrics on the two crops taken with the original face's crop transform at
   ``crop_size`` (:mod:`.lighting`, :mod:`.colour`);
 - per dataset, ``fid_facenet`` / ``kid_facenet`` between the FaceNet-CASIA embeddings of the
@@ -118,6 +121,11 @@ class Evaluator:
         for name, reason in missing.items():
             for metric in ("reid", "reid_rate", "reid_far", "reid_found", "reid_far_found"):
                 self.unavailable[f"{metric}_{name}"] = reason
+        from ..anonymizers.donor import DEMOGRAPHIC_JUDGES
+
+        if not set(DEMOGRAPHIC_JUDGES) <= set(self.judges):
+            self.unavailable["group_match"] = (
+                f"the group head reads the {' and '.join(DEMOGRAPHIC_JUDGES)} judges' embeddings")
         if REALISM_JUDGE not in self.judges:
             reason = f"the {REALISM_JUDGE} judge is unavailable"
             self.unavailable["fid_facenet"] = self.unavailable["kid_facenet"] = reason
@@ -226,6 +234,15 @@ class Evaluator:
             if name == REALISM_JUDGE:
                 result.embeddings = (e_o, e_a)
             result.anonymized[name] = e_a
+        if "group_match" not in self.unavailable:
+            from ..anonymizers.donor import DEMOGRAPHIC_JUDGES, groups
+            from ..donors import RACES
+
+            g_o, g_a = (groups({j: embeddings[j][k] for j in DEMOGRAPHIC_JUDGES}).argmax(1)
+                        for k in (0, 1))
+            for rec, go, ga in zip(records, g_o, g_a):
+                rec["group_orig"], rec["group_anon"] = RACES[go], RACES[ga]
+                rec["group_match"] = float(go == ga)
         if self.emotion is not None:
             from .emotion import EMOTIONS
 

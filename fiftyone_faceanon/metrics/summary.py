@@ -1,8 +1,8 @@
 """Dataset summaries in the paper's tables' form (mean +- std over faces, with n), per group.
 
 Per-face metrics are summarised over every face that has a finite value; 0/1 metrics
-(``detected``, ``reid_rate_*``, ``reid_far_*``, ``emotion_match``) therefore give rates as
-their mean.
+(``detected``, ``reid_rate_*``, ``reid_far_*``, ``emotion_match``, ``group_match``) therefore
+give rates as their mean.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ PER_FACE: dict[str, bool] = {
     "landmark_nme_51": True,
     "emotion_match": False,
     "emotion_l1": True,
+    "group_match": False,
     "si_mse": True,
     "si_l2": True,
     "delta_l": True,
