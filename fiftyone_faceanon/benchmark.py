@@ -333,7 +333,7 @@ def _switch(value: str) -> bool:
 #: pyramid's, ``detail``: detail matching on or off, :class:`~.photometric.PhotometricSettings`).
 SPEC_OPTIONS = {"geometry": float, "verify": _switch, "tries": int, "on_fail": str,
                 "occluders": _switch, "seed": int, "levels": int, "detail": _switch,
-                "unlink": _switch}
+                "unlink": _switch, "same_group": _switch}
 
 
 def spec_settings(spec: str, device: str = "auto") -> Settings:

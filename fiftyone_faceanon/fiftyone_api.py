@@ -140,6 +140,7 @@ def anonymize_samples(
     engine: str = "local",
     ray_address: str | None = None,
     unlink: bool = True,
+    same_group: bool = False,
     detect_every: int = TrackSettings().detect_every,
     video_quality: int = VideoSettings().quality,
     strip_audio: bool = False,
@@ -150,13 +151,14 @@ def anonymize_samples(
 
     One :class:`fiftyone_faceanon.batch.Job` per sample, run by a
     :class:`~fiftyone_faceanon.batch.Worker` as ``faceanon anonymize`` runs files, with the same
-    options (``any_roll``, ``geometry``, ``donors``, ``verify``, ``on_fail``, ``unlink``; for
-    videos ``detect_every``, ``video_quality`` and ``strip_audio``: see ``faceanon anonymize
-    --help``), then :func:`~fiftyone_faceanon.batch.unlink_run` over them: the output's public
-    sidecar ``<output>.json`` and private record ``<output_dir>.private/<output
-    name>.json``; a rerun skips every sample whose record matches (its fields are set again from
-    them) unless ``overwrite``. ``workers``: processes, ``0`` one per core when each gets 32
-    samples or more. ``engine``: ``local``, ``ray`` (the Ray cluster at ``ray_address``, else
+    options (``any_roll``, ``geometry``, ``donors``, ``verify``, ``on_fail``, ``unlink``,
+    ``same_group``; for videos ``detect_every``, ``video_quality`` and ``strip_audio``: see
+    ``faceanon anonymize --help``), then :func:`~fiftyone_faceanon.batch.unlink_run` over
+    them: the output's public sidecar ``<output>.json`` and private record
+    ``<output_dir>.private/<output name>.json``; a rerun skips every sample whose record
+    matches (its fields are set again from them) unless ``overwrite``. ``workers``: processes,
+    ``0`` one per core when each gets 32 samples or more. ``engine``: ``local``, ``ray`` (the
+    Ray cluster at ``ray_address``, else
     ``RAY_ADDRESS``, else a Ray instance started here) or ``auto`` (ray when an address is
     known); the fields are written here either way. An unreadable image or video, or one whose
     face failed verification with ``on_fail="error"``, gets ``anonymization_error`` and the
@@ -173,7 +175,8 @@ def anonymize_samples(
                             relight, pyramid, color_transfer,
                             most_detail=MOST_DETAIL if detail_match else None),
                         geometry=geometry, donors=str(donors) if donors else None,
-                        verify=verify, on_fail=on_fail, unlink=unlink)
+                        verify=verify, on_fail=on_fail, unlink=unlink,
+                        same_group=same_group)
     video = VideoSettings(tracking=TrackSettings(detect_every=detect_every),
                           quality=video_quality, strip_audio=strip_audio)
     out = Path(output_dir).expanduser().resolve()

@@ -97,6 +97,14 @@ class Settings:
     #: after a run of files, anonymize again the faces that a judge links to another image's
     #: face of the same person (:mod:`.unlink`; with verification and a donor bank only)
     unlink: bool = True
+    #: ``donor`` backend: give no face a donor of an apparent group it is unlikely to be of
+    #: (:data:`~.anonymizers.donor.SURE_GROUP`), at a cost in expression and in faces failed
+    #: closed
+    same_group: bool = False
+
+    def __post_init__(self):
+        if self.same_group and self.backend != "donor":
+            raise ValueError(f"same_group needs the donor backend, not {self.backend!r}")
 
     def as_dict(self) -> dict:
         """The settings as JSON would give them back (tuples as lists), for sidecars and resume."""
@@ -372,6 +380,8 @@ class Pipeline:
             raise ValueError(f"geometry must be in [0, 1], not {settings.geometry}")
         self.settings = settings
         kwargs = {"bank": settings.donors} if settings.donors else {}
+        if settings.same_group:
+            kwargs["same_group"] = True
         self.backend = create_backend(settings.backend, **kwargs)
         self.backend.verified = settings.verify
         self.shape = None

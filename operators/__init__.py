@@ -140,6 +140,10 @@ class AnonymizeFaces(_FaceanonOperator):
         inputs.bool("unlink", default=_default(fn, "unlink"), label="Keep one person's faces apart",
                     description="With verification, anonymize again each face that a judge "
                                 "links to another sample's face of the same person")
+        inputs.bool("same_group", default=_default(fn, "same_group"),
+                    label="Keep each face's apparent group",
+                    description="donor backend: no donor of an apparent group the face is "
+                                "unlikely to be of (costs expression; more faces fail closed)")
         inputs.enum("detector", ["mtcnn", "dlib"], default=_default(fn, "detector"),
                     label="Face detector")
         inputs.str("device", default=_default(fn, "device"), label="Device",

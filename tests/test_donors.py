@@ -899,6 +899,38 @@ def test_the_group_head_tells_faces_it_never_saw():
     assert np.mean([read["colour"][p] == read["grey"][p] for p in both]) >= 0.75
 
 
+def test_with_same_group_a_face_gets_no_donor_of_another_apparent_group(monkeypatch):
+    """LFW's Al_Pacino_0001, whom the group head reads as White (0.78) and as East Asian at
+    0.01, with ``same_group``: no donor whose likeliest code is not White, nor one the head is
+    sure is of a code he is read under ``SURE_GROUP[1]`` (566 of the 759 in all), has a finite
+    cost on his tries but the last, verified or not; by default (or with the rule's lines out
+    of reach), two or more of his six cheapest are such donors (four by default), and at seed 0
+    his first try draws an East Asian man's face. His last try is as without the rule. A
+    backend without a donor bank refuses the setting."""
+    from fiftyone_faceanon.anonymizers import donor as D
+    from fiftyone_faceanon.pipeline import Settings
+
+    donor, default = D.Donor(same_group=True), D.Donor()
+    crop, lms, identity = photo_face(read_rgb(
+        need_shared("lfw") / "images_deepfunneled/Al_Pacino/Al_Pacino_0001.jpg"))
+    read = donor.read(crop, lms, identity)
+    out = D.other_group(read.group, donor.groups)
+    assert out.sum() > 200 and default.read(crop, lms, identity).group is None
+    unverified = donor.read(crop, lms, identity, verified=False)
+    for cost in (donor.cost(read), donor.cost(read, early=False), donor.cost(unverified)):
+        assert np.isfinite(cost).sum() >= 6 and not np.isfinite(cost[out]).any()
+    assert out[np.argsort(default.cost(default.read(crop, lms, identity)),
+                          kind="stable")[:6]].sum() >= 2
+    last = donor.cost(read, early=False, last=True)
+    with monkeypatch.context() as m:
+        m.setattr(D, "SURE_GROUP", (np.inf, 0.0))
+        m.setattr(D, "FACE_GROUP", np.inf)
+        assert out[np.argsort(donor.cost(read), kind="stable")[:6]].sum() >= 2
+        np.testing.assert_array_equal(last, donor.cost(read, early=False, last=True))
+    with pytest.raises(ValueError, match="same_group needs the donor backend, not 'ksame'"):
+        Settings(backend="ksame", same_group=True)
+
+
 #: dlib's 68 landmarks of a face's mirror image: point ``i`` of the mirror is point
 #: ``MIRROR[i]`` of the face (jaw, brows, nose, eyes and lips each reversed left to right).
 MIRROR = np.array([*range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, *range(35, 30, -1),
@@ -1084,3 +1116,35 @@ def test_donors_more_like_the_face_than_the_average_donor_are_put_off(fixtures_d
     assert after[:, 1].mean() < before[:, 1].mean() - 0.005
     assert after[:, 2].mean() < 0.5 and abs(after[:, 2].mean() - before[:, 2].mean()) < 0.05
 
+
+def test_cli_same_group_keeps_the_faces_group_and_records_the_setting(tmp_path):
+    """``faceanon anonymize --same-group`` on Al_Pacino_0001 (LFW, read as White): the run
+    records ``same_group`` in the private record's settings, and the donor it gives him is not
+    one the group head is sure is of a code he is read under ``SURE_GROUP[1]``; by default, at
+    seed 0, his donor is (an East Asian man's face). With another backend it is a usage error
+    (exit code 2, one line)."""
+    from fiftyone_faceanon.anonymizers import donor as D
+
+    src = tmp_path / "in"
+    (src / "Al_Pacino").mkdir(parents=True)  # his path in the LFW DevTest 500 (the seed's key)
+    shutil.copy(need_shared("lfw") / "images_deepfunneled/Al_Pacino/Al_Pacino_0001.jpg",
+                src / "Al_Pacino")
+    backend = D.Donor(same_group=True)
+    _, _, identity = photo_face(read_rgb(src / "Al_Pacino/Al_Pacino_0001.jpg"))
+    face = D.groups({j: e[None] for j, e in identity.items()})[0]
+    index = {str(d): i for i, d in enumerate(backend.bank.ids)}
+    drawn = {}
+    for flag in ("--any-group", "--same-group"):
+        out = tmp_path / flag.strip("-")
+        run = faceanon("anonymize", str(src), "-o", str(out), "--workers", "1", flag)
+        assert run.returncode == 0, run.stderr[-2000:]
+        record = json.loads((out.parent / f"{out.name}.private/Al_Pacino/Al_Pacino_0001.jpg"
+                                            ".json").read_text())
+        assert record["settings"]["same_group"] is (flag == "--same-group")
+        drawn[flag] = index[record["faces"][0]["anonymized"]["donor"]]
+    far = D.other_group(face, backend.groups)
+    assert far[drawn["--any-group"]] and not far[drawn["--same-group"]]
+    run = faceanon("anonymize", str(src), "-o", str(tmp_path / "ksame"), "--backend", "ksame",
+                   "--same-group")
+    assert run.returncode == 2 and run.stderr.strip().splitlines()[-1] == (
+        "Error: same_group needs the donor backend, not 'ksame'")

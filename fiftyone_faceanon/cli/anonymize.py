@@ -53,6 +53,9 @@ def settings_options(f):
         click.option("--unlink/--no-unlink", default=True, show_default=True,
                      help="With --verify, after the run anonymize again each face that a judge "
                           "links to another image's face of the same person."),
+        click.option("--same-group/--any-group", default=False, show_default=True,
+                     help="donor backend: give no face a donor of an apparent group it is "
+                          "unlikely to be of (costs expression, and more faces fail closed)."),
         click.option("--verify-threshold", "verify_thresholds", multiple=True,
                      metavar="JUDGE=COSINE",
                      help="Override a judge's verification threshold (repeatable); default: "
@@ -87,22 +90,26 @@ def build_video_settings(detect_every, video_quality, strip_audio) -> VideoSetti
 
 
 def build_settings(backend, seed, relight, pyramid, color_transfer, detail_match, levels,
-                   geometry, donors, verify, on_fail, unlink, verify_thresholds, detector,
-                   threshold, min_face_size, device, any_roll) -> Settings:
+                   geometry, donors, verify, on_fail, unlink, same_group, verify_thresholds,
+                   detector, threshold, min_face_size, device, any_roll) -> Settings:
     from ..gate import GateError, parse_threshold_overrides
 
     try:
         overrides = parse_threshold_overrides(verify_thresholds, "--verify-threshold")
     except GateError as e:
         raise click.UsageError(str(e)) from None
-    return Settings(
-        backend=backend, seed=seed, detector=detector, threshold=threshold,
-        min_face_size=min_face_size, device=device, any_roll=any_roll,
-        photometric=PhotometricSettings(relight, pyramid, color_transfer, levels=levels,
-                                        most_detail=MOST_DETAIL if detail_match else None),
-        geometry=geometry, donors=str(donors) if donors else None, verify=verify,
-        on_fail=on_fail, verify_thresholds=tuple(sorted(overrides.items())), unlink=unlink,
-    )
+    try:
+        return Settings(
+            backend=backend, seed=seed, detector=detector, threshold=threshold,
+            min_face_size=min_face_size, device=device, any_roll=any_roll,
+            photometric=PhotometricSettings(relight, pyramid, color_transfer, levels=levels,
+                                            most_detail=MOST_DETAIL if detail_match else None),
+            geometry=geometry, donors=str(donors) if donors else None, verify=verify,
+            on_fail=on_fail, verify_thresholds=tuple(sorted(overrides.items())), unlink=unlink,
+            same_group=same_group,
+        )
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
 
 
 def run_anonymize(inputs: list[Path], outdir: Path, settings: Settings, workers: int,

@@ -32,8 +32,9 @@ def split_specs(text: str) -> list[str]:
 @click.option("--backends", default="donor,donor:verify=1,dp68,ksame,blur,pixelate,mask,noise",
               show_default=True,
               help="Semicolon- or comma-separated specs BACKEND[:key=value,...] (keys: geometry, "
-                   "verify, tries, on_fail, occluders, seed, levels, detail, unlink; verify is "
-                   "off unless set); unknown or unavailable backends are listed as skipped.")
+                   "verify, tries, on_fail, occluders, seed, levels, detail, unlink, same_group; "
+                   "verify is off unless set); unknown or unavailable backends are listed as "
+                   "skipped.")
 @click.option("--ablation", metavar="BACKEND",
               help="Table VI for this backend: photometric steps switched on in turn.")
 @click.option("--limit", type=click.IntRange(1), help="Only the first N images (sorted paths).")
