@@ -97,7 +97,7 @@ class Settings:
     #: after a run of files, anonymize again the faces that a judge links to another image's
     #: face of the same person (:mod:`.unlink`; with verification and a donor bank only)
     unlink: bool = True
-    #: ``donor`` backend: give no face a donor of an apparent group it is unlikely to be of
+    #: ``donor`` backend: keep each face's apparent group in its donor
     #: (:data:`~.anonymizers.donor.SURE_GROUP`), at a cost in expression and in faces failed
     #: closed
     same_group: bool = False

@@ -142,8 +142,9 @@ class AnonymizeFaces(_FaceanonOperator):
                                 "links to another sample's face of the same person")
         inputs.bool("same_group", default=_default(fn, "same_group"),
                     label="Keep each face's apparent group",
-                    description="donor backend: no donor of an apparent group the face is "
-                                "unlikely to be of (costs expression; more faces fail closed)")
+                    description="donor backend: a donor of the face's apparent group, but "
+                                "when it is redone to unlink it (costs expression; more faces "
+                                "fail closed)")
         inputs.enum("detector", ["mtcnn", "dlib"], default=_default(fn, "detector"),
                     label="Face detector")
         inputs.str("device", default=_default(fn, "device"), label="Device",

@@ -54,8 +54,9 @@ def settings_options(f):
                      help="With --verify, after the run anonymize again each face that a judge "
                           "links to another image's face of the same person."),
         click.option("--same-group/--any-group", default=False, show_default=True,
-                     help="donor backend: give no face a donor of an apparent group it is "
-                          "unlikely to be of (costs expression, and more faces fail closed)."),
+                     help="donor backend: keep each face's apparent group (a head's reading of "
+                          "UTKFace's race code) in its donor, but when it is redone to unlink it; "
+                          "costs expression, and more faces fail closed."),
         click.option("--verify-threshold", "verify_thresholds", multiple=True,
                      metavar="JUDGE=COSINE",
                      help="Override a judge's verification threshold (repeatable); default: "
