@@ -57,14 +57,11 @@ def ridge_fit(x: np.ndarray, y: np.ndarray, ridge: float = 1.0) -> np.ndarray:
     return np.linalg.solve(xb.T @ xb + ridge * np.eye(xb.shape[1]), xb.T @ y)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
-    args = ap.parse_args()
-    import torch
-
-    torch.set_num_threads(1)
-    files = utkface_chips(args.data / "utkface")
+def utkface_features(folder: Path) -> tuple[dict[str, np.ndarray], ...]:
+    """Per look (``colour``, ``grey``): the (N, 640) demographic features of the UTKFace chips
+    in ``folder`` in which MTCNN finds a face, their (N, 3) labels ``(age, gender, race)`` and
+    (N,) bool whether each is one of the UTKFace 500."""
+    files = utkface_chips(folder)
     judges, _ = load_judges(list(DEMOGRAPHIC_JUDGES), device="cpu")
     held = {p.name for p in utkface_500(files)}
     x, labels, test = {}, {}, {}
@@ -75,6 +72,17 @@ def main() -> None:
             x[look] = demographic_features(embeddings)
             labels[look] = np.array([utkface_labels(p.name) for p in kept], np.float64)
             test[look] = np.array([p.name in held for p in kept])
+    return x, labels, test
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    x, labels, test = utkface_features(args.data / "utkface")
     train_x = np.vstack([x[look][~test[look]] for look in x])
     train_y = np.vstack([labels[look][~test[look]] for look in x])
     w_gender = logistic(train_x, train_y[:, 1], GENDER_RIDGE)

@@ -23,14 +23,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from build_demographics_head import utkface_features
 from scipy.optimize import minimize
-from tqdm import tqdm
 
-from fiftyone_faceanon.anonymizers.donor import (DEMOGRAPHIC_JUDGES, GROUP_HEAD,
-                                                 demographic_features, softmax_head)
-from fiftyone_faceanon.donors import (RACES, embed_largest_faces, utkface_500, utkface_chips,
-                                      utkface_labels)
-from fiftyone_faceanon.metrics.identity import load_judges
+from fiftyone_faceanon.anonymizers.donor import GROUP_HEAD, softmax_head
+from fiftyone_faceanon.donors import RACES
 from fiftyone_faceanon.weights import models_dir, record
 
 #: The L2 penalty on the weights (not the biases), as ``build_demographics_head.GENDER_RIDGE``:
@@ -62,24 +59,6 @@ def softmax_fit(x: np.ndarray, y: np.ndarray, classes: int, ridge: float = RIDGE
         classes, -1)
 
 
-def embed(folder: Path) -> tuple[dict[str, np.ndarray], ...]:
-    """Per look (``colour``, ``grey``): the (N, 640) demographic features of the UTKFace chips
-    in ``folder`` in which MTCNN finds a face, their (N,) race codes and (N,) bool whether each
-    is one of the UTKFace 500."""
-    files = utkface_chips(folder)
-    judges, _ = load_judges(list(DEMOGRAPHIC_JUDGES), device="cpu")
-    held = {p.name for p in utkface_500(files)}
-    x, codes, test = {}, {}, {}
-    with tqdm(total=2 * len(files), unit="chip") as bar:
-        for look in ("colour", "grey"):
-            embeddings, kept = embed_largest_faces(files, judges, "cpu", bar.update,
-                                                   grey=look == "grey")
-            x[look] = demographic_features(embeddings)
-            codes[look] = np.array([utkface_labels(p.name)[2] for p in kept])
-            test[look] = np.array([p.name in held for p in kept])
-    return x, codes, test
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -92,7 +71,8 @@ def main() -> None:
             x, codes, test = ({look: saved[f"{key}_{look}"] for look in ("colour", "grey")}
                               for key in ("x", "codes", "test"))
     else:
-        x, codes, test = embed(args.data / "utkface")
+        x, labels, test = utkface_features(args.data / "utkface")
+        codes = {look: labels[look][:, 2].astype(np.int64) for look in labels}
         if args.features:
             np.savez(args.features, **{f"{key}_{look}": part[look]
                                        for key, part in (("x", x), ("codes", codes),
