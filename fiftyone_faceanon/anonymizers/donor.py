@@ -43,6 +43,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from scipy.spatial import Delaunay
+from scipy.special import softmax
 
 from ..mesh import Mesh, face_mesh, render, yaw
 from .base import Anonymizer, register
@@ -363,10 +364,7 @@ def logistic_head(embeddings: np.ndarray, weights: np.ndarray, temperature: floa
 def softmax_head(embeddings: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """(N, D) embeddings and (C, D + 1) weights, the last column the biases -> (N, C) the
     softmax of ``[e, 1] . w_c`` over the C classes."""
-    logits = np.hstack([embeddings, np.ones((len(embeddings), 1))]).astype(np.float64) @ weights.T
-    logits -= logits.max(1, keepdims=True)
-    p = np.exp(logits)
-    return p / p.sum(1, keepdims=True)
+    return softmax(linear_head(embeddings, weights.T), axis=1)
 
 
 def demographic_features(embeddings: dict[str, np.ndarray]) -> np.ndarray:
@@ -516,14 +514,14 @@ class Donor(Anonymizer):
 
         self.bank = load_bank(Path(bank) if bank else None)
         self.candidates = candidates
-        self.same_group = same_group
         attrs = {k: np.asarray(self.bank.attributes[k], np.float64)
                  for k in TERMS if k != "proportion" and k not in DEMOGRAPHIC}
         attrs["proportion"] = np.array([proportion(l) for l in self.bank.landmarks])
         attrs["female"], attrs["log_age"] = demographics(self.bank.embeddings).T
         attrs["female"] = seen_gender(attrs["female"], self.bank.gender_seen)
         attrs["skin"] = skin_luma(self.bank.embeddings)
-        self.groups = groups(self.bank.embeddings) if same_group else None  # (M, 5)
+        # (M, 5) the donors' groups where each face keeps its own (same_group), else None
+        self.groups = groups(self.bank.embeddings) if same_group else None
         attrs["glasses"] = np.maximum(attrs["glasses"],
                                       glasses(self.bank.embeddings["facenet_casia"]))
         self.keys = list(TERMS)
@@ -577,7 +575,7 @@ class Donor(Anonymizer):
             embedded = {j: identity[j][None] for j in DEMOGRAPHIC_JUDGES}
             a["female"], a["log_age"] = demographics(embedded)[0]
             a["skin"] = float(skin_luma(embedded)[0])
-            group = groups(embedded)[0] if self.same_group else None
+            group = groups(embedded)[0] if self.groups is not None else None
         else:
             group = None
             use = ~self.demographic
